@@ -1,0 +1,140 @@
+"""`AlignLlamaConfig`: the Llama 2 architecture as a transformers config, with named presets.
+
+Field names are those of transformers' `LlamaConfig` so that configs and checkpoints move between the two
+unchanged. Our own validation runs before transformers' strict-dataclass validation, so a bad value gives a
+`ValueError` that names the field and what it accepts (transformers would raise its own exception type).
+
+Llama 2 uses plain RoPE (no scaling), so the config keeps a single `rope_theta`; a Hugging Face config's
+`rope_parameters` / `rope_scaling` dict is folded into it on load, and anything but the default RoPE is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+# Model sizes are data (litgpt's `config.py` style). Source of the paper sizes: Touvron et al. 2023, Table 1 and
+# the released params.json files; see ../shared/PIPELINE.md §1. The CPU presets are ours.
+PRESETS: dict[str, dict[str, int]] = {
+    # Paper sizes. vocab 32,000, context 4096, head_dim 128.
+    "7b": dict(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32,
+               intermediate_size=11008, vocab_size=32000),
+    "13b": dict(hidden_size=5120, num_attention_heads=40, num_key_value_heads=40, num_hidden_layers=40,
+                intermediate_size=13824, vocab_size=32000),
+    "34b": dict(hidden_size=8192, num_attention_heads=64, num_key_value_heads=8, num_hidden_layers=48,
+                intermediate_size=22016, vocab_size=32000),
+    "70b": dict(hidden_size=8192, num_attention_heads=64, num_key_value_heads=8, num_hidden_layers=80,
+                intermediate_size=28672, vocab_size=32000),
+    # CPU presets: same architecture, GQA on so the grouped path is always exercised. The vocabulary matches
+    # the demo tokenizer built from the synthetic world (`data/`); override it for another tokenizer.
+    "tiny": dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                 intermediate_size=176, vocab_size=4096),
+    "small": dict(hidden_size=256, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=6,
+                  intermediate_size=688, vocab_size=4096),
+}
+
+_POSITIVE_INT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+)
+
+# Options of transformers' LlamaConfig that Llama 2 fixes; a checkpoint asking for anything else is not Llama 2.
+_LLAMA_FIXED_OPTIONS = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False}
+
+
+class AlignLlamaConfig(PretrainedConfig):
+    """Configuration of a Llama-2-style decoder (PIPELINE.md §1).
+
+    Defaults are the 7B model. Use `AlignLlamaConfig.from_preset("70b")` for the paper sizes or `"tiny"` /
+    `"small"` for CPU work; keyword overrides apply on top of a preset.
+    """
+
+    model_type = "align_llama"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        kwargs = self._fold_llama_options(kwargs)
+        self.validate_shapes()
+        super().__post_init__(**kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def _fold_llama_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Accept the extra keys of a Hugging Face `LlamaConfig` and check they describe Llama 2."""
+        rope = kwargs.pop("rope_parameters", None) or kwargs.pop("rope_scaling", None)
+        if rope:
+            rope_type = rope.get("rope_type", rope.get("type", "default"))
+            if rope_type != "default":
+                raise ValueError(f"rope_parameters.rope_type: only 'default' RoPE is supported, got {rope_type!r}")
+            self.rope_theta = float(rope.get("rope_theta", self.rope_theta))
+        for name, required in _LLAMA_FIXED_OPTIONS.items():
+            value = kwargs.pop(name, required)
+            if value != required:
+                raise ValueError(f"{name}: Llama 2 requires {required!r}, got {value!r}")
+        head_dim = kwargs.pop("head_dim", None)
+        if head_dim is not None and self.num_attention_heads and head_dim * self.num_attention_heads != self.hidden_size:
+            raise ValueError(
+                f"head_dim: must equal hidden_size / num_attention_heads = "
+                f"{self.hidden_size}/{self.num_attention_heads}, got {head_dim}"
+            )
+        for ignored in ("pretraining_tp", "attention_dropout"):
+            kwargs.pop(ignored, None)
+        return kwargs
+
+    def validate_shapes(self) -> None:
+        """Raise `ValueError` naming the first invalid field and the values it accepts."""
+        for name in _POSITIVE_INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            allowed = [h for h in range(1, self.hidden_size + 1) if self.hidden_size % h == 0]
+            raise ValueError(
+                f"num_attention_heads: must divide hidden_size={self.hidden_size}; "
+                f"got {self.num_attention_heads}, allowed: {allowed}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"hidden_size / num_attention_heads: RoPE needs an even head dim, got {self.head_dim}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            allowed = [k for k in range(1, self.num_attention_heads + 1) if self.num_attention_heads % k == 0]
+            raise ValueError(
+                f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}; "
+                f"got {self.num_key_value_heads}, allowed: {allowed}"
+            )
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta: must be positive, got {self.rope_theta!r}")
+        if not self.rms_norm_eps > 0:
+            raise ValueError(f"rms_norm_eps: must be positive, got {self.rms_norm_eps!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> AlignLlamaConfig:
+        """Build the config of a named size (`PRESETS`), with keyword overrides on top."""
+        if name not in PRESETS:
+            raise ValueError(f"preset: unknown preset {name!r}, allowed: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})

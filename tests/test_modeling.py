@@ -1,0 +1,268 @@
+"""The model against transformers' Llama: same weights, same numbers; plus the contract of the config."""
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
+
+from align.modeling import (
+    PRESETS,
+    AlignLlamaConfig,
+    AlignLlamaForCausalLM,
+    AlignLlamaForSequenceClassification,
+    convert_mha_to_gqa,
+    export_to_llama,
+    to_llama_config,
+)
+
+ATOL = 1e-5
+
+
+def make_pair(config, cls=AlignLlamaForCausalLM, llama_cls=LlamaForCausalLM, seed=0):
+    """Our model and transformers' Llama with identical random weights, both in eval mode."""
+    torch.manual_seed(seed)
+    ours = cls(config).eval()
+    theirs = llama_cls(to_llama_config(config)).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours, theirs
+
+
+def padded_batch(vocab_size, lengths, side, pad_id=0, seed=1):
+    """Random token rows of the given lengths padded to the longest on `side`; returns ids, mask."""
+    gen = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.full((len(lengths), T), pad_id)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        tokens = torch.randint(1, vocab_size, (n,), generator=gen)
+        where = slice(0, n) if side == "right" else slice(T - n, T)
+        ids[row, where], mask[row, where] = tokens, 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_logits_match_llama_without_padding(num_kv_heads):
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, num_key_value_heads=num_kv_heads)
+    ours, theirs = make_pair(config)
+    ids = torch.randint(0, 256, (3, 17))
+    torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2], ids=["mha", "gqa"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_logits_match_llama_with_padding(num_kv_heads, side):
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, num_key_value_heads=num_kv_heads, pad_token_id=0)
+    ours, theirs = make_pair(config)
+    ids, mask = padded_batch(256, [9, 5, 2], side)
+    # transformers' Llama counts positions from index 0 unless told otherwise; ours counts from each row's
+    # first real token, so give it the same positions explicitly.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    our_logits = ours(ids, attention_mask=mask).logits
+    their_logits = theirs(ids, attention_mask=mask, position_ids=positions).logits
+    real = mask.bool()
+    assert torch.isfinite(our_logits).all()
+    torch.testing.assert_close(our_logits[real], their_logits[real], atol=ATOL, rtol=0)
+
+
+def test_left_padding_does_not_change_a_row():
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, pad_token_id=0)
+    torch.manual_seed(0)
+    model = AlignLlamaForCausalLM(config).eval()
+    ids, mask = padded_batch(256, [8, 3], "left")
+    batched = model(ids, attention_mask=mask).logits
+    alone = model(ids[1:, -3:]).logits
+    torch.testing.assert_close(batched[1, -3:], alone[0], atol=ATOL, rtol=0)
+
+
+def test_sequence_classification_matches_llama():
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, pad_token_id=0, num_labels=1)
+    ours, theirs = make_pair(config, AlignLlamaForSequenceClassification, LlamaForSequenceClassification)
+    ids, mask = padded_batch(256, [7, 4, 6], "right")
+    ours_scores = ours(ids, attention_mask=mask).logits
+    assert ours_scores.shape == (3, 1)
+    torch.testing.assert_close(ours_scores, theirs(ids, attention_mask=mask).logits, atol=ATOL, rtol=0)
+    # Left padding reads the same last token.
+    left_ids, left_mask = padded_batch(256, [7, 4, 6], "left")
+    torch.testing.assert_close(ours(left_ids, attention_mask=left_mask).logits, ours_scores, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("side", ["none", "left"])
+def test_greedy_generate_matches_llama(side):
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, pad_token_id=0, eos_token_id=None)
+    ours, theirs = make_pair(config)
+    if side == "none":
+        ids, mask = torch.randint(1, 256, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    else:
+        ids, mask = padded_batch(256, [6, 3], "left")
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=0)
+    our_tokens = ours.generate(ids, **kwargs)
+    assert our_tokens.shape == (2, ids.shape[1] + 12)
+    assert torch.equal(our_tokens, theirs.generate(ids, **kwargs))
+    # The cache changes nothing but speed.
+    assert torch.equal(our_tokens, ours.generate(ids, **{**kwargs, "use_cache": False}))
+
+
+def test_kv_cache_holds_only_kv_heads():
+    sizes = {}
+    for num_kv_heads in (4, 1):
+        config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, num_key_value_heads=num_kv_heads)
+        model = AlignLlamaForCausalLM(config).eval()
+        cache = model(torch.randint(0, 256, (2, 10)), use_cache=True).past_key_values
+        layer = cache.layers[0]
+        assert layer.keys.shape == (2, num_kv_heads, 10, config.head_dim)
+        assert layer.values.shape == (2, num_kv_heads, 10, config.head_dim)
+        sizes[num_kv_heads] = sum(lay.keys.numel() + lay.values.numel() for lay in cache.layers)
+    assert sizes[4] == 4 * sizes[1]  # memory scales with kv heads, not query heads
+
+
+def test_cached_decoding_equals_full_forward(tiny_model):
+    ids = torch.randint(0, 256, (2, 12))
+    full = tiny_model(ids).logits
+    out = tiny_model(ids[:, :8], use_cache=True)
+    step = tiny_model(ids[:, 8:10], past_key_values=out.past_key_values, use_cache=True)
+    last = tiny_model(ids[:, 10:], past_key_values=step.past_key_values, use_cache=True)
+    torch.testing.assert_close(torch.cat([out.logits, step.logits, last.logits], 1), full, atol=ATOL, rtol=0)
+
+
+def test_gradient_checkpointing_gives_same_gradients(tiny_config):
+    torch.manual_seed(0)
+    model = AlignLlamaForCausalLM(tiny_config).train()
+    ids = torch.randint(0, 256, (2, 16))
+    model(ids, labels=ids).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model(ids, labels=ids).loss.backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, plain[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_labels_give_next_token_cross_entropy(tiny_model):
+    ids = torch.randint(0, 256, (2, 9))
+    out = tiny_model(ids, labels=ids)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 256), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_save_load_round_trip_is_safetensors(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "align_llama"
+    loaded = AlignLlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 256, (1, 7))
+    torch.testing.assert_close(loaded(ids).logits, tiny_model(ids).logits, atol=0, rtol=0)
+
+
+def test_auto_classes_round_trip(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is AlignLlamaConfig
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is AlignLlamaForCausalLM
+    assert type(AutoModelForCausalLM.from_config(tiny_model.config)) is AlignLlamaForCausalLM
+    reward = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    assert type(reward) is AlignLlamaForSequenceClassification
+    # The reward model keeps the decoder weights and gets a fresh scalar head.
+    torch.testing.assert_close(reward.model.embed_tokens.weight, tiny_model.model.embed_tokens.weight)
+    assert reward.score.weight.shape == (1, tiny_model.config.hidden_size)
+
+
+def test_loads_a_transformers_llama_directory(tmp_path):
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256)
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(to_llama_config(config)).eval()
+    llama.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
+    ours = AlignLlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert ours.config.num_key_value_heads == 2 and ours.config.rope_theta == 10000.0
+    ids = torch.randint(0, 256, (2, 11))
+    torch.testing.assert_close(ours(ids).logits, llama(ids).logits, atol=ATOL, rtol=0)
+
+
+def test_exports_to_a_transformers_llama_directory(tiny_model, tmp_path):
+    export_to_llama(tiny_model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
+    llama = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 256, (2, 11))
+    torch.testing.assert_close(llama(ids).logits, tiny_model(ids).logits, atol=ATOL, rtol=0)
+
+
+def test_refuses_llama_configs_that_are_not_llama_2():
+    with pytest.raises(ValueError, match="rope_type"):
+        AlignLlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match="attention_bias"):
+        AlignLlamaConfig(attention_bias=True)
+
+
+def test_mha_to_gqa_mean_pools_kv_heads():
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, num_key_value_heads=4)
+    torch.manual_seed(0)
+    mha = AlignLlamaForCausalLM(config).eval()
+    gqa = convert_mha_to_gqa(mha, num_key_value_heads=2)
+    assert gqa.config.num_key_value_heads == 2 and mha.config.num_key_value_heads == 4
+    hd = config.head_dim
+    for layer_mha, layer_gqa in zip(mha.model.layers, gqa.model.layers):
+        for proj in ("k_proj", "v_proj"):
+            old = getattr(layer_mha.self_attn, proj).weight  # (4 * hd, C)
+            new = getattr(layer_gqa.self_attn, proj).weight  # (2 * hd, C)
+            assert new.shape == (2 * hd, config.hidden_size)
+            torch.testing.assert_close(new[:hd], (old[:hd] + old[hd : 2 * hd]) / 2)
+            torch.testing.assert_close(new[hd:], (old[2 * hd : 3 * hd] + old[3 * hd :]) / 2)
+        torch.testing.assert_close(layer_gqa.self_attn.q_proj.weight, layer_mha.self_attn.q_proj.weight)
+    # Converting to as many kv heads as there are changes nothing.
+    same = convert_mha_to_gqa(mha, num_key_value_heads=4)
+    ids = torch.randint(0, 256, (1, 8))
+    torch.testing.assert_close(same(ids).logits, mha(ids).logits)
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        convert_mha_to_gqa(mha, num_key_value_heads=3)
+
+
+@pytest.mark.parametrize(
+    "preset, published", [("7b", 6.74e9), ("13b", 13.0e9), ("34b", 33.7e9), ("70b", 69.0e9)]
+)
+def test_preset_parameter_counts(preset, published):
+    config = AlignLlamaConfig.from_preset(preset)
+    assert config.head_dim == 128 and config.max_position_embeddings == 4096
+    with torch.device("meta"):
+        model = AlignLlamaForCausalLM(config)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - published) / published < 0.005, count
+
+
+def test_presets_are_the_paper_shapes():
+    assert PRESETS["70b"] == dict(hidden_size=8192, num_attention_heads=64, num_key_value_heads=8,
+                                  num_hidden_layers=80, intermediate_size=28672, vocab_size=32000)
+    config = AlignLlamaConfig.from_preset("7b")
+    assert (config.rope_theta, config.rms_norm_eps, config.tie_word_embeddings) == (10000.0, 1e-5, False)
+    assert AlignLlamaConfig.from_preset("small", num_hidden_layers=3).num_hidden_layers == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_attention_heads=5), r"num_attention_heads: must divide hidden_size=64.*allowed: \[1, 2, 4, 8"),
+        (dict(num_key_value_heads=3), r"num_key_value_heads: must divide num_attention_heads=4.*allowed: \[1, 2, 4\]"),
+        (dict(hidden_size=0), r"hidden_size: must be a positive integer"),
+        (dict(num_hidden_layers=-1), r"num_hidden_layers: must be a positive integer"),
+        (dict(vocab_size=2.5), r"vocab_size: must be a positive integer"),
+        (dict(rms_norm_eps=0.0), r"rms_norm_eps: must be positive"),
+    ],
+)
+def test_bad_configs_raise_value_error_naming_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AlignLlamaConfig.from_preset("tiny", **overrides)
+
+
+def test_unknown_preset_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"preset: unknown preset '7B'.*'13b', '34b', '70b', '7b', 'small', 'tiny'"):
+        AlignLlamaConfig.from_preset("7B")
+
+
+def test_too_long_input_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="max_position_embeddings=128"):
+        tiny_model(torch.zeros(1, 129, dtype=torch.long))
