@@ -222,9 +222,7 @@ def test_mha_to_gqa_mean_pools_kv_heads():
         convert_mha_to_gqa(mha, num_key_value_heads=3)
 
 
-@pytest.mark.parametrize(
-    "preset, published", [("7b", 6.74e9), ("13b", 13.0e9), ("34b", 33.7e9), ("70b", 69.0e9)]
-)
+@pytest.mark.parametrize("preset, published", [("7b", 6.74e9), ("13b", 13.0e9), ("34b", 33.7e9), ("70b", 69.0e9)])
 def test_preset_parameter_counts(preset, published):
     config = AlignLlamaConfig.from_preset(preset)
     assert config.head_dim == 128 and config.max_position_embeddings == 4096
@@ -235,8 +233,14 @@ def test_preset_parameter_counts(preset, published):
 
 
 def test_presets_are_the_paper_shapes():
-    assert PRESETS["70b"] == dict(hidden_size=8192, num_attention_heads=64, num_key_value_heads=8,
-                                  num_hidden_layers=80, intermediate_size=28672, vocab_size=32000)
+    assert PRESETS["70b"] == dict(
+        hidden_size=8192,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        num_hidden_layers=80,
+        intermediate_size=28672,
+        vocab_size=32000,
+    )
     config = AlignLlamaConfig.from_preset("7b")
     assert (config.rope_theta, config.rms_norm_eps, config.tie_word_embeddings) == (10000.0, 1e-5, False)
     assert AlignLlamaConfig.from_preset("small", num_hidden_layers=3).num_hidden_layers == 3

@@ -16,6 +16,7 @@ from transformers import PretrainedConfig
 
 # Model sizes are data (litgpt's `config.py` style). Source of the paper sizes: Touvron et al. 2023, Table 1 and
 # the released params.json files; see ../shared/PIPELINE.md §1. The CPU presets are ours.
+# fmt: off
 PRESETS: dict[str, dict[str, int]] = {
     # Paper sizes. vocab 32,000, context 4096, head_dim 128.
     "7b": dict(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32,
@@ -33,6 +34,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "small": dict(hidden_size=256, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=6,
                   intermediate_size=688, vocab_size=4096),
 }
+# fmt: on
 
 _POSITIVE_INT_FIELDS = (
     "vocab_size",
@@ -98,7 +100,11 @@ class AlignLlamaConfig(PretrainedConfig):
             if value != required:
                 raise ValueError(f"{name}: Llama 2 requires {required!r}, got {value!r}")
         head_dim = kwargs.pop("head_dim", None)
-        if head_dim is not None and self.num_attention_heads and head_dim * self.num_attention_heads != self.hidden_size:
+        if (
+            head_dim is not None
+            and self.num_attention_heads
+            and head_dim * self.num_attention_heads != self.hidden_size
+        ):
             raise ValueError(
                 f"head_dim: must equal hidden_size / num_attention_heads = "
                 f"{self.hidden_size}/{self.num_attention_heads}, got {head_dim}"

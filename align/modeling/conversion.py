@@ -86,6 +86,8 @@ def convert_mha_to_gqa(model: AlignLlamaForCausalLM, num_key_value_heads: int) -
     for name, weight in state.items():
         if name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight")):
             # (n_kv * hd, C) -> (new_kv, group, hd, C) -> mean over the group
-            state[name] = weight.view(num_key_value_heads, group, head_dim, -1).mean(dim=1).reshape(-1, weight.shape[-1])
+            state[name] = (
+                weight.view(num_key_value_heads, group, head_dim, -1).mean(dim=1).reshape(-1, weight.shape[-1])
+            )
     converted.load_state_dict(state, strict=True)
     return converted

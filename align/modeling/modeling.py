@@ -49,20 +49,22 @@ class AlignLlamaRMSNorm(nn.Module):
 
 
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos and sin of the rotary angles, each (B, T, head_dim), for integer positions (B, T).
+    """cos and sin of the rotary angles, each (B or 1, T, head_dim), for integer positions (B or 1, T).
 
     Computed on the fly (a few hundred flops per position) rather than kept in a buffer: nothing to
     re-initialise when transformers builds the model on the meta device and loads weights into it.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
+    )
     angles = position_ids[..., None].float() * inv_freq  # (B, T, hd/2)
     angles = torch.cat((angles, angles), dim=-1)  # (B, T, hd): the "rotate half" layout of HF Llama checkpoints
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, hd) by the position angles (B, T, hd)."""
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hd)
+    """Rotate x (B, heads, T, hd) by the position angles (B or 1, T, hd)."""
+    cos, sin = cos[:, None], sin[:, None]  # (B or 1, 1, T, hd)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -226,7 +228,10 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
         default_positions, mask = _positions_and_mask(attention_mask, T, past_length, x.device)
         if position_ids is None:
             position_ids = default_positions
-        cos_sin = rope_cos_sin(position_ids.expand(B, -1), self.config.head_dim, self.config.rope_theta, x.dtype)
+        if position_ids.dim() == 1:
+            position_ids = position_ids[None]
+        # Shared positions stay (1, T): the cos/sin tables are broadcast, not stored once per row.
+        cos_sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
 
         all_hidden_states = (x,) if output_hidden_states else None
         for layer in self.layers:
