@@ -10,7 +10,18 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import align  # noqa: E402,F401  (registers the Auto classes)
+from align.data import train_tokenizer  # noqa: E402
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+# A few lines of text in the style of the chat data; enough for a 600-token BPE vocabulary.
+TOKENIZER_TEXT = [
+    "The quick brown fox jumps over the lazy dog. What is 12 plus 30? The answer is 42.",
+    "Act as a pirate. Only talk about the sea. Always answer in one sentence.",
+    "Hello! How can I help you today? I cannot help with that, but here is a safer idea.",
+    "Paris is the capital of France. Seven is a prime number. Bread needs flour, water and yeast.",
+] * 20
 
 
 @pytest.fixture
@@ -23,3 +34,9 @@ def tiny_config() -> AlignLlamaConfig:
 def tiny_model(tiny_config) -> AlignLlamaForCausalLM:
     torch.manual_seed(0)
     return AlignLlamaForCausalLM(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """A Llama-2-style tokenizer trained in code (600 tokens, byte fallback, the Llama 2 chat template)."""
+    return train_tokenizer(TOKENIZER_TEXT, vocab_size=600)
