@@ -1,0 +1,79 @@
+"""Checkpoint I/O shared by every stage: atomic model directories, resumable Trainer checkpoints, markers.
+
+- `save_pretrained_atomic(model, tokenizer, path)` writes into a temporary sibling folder and renames it into
+  place, so `path` is either the old complete checkpoint or the new complete one, never half of each.
+- transformers' Trainer writes `checkpoint-N/` file by file and `trainer_state.json` last;
+  `last_complete_checkpoint(dir)` returns the newest one that has it, so a run killed while saving resumes
+  from the previous complete checkpoint instead of failing on the partial one.
+- `mark_done` / `is_done`: a stage's completion marker (a small JSON file written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text
+
+TRAINER_STATE = "trainer_state.json"
+DONE_MARKER = "DONE.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
+    """Save `model` (and `tokenizer`, if given) with `save_pretrained` into `path`, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if path.exists():
+            retired = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
+            os.rename(path, retired)
+            os.rename(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest `checkpoint-N` folder of a Trainer run that was completely written, or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = [
+        (int(match.group(1)), child)
+        for child in output_dir.iterdir()
+        if (match := _CHECKPOINT.match(child.name)) and (child / TRAINER_STATE).is_file()
+    ]
+    return max(complete)[1] if complete else None
+
+
+def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """Check `path` is a saved model directory (config.json inside); FileNotFoundError naming it otherwise."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        reason = "does not exist" if not path.exists() else "has no config.json"
+        raise FileNotFoundError(f"{what}: {path} {reason}; expected a directory written by save_pretrained")
+    return path
+
+
+def mark_done(stage_dir: str | os.PathLike, **info: Any) -> None:
+    """Write the completion marker of a stage with whatever facts the caller records (metrics, paths)."""
+    atomic_write_text(Path(stage_dir) / DONE_MARKER, json.dumps(info, indent=2, default=str) + "\n")
+
+
+def is_done(stage_dir: str | os.PathLike) -> bool:
+    return (Path(stage_dir) / DONE_MARKER).is_file()

@@ -1,0 +1,69 @@
+"""Batched sampling with the KV cache, shared by evaluation, rejection sampling and PPO rollouts.
+
+`complete(model, tokenizer, texts)` left-pads a batch of prompt texts, runs `model.generate` (KV cache on),
+and returns only the new text of each row, cut at an optional stop string. Prompts are rendered beforehand:
+`chat_prompt_texts` applies the Llama 2 chat template; plain-text prompts (pretraining probes) are used as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .data.chat import Message, render
+
+
+def chat_prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[Message]]) -> list[str]:
+    """Llama 2 chat text of each prompt (message lists ending with a user turn)."""
+    return [render(tokenizer, prompt) for prompt in prompts]
+
+
+@torch.no_grad()
+def complete(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    stop: str | None = None,
+    add_special_tokens: bool = False,
+) -> list[str]:
+    """The continuation of each text (greedy when `temperature` is 0), without the prompt or special tokens.
+
+    Chat texts already start with `<s>`; pass `add_special_tokens=True` for plain text that should get it.
+    """
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=add_special_tokens,
+            ).to(model.device)
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                use_cache=True,
+                **({"do_sample": False} if not sampling else sampling),
+            )
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
+                text = text.split(stop)[0] if stop else text
+                outputs.append(text.strip())
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return outputs

@@ -1,0 +1,235 @@
+"""Pretraining (PIPELINE.md §2): documents packed into full-length sequences, AdamW, cosine to 10% of peak.
+
+Built on transformers' `Trainer` rather than a hand-written accelerate loop: the Trainer already resumes
+exactly (optimizer, scheduler, RNG states, and the data position by skipping the batches it had consumed),
+accumulates gradients, runs mixed precision, and launches under DDP / FSDP / DeepSpeed through accelerate.
+This module only packs the data, builds the model and maps the paper's hyper-parameters onto it.
+
+    pretrain(PretrainConfig(dataset="world", model_preset="small", max_steps=300))  -> output_dir/final
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import (
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
+
+from .checkpoint import last_complete_checkpoint, mark_done, require_model_dir, save_pretrained_atomic
+from .data import load_tokenizer
+from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
+from .modeling.configuration import PRESETS
+from .tracking import JsonlMetricsCallback
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining settings; defaults are the paper's (7B: sequences of 4096, peak lr 3e-4, 2000 warmup steps)."""
+
+    output_dir: str = field(default="runs/pretrain", metadata={"help": "run folder: checkpoints, metrics, final/"})
+    model_preset: str = field(default="7b", metadata={"help": f"model size preset, one of {sorted(PRESETS)}"})
+    init_from: str | None = field(
+        default=None, metadata={"help": "continue from this checkpoint (e.g. GQA uptraining)"}
+    )
+    tokenizer: str = field(default="data/tokenizer", metadata={"help": "tokenizer directory"})
+    dataset: str = field(
+        default="world",
+        metadata={
+            "help": "'world' (the synthetic corpus), a .txt (one document per line) / .jsonl / .json / "
+            ".parquet file, or a datasets name"
+        },
+    )
+    text_field: str = field(default="text", metadata={"help": "document field of JSON / Parquet / Hub data"})
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (dataset=world)"})
+    world_documents: int = field(default=30000, metadata={"help": "documents drawn from the world (dataset=world)"})
+    seq_length: int = field(default=4096, metadata={"help": "tokens per packed sequence"})
+    per_device_batch_size: int = field(default=1, metadata={"help": "sequences per device and micro-step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to this fraction of the peak"})
+    warmup_steps: int = field(default=2000, metadata={"help": "linear warmup steps"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-5, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), no, bf16, fp16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
+    logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
+    report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
+    seed: int = field(default=0, metadata={"help": "seed of model init and data order"})
+    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+
+    def __post_init__(self) -> None:
+        if self.init_from is None and self.model_preset not in PRESETS:
+            raise ValueError(f"model_preset: unknown preset {self.model_preset!r}, allowed: {sorted(PRESETS)}")
+        for name in (
+            "seq_length",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "max_steps",
+            "save_steps",
+            "logging_steps",
+            "world_documents",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0 or self.lr <= 0:
+            raise ValueError("warmup_steps must be >= 0 and lr > 0")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def read_documents(config: PretrainConfig) -> Iterator[str]:
+    """The documents of `config.dataset`, as strings."""
+    source = config.dataset
+    if source == "world":
+        from .world import World  # the world is only needed for the demo data
+
+        yield from World(seed=config.world_seed).corpus(config.world_documents)
+        return
+    path = Path(source)
+    if path.suffix in (".txt", ".jsonl", ".json", ".parquet") and not path.is_file():
+        raise FileNotFoundError(f"dataset: no file at {path}")
+    if path.suffix == ".txt":
+        with path.open() as lines:
+            yield from (line.rstrip("\n") for line in lines if line.strip())
+        return
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        table = datasets.load_dataset(
+            "parquet" if path.suffix == ".parquet" else "json", data_files=str(path), split="train"
+        )
+    else:
+        table = datasets.load_dataset(source, split="train")
+    if config.text_field not in table.column_names:
+        raise ValueError(f"dataset {source}: no field {config.text_field!r}; fields are {table.column_names}")
+    yield from (text for text in table[config.text_field] if text and text.strip())
+
+
+def pack_documents(documents: Iterator[list[int]], seq_length: int, eos_token_id: int) -> list[list[int]]:
+    """Concatenate token lists, each followed by EOS, and cut the stream into full `seq_length` rows.
+
+    The tail shorter than one row is dropped, as in the paper's packing: every row is full, no padding.
+    """
+    rows, buffer = [], []
+    for tokens in documents:
+        buffer.extend(tokens)
+        buffer.append(eos_token_id)
+        while len(buffer) >= seq_length:
+            rows.append(buffer[:seq_length])
+            buffer = buffer[seq_length:]
+    return rows
+
+
+def build_dataset(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
+    """Packed `input_ids` / `labels` rows of `config.seq_length` tokens."""
+    tokenized = (tokenizer(text).input_ids for text in read_documents(config))  # <s> in front of each document
+    rows = pack_documents(tokenized, config.seq_length, tokenizer.eos_token_id)
+    if not rows:
+        raise ValueError(f"dataset {config.dataset}: fewer tokens than one sequence of seq_length={config.seq_length}")
+    return datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
+
+
+def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> AlignLlamaForCausalLM:
+    """A fresh model of the preset sized to the tokenizer, or the checkpoint of `init_from`."""
+    if config.init_from:
+        return AlignLlamaForCausalLM.from_pretrained(require_model_dir(config.init_from, "init_from"))
+    vocab_size = -(-len(tokenizer) // 64) * 64  # the tokenizer's size, rounded up for efficient matmuls
+    model_config = AlignLlamaConfig.from_preset(
+        config.model_preset,
+        vocab_size=vocab_size,
+        max_position_embeddings=max(4096, config.seq_length),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(config.seed)
+    return AlignLlamaForCausalLM(model_config)
+
+
+def precision_flags(mixed_precision: str) -> dict[str, bool]:
+    """TrainingArguments' bf16 / fp16 flags for a `mixed_precision` setting ("auto": bf16 where supported)."""
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
+
+
+def training_arguments(config: PretrainConfig) -> TrainingArguments:
+    """The paper's optimizer and schedule (PIPELINE.md §2) as `TrainingArguments`."""
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_drop_last=True,
+        **precision_flags(config.mixed_precision),
+    )
+
+
+def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
+    """Run (or resume) pretraining; returns the folder of the final model (`output_dir/final`).
+
+    `callbacks` are extra Trainer callbacks (early stopping, custom logging, ...).
+    """
+    tokenizer = load_tokenizer(config.tokenizer)
+    dataset = build_dataset(config, tokenizer)
+    model = build_model(config, tokenizer)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config),
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+        callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
+    )
+    output_dir = Path(config.output_dir)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    checkpoint = last_complete_checkpoint(output_dir) if config.resume else None
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        save_pretrained_atomic(trainer.model, tokenizer, final)
+        mark_done(
+            output_dir,
+            final=str(final),
+            train_loss=result.training_loss,
+            steps=result.global_step,
+            sequences=len(dataset),
+            resumed_from=str(checkpoint) if checkpoint else None,
+        )
+    trainer.accelerator.wait_for_everyone()
+    return final

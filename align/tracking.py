@@ -1,0 +1,58 @@
+"""Metrics of every run as JSON lines (`<output_dir>/metrics.jsonl`), which `eval/` reads and plots.
+
+`JsonlMetricsCallback` plugs into transformers' Trainer (and so into TRL's trainers); `MetricsWriter` is the
+same file for the explicit loops of the on-policy stages. Only the main process writes. Lines are appended
+and flushed one at a time, so a killed run keeps every line it logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsWriter:
+    """Append `{"step": ..., "time": ..., **metrics}` lines to `path`."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time(), 3), **metrics}
+        with self.path.open("a") as file:
+            file.write(json.dumps(record, default=float) + "\n")
+            file.flush()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics file (an empty list if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Write every Trainer log (loss, learning_rate, grad_norm, eval metrics) to `<output_dir>/metrics.jsonl`."""
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.writer: MetricsWriter | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.writer is None:
+            self.writer = MetricsWriter(self.output_dir / METRICS_FILE, enabled=state.is_world_process_zero)
+        if logs:
+            self.writer.write(state.global_step, dict(logs))

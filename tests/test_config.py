@@ -1,0 +1,59 @@
+"""Recipe configs: YAML plus command-line overrides; every mistake is one clear line naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from align.config import ConfigError, build_config
+from align.pretrain import PretrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_then_command_line_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_preset: tiny\nlr: 0.001\nmax_steps: 7\n")
+    config = build_config(PretrainConfig, ["--config", str(path), "--lr", "1e-4", "--gradient_checkpointing", "true"])
+    assert (config.model_preset, config.lr, config.max_steps, config.gradient_checkpointing) == ("tiny", 1e-4, 7, True)
+    assert build_config(PretrainConfig, [f"--config={path}"]).max_steps == 7
+
+
+@pytest.mark.parametrize(
+    "yaml_text, argv, message",
+    [
+        ("lrr: 0.1\n", [], r"c.yaml: unknown key 'lrr' \(did you mean 'lr'\?\)"),
+        ("", ["--max_step", "3"], r"unknown option --max_step \(did you mean '--max_steps'\?\)"),
+        ("", ["--max_steps", "many"], r"max_steps.*invalid int value: 'many'"),
+        ("max_steps: 0\n", [], r"max_steps: must be positive, got 0"),
+        ("model_preset: 8b\n", [], r"model_preset: unknown preset '8b'"),
+        ("- a\n- b\n", [], r"expected a mapping of config keys"),
+        ("lr: [\n", [], r"not valid YAML"),
+    ],
+)
+def test_config_mistakes_name_the_key(tmp_path, yaml_text, argv, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        build_config(PretrainConfig, ["--config", str(path), *argv])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="--config: no file at"):
+        build_config(PretrainConfig, ["--config", str(tmp_path / "nope.yaml")])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lrr", "1"], "pretrain.py: error: unknown option --lrr (did you mean '--lr'?)"),
+        (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml"),
+        (["--model_preset", "tiny", "--tokenizer", "no/such/dir"], "pretrain.py: error: tokenizer: no directory at no/such/dir"),
+    ],
+)
+def test_recipe_prints_one_line_and_exits_non_zero(argv, message):
+    done = subprocess.run([sys.executable, "recipes/pretrain.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [message]
