@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -59,6 +60,34 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
         if (match := _CHECKPOINT.match(child.name)) and (child / TRAINER_STATE).is_file()
     ]
     return max(complete)[1] if complete else None
+
+
+# Settings a resumed run may change: how long it runs and how it reports, not what it trains.
+RUN_LENGTH_FIELDS = {"max_steps", "num_train_epochs", "save_steps", "logging_steps", "report_to", "resume"}
+RUN_CONFIG = "run_config.json"
+
+
+def prepare_run(output_dir: str | os.PathLike, config: Any, *, is_main: bool = True) -> Path | None:
+    """Record the run's config in `output_dir` and return the checkpoint to resume from (None: start fresh).
+
+    A folder that holds a run with a different config (other than its length or logging) is refused with a
+    ValueError naming the first differing field, instead of silently continuing someone else's run.
+    """
+    output_dir = Path(output_dir)
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    recorded_path = output_dir / RUN_CONFIG
+    checkpoint = last_complete_checkpoint(output_dir) if current.get("resume", True) else None
+    if checkpoint is not None and recorded_path.is_file():
+        recorded = json.loads(recorded_path.read_text())
+        for name in sorted(set(recorded) | set(current)):
+            if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
+                raise ValueError(
+                    f"output_dir {output_dir} holds a run with {name}={recorded.get(name)!r}, this config has "
+                    f"{current.get(name)!r}; use another output_dir, or resume=false to start over"
+                )
+    if is_main:
+        atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
+    return checkpoint
 
 
 def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import torch
 import yaml
 from transformers import HfArgumentParser
 
@@ -99,3 +100,10 @@ def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
     prog = prog or Path(sys.argv[0]).name
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def precision_flags(mixed_precision: str) -> dict[str, bool]:
+    """TrainingArguments' bf16 / fp16 flags for a `mixed_precision` setting ("auto": bf16 where supported)."""
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}

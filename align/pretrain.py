@@ -10,9 +10,8 @@ This module only packs the data, builds the model and maps the paper's hyper-par
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -25,7 +24,8 @@ from transformers import (
     default_data_collator,
 )
 
-from .checkpoint import last_complete_checkpoint, mark_done, require_model_dir, save_pretrained_atomic
+from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
+from .config import precision_flags
 from .data import load_tokenizer
 from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
 from .modeling.configuration import PRESETS
@@ -162,13 +162,6 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> A
     return AlignLlamaForCausalLM(model_config)
 
 
-def precision_flags(mixed_precision: str) -> dict[str, bool]:
-    """TrainingArguments' bf16 / fp16 flags for a `mixed_precision` setting ("auto": bf16 where supported)."""
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
-
-
 def training_arguments(config: PretrainConfig) -> TrainingArguments:
     """The paper's optimizer and schedule (PIPELINE.md §2) as `TrainingArguments`."""
     return TrainingArguments(
@@ -215,10 +208,7 @@ def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = N
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
     output_dir = Path(config.output_dir)
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    checkpoint = last_complete_checkpoint(output_dir) if config.resume else None
+    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output_dir / "final"
     if trainer.is_world_process_zero():

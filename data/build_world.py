@@ -5,7 +5,7 @@
 Writes, all reproducible from the seed:
     corpus.txt                      pretraining documents, one per line (newlines inside a document escaped as " | ")
     prompts_train.jsonl, prompts_test.jsonl   WorldPrompt records (messages, is_safety, answer key)
-    sft.jsonl                       {"messages": [...]} demonstrations, Ghost Attention dialogues among them
+    sft.jsonl                       {"messages": [...], "loss_on": "all"|"last"} demonstrations (GAtt: "last")
     preferences_helpfulness.jsonl, preferences_safety.jsonl   annotated pairs (align.data.load_preferences)
     manifest.json                   seed, sizes and counts
 and, with --tokenizer_out, the demo tokenizer trained on the corpus (the one shipped in data/tokenizer).

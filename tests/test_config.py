@@ -49,11 +49,19 @@ def test_missing_config_file(tmp_path):
     [
         (["--lrr", "1"], "pretrain.py: error: unknown option --lrr (did you mean '--lr'?)"),
         (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml"),
-        (["--model_preset", "tiny", "--tokenizer", "no/such/dir"], "pretrain.py: error: tokenizer: no directory at no/such/dir"),
+        (
+            ["--model_preset", "tiny", "--tokenizer", "no/such/dir"],
+            "pretrain.py: error: tokenizer: no directory at no/such/dir",
+        ),
     ],
 )
 def test_recipe_prints_one_line_and_exits_non_zero(argv, message):
-    done = subprocess.run([sys.executable, "recipes/pretrain.py", *argv], cwd=ROOT, capture_output=True, text=True,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "recipes/pretrain.py", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [message]

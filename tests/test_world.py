@@ -186,7 +186,7 @@ def test_test_questions_never_appear_in_train_prompts_or_sft():
     train = {p.question for p in world.prompts(1000, "train")}
     assert test and not (test & train)
     sft_questions = {
-        m["content"] for d in world.sft_dialogues(300, gatt_fraction=0.0) for m in d if m["role"] == "user"
+        m["content"] for d in world.sft_dialogues(300, gatt_fraction=0.0) for m in d["messages"] if m["role"] == "user"
     }
     assert not (test & sft_questions)
 
@@ -210,11 +210,13 @@ def test_reference_assistant_answers_and_keeps_rules():
 
 
 def test_sft_dialogues_hold_ghost_attention_samples():
-    dialogues = World(seed=0).sft_dialogues(200)
-    gatt = [d for d in dialogues if d[0]["role"] == "system" and len(d) >= 5]
+    records = World(seed=0).sft_dialogues(200)
+    gatt = [r["messages"] for r in records if r["loss_on"] == "last"]
     assert len(gatt) > 10
     for dialogue in gatt:
+        assert dialogue[0]["role"] == "system" and len(dialogue) >= 5
         rule = dialogue[0]["content"]
         assert all(rule not in m["content"] for m in dialogue[1:] if m["role"] == "user")  # instruction once
-    safety = sum(1 for d in dialogues if "can't help" in d[-1]["content"])
-    assert 0 < safety < 0.15 * len(dialogues)
+    safety = sum(1 for r in records if "can't help" in r["messages"][-1]["content"])
+    assert all(r["loss_on"] == "all" for r in records if r["messages"] not in gatt)
+    assert 0 < safety < 0.15 * len(records)

@@ -175,10 +175,11 @@ class World:
     # ---- data sets -----------------------------------------------------------------------------------------
     def sft_dialogues(
         self, count: int, seed: int = 0, safety_fraction: float = 0.1, gatt_fraction: float = 0.15
-    ) -> list[list[dict[str, str]]]:
-        """SFT demonstrations on train prompts: best answers; a `gatt_fraction` of multi-turn Ghost Attention
-        dialogues (PIPELINE.md §4) sampled from `reference_assistant`; `safety_fraction` of safety prompts
-        (kept small by default, so that the RLHF rounds have safety left to learn)."""
+    ) -> list[dict[str, Any]]:
+        """SFT demonstrations `{"messages", "loss_on"}` on train prompts: best answers (loss on every answer); a
+        `gatt_fraction` of multi-turn Ghost Attention dialogues (PIPELINE.md §4) sampled from
+        `reference_assistant`, trained on their last answer only; `safety_fraction` of safety prompts (kept
+        small by default, so that the RLHF rounds have safety left to learn)."""
         rng = random.Random(f"sft-{self.seed}-{seed}")
         helpful_mix = {k: v for k, v in DEFAULT_PROMPT_MIX.items() if k not in ("harmful", "borderline")}
         dialogues = []
@@ -189,10 +190,13 @@ class World:
             if draw < gatt_fraction:
                 turns = [self._train_question(rng) for _ in range(rng.randint(2, 3))]
                 rule = SYSTEM_RULES[rng.choice(sorted(SYSTEM_RULES))]
-                dialogues.append(build_gatt_dialogue(turns, rule, self.reference_assistant))
+                dialogues.append(
+                    {"messages": build_gatt_dialogue(turns, rule, self.reference_assistant), "loss_on": "last"}
+                )
                 continue
             prompt = next(safety_pool) if draw < gatt_fraction + safety_fraction else next(pool)
-            dialogues.append([*prompt.messages, {"role": "assistant", "content": self.respond(prompt, "good", rng)}])
+            answer = {"role": "assistant", "content": self.respond(prompt, "good", rng)}
+            dialogues.append({"messages": [*prompt.messages, answer], "loss_on": "all"})
         return dialogues
 
     def _train_question(self, rng: random.Random) -> str:
@@ -300,6 +304,6 @@ class World:
     def _dialogue(self, rng: random.Random) -> str:
         lines = []
         for _ in range(rng.randint(1, 3)):
-            prompt = self.make_prompt(rng.choice(["arithmetic", "fact", "list", "borderline"]), rng)
+            prompt = self.make_prompt(rng.choice(["arithmetic", "arithmetic", "fact", "list", "borderline"]), rng)
             lines.append(f"User: {prompt.question}\nAssistant: {self.respond(prompt, 'good', rng)}")
         return "\n".join(lines)

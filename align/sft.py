@@ -1,0 +1,230 @@
+"""Supervised fine-tuning on the Llama 2 chat format (PIPELINE.md §4), on TRL's `SFTTrainer`.
+
+Dialogues are tokenized here with `align.data.tokenize_dialogue`, so the loss mask is ours and exact: every
+assistant answer (with its leading space and ` </s>`) is trained on, system and user tokens are masked. A record
+with `"loss_on": "last"` (Ghost Attention dialogues, §4) trains on its last answer only. TRL receives the
+`input_ids` / `assistant_masks` rows and turns the masks into labels; everything else (packing, optimizer,
+schedule, LoRA through peft, distributed launch) is TRL and transformers as they are.
+
+    sft(SFTConfig(model="runs/pretrain/final", dataset="world"))  -> output_dir/final (LoRA merged when enabled)
+
+Data: `dataset="world"` (the synthetic world's demonstrations, Ghost Attention included) or a local
+JSONL / JSON / Parquet file, or a `datasets` name, of records `{"messages": [...], "loss_on": "all"|"last"}`;
+`gatt_dataset` mixes in a second such file whose records all train on the last answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import trl
+from peft import LoraConfig, PeftModel
+from transformers import PreTrainedTokenizerBase, TrainerCallback
+
+from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
+from .config import precision_flags
+from .data import DialogueError, load_tokenizer, tokenize_dialogue
+from .modeling import AlignLlamaForCausalLM
+from .tracking import JsonlMetricsCallback
+
+logger = logging.getLogger(__name__)
+
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SFTConfig:
+    """SFT settings; defaults are the paper's (2 epochs, lr 2e-5 cosine, weight decay 0.1, batch 64, 4096 tokens)."""
+
+    model: str = field(default="", metadata={"help": "checkpoint to start from (ours or any Llama 2 directory)"})
+    output_dir: str = field(default="runs/sft", metadata={"help": "run folder: checkpoints, metrics, final/"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
+    dataset: str = field(
+        default="world", metadata={"help": "'world', a .jsonl/.json/.parquet of messages, or a datasets name"}
+    )
+    gatt_dataset: str | None = field(default=None, metadata={"help": "extra Ghost Attention dialogues (last answer)"})
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (dataset=world)"})
+    world_dialogues: int = field(default=2000, metadata={"help": "demonstrations drawn from the world"})
+    world_gatt_fraction: float = field(default=0.15, metadata={"help": "share of Ghost Attention dialogues"})
+    world_safety_fraction: float = field(default=0.1, metadata={"help": "share of safety demonstrations"})
+    max_length: int = field(default=4096, metadata={"help": "tokens per sequence (longer dialogues are an error)"})
+    packing: bool = field(default=False, metadata={"help": "pack dialogues into max_length rows"})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the data"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after N steps (-1: run the epochs)"})
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate (cosine schedule)"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps for linear warmup"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    per_device_batch_size: int = field(default=4, metadata={"help": "dialogues per device and micro-step"})
+    gradient_accumulation_steps: int = field(default=16, metadata={"help": "micro-steps per optimizer step"})
+    lora: dict | str | None = field(
+        default=None,
+        metadata={"help": "LoRA settings {r, alpha, dropout, target_modules} (YAML mapping or JSON); off if unset"},
+    )
+    merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into a full final checkpoint"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), no, bf16, fp16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
+    logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
+    report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
+    seed: int = field(default=0, metadata={"help": "seed of data order and LoRA init"})
+    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model: required, the checkpoint directory to fine-tune")
+        if isinstance(self.lora, str):
+            try:
+                self.lora = json.loads(self.lora) if self.lora.strip() else None
+            except json.JSONDecodeError:
+                raise ValueError(f"lora: expected a JSON mapping like '{{\"r\": 8}}', got {self.lora!r}") from None
+        if self.lora is not None:
+            if not isinstance(self.lora, dict):
+                raise ValueError(f"lora: expected a mapping with keys {sorted(LORA_KEYS)}, got {self.lora!r}")
+            unknown = set(self.lora) - LORA_KEYS
+            if unknown:
+                raise ValueError(f"lora: unknown keys {sorted(unknown)}, allowed: {sorted(LORA_KEYS)}")
+        for name in ("max_length", "per_device_batch_size", "gradient_accumulation_steps", "world_dialogues"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("world_gatt_fraction", "world_safety_fraction", "warmup_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+
+
+def lora_config(settings: dict[str, Any]) -> LoraConfig:
+    """peft's `LoraConfig` from the `lora:` mapping of the config (defaults: r 16, alpha 32, all projections)."""
+    return LoraConfig(
+        r=int(settings.get("r", 16)),
+        lora_alpha=int(settings.get("alpha", 32)),
+        lora_dropout=float(settings.get("dropout", 0.05)),
+        target_modules=list(settings.get("target_modules", DEFAULT_LORA_TARGETS)),
+        task_type="CAUSAL_LM",
+    )
+
+
+def read_dialogue_records(source: str, *, default_loss_on: str = "all") -> list[dict[str, Any]]:
+    """Records `{"messages", "loss_on"}` of a local file or a `datasets` name."""
+    path = Path(source)
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset: no file at {path}")
+        if path.suffix != ".parquet" and not path.read_text().strip():
+            raise ValueError(f"dataset {source}: no dialogues (the file is empty)")
+        builder = "parquet" if path.suffix == ".parquet" else "json"
+        table = datasets.load_dataset(builder, data_files=str(path), split="train")
+    else:
+        table = datasets.load_dataset(source, split="train")
+    if "messages" not in table.column_names:
+        raise ValueError(f"dataset {source}: expected a 'messages' field, fields are {table.column_names}")
+    return [
+        {
+            "messages": row["messages"],
+            "loss_on": row.get("loss_on") or default_loss_on,
+            "where": f"{source}: record {i}",
+        }
+        for i, row in enumerate(table)
+    ]
+
+
+def world_dialogue_records(config: SFTConfig) -> list[dict[str, Any]]:
+    from .world import World  # only the demo data needs the world
+
+    dialogues = World(seed=config.world_seed).sft_dialogues(
+        config.world_dialogues, gatt_fraction=config.world_gatt_fraction, safety_fraction=config.world_safety_fraction
+    )
+    return [dict(record, where=f"world: dialogue {i}") for i, record in enumerate(dialogues)]
+
+
+def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
+    """Tokenized rows (`input_ids`, `assistant_masks`) of every dialogue; bad dialogues are errors naming them."""
+    records = world_dialogue_records(config) if config.dataset == "world" else read_dialogue_records(config.dataset)
+    if config.gatt_dataset:
+        records += read_dialogue_records(config.gatt_dataset, default_loss_on="last")
+    if not records:
+        raise ValueError(f"dataset {config.dataset}: no dialogues")
+    rows = []
+    for record in records:
+        try:
+            row = tokenize_dialogue(tokenizer, record["messages"], loss_on=record["loss_on"])
+        except (DialogueError, ValueError) as error:
+            raise ValueError(f"{record['where']}: {error}") from None
+        if len(row["input_ids"]) > config.max_length and not config.packing:
+            raise ValueError(
+                f"{record['where']}: {len(row['input_ids'])} tokens, longer than max_length={config.max_length}"
+            )
+        rows.append(row)
+    return datasets.Dataset.from_list(rows)
+
+
+def training_arguments(config: SFTConfig) -> trl.SFTConfig:
+    """TRL's `SFTConfig` for the stage settings (PIPELINE.md §4 defaults)."""
+    return trl.SFTConfig(
+        output_dir=config.output_dir,
+        max_length=config.max_length,
+        packing=config.packing,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-5,
+        max_grad_norm=1.0,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed,
+        data_seed=config.seed,
+        **precision_flags(config.mixed_precision),
+    )
+
+
+def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
+    """Run (or resume) SFT; returns `output_dir/final` (a full model: LoRA adapters merged when enabled)."""
+    model_dir = require_model_dir(config.model, "model")
+    tokenizer = load_tokenizer(config.tokenizer or model_dir)
+    dataset = build_dataset(config, tokenizer)
+    model = AlignLlamaForCausalLM.from_pretrained(model_dir)
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=training_arguments(config),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config.lora) if config.lora is not None else None,
+        callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
+    )
+    output_dir = Path(config.output_dir)
+    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        trained = trainer.model
+        if isinstance(trained, PeftModel):
+            save_pretrained_atomic(trained, tokenizer, output_dir / "adapter")
+            if config.merge_lora:
+                trained = trained.merge_and_unload()
+        save_pretrained_atomic(trained, tokenizer, final)
+        mark_done(
+            output_dir,
+            final=str(final),
+            train_loss=result.training_loss,
+            steps=result.global_step,
+            dialogues=len(dataset),
+            lora=config.lora,
+            resumed_from=str(checkpoint) if checkpoint else None,
+        )
+    trainer.accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,150 @@
+"""SFT: exact answer-only labels through TRL, GAtt last-answer labels, gains over pretraining, LoRA, errors."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+from align.data import load_tokenizer, tokenize_dialogue
+from align.modeling import AlignLlamaForCausalLM
+from align.pretrain import PretrainConfig, pretrain
+from align.sft import SFTConfig, build_dataset, sft
+from align.world import World
+from align.world.evaluation import evaluate_policy
+
+DIALOGUE = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is 2 plus 2?"},
+    {"role": "assistant", "content": "2 plus 2 is 4."},
+    {"role": "user", "content": "Where does Talo live?"},
+    {"role": "assistant", "content": "Talo lives in Brindle."},
+]
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A tiny model pretrained for 150 steps on the world corpus (about 15 s)."""
+    out = tmp_path_factory.mktemp("pretrain")
+    return pretrain(
+        PretrainConfig(
+            output_dir=str(out),
+            model_preset="tiny",
+            seq_length=128,
+            per_device_batch_size=8,
+            max_steps=150,
+            warmup_steps=10,
+            lr=3e-3,
+            save_steps=1000,
+            logging_steps=50,
+            world_documents=6000,
+        )
+    )
+
+
+def sft_config(tmp_path, model, **overrides):
+    values = dict(
+        model=str(model),
+        output_dir=str(tmp_path / "sft"),
+        dataset="world",
+        world_dialogues=400,
+        max_length=512,
+        num_train_epochs=1,
+        lr=3e-3,
+        per_device_batch_size=8,
+        gradient_accumulation_steps=1,
+        logging_steps=5,
+        save_steps=1000,
+        warmup_ratio=0.05,
+    )
+    return SFTConfig(**{**values, **overrides})
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_labels_given_to_trl_cover_exactly_the_answers(tmp_path, pretrained):
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"messages": DIALOGUE}])
+    gatt = write_jsonl(tmp_path / "gatt.jsonl", [{"messages": DIALOGUE}])
+    tokenizer = load_tokenizer(pretrained)
+    rows = build_dataset(sft_config(tmp_path, pretrained, dataset=str(data), gatt_dataset=str(gatt)), tokenizer)
+    plain, ghost = rows[0], rows[1]
+    assert plain["assistant_masks"] == tokenize_dialogue(tokenizer, DIALOGUE)["assistant_masks"]
+    trained = tokenizer.decode([t for t, m in zip(plain["input_ids"], plain["assistant_masks"]) if m])
+    assert trained == "2 plus 2 is 4. </s> Talo lives in Brindle. </s>"
+    ghost_trained = tokenizer.decode([t for t, m in zip(ghost["input_ids"], ghost["assistant_masks"]) if m])
+    assert ghost_trained == "Talo lives in Brindle. </s>"  # Ghost Attention: the last answer only
+
+    # What TRL's trainer actually trains on: labels are -100 exactly where the mask is 0.
+    import trl
+
+    from align.sft import training_arguments
+
+    config = sft_config(tmp_path, pretrained, dataset=str(data), gatt_dataset=str(gatt), max_steps=1)
+    trainer = trl.SFTTrainer(
+        model=AlignLlamaForCausalLM.from_pretrained(pretrained),
+        args=training_arguments(config),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+    for row, prepared in zip(rows, trainer.train_dataset):
+        expected = [t if m else -100 for t, m in zip(row["input_ids"], row["assistant_masks"])]
+        assert prepared["labels"] == expected
+
+
+def test_sft_beats_the_pretrained_model_on_held_out_prompts(tmp_path, pretrained):
+    final = sft(sft_config(tmp_path, pretrained, num_train_epochs=2))
+    tokenizer = load_tokenizer(final)
+    prompts = World(seed=0).prompts(60, "test", mix={"arithmetic": 0.4, "fact": 0.4, "list": 0.2})
+    before, _ = evaluate_policy(AlignLlamaForCausalLM.from_pretrained(pretrained), tokenizer, prompts)
+    after, answers = evaluate_policy(AlignLlamaForCausalLM.from_pretrained(final), tokenizer, prompts)
+    print(
+        f"gold helpfulness on held-out prompts: pretrained {before['gold_helpfulness']:.3f} -> "
+        f"SFT {after['gold_helpfulness']:.3f}; e.g. {answers[:3]}"
+    )
+    assert after["gold_helpfulness"] > before["gold_helpfulness"] + 0.15
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
+    assert losses[-1] < losses[0]
+
+
+def test_lora_trains_only_adapters_and_merges_to_the_same_logits(tmp_path, pretrained):
+    config = sft_config(
+        tmp_path,
+        pretrained,
+        max_steps=4,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    )
+    base = AlignLlamaForCausalLM.from_pretrained(pretrained)
+    final = sft(config)
+    adapted = PeftModel.from_pretrained(
+        AlignLlamaForCausalLM.from_pretrained(pretrained), tmp_path / "sft" / "adapter"
+    )
+    merged = AlignLlamaForCausalLM.from_pretrained(final)
+    # Only LoRA weights changed: the merged model differs from the base exactly in the adapted projections.
+    for name, weight in merged.state_dict().items():
+        changed = not torch.equal(weight, base.state_dict()[name])
+        assert changed == (name.endswith(("q_proj.weight", "v_proj.weight"))), name
+    ids = torch.randint(3, 500, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapted.eval()(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, pretrained):
+    with pytest.raises(FileNotFoundError, match="model: .*missing does not exist"):
+        sft(sft_config(tmp_path, tmp_path / "missing"))
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(ValueError, match=r"empty.jsonl: no dialogues \(the file is empty\)"):
+        sft(sft_config(tmp_path, pretrained, dataset=str(empty)))
+    no_answer = write_jsonl(tmp_path / "no_answer.jsonl", [{"messages": DIALOGUE}, {"messages": DIALOGUE[:2]}])
+    with pytest.raises(ValueError, match=r"no_answer.jsonl: record 1: dialogue: has no assistant turn"):
+        sft(sft_config(tmp_path, pretrained, dataset=str(no_answer)))
+    with pytest.raises(ValueError, match=r"lora: unknown keys \['rank'\]"):
+        sft_config(tmp_path, pretrained, lora={"rank": 8})
+    with pytest.raises(ValueError, match="model: required"):
+        SFTConfig()
