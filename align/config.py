@@ -74,16 +74,17 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
     if config_path:
         parser.set_defaults(**load_yaml_config(config_path, config_class))
     try:
-        outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-        config, remaining = outputs[0], outputs[-1]  # between them: a namespace holding the --config option
+        # Unknown options first: a typo should be reported as such, not as the missing value it was meant to set.
+        _, remaining = parser.parse_known_args(args=argv)
+        if remaining:
+            known = [f"--{field.name}" for field in dataclasses.fields(config_class)]
+            option = remaining[0].split("=", 1)[0]
+            raise ConfigError(f"unknown option {option}{_suggest(option, known)}")
+        config = parser.parse_args_into_dataclasses(args=argv)[0]  # then a namespace holding --config
     except (TypeError, ValueError) as error:  # argparse type errors, the config's own __post_init__ checks
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(str(error).splitlines()[0]) from None
-    if remaining:
-        known = [f"--{field.name}" for field in dataclasses.fields(config_class)]
-        option = remaining[0].split("=", 1)[0]
-        raise ConfigError(f"unknown option {option}{_suggest(option, known)}")
     return config
 
 

@@ -94,3 +94,42 @@ def test_resume_after_a_kill_gives_the_same_next_step_loss(tmp_path):
     resumed = losses_by_step(tmp_path / "killed" / "run")
     for step in (8, 9, 14):  # same data position, same lr, same weights: the same losses
         assert resumed[step] == pytest.approx(straight[step], abs=1e-5), step
+
+
+def test_two_processes_with_accelerate_launch(tmp_path):
+    """The recipe runs under `accelerate launch --cpu --num_processes 2` and writes one final model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "recipes/pretrain.py",
+        "--config",
+        "recipes/configs/pretrain/world_tiny.yaml",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--max_steps",
+        "6",
+        "--save_steps",
+        "3",
+        "--world_documents",
+        "800",
+    ]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert max(r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")) == 6

@@ -1,0 +1,101 @@
+"""Reward math and reward-model scoring shared by the reward-model, rejection-sampling and PPO stages.
+
+- `margin_for_strength(strength, scheme)`: the preference-strength margins of PIPELINE.md §5 (Llama 2, Table 28);
+- `ranking_loss(chosen, rejected, margin)`: -log sigmoid(r_c - r_r - m), the binary ranking loss with margin;
+- `score(model, tokenizer, prompts, responses)`: one batched pass of a reward model over (prompt, response)
+  pairs in the chat format, returning the raw scalar and its sigmoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .data.chat import Message
+from .data.preferences import STRENGTHS
+
+# Llama 2 paper, Table 28 (PIPELINE.md §5): margin by annotator strength, for the "small" and "large" schemes.
+MARGINS: dict[str, dict[str, float]] = {
+    "none": {strength: 0.0 for strength in STRENGTHS},
+    "small": {
+        "significantly_better": 1.0,
+        "better": 2 / 3,
+        "slightly_better": 1 / 3,
+        "negligibly_better": 0.0,
+        "unsure": 0.0,
+    },
+    "large": {
+        "significantly_better": 3.0,
+        "better": 2.0,
+        "slightly_better": 1.0,
+        "negligibly_better": 0.0,
+        "unsure": 0.0,
+    },
+}
+
+
+def margin_for_strength(strength: str, scheme: str = "small") -> float:
+    """The margin m(strength) of the ranking loss for a margin scheme ("none", "small" or "large")."""
+    if scheme not in MARGINS:
+        raise ValueError(f"scheme: unknown margin scheme {scheme!r}, expected one of {list(MARGINS)}")
+    if strength not in MARGINS[scheme]:
+        raise ValueError(f"strength: unknown strength {strength!r}, expected one of {list(STRENGTHS)}")
+    return MARGINS[scheme][strength]
+
+
+def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Mean of -log sigmoid(r_chosen - r_rejected - margin) over the batch (PIPELINE.md §5)."""
+    return -F.logsigmoid(chosen - rejected - margin).mean()
+
+
+class Scores(NamedTuple):
+    """Reward-model outputs for a batch of responses: raw scalars and their sigmoid (in (0, 1)), both (N,)."""
+
+    raw: torch.Tensor
+    sigmoid: torch.Tensor
+
+
+def conversation_ids(tokenizer: Any, prompt: Sequence[Message], response: str) -> list[int]:
+    """Token ids of prompt + answer in the chat format, exactly as the reward model was trained on them."""
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+@torch.no_grad()
+def score(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    responses: Sequence[str],
+    batch_size: int = 32,
+) -> Scores:
+    """Score each (prompt, response) with a sequence-classification reward model, in batches.
+
+    Rows are right-padded; the model reads its score at each row's last real token (the `</s>` of the answer).
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+    was_training = model.training
+    model.eval()
+    raw = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            rows = [
+                conversation_ids(tokenizer, prompt, response)
+                for prompt, response in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
+            ]
+            width = max(len(row) for row in rows)
+            input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for index, row in enumerate(rows):
+                input_ids[index, : len(row)] = torch.tensor(row)
+                attention_mask[index, : len(row)] = 1
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
+            raw.append(logits[:, 0].float().cpu())
+    finally:
+        model.train(was_training)
+    values = torch.cat(raw) if raw else torch.zeros(0)
+    return Scores(values, torch.sigmoid(values))
