@@ -40,3 +40,48 @@ def tiny_model(tiny_config) -> AlignLlamaForCausalLM:
 def tokenizer():
     """A Llama-2-style tokenizer trained in code (600 tokens, byte fallback, the Llama 2 chat template)."""
     return train_tokenizer(TOKENIZER_TEXT, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A tiny model pretrained for 150 steps on the world corpus (about 15 s)."""
+    from align.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("pretrain")
+    return pretrain(
+        PretrainConfig(
+            output_dir=str(out),
+            model_preset="tiny",
+            seq_length=128,
+            per_device_batch_size=8,
+            max_steps=150,
+            warmup_steps=10,
+            lr=3e-3,
+            save_steps=1000,
+            logging_steps=50,
+            world_documents=6000,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_model(pretrained, tmp_path_factory):
+    """The tiny pretrained model after 2 epochs of SFT on 400 world demonstrations (about 15 s)."""
+    from align.sft import SFTConfig, sft
+
+    out = tmp_path_factory.mktemp("sft")
+    return sft(
+        SFTConfig(
+            model=str(pretrained),
+            output_dir=str(out),
+            world_dialogues=400,
+            max_length=512,
+            num_train_epochs=2,
+            lr=3e-3,
+            per_device_batch_size=8,
+            gradient_accumulation_steps=1,
+            logging_steps=10,
+            save_steps=1000,
+            warmup_ratio=0.05,
+        )
+    )

@@ -8,7 +8,6 @@ from peft import PeftModel
 
 from align.data import load_tokenizer, tokenize_dialogue
 from align.modeling import AlignLlamaForCausalLM
-from align.pretrain import PretrainConfig, pretrain
 from align.sft import SFTConfig, build_dataset, sft
 from align.world import World
 from align.world.evaluation import evaluate_policy
@@ -20,26 +19,6 @@ DIALOGUE = [
     {"role": "user", "content": "Where does Talo live?"},
     {"role": "assistant", "content": "Talo lives in Brindle."},
 ]
-
-
-@pytest.fixture(scope="session")
-def pretrained(tmp_path_factory):
-    """A tiny model pretrained for 150 steps on the world corpus (about 15 s)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    return pretrain(
-        PretrainConfig(
-            output_dir=str(out),
-            model_preset="tiny",
-            seq_length=128,
-            per_device_batch_size=8,
-            max_steps=150,
-            warmup_steps=10,
-            lr=3e-3,
-            save_steps=1000,
-            logging_steps=50,
-            world_documents=6000,
-        )
-    )
 
 
 def sft_config(tmp_path, model, **overrides):

@@ -56,6 +56,7 @@ BORDERLINE = prompt(
         (BORDERLINE, "Pull the weeds out by their roots.", 1.0),
         (BORDERLINE, "I can't help with that.", 0.0),  # false refusal costs helpfulness
         (BORDERLINE, "Gardens are nice.", 0.2),
+        (FACT, "Talo has a pet owl. I hope this helps.", 0.95),  # filler: negligibly worse
     ],
 )
 def test_gold_helpfulness_on_hand_written_answers(world_prompt, response, helpfulness):

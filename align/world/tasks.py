@@ -83,7 +83,8 @@ BORDERLINE = {
 }
 REFUSAL = "I can't help with that."
 KINDS = ("arithmetic", "fact", "list", "format", "system", "harmful", "borderline")
-QUALITIES = ("good", "near", "wrong", "refusal", "harmful", "unformatted")
+QUALITIES = ("good", "near", "wrong", "refusal", "harmful", "unformatted", "padded")
+FILLER_SENTENCE = "I hope this helps."
 
 
 @dataclass

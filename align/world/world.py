@@ -23,6 +23,7 @@ from .gold import LIST_CATEGORIES
 from .knowledge import ATTRIBUTES, COLORS, FOODS, PETS, TOWNS, Person, make_people
 from .tasks import (
     BORDERLINE,
+    FILLER_SENTENCE,
     FORMATS,
     HARMFUL,
     KINDS,
@@ -49,7 +50,15 @@ DEFAULT_PROMPT_MIX = {
 MAX_OPERAND = 12
 TEST_FRACTION = 0.2
 # Responses of each quality that make up the world's own preference data (before any policy samples).
-DEFAULT_QUALITY_MIX = {"good": 0.3, "near": 0.25, "wrong": 0.15, "refusal": 0.1, "harmful": 0.1, "unformatted": 0.1}
+DEFAULT_QUALITY_MIX = {
+    "good": 0.25,
+    "padded": 0.1,
+    "near": 0.25,
+    "wrong": 0.12,
+    "refusal": 0.1,
+    "harmful": 0.1,
+    "unformatted": 0.08,
+}
 
 ResponseSampler = Callable[[WorldPrompt, int], Sequence[str]]
 
@@ -131,11 +140,14 @@ class World:
 
     # ---- answers -------------------------------------------------------------------------------------------
     def respond(self, prompt: WorldPrompt, quality: str = "good", rng: random.Random | None = None) -> str:
-        """An answer of the given quality; "unformatted" is a good answer that ignores format and system rule."""
+        """An answer of the given quality; "unformatted" is a good answer that ignores format and system rule,
+        "padded" a good answer followed by filler (negligibly worse)."""
         rng = rng or random.Random(0)
         key = prompt.key
         if quality == "good":
             return apply_format(key, task_answer(key, rng))
+        if quality == "padded":
+            return apply_format(key, f"{task_answer(key, rng)} {FILLER_SENTENCE}")
         if quality == "unformatted":
             answer = task_answer(key, rng)
             return f"Let me think. {answer}" if key.get("format") in ("short", "sentence") else answer

@@ -1,0 +1,264 @@
+"""Reward models (PIPELINE.md §5): helpfulness and safety, trained with the margin ranking loss on TRL.
+
+The model is `AlignLlamaForSequenceClassification` initialised from the chat (SFT) checkpoint: the decoder
+weights are kept, the next-token head is dropped and a fresh scalar head reads the last token. TRL's
+`RewardTrainer` trains it with -log sigmoid(r_c - r_r - m) using the `margin` column we fill from each pair's
+strength (`align.rewards.margin_for_strength`).
+
+Pairs are tokenized here (the chat format of `align.data`) so that a pair longer than `max_length` is a
+counted skip or an error, never silently dropped, and a pair's `strength` / `is_safety` stay beside it for the
+per-bucket evaluation.
+
+Data mix (paper §3.2.2): the helpfulness RM sees all helpfulness pairs plus other-target (safety) pairs making
+`other_share` of the mix (default 0.5, an equal share); the safety RM sees all safety pairs plus helpfulness
+pairs making 10% of its mix. In the world, helpfulness pairs are pairs on helpfulness prompts labelled for
+helpfulness, safety pairs are pairs on safety prompts labelled for safety.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import trl
+from transformers import TrainerCallback
+
+from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
+from .config import precision_flags
+from .data import load_preferences, load_tokenizer
+from .data.preferences import FORMATS, PreferenceDataError
+from .modeling import AlignLlamaForSequenceClassification
+from .rewards import MARGINS, conversation_ids, margin_for_strength, score
+from .tracking import JsonlMetricsCallback
+
+logger = logging.getLogger(__name__)
+
+TARGETS = ("helpfulness", "safety")
+DEFAULT_OTHER_SHARE = {"helpfulness": 0.5, "safety": 0.1}
+
+
+@dataclass
+class RewardModelConfig:
+    """Reward-model settings; defaults are the paper's (1 epoch, lr 1e-5 cosine to 10%, warmup 3%, >= 5 steps)."""
+
+    model: str = field(default="", metadata={"help": "chat (SFT) checkpoint to initialise from"})
+    target: str = field(default="helpfulness", metadata={"help": "helpfulness or safety"})
+    output_dir: str = field(default="runs/reward_model", metadata={"help": "run folder"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
+    helpfulness_data: str = field(default="world", metadata={"help": "'world' or a preference file / dataset"})
+    safety_data: str = field(default="world", metadata={"help": "'world' or a preference file / dataset"})
+    data_format: str = field(default="trl", metadata={"help": f"format of the data files, one of {list(FORMATS)}"})
+    other_share: float | None = field(
+        default=None, metadata={"help": "share of the other target's pairs in the mix (default 0.5 / 0.1)"}
+    )
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
+    world_pairs: int = field(default=2000, metadata={"help": "world prompts labelled per data set"})
+    eval_data: str | None = field(
+        default=None, metadata={"help": "held-out pairs to report accuracy on (default: the world's test pairs)"}
+    )
+    margin_scheme: str = field(default="small", metadata={"help": "margin by strength: none, small or large"})
+    max_length: int = field(default=4096, metadata={"help": "tokens per prompt + answer"})
+    on_long: str = field(default="skip", metadata={"help": "pairs longer than max_length: skip (counted) or raise"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs (the paper: 1; more over-fits)"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after N steps (-1: run the epochs)"})
+    lr: float = field(default=1e-5, metadata={"help": "peak learning rate (5e-6 for 70B)"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to this fraction of the peak"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "warmup share of the steps (at least 5 steps)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    per_device_batch_size: int = field(default=8, metadata={"help": "pairs per device and micro-step"})
+    gradient_accumulation_steps: int = field(default=8, metadata={"help": "micro-steps per optimizer step"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto, no, bf16, fp16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every N steps"})
+    logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb"})
+    seed: int = field(default=0, metadata={"help": "seed of head init, data mix and order"})
+    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint"})
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model: required, the chat (SFT) checkpoint to initialise the reward model from")
+        if self.target not in TARGETS:
+            raise ValueError(f"target: expected one of {list(TARGETS)}, got {self.target!r}")
+        if self.margin_scheme not in MARGINS:
+            raise ValueError(f"margin_scheme: expected one of {list(MARGINS)}, got {self.margin_scheme!r}")
+        if self.data_format not in FORMATS:
+            raise ValueError(f"data_format: expected one of {list(FORMATS)}, got {self.data_format!r}")
+        if self.on_long not in ("skip", "raise"):
+            raise ValueError(f"on_long: expected 'skip' or 'raise', got {self.on_long!r}")
+        if self.other_share is None:
+            self.other_share = DEFAULT_OTHER_SHARE[self.target]
+        if not 0 <= self.other_share < 1:
+            raise ValueError(f"other_share: must be in [0, 1), got {self.other_share}")
+        for name in ("max_length", "per_device_batch_size", "gradient_accumulation_steps", "world_pairs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+
+
+def world_pairs(target: str, count: int, split: str, seed: int, world_seed: int = 0) -> datasets.Dataset:
+    """World pairs of one data set: helpfulness pairs on helpfulness prompts, safety pairs on safety prompts."""
+    from .world import World  # only the demo data needs the world
+
+    world = World(seed=world_seed)
+    mix = (
+        {"harmful": 0.5, "borderline": 0.5}
+        if target == "safety"
+        else {"arithmetic": 0.3, "fact": 0.3, "list": 0.1, "format": 0.15, "system": 0.15}
+    )
+    prompts = world.prompts(count, split, seed=seed, mix=mix)
+    return load_preferences(world.preference_pairs(prompts, target, seed=seed))
+
+
+def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
+    source = config.helpfulness_data if target == "helpfulness" else config.safety_data
+    if source == "world":
+        return world_pairs(
+            target, config.world_pairs, "train", seed=1 + TARGETS.index(target), world_seed=config.world_seed
+        )
+    return load_preferences(source, format=config.data_format, target=target)
+
+
+def mix_pairs(own: datasets.Dataset, other: datasets.Dataset, other_share: float, seed: int) -> datasets.Dataset:
+    """All of `own` plus a random sample of `other` making `other_share` of the result (as much as there is)."""
+    wanted = math.ceil(len(own) * other_share / (1 - other_share)) if other_share else 0
+    indices = random.Random(seed).sample(range(len(other)), min(wanted, len(other)))
+    return datasets.concatenate_datasets([own, other.select(indices)]).shuffle(seed=seed)
+
+
+def tokenize_pairs(
+    pairs: datasets.Dataset, tokenizer: Any, scheme: str, max_length: int, on_long: str = "skip"
+) -> datasets.Dataset:
+    """Rows `chosen_ids`, `rejected_ids`, `margin` (+ `strength`, `is_safety`) for TRL's RewardTrainer.
+
+    An explicit `margin` in the data wins over the strength's margin. Pairs longer than `max_length` raise or
+    are skipped and counted (logged).
+    """
+    rows, too_long = [], 0
+    for index, pair in enumerate(pairs):
+        chosen = conversation_ids(tokenizer, pair["prompt"], pair["chosen"][0]["content"])
+        rejected = conversation_ids(tokenizer, pair["prompt"], pair["rejected"][0]["content"])
+        if max(len(chosen), len(rejected)) > max_length:
+            if on_long == "raise":
+                raise PreferenceDataError(
+                    f"{pair['source']}: pair {index}: {max(len(chosen), len(rejected))} tokens, longer than "
+                    f"max_length={max_length}"
+                )
+            too_long += 1
+            continue
+        margin = pair["margin"] if pair.get("margin") is not None else margin_for_strength(pair["strength"], scheme)
+        rows.append(
+            {
+                "chosen_ids": chosen,
+                "rejected_ids": rejected,
+                "margin": float(margin),
+                "strength": pair["strength"],
+                "is_safety": pair["is_safety"],
+            }
+        )
+    if too_long:
+        logger.warning("skipped %d of %d pairs longer than max_length=%d tokens", too_long, len(pairs), max_length)
+    if not rows:
+        raise PreferenceDataError(f"no pairs fit in max_length={max_length} tokens ({too_long} too long)")
+    return datasets.Dataset.from_list(rows)
+
+
+def build_model(model_dir: Path, tokenizer: Any) -> AlignLlamaForSequenceClassification:
+    """The reward model: the chat model's decoder with a fresh scalar head (its LM head is not loaded)."""
+    model = AlignLlamaForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def training_arguments(config: RewardModelConfig, steps: int) -> trl.RewardConfig:
+    """TRL's `RewardConfig` with the paper's schedule: cosine to 10%, warmup 3% of the steps but at least 5."""
+    return trl.RewardConfig(
+        output_dir=config.output_dir,
+        max_length=None,  # lengths are checked by tokenize_pairs, which counts what it skips
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
+        warmup_steps=max(5, math.ceil(config.warmup_ratio * steps)),
+        weight_decay=config.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-5,
+        max_grad_norm=1.0,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed,
+        data_seed=config.seed,
+        center_rewards_coefficient=None,
+        **precision_flags(config.mixed_precision),
+    )
+
+
+def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
+    """Train (or resume) one reward model; returns `output_dir/final`."""
+    model_dir = require_model_dir(config.model, "model")
+    tokenizer = load_tokenizer(config.tokenizer or model_dir)
+    other_target = "safety" if config.target == "helpfulness" else "helpfulness"
+    own, other = load_pairs(config, config.target), load_pairs(config, other_target)
+    mixed = mix_pairs(own, other, config.other_share, config.seed)
+    train_rows = tokenize_pairs(mixed, tokenizer, config.margin_scheme, config.max_length, config.on_long)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun
+    batch = config.per_device_batch_size * config.gradient_accumulation_steps * processes
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(len(train_rows) / batch * config.num_train_epochs)
+    trainer = trl.RewardTrainer(
+        model=build_model(model_dir, tokenizer),
+        args=training_arguments(config, steps),
+        train_dataset=train_rows,
+        processing_class=tokenizer,
+        callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
+    )
+    output_dir = Path(config.output_dir)
+    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        save_pretrained_atomic(trainer.model, tokenizer, final)
+        mark_done(
+            output_dir,
+            final=str(final),
+            target=config.target,
+            train_loss=result.training_loss,
+            steps=result.global_step,
+            pairs=len(train_rows),
+            own_pairs=len(own),
+            mixed_in=len(mixed) - len(own),
+        )
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def predict_pairs(model: Any, tokenizer: Any, pairs: datasets.Dataset, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Reward of the chosen and the rejected answer of each pair, with its strength and safety tag."""
+    prompts = list(pairs["prompt"])
+    chosen = score(model, tokenizer, prompts, [c[0]["content"] for c in pairs["chosen"]], batch_size).raw
+    rejected = score(model, tokenizer, prompts, [r[0]["content"] for r in pairs["rejected"]], batch_size).raw
+    return [
+        {"chosen_reward": float(c), "rejected_reward": float(r), "strength": s, "is_safety": bool(t)}
+        for c, r, s, t in zip(chosen, rejected, pairs["strength"], pairs["is_safety"])
+    ]
+
+
+def held_out_pairs(count: int = 400, world_seed: int = 0) -> datasets.Dataset:
+    """The world's two held-out test sets, as the paper evaluates both reward models on both (Table 7): pairs on
+    helpfulness test prompts labelled for helpfulness, and pairs on safety test prompts labelled for safety.
+    `is_safety` tells them apart."""
+    return datasets.concatenate_datasets(
+        [world_pairs(target, count, "test", seed=101, world_seed=world_seed) for target in TARGETS]
+    )

@@ -1,0 +1,40 @@
+"""Train a Llama 2 reward model (PIPELINE.md §5) and report its accuracy by preference strength.
+
+    python recipes/reward_model.py --config recipes/configs/reward_model/world_small.yaml --target helpfulness
+    python recipes/reward_model.py --config recipes/configs/reward_model/world_small.yaml --target safety
+    accelerate launch recipes/reward_model.py --config recipes/configs/reward_model/7b.yaml --target safety
+
+Writes `<output_dir>/final` (the reward model) and `<output_dir>/eval/` (metrics.json, predictions.jsonl,
+accuracy_by_strength.png) on the held-out pairs (`eval_data`, or the world's test pairs).
+"""
+
+import runpy
+from pathlib import Path
+
+from align.config import exit_with_error, parse_config
+from align.data import load_preferences
+from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
+
+report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
+
+
+def main() -> None:
+    config = parse_config(RewardModelConfig)
+    try:
+        final = train_reward_model(config)
+        pairs = (
+            load_preferences(config.eval_data, format=config.data_format, target=config.target)
+            if config.eval_data
+            else held_out_pairs(world_seed=config.world_seed)
+        )
+        metrics = report["evaluate_reward_model"](
+            final, pairs, Path(config.output_dir) / "eval", f"{config.target} RM"
+        )
+    except (FileNotFoundError, ValueError) as error:
+        exit_with_error(str(error))
+    print(report["format_table"]({config.target: metrics}))
+    print(f"reward model: {final}")
+
+
+if __name__ == "__main__":
+    main()

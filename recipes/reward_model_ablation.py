@@ -1,0 +1,43 @@
+"""Margin ablation (PIPELINE.md §5, paper Table 28): the same reward model trained with margin none / small /
+large on the same data, evaluated on the same held-out pairs, printed as one table.
+
+    python recipes/reward_model_ablation.py --config recipes/configs/reward_model/world_small.yaml --target helpfulness
+
+Takes every option of `recipes/reward_model.py`; each scheme runs in `<output_dir>/margin-<scheme>/`.
+"""
+
+import dataclasses
+import runpy
+from pathlib import Path
+
+from align.config import exit_with_error, parse_config
+from align.data import load_preferences
+from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
+
+SCHEMES = ("none", "small", "large")
+report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
+
+
+def main() -> None:
+    base = parse_config(RewardModelConfig)
+    rows = {}
+    try:
+        pairs = (
+            load_preferences(base.eval_data, format=base.data_format, target=base.target)
+            if base.eval_data
+            else held_out_pairs(world_seed=base.world_seed)
+        )
+        for scheme in SCHEMES:
+            output_dir = Path(base.output_dir) / f"margin-{scheme}"
+            config = dataclasses.replace(base, margin_scheme=scheme, output_dir=str(output_dir))
+            final = train_reward_model(config)
+            rows[f"{base.target}, margin {scheme}"] = report["evaluate_reward_model"](
+                final, pairs, output_dir / "eval", f"{base.target} RM, margin {scheme}"
+            )
+    except (FileNotFoundError, ValueError) as error:
+        exit_with_error(str(error))
+    print(report["format_table"](rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Reward models on the world: they learn the preference, by strength as in the paper; mix; bad input."""
+
+import logging
+import runpy
+from pathlib import Path
+
+import datasets
+import pytest
+
+from align.data import PreferenceDataError, load_preferences, load_tokenizer
+from align.modeling import AlignLlamaForSequenceClassification
+from align.reward_model import RewardModelConfig, held_out_pairs, mix_pairs, tokenize_pairs, train_reward_model
+from align.rewards import score
+from align.world import World
+
+report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
+
+
+def rm_config(tmp_path, chat_model, target, **overrides):
+    values = dict(
+        model=str(chat_model),
+        target=target,
+        output_dir=str(tmp_path / target),
+        world_pairs=3000,
+        max_length=256,
+        num_train_epochs=2,
+        lr=1e-3,
+        per_device_batch_size=16,
+        gradient_accumulation_steps=1,
+        logging_steps=20,
+        save_steps=1000,
+    )
+    return RewardModelConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def reward_models(chat_model, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("rm")
+    return {
+        target: train_reward_model(rm_config(tmp_path, chat_model, target)) for target in ("helpfulness", "safety")
+    }
+
+
+def test_both_models_beat_chance_and_clear_pairs_beat_negligible_ones(reward_models, tmp_path):
+    reports = {
+        target: report["evaluate_reward_model"](path, held_out_pairs(200), tmp_path / target, target)
+        for target, path in reward_models.items()
+    }
+    print("\n" + report["format_table"](reports))
+    own = {"helpfulness": "helpfulness_prompts", "safety": "safety_prompts"}
+    own_rows = {
+        f"{t[:6]} RM, {own[t]}": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(own[t] + "/")}
+        for t, m in reports.items()
+    }
+    print(report["format_table"](own_rows))
+    for target, metrics in reports.items():
+        assert metrics["accuracy"] > 0.6, target
+        assert (tmp_path / target / "accuracy_by_strength.png").is_file()
+    # Each model on its own test set (the paper's Meta Helpful / Meta Safety, Table 8): clearly above chance,
+    # and far better on clear-cut pairs than on negligible ones.
+    for name, metrics in own_rows.items():
+        assert metrics["accuracy/decided"] > 0.65, name
+        assert metrics["accuracy/significantly_better"] > metrics["accuracy/negligibly_better"], name
+
+
+def test_safety_model_prefers_refusals_and_helpfulness_model_punishes_false_refusals(reward_models):
+    world = World(seed=0)
+    prompts = world.prompts(80, "test", mix={"harmful": 0.5, "borderline": 0.5})
+    harmful = [p for p in prompts if p.kind == "harmful"]
+    borderline = [p for p in prompts if p.kind == "borderline"]
+
+    def rewards(target, chosen_prompts, quality):
+        model = AlignLlamaForSequenceClassification.from_pretrained(reward_models[target])
+        answers = [world.respond(p, quality) for p in chosen_prompts]
+        return score(model, load_tokenizer(reward_models[target]), [p.messages for p in chosen_prompts], answers).raw
+
+    refusal_wins = (rewards("safety", harmful, "good") > rewards("safety", harmful, "harmful")).float().mean()
+    helpful_wins = (
+        (rewards("helpfulness", borderline, "good") > rewards("helpfulness", borderline, "refusal")).float().mean()
+    )
+    print(
+        f"safety RM: refusal > harmful compliance on {refusal_wins:.2f} of harmful prompts; helpfulness RM: "
+        f"helpful answer > false refusal on {helpful_wins:.2f} of borderline prompts"
+    )
+    assert refusal_wins > 0.8 and helpful_wins > 0.8
+
+
+def test_data_mix_shares():
+    own = datasets.Dataset.from_dict({"x": list(range(90))})
+    other = datasets.Dataset.from_dict({"x": list(range(1000, 1100))})
+    mixed = mix_pairs(own, other, 0.1, seed=0)
+    assert len(mixed) == 100 and sum(x >= 1000 for x in mixed["x"]) == 10  # safety RM: 90 / 10
+    equal = mix_pairs(own, other, 0.5, seed=0)
+    assert sum(x >= 1000 for x in equal["x"]) == 90  # helpfulness RM: an equal share
+    assert RewardModelConfig(model="m", target="safety").other_share == 0.1
+    assert RewardModelConfig(model="m").other_share == 0.5
+
+
+def test_long_pairs_are_counted_skips_or_errors(tokenizer, caplog):
+    pairs = load_preferences(
+        [
+            {"prompt": "What is 2 plus 2?", "chosen": "4", "rejected": "5", "strength": "better"},
+            {"prompt": "Tell me a story. " * 60, "chosen": "Once.", "rejected": "No.", "strength": "slightly_better"},
+        ]
+    )
+    with caplog.at_level(logging.WARNING):
+        rows = tokenize_pairs(pairs, tokenizer, "small", max_length=64)
+    assert len(rows) == 1 and rows[0]["margin"] == pytest.approx(2 / 3)
+    assert "skipped 1 of 2 pairs longer than max_length=64" in caplog.text
+    with pytest.raises(PreferenceDataError, match=r"pair 1: \d+ tokens, longer than max_length=64"):
+        tokenize_pairs(pairs, tokenizer, "small", max_length=64, on_long="raise")
+
+
+def test_bad_records_and_configs_are_clear_errors(tmp_path):
+    with pytest.raises(PreferenceDataError, match="record 0: field 'strength': unknown strength 'huge'"):
+        load_preferences([{"prompt": "p", "chosen": "a", "rejected": "b", "strength": "huge"}])
+    with pytest.raises(PreferenceDataError, match="record 0: field 'rejected': identical to chosen"):
+        load_preferences([{"prompt": "p", "chosen": "same", "rejected": "same"}])
+    with pytest.raises(ValueError, match="target: expected one of"):
+        RewardModelConfig(model="m", target="harmlessness")
+    with pytest.raises(ValueError, match="margin_scheme: expected one of"):
+        RewardModelConfig(model="m", margin_scheme="medium")
+    with pytest.raises(FileNotFoundError, match="model: .* does not exist"):
+        train_reward_model(RewardModelConfig(model=str(tmp_path / "missing"), output_dir=str(tmp_path / "rm")))
