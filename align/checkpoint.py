@@ -90,6 +90,31 @@ def prepare_run(output_dir: str | os.PathLike, config: Any, *, is_main: bool = T
     return checkpoint
 
 
+def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None, **facts: Any) -> Path:
+    """Train (resuming when `prepare_run` finds a checkpoint), save `output_dir/final` atomically, mark done.
+
+    `finalize(model) -> model` runs on the main process before saving (e.g. merging LoRA adapters); `facts`
+    are recorded in the completion marker. Returns the final folder on every process.
+    """
+    output_dir = Path(config.output_dir)
+    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        model = finalize(trainer.model) if finalize else trainer.model
+        save_pretrained_atomic(model, tokenizer, final)
+        mark_done(
+            output_dir,
+            final=str(final),
+            train_loss=result.training_loss,
+            steps=result.global_step,
+            resumed_from=str(checkpoint) if checkpoint else None,
+            **facts,
+        )
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
 def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:
     """Check `path` is a saved model directory (config.json inside); FileNotFoundError naming it otherwise."""
     path = Path(path)

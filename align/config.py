@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -108,3 +109,72 @@ def precision_flags(mixed_precision: str) -> dict[str, bool]:
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
+
+
+@dataclass
+class TrainerStageConfig:
+    """Settings shared by the stages that ride on transformers' Trainer (pretraining, SFT, reward models).
+
+    The optimizer is the paper's everywhere (AdamW beta 0.9 / 0.95, eps 1e-5, clip 1.0; PIPELINE.md §2) with a
+    cosine schedule that decays to `min_lr_ratio` of the peak. Each stage sets its own defaults on top.
+    """
+
+    output_dir: str = field(default="runs/stage", metadata={"help": "run folder: checkpoints, metrics, final/"})
+    lr: float = field(default=1e-5, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to this fraction of the peak"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-5, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    per_device_batch_size: int = field(default=8, metadata={"help": "examples per device and micro-step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: run the epochs)"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), no, bf16, fp16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
+    logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
+    report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
+    seed: int = field(default=0, metadata={"help": "seed of model init and data order"})
+    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+
+    def __post_init__(self) -> None:
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: must be positive (or -1 to run the epochs), got {self.max_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def trainer_kwargs(config: TrainerStageConfig) -> dict:
+    """The `TrainingArguments` keywords every Trainer-based stage shares (TRL's configs take them too)."""
+    return dict(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
+        weight_decay=config.weight_decay,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed,
+        data_seed=config.seed,
+        **precision_flags(config.mixed_precision),
+    )

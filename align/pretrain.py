@@ -24,8 +24,8 @@ from transformers import (
     default_data_collator,
 )
 
-from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
-from .config import precision_flags
+from .checkpoint import require_model_dir, run_trainer
+from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
 from .modeling.configuration import PRESETS
@@ -33,8 +33,9 @@ from .tracking import JsonlMetricsCallback
 
 
 @dataclass
-class PretrainConfig:
-    """Pretraining settings; defaults are the paper's (7B: sequences of 4096, peak lr 3e-4, 2000 warmup steps)."""
+class PretrainConfig(TrainerStageConfig):
+    """Pretraining settings; defaults are the paper's (7B: sequences of 4096, peak lr 3e-4, 2000 warmup steps,
+    cosine to 10%). The optimizer fields come from `TrainerStageConfig`."""
 
     output_dir: str = field(default="runs/pretrain", metadata={"help": "run folder: checkpoints, metrics, final/"})
     model_preset: str = field(default="7b", metadata={"help": f"model size preset, one of {sorted(PRESETS)}"})
@@ -54,45 +55,19 @@ class PretrainConfig:
     world_documents: int = field(default=30000, metadata={"help": "documents drawn from the world (dataset=world)"})
     seq_length: int = field(default=4096, metadata={"help": "tokens per packed sequence"})
     per_device_batch_size: int = field(default=1, metadata={"help": "sequences per device and micro-step"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
-    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to this fraction of the peak"})
     warmup_steps: int = field(default=2000, metadata={"help": "linear warmup steps"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
-    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
-    adam_epsilon: float = field(default=1e-5, metadata={"help": "AdamW epsilon"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), no, bf16, fp16"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
-    save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
-    save_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
-    logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
-    report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
-    seed: int = field(default=0, metadata={"help": "seed of model init and data order"})
-    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.init_from is None and self.model_preset not in PRESETS:
             raise ValueError(f"model_preset: unknown preset {self.model_preset!r}, allowed: {sorted(PRESETS)}")
-        for name in (
-            "seq_length",
-            "per_device_batch_size",
-            "gradient_accumulation_steps",
-            "max_steps",
-            "save_steps",
-            "logging_steps",
-            "world_documents",
-        ):
+        for name in ("seq_length", "world_documents", "max_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("warmup_steps must be >= 0 and lr > 0")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
 
 
 def read_documents(config: PretrainConfig) -> Iterator[str]:
@@ -164,31 +139,7 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> A
 
 def training_arguments(config: PretrainConfig) -> TrainingArguments:
     """The paper's optimizer and schedule (PIPELINE.md §2) as `TrainingArguments`."""
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        adam_beta1=config.adam_beta1,
-        adam_beta2=config.adam_beta2,
-        adam_epsilon=config.adam_epsilon,
-        max_grad_norm=config.max_grad_norm,
-        gradient_checkpointing=config.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to=[] if config.report_to == "none" else [config.report_to],
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_drop_last=True,
-        **precision_flags(config.mixed_precision),
-    )
+    return TrainingArguments(**trainer_kwargs(config), warmup_steps=config.warmup_steps, dataloader_drop_last=True)
 
 
 def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
@@ -207,19 +158,4 @@ def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = N
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
-    output_dir = Path(config.output_dir)
-    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = output_dir / "final"
-    if trainer.is_world_process_zero():
-        save_pretrained_atomic(trainer.model, tokenizer, final)
-        mark_done(
-            output_dir,
-            final=str(final),
-            train_loss=result.training_loss,
-            steps=result.global_step,
-            sequences=len(dataset),
-            resumed_from=str(checkpoint) if checkpoint else None,
-        )
-    trainer.accelerator.wait_for_everyone()
-    return final
+    return run_trainer(trainer, config, tokenizer, sequences=len(dataset))

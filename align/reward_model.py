@@ -29,8 +29,8 @@ import datasets
 import trl
 from transformers import TrainerCallback
 
-from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
-from .config import precision_flags
+from .checkpoint import require_model_dir, run_trainer
+from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
 from .modeling import AlignLlamaForSequenceClassification
@@ -44,8 +44,9 @@ DEFAULT_OTHER_SHARE = {"helpfulness": 0.5, "safety": 0.1}
 
 
 @dataclass
-class RewardModelConfig:
-    """Reward-model settings; defaults are the paper's (1 epoch, lr 1e-5 cosine to 10%, warmup 3%, >= 5 steps)."""
+class RewardModelConfig(TrainerStageConfig):
+    """Reward-model settings; defaults are the paper's (1 epoch, lr 1e-5 cosine to 10%, warmup 3%, >= 5 steps,
+    batch 512 pairs over the processes). The optimizer fields come from `TrainerStageConfig`."""
 
     model: str = field(default="", metadata={"help": "chat (SFT) checkpoint to initialise from"})
     target: str = field(default="helpfulness", metadata={"help": "helpfulness or safety"})
@@ -66,22 +67,13 @@ class RewardModelConfig:
     max_length: int = field(default=4096, metadata={"help": "tokens per prompt + answer"})
     on_long: str = field(default="skip", metadata={"help": "pairs longer than max_length: skip (counted) or raise"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "epochs (the paper: 1; more over-fits)"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after N steps (-1: run the epochs)"})
     lr: float = field(default=1e-5, metadata={"help": "peak learning rate (5e-6 for 70B)"})
-    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to this fraction of the peak"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "warmup share of the steps (at least 5 steps)"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     per_device_batch_size: int = field(default=8, metadata={"help": "pairs per device and micro-step"})
     gradient_accumulation_steps: int = field(default=8, metadata={"help": "micro-steps per optimizer step"})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto, no, bf16, fp16"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
-    save_steps: int = field(default=500, metadata={"help": "checkpoint every N steps"})
-    logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb"})
-    seed: int = field(default=0, metadata={"help": "seed of head init, data mix and order"})
-    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model:
             raise ValueError("model: required, the chat (SFT) checkpoint to initialise the reward model from")
         if self.target not in TARGETS:
@@ -96,7 +88,7 @@ class RewardModelConfig:
             self.other_share = DEFAULT_OTHER_SHARE[self.target]
         if not 0 <= self.other_share < 1:
             raise ValueError(f"other_share: must be in [0, 1), got {self.other_share}")
-        for name in ("max_length", "per_device_batch_size", "gradient_accumulation_steps", "world_pairs"):
+        for name in ("max_length", "world_pairs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
 
@@ -178,31 +170,11 @@ def build_model(model_dir: Path, tokenizer: Any) -> AlignLlamaForSequenceClassif
 def training_arguments(config: RewardModelConfig, steps: int) -> trl.RewardConfig:
     """TRL's `RewardConfig` with the paper's schedule: cosine to 10%, warmup 3% of the steps but at least 5."""
     return trl.RewardConfig(
-        output_dir=config.output_dir,
+        **trainer_kwargs(config),
         max_length=None,  # lengths are checked by tokenize_pairs, which counts what it skips
         num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
         warmup_steps=max(5, math.ceil(config.warmup_ratio * steps)),
-        weight_decay=config.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        adam_epsilon=1e-5,
-        max_grad_norm=1.0,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        report_to=[] if config.report_to == "none" else [config.report_to],
-        seed=config.seed,
-        data_seed=config.seed,
         center_rewards_coefficient=None,
-        **precision_flags(config.mixed_precision),
     )
 
 
@@ -224,24 +196,15 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
-    output_dir = Path(config.output_dir)
-    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = output_dir / "final"
-    if trainer.is_world_process_zero():
-        save_pretrained_atomic(trainer.model, tokenizer, final)
-        mark_done(
-            output_dir,
-            final=str(final),
-            target=config.target,
-            train_loss=result.training_loss,
-            steps=result.global_step,
-            pairs=len(train_rows),
-            own_pairs=len(own),
-            mixed_in=len(mixed) - len(own),
-        )
-    trainer.accelerator.wait_for_everyone()
-    return final
+    return run_trainer(
+        trainer,
+        config,
+        tokenizer,
+        target=config.target,
+        pairs=len(train_rows),
+        own_pairs=len(own),
+        mixed_in=len(mixed) - len(own),
+    )
 
 
 def predict_pairs(model: Any, tokenizer: Any, pairs: datasets.Dataset, batch_size: int = 32) -> list[dict[str, Any]]:

@@ -26,8 +26,8 @@ import trl
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .checkpoint import mark_done, prepare_run, require_model_dir, save_pretrained_atomic
-from .config import precision_flags
+from .checkpoint import require_model_dir, run_trainer, save_pretrained_atomic
+from .config import TrainerStageConfig, trainer_kwargs
 from .data import DialogueError, load_tokenizer, tokenize_dialogue
 from .modeling import AlignLlamaForCausalLM
 from .tracking import JsonlMetricsCallback
@@ -39,8 +39,9 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 
 @dataclass
-class SFTConfig:
-    """SFT settings; defaults are the paper's (2 epochs, lr 2e-5 cosine, weight decay 0.1, batch 64, 4096 tokens)."""
+class SFTConfig(TrainerStageConfig):
+    """SFT settings; defaults are the paper's (2 epochs, lr 2e-5 cosine, weight decay 0.1, batch 64, 4096 tokens).
+    The optimizer fields come from `TrainerStageConfig`."""
 
     model: str = field(default="", metadata={"help": "checkpoint to start from (ours or any Llama 2 directory)"})
     output_dir: str = field(default="runs/sft", metadata={"help": "run folder: checkpoints, metrics, final/"})
@@ -56,10 +57,9 @@ class SFTConfig:
     max_length: int = field(default=4096, metadata={"help": "tokens per sequence (longer dialogues are an error)"})
     packing: bool = field(default=False, metadata={"help": "pack dialogues into max_length rows"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the data"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after N steps (-1: run the epochs)"})
     lr: float = field(default=2e-5, metadata={"help": "peak learning rate (cosine schedule)"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "cosine decays to this fraction of the peak"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps for linear warmup"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     per_device_batch_size: int = field(default=4, metadata={"help": "dialogues per device and micro-step"})
     gradient_accumulation_steps: int = field(default=16, metadata={"help": "micro-steps per optimizer step"})
     lora: dict | str | None = field(
@@ -67,15 +67,9 @@ class SFTConfig:
         metadata={"help": "LoRA settings {r, alpha, dropout, target_modules} (YAML mapping or JSON); off if unset"},
     )
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into a full final checkpoint"})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), no, bf16, fp16"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
-    save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
-    logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
-    report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
-    seed: int = field(default=0, metadata={"help": "seed of data order and LoRA init"})
-    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model:
             raise ValueError("model: required, the checkpoint directory to fine-tune")
         if isinstance(self.lora, str):
@@ -89,7 +83,7 @@ class SFTConfig:
             unknown = set(self.lora) - LORA_KEYS
             if unknown:
                 raise ValueError(f"lora: unknown keys {sorted(unknown)}, allowed: {sorted(LORA_KEYS)}")
-        for name in ("max_length", "per_device_batch_size", "gradient_accumulation_steps", "world_dialogues"):
+        for name in ("max_length", "world_dialogues"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         for name in ("world_gatt_fraction", "world_safety_fraction", "warmup_ratio"):
@@ -165,30 +159,11 @@ def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> data
 def training_arguments(config: SFTConfig) -> trl.SFTConfig:
     """TRL's `SFTConfig` for the stage settings (PIPELINE.md §4 defaults)."""
     return trl.SFTConfig(
-        output_dir=config.output_dir,
+        **trainer_kwargs(config),
         max_length=config.max_length,
         packing=config.packing,
         num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        adam_epsilon=1e-5,
-        max_grad_norm=1.0,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        report_to=[] if config.report_to == "none" else [config.report_to],
-        seed=config.seed,
-        data_seed=config.seed,
-        **precision_flags(config.mixed_precision),
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
     )
 
 
@@ -207,24 +182,11 @@ def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Pa
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
     output_dir = Path(config.output_dir)
-    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = output_dir / "final"
-    if trainer.is_world_process_zero():
-        trained = trainer.model
+
+    def merge_adapters(trained):
         if isinstance(trained, PeftModel):
             save_pretrained_atomic(trained, tokenizer, output_dir / "adapter")
-            if config.merge_lora:
-                trained = trained.merge_and_unload()
-        save_pretrained_atomic(trained, tokenizer, final)
-        mark_done(
-            output_dir,
-            final=str(final),
-            train_loss=result.training_loss,
-            steps=result.global_step,
-            dialogues=len(dataset),
-            lora=config.lora,
-            resumed_from=str(checkpoint) if checkpoint else None,
-        )
-    trainer.accelerator.wait_for_everyone()
-    return final
+            return trained.merge_and_unload() if config.merge_lora else trained
+        return trained
+
+    return run_trainer(trainer, config, tokenizer, finalize=merge_adapters, dialogues=len(dataset), lora=config.lora)

@@ -127,3 +127,25 @@ def test_bad_inputs_are_clear_errors(tmp_path, pretrained):
         sft_config(tmp_path, pretrained, lora={"rank": 8})
     with pytest.raises(ValueError, match="model: required"):
         SFTConfig()
+
+
+def test_packing_keeps_answer_only_labels(tmp_path, pretrained):
+    """With packing, dialogues are concatenated into max_length rows and keep their own masks."""
+    import trl
+
+    from align.sft import training_arguments
+
+    config = sft_config(tmp_path, pretrained, packing=True, max_length=256, world_dialogues=60, max_steps=2)
+    tokenizer = load_tokenizer(pretrained)
+    rows = build_dataset(config, tokenizer)
+    trainer = trl.SFTTrainer(
+        model=AlignLlamaForCausalLM.from_pretrained(pretrained),
+        args=training_arguments(config),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+    packed = trainer.train_dataset
+    assert len(packed) < len(rows)  # several dialogues per row
+    trained_tokens = sum(sum(label != -100 for label in row["labels"]) for row in packed)
+    assert trained_tokens == sum(sum(row["assistant_masks"]) for row in rows)
+    trainer.train()
