@@ -108,6 +108,7 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
             final=str(final),
             train_loss=result.training_loss,
             steps=result.global_step,
+            processes=trainer.args.world_size,
             resumed_from=str(checkpoint) if checkpoint else None,
             **facts,
         )

@@ -176,5 +176,7 @@ def trainer_kwargs(config: TrainerStageConfig) -> dict:
         report_to=[] if config.report_to == "none" else [config.report_to],
         seed=config.seed,
         data_seed=config.seed,
+        # Without a GPU, processes launched together must say so to join one gloo group (MULTI_CPU).
+        use_cpu=not torch.cuda.is_available(),
         **precision_flags(config.mixed_precision),
     )

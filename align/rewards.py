@@ -99,3 +99,18 @@ def score(
         model.train(was_training)
     values = torch.cat(raw) if raw else torch.zeros(0)
     return Scores(values, torch.sigmoid(values))
+
+
+SAFETY_THRESHOLD = 0.15
+
+
+def gated_reward(
+    safety_score: torch.Tensor,
+    helpful_score: torch.Tensor,
+    is_safety: torch.Tensor,
+    threshold: float = SAFETY_THRESHOLD,
+) -> torch.Tensor:
+    """R_c of PIPELINE.md §7 (Llama 2 paper, eq. in §3.2.3): the safety RM's score on safety prompts or when it
+    falls below `threshold`, the helpfulness RM's score otherwise. Scores are sigmoids in (0, 1), all (N,)."""
+    use_safety = is_safety.bool() | (safety_score < threshold)
+    return torch.where(use_safety, safety_score, helpful_score)

@@ -8,8 +8,9 @@ schedule, LoRA through peft, distributed launch) is TRL and transformers as they
 
     sft(SFTConfig(model="runs/pretrain/final", dataset="world"))  -> output_dir/final (LoRA merged when enabled)
 
-Data: `dataset="world"` (the synthetic world's demonstrations, Ghost Attention included) or a local
-JSONL / JSON / Parquet file, or a `datasets` name, of records `{"messages": [...], "loss_on": "all"|"last"}`;
+Data: `dataset="world"` (the synthetic world's demonstrations, Ghost Attention included) or comma-separated
+local JSONL / JSON / Parquet files or `datasets` names (pooled), of records
+`{"messages": [...], "loss_on": "all"|"last"}`;
 `gatt_dataset` mixes in a second such file whose records all train on the last answer.
 """
 
@@ -137,7 +138,10 @@ def world_dialogue_records(config: SFTConfig) -> list[dict[str, Any]]:
 
 def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
     """Tokenized rows (`input_ids`, `assistant_masks`) of every dialogue; bad dialogues are errors naming them."""
-    records = world_dialogue_records(config) if config.dataset == "world" else read_dialogue_records(config.dataset)
+    if config.dataset == "world":
+        records = world_dialogue_records(config)
+    else:  # several sources are pooled, e.g. the kept answers of every rejection-sampling round so far
+        records = [record for source in config.dataset.split(",") for record in read_dialogue_records(source.strip())]
     if config.gatt_dataset:
         records += read_dialogue_records(config.gatt_dataset, default_loss_on="last")
     if not records:

@@ -14,6 +14,34 @@ from align.data import train_tokenizer  # noqa: E402
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch_two_processes(script: str, *args: str):
+    """Run a recipe as 2 processes on the CPU (gloo). accelerate's `--cpu --num_processes 2` starts only one
+    process (its simple launcher needs an mpirun hostfile for more), so use the torchrun launcher; the stages
+    select the CPU themselves when there is no GPU."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        script,
+        *args,
+    ]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
 
 # A few lines of text in the style of the chat data; enough for a 600-token BPE vocabulary.
 TOKENIZER_TEXT = [
@@ -85,3 +113,29 @@ def chat_model(pretrained, tmp_path_factory):
             warmup_ratio=0.05,
         )
     )
+
+
+@pytest.fixture(scope="session")
+def reward_models(chat_model, tmp_path_factory):
+    """Helpfulness and safety reward models trained from the tiny chat model (about 40 s)."""
+    from align.reward_model import RewardModelConfig, train_reward_model
+
+    out = tmp_path_factory.mktemp("rm")
+    models = {}
+    for target in ("helpfulness", "safety"):
+        models[target] = train_reward_model(
+            RewardModelConfig(
+                model=str(chat_model),
+                target=target,
+                output_dir=str(out / target),
+                world_pairs=3000,
+                max_length=256,
+                num_train_epochs=2,
+                lr=1e-3,
+                per_device_batch_size=16,
+                gradient_accumulation_steps=1,
+                logging_steps=20,
+                save_steps=1000,
+            )
+        )
+    return models

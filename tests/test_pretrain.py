@@ -97,26 +97,10 @@ def test_resume_after_a_kill_gives_the_same_next_step_loss(tmp_path):
 
 
 def test_two_processes_with_accelerate_launch(tmp_path):
-    """The recipe runs under `accelerate launch --cpu --num_processes 2` and writes one final model."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    """The recipe runs as 2 real processes (one gloo group) and writes one final model."""
+    from conftest import launch_two_processes
 
-    root = Path(__file__).resolve().parents[1]
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+    done = launch_two_processes(
         "recipes/pretrain.py",
         "--config",
         "recipes/configs/pretrain/world_tiny.yaml",
@@ -128,8 +112,8 @@ def test_two_processes_with_accelerate_launch(tmp_path):
         "3",
         "--world_documents",
         "800",
-    ]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert max(r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")) == 6
+    assert json.loads((tmp_path / "run" / "DONE.json").read_text())["processes"] == 2

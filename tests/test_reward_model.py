@@ -16,31 +16,6 @@ from align.world import World
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
 
 
-def rm_config(tmp_path, chat_model, target, **overrides):
-    values = dict(
-        model=str(chat_model),
-        target=target,
-        output_dir=str(tmp_path / target),
-        world_pairs=3000,
-        max_length=256,
-        num_train_epochs=2,
-        lr=1e-3,
-        per_device_batch_size=16,
-        gradient_accumulation_steps=1,
-        logging_steps=20,
-        save_steps=1000,
-    )
-    return RewardModelConfig(**{**values, **overrides})
-
-
-@pytest.fixture(scope="module")
-def reward_models(chat_model, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("rm")
-    return {
-        target: train_reward_model(rm_config(tmp_path, chat_model, target)) for target in ("helpfulness", "safety")
-    }
-
-
 def test_both_models_beat_chance_and_clear_pairs_beat_negligible_ones(reward_models, tmp_path):
     reports = {
         target: report["evaluate_reward_model"](path, held_out_pairs(200), tmp_path / target, target)

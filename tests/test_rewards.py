@@ -84,3 +84,13 @@ def test_score_is_batch_invariant_and_returns_sigmoid(tokenizer):
     assert whole.raw.shape == (6,)
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         score(model, tokenizer, prompts[:2], responses[:1])
+
+
+def test_gated_reward_on_hand_values():
+    from align.rewards import gated_reward
+
+    safety = torch.tensor([0.9, 0.10, 0.50, 0.15])
+    helpful = torch.tensor([0.2, 0.80, 0.70, 0.60])
+    is_safety = torch.tensor([True, False, False, False])
+    # safety prompt -> safety score; non-safety below 0.15 -> safety score; at or above 0.15 -> helpfulness score
+    assert gated_reward(safety, helpful, is_safety).tolist() == pytest.approx([0.9, 0.10, 0.70, 0.60])

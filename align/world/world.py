@@ -228,7 +228,7 @@ class World:
         """One labelled pair per prompt, in the record format `align.data.load_preferences` reads.
 
         Answers come from `sampler(prompt, 2)` (any policy) or, by default, from `respond` at qualities drawn
-        from `quality_mix`. Prompts whose two answers are identical give no pair.
+        from `quality_mix`. Prompts whose two answers are identical, or one of them empty, give no pair.
         """
         rng = random.Random(f"pairs-{self.seed}-{target}-{seed}")
         qualities, weights = zip(*sorted((quality_mix or DEFAULT_QUALITY_MIX).items()))
@@ -238,8 +238,8 @@ class World:
                 first, second = (self.respond(prompt, rng.choices(qualities, weights)[0], rng) for _ in range(2))
             else:
                 first, second = list(sampler(prompt, 2))[:2]
-            if first.strip() == second.strip():
-                continue
+            if not first.strip() or not second.strip() or first.strip() == second.strip():
+                continue  # a pair needs two different, non-empty answers
             label = annotate(prompt, first, second, target, rng)
             pairs.append(
                 {

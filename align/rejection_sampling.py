@@ -1,0 +1,234 @@
+"""Best-of-K rejection sampling (PIPELINE.md §6): sample K answers per prompt, keep the one the reward models
+like best.
+
+For each prompt, K answers are sampled in one batch with the KV cache (`align.generation.complete`) from a
+seed derived from the run seed and the prompt's id, so the kept answers do not depend on how prompts are split
+across processes. Both reward models score every answer (`align.rewards.score`) and the gated reward of §7
+picks the best: the safety score on safety prompts or when it is below the threshold, the helpfulness score
+otherwise.
+
+Distributed with accelerate: process r takes every n-th prompt and appends each result, as soon as it has it,
+to `shards/shard-r.jsonl` (one flushed line per prompt). A restarted run reads every shard, skips the prompts
+already done (a line cut short by a kill is ignored), and the main process merges the shards into
+`kept.jsonl` (written atomically) in prompt order. Fine-tuning on the kept answers is the SFT stage's job; the
+recipe and the round orchestrator chain the two (a stage never imports another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from .checkpoint import mark_done, require_model_dir
+from .data import load_tokenizer
+from .generation import chat_prompt_texts, complete
+from .io import atomic_write_jsonl, atomic_write_text
+from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .rewards import SAFETY_THRESHOLD, gated_reward, score
+
+
+@dataclass
+class RejectionSamplingConfig:
+    """Rejection-sampling settings (PIPELINE.md §6): K samples per prompt, temperature, the two reward models."""
+
+    policy: str = field(default="", metadata={"help": "checkpoint of the current policy (the chat model)"})
+    helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
+    safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
+    output_dir: str = field(default="runs/rejection_sampling", metadata={"help": "run folder"})
+    prompts: str = field(default="world", metadata={"help": "'world' or a JSONL of {id, prompt, is_safety}"})
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
+    world_prompts: int = field(default=200, metadata={"help": "train prompts drawn from the world"})
+    world_prompt_seed: int = field(default=0, metadata={"help": "which world prompts (e.g. the round number)"})
+    num_samples: int = field(default=8, metadata={"help": "K: answers sampled per prompt"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
+    max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
+    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
+    score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
+    seed: int = field(default=0, metadata={"help": "run seed; each prompt's seed derives from it and its id"})
+
+    def __post_init__(self) -> None:
+        for name in ("policy", "helpfulness_rm", "safety_rm"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required, a checkpoint directory")
+        for name in ("num_samples", "max_new_tokens", "world_prompts", "score_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+
+
+def load_prompts(config: RejectionSamplingConfig) -> list[dict[str, Any]]:
+    """Prompt records {id, prompt, is_safety} (world records keep their gold `key`)."""
+    if config.prompts == "world":
+        from .world import World  # only the demo data needs the world
+
+        world = World(seed=config.world_seed)
+        return [p.to_record() for p in world.prompts(config.world_prompts, "train", seed=config.world_prompt_seed)]
+    path = Path(config.prompts)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts: no file at {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: line {number}: not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), list) or not record["prompt"]:
+            raise ValueError(f"{path}: line {number}: field 'prompt': expected a non-empty list of messages")
+        records.append(
+            {
+                "id": str(record.get("id", number)),
+                "prompt": record["prompt"],
+                "is_safety": bool(record.get("is_safety", False)),
+                **({"key": record["key"]} if "key" in record else {}),
+            }
+        )
+    if not records:
+        raise ValueError(f"prompts {path}: the file has no prompts")
+    return records
+
+
+def prompt_seed(run_seed: int, prompt_id: str) -> int:
+    """The sampling seed of one prompt: the same whichever process handles it."""
+    return zlib.crc32(f"{run_seed}:{prompt_id}".encode())
+
+
+def read_shards(shard_dir: Path) -> dict[str, dict[str, Any]]:
+    """Results already written by any process, by prompt id; a line cut short by a kill is ignored."""
+    done = {}
+    for shard in sorted(shard_dir.glob("shard-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a killed writer
+            done[record["id"]] = record
+    return done
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a shard back to its last complete line, so appending after a kill starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as file:
+            file.truncate(len(complete))
+
+
+def best_of_k(
+    policy: Any,
+    tokenizer: Any,
+    helpfulness_rm: Any,
+    safety_rm: Any,
+    record: dict[str, Any],
+    config: RejectionSamplingConfig,
+) -> dict[str, Any]:
+    """Sample K answers to one prompt, score them with both reward models, keep the best by gated reward."""
+    torch.manual_seed(prompt_seed(config.seed, record["id"]))
+    text = chat_prompt_texts(tokenizer, [record["prompt"]])[0]
+    answers = complete(
+        policy,
+        tokenizer,
+        [text] * config.num_samples,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        batch_size=config.num_samples,
+    )
+    prompts = [record["prompt"]] * len(answers)
+    helpful = score(helpfulness_rm, tokenizer, prompts, answers, config.score_batch_size).sigmoid
+    safety = score(safety_rm, tokenizer, prompts, answers, config.score_batch_size).sigmoid
+    is_safety = torch.full((len(answers),), record["is_safety"], dtype=torch.bool)
+    rewards = gated_reward(safety, helpful, is_safety, config.safety_threshold)
+    best = int(rewards.argmax())
+    return {
+        **record,
+        "candidates": answers,
+        "rewards": rewards.tolist(),
+        "helpfulness_scores": helpful.tolist(),
+        "safety_scores": safety.tolist(),
+        "best": best,
+        "messages": [*record["prompt"], {"role": "assistant", "content": answers[best]}],
+    }
+
+
+def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
+    """Best-of-K for every prompt, sharded over the processes; returns `output_dir/kept.jsonl`."""
+    state = PartialState(cpu=not torch.cuda.is_available())  # without a GPU: one gloo group (MULTI_CPU)
+    models = {
+        name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
+    }
+    tokenizer = load_tokenizer(models["policy"])
+    policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
+    helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)
+    safety_rm = AlignLlamaForSequenceClassification.from_pretrained(models["safety_rm"]).to(state.device)
+    prompts = load_prompts(config)
+    limit = policy.config.max_position_embeddings - config.max_new_tokens
+    for record in prompts:
+        length = len(
+            tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids
+        )
+        if length > limit:
+            raise ValueError(
+                f"prompt {record['id']}: {length} tokens; with max_new_tokens={config.max_new_tokens} "
+                f"it exceeds the context of {policy.config.max_position_embeddings}"
+            )
+
+    output_dir = Path(config.output_dir)
+    shard_dir = output_dir / "shards"
+    if state.is_main_process:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "run_config.json", json.dumps(asdict(config), indent=2) + "\n")
+    state.wait_for_everyone()
+    done = read_shards(shard_dir)
+    mine = [r for r in prompts[state.process_index :: state.num_processes] if r["id"] not in done]
+    shard_path = shard_dir / f"shard-{state.process_index}.jsonl"
+    drop_partial_line(shard_path)
+    with open(shard_path, "a") as shard:
+        for record in tqdm(mine, desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
+            result = best_of_k(policy, tokenizer, helpfulness_rm, safety_rm, record, config)
+            shard.write(json.dumps(result) + "\n")
+            shard.flush()
+            os.fsync(shard.fileno())
+    state.wait_for_everyone()
+    kept = output_dir / "kept.jsonl"
+    if state.is_main_process:
+        results = read_shards(shard_dir)
+        atomic_write_jsonl(kept, (results[r["id"]] for r in prompts))
+        mark_done(
+            output_dir,
+            kept=str(kept),
+            prompts=len(prompts),
+            resumed=len(done),
+            processes=state.num_processes,
+            mean_best_reward=statistics.fmean(results[r["id"]]["rewards"][results[r["id"]]["best"]] for r in prompts),
+        )
+    state.wait_for_everyone()
+    return kept
+
+
+def best_of_k_curve(records: list[dict[str, Any]], values: str = "rewards") -> dict[str, list[float]]:
+    """Mean over prompts of the max and of the median of the first k samples' `values`, for k = 1..K.
+
+    Samples are i.i.d., so the first k are a fair draw of k (the paper's Figure 7: max vs median reward).
+    """
+    largest = min(len(r[values]) for r in records)
+    curve = {"k": list(range(1, largest + 1)), "max": [], "median": []}
+    for k in curve["k"]:
+        curve["max"].append(statistics.fmean(max(r[values][:k]) for r in records))
+        curve["median"].append(statistics.fmean(statistics.median(r[values][:k]) for r in records))
+    return curve

@@ -1,0 +1,97 @@
+"""Best-of-K rejection sampling: process-count independence, resume, the best-of-k curve, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align.io import read_jsonl
+from align.rejection_sampling import RejectionSamplingConfig, best_of_k_curve, run_rejection_sampling
+from conftest import launch_two_processes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rs_config(tmp_path, chat_model, reward_models, **overrides):
+    values = dict(
+        policy=str(chat_model),
+        helpfulness_rm=str(reward_models["helpfulness"]),
+        safety_rm=str(reward_models["safety"]),
+        output_dir=str(tmp_path / "rs"),
+        world_prompts=6,
+        num_samples=4,
+        max_new_tokens=24,
+    )
+    return RejectionSamplingConfig(**{**values, **overrides})
+
+
+def test_kept_answers_do_not_depend_on_the_number_of_processes(tmp_path, chat_model, reward_models):
+    single = run_rejection_sampling(rs_config(tmp_path / "one", chat_model, reward_models))
+    done = launch_two_processes(
+        "recipes/rejection_sampling.py",
+        "--policy",
+        str(chat_model),
+        "--helpfulness_rm",
+        str(reward_models["helpfulness"]),
+        "--safety_rm",
+        str(reward_models["safety"]),
+        "--output_dir",
+        str(tmp_path / "two" / "rs"),
+        "--world_prompts",
+        "6",
+        "--num_samples",
+        "4",
+        "--max_new_tokens",
+        "24",
+        "--finetune",
+        "false",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = read_jsonl(single), read_jsonl(tmp_path / "two" / "rs" / "kept.jsonl")
+    assert [r["id"] for r in one] == [r["id"] for r in two]
+    assert [r["messages"] for r in one] == [r["messages"] for r in two]
+    assert len(list((tmp_path / "two" / "rs" / "shards").glob("shard-*.jsonl"))) == 2
+    assert json.loads((tmp_path / "two" / "rs" / "DONE.json").read_text())["processes"] == 2
+    curve = json.loads((tmp_path / "two" / "rs" / "best_of_k.json").read_text())
+    assert curve["max"] == sorted(curve["max"])  # the best of more samples is never worse
+
+
+def test_a_killed_run_resumes_without_redoing_finished_prompts(tmp_path, chat_model, reward_models):
+    config = rs_config(tmp_path, chat_model, reward_models)
+    kept = run_rejection_sampling(config)
+    finished = read_jsonl(kept)
+    # What a kill after three prompts leaves: three complete lines and one cut short; no kept.jsonl, no marker.
+    shard = tmp_path / "rs" / "shards" / "shard-0.jsonl"
+    lines = shard.read_text().splitlines()
+    shard.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
+    kept.unlink()
+    (tmp_path / "rs" / "DONE.json").unlink()
+    # Mark the finished lines so a redo would be visible.
+    marked = [json.loads(line) | {"marker": True} for line in lines[:3]]
+    shard.write_text("".join(json.dumps(r) + "\n" for r in marked) + lines[3][:40])
+    resumed = read_jsonl(run_rejection_sampling(config))
+    assert [r.get("marker", False) for r in resumed] == [True] * 3 + [False] * 3
+    assert [r["messages"] for r in resumed] == [r["messages"] for r in finished]  # same seeds, same answers
+    assert json.loads((tmp_path / "rs" / "DONE.json").read_text())["resumed"] == 3
+
+
+def test_best_of_k_curve_is_max_and_median_of_the_first_k():
+    curve = best_of_k_curve([{"rewards": [0.1, 0.5, 0.3]}, {"rewards": [0.4, 0.2, 0.9]}])
+    assert curve["k"] == [1, 2, 3]
+    assert curve["max"] == pytest.approx([0.25, 0.45, 0.7])
+    assert curve["median"] == pytest.approx([0.25, 0.3, 0.35])
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, chat_model, reward_models):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="empty.jsonl: the file has no prompts"):
+        run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, prompts=str(empty)))
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"id": "p1", "prompt": [{"role": "user", "content": "seven " * 5000}]}) + "\n")
+    with pytest.raises(ValueError, match="prompt p1: .* tokens; .* exceeds the context of 4096"):
+        run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, prompts=str(long)))
+    with pytest.raises(FileNotFoundError, match="safety_rm: .*missing does not exist"):
+        run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, safety_rm=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="helpfulness_rm: required"):
+        RejectionSamplingConfig(policy="p", safety_rm="s")
