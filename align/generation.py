@@ -33,10 +33,12 @@ def complete(
     batch_size: int = 32,
     stop: str | None = None,
     add_special_tokens: bool = False,
+    **generate_kwargs: Any,
 ) -> list[str]:
     """The continuation of each text (greedy when `temperature` is 0), without the prompt or special tokens.
 
     Chat texts already start with `<s>`; pass `add_special_tokens=True` for plain text that should get it.
+    Other keywords (e.g. `min_new_tokens`) go to `model.generate`.
     """
     was_training = model.training
     model.eval()
@@ -58,6 +60,7 @@ def complete(
                 eos_token_id=tokenizer.eos_token_id,
                 use_cache=True,
                 **({"do_sample": False} if not sampling else sampling),
+                **generate_kwargs,
             )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
