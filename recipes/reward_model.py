@@ -11,6 +11,8 @@ accuracy_by_strength.png) on the held-out pairs (`eval_data`, or the world's tes
 import runpy
 from pathlib import Path
 
+from accelerate import PartialState
+
 from align.config import exit_with_error, parse_config
 from align.data import load_preferences
 from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
@@ -22,6 +24,8 @@ def main() -> None:
     config = parse_config(RewardModelConfig)
     try:
         final = train_reward_model(config)
+        if not PartialState().is_main_process:
+            return  # the main process evaluates
         pairs = (
             load_preferences(config.eval_data, format=config.data_format, target=config.target)
             if config.eval_data

@@ -10,6 +10,8 @@ import dataclasses
 import runpy
 from pathlib import Path
 
+from accelerate import PartialState
+
 from align.config import exit_with_error, parse_config
 from align.data import load_preferences
 from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
@@ -31,12 +33,15 @@ def main() -> None:
             output_dir = Path(base.output_dir) / f"margin-{scheme}"
             config = dataclasses.replace(base, margin_scheme=scheme, output_dir=str(output_dir))
             final = train_reward_model(config)
+            if not PartialState().is_main_process:
+                continue  # the main process evaluates
             rows[f"{base.target}, margin {scheme}"] = report["evaluate_reward_model"](
                 final, pairs, output_dir / "eval", f"{base.target} RM, margin {scheme}"
             )
     except (FileNotFoundError, ValueError) as error:
         exit_with_error(str(error))
-    print(report["format_table"](rows))
+    if rows:
+        print(report["format_table"](rows))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.tokenizer)
     torch.manual_seed(0)
-    model = AlignLlamaForCausalLM.from_pretrained(args.model) if args.model else AlignLlamaForCausalLM(
-        AlignLlamaConfig.from_preset(args.preset, vocab_size=-(-len(tokenizer) // 64) * 64))
+    model = (
+        AlignLlamaForCausalLM.from_pretrained(args.model)
+        if args.model
+        else AlignLlamaForCausalLM(AlignLlamaConfig.from_preset(args.preset, vocab_size=-(-len(tokenizer) // 64) * 64))
+    )
     texts = chat_prompt_texts(tokenizer, [p.messages for p in World(seed=0).prompts(args.prompts, "test")])
     fixed = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, temperature=1.0)
     complete(model, tokenizer, texts[:1] * args.k, batch_size=args.k, **fixed)  # warm-up
@@ -53,10 +56,18 @@ def main(argv: list[str] | None = None) -> dict:
     naive = time.perf_counter() - start
 
     samples = args.prompts * args.k
-    report = {"samples": samples, "batched_samples_per_s": samples / batched, "naive_samples_per_s": samples / naive,
-              "ratio": naive / batched, "threads": torch.get_num_threads(), "args": vars(args) | {"json": str(args.json)}}
-    print(f"batched {report['batched_samples_per_s']:.1f} samples/s, naive {report['naive_samples_per_s']:.1f} "
-          f"samples/s: ratio {report['ratio']:.2f}x (K={args.k}, {args.new_tokens} tokens, {args.preset})")
+    report = {
+        "samples": samples,
+        "batched_samples_per_s": samples / batched,
+        "naive_samples_per_s": samples / naive,
+        "ratio": naive / batched,
+        "threads": torch.get_num_threads(),
+        "args": vars(args) | {"json": str(args.json)},
+    }
+    print(
+        f"batched {report['batched_samples_per_s']:.1f} samples/s, naive {report['naive_samples_per_s']:.1f} "
+        f"samples/s: ratio {report['ratio']:.2f}x (K={args.k}, {args.new_tokens} tokens, {args.preset})"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
