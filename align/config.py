@@ -9,6 +9,7 @@ validation refuses prints one line naming the key (with a close match when there
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import sys
@@ -25,6 +26,10 @@ ConfigT = TypeVar("ConfigT")
 
 class ConfigError(ValueError):
     """A configuration mistake; the message names the key or file."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the recipe docstring's layout and show every option's default."""
 
 
 class _OneLineParser(HfArgumentParser):
@@ -60,7 +65,12 @@ def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
 def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
     """Parse `--config FILE` and overrides into `config_class`; raises `ConfigError` on any mistake."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _OneLineParser(config_class, allow_abbrev=False)  # a mistyped option is an error, not a prefix
+    parser = _OneLineParser(
+        config_class,
+        allow_abbrev=False,  # a mistyped option is an error, not a prefix
+        description=getattr(sys.modules.get("__main__"), "__doc__", None),  # the recipe's own docstring
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--config", type=str, default=None, help="YAML file of config values (CLI overrides it)")
     config_path = None
     if "--config" in argv:
