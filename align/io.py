@@ -1,4 +1,5 @@
-"""Atomic file writes: a file is written under a temporary name and renamed, so a crash never leaves half of it."""
+"""File I/O shared by the stages: atomic writes (a temporary name, then a rename, so a crash never leaves half
+a file), JSONL reading, and one loader for tabular data given as a local file or a `datasets` name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import datasets
 
 
 def _umask() -> int:
@@ -49,3 +52,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}: line {number}: not valid JSON ({error})") from None
     return records
+
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def load_table(source: str, split: str = "train") -> datasets.Dataset:
+    """A local .jsonl / .json / .parquet file, or else a `datasets` name (network needed), as a Dataset."""
+    path = Path(source)
+    if path.suffix in TABLE_SUFFIXES:
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset: no file at {path}")
+        builder = "parquet" if path.suffix == ".parquet" else "json"
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    return datasets.load_dataset(source, split=split)

@@ -27,6 +27,7 @@ from transformers import (
 from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
+from .io import load_table
 from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
 from .modeling.configuration import PRESETS
 from .tracking import JsonlMetricsCallback
@@ -79,18 +80,13 @@ def read_documents(config: PretrainConfig) -> Iterator[str]:
         yield from World(seed=config.world_seed).corpus(config.world_documents)
         return
     path = Path(source)
-    if path.suffix in (".txt", ".jsonl", ".json", ".parquet") and not path.is_file():
-        raise FileNotFoundError(f"dataset: no file at {path}")
     if path.suffix == ".txt":
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset: no file at {path}")
         with path.open() as lines:
             yield from (line.rstrip("\n") for line in lines if line.strip())
         return
-    if path.suffix in (".jsonl", ".json", ".parquet"):
-        table = datasets.load_dataset(
-            "parquet" if path.suffix == ".parquet" else "json", data_files=str(path), split="train"
-        )
-    else:
-        table = datasets.load_dataset(source, split="train")
+    table = load_table(source)
     if config.text_field not in table.column_names:
         raise ValueError(f"dataset {source}: no field {config.text_field!r}; fields are {table.column_names}")
     yield from (text for text in table[config.text_field] if text and text.strip())

@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from .checkpoint import require_model_dir, run_trainer, save_pretrained_atomic
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import DialogueError, load_tokenizer, tokenize_dialogue
+from .io import load_table
 from .modeling import AlignLlamaForCausalLM
 from .tracking import JsonlMetricsCallback
 
@@ -106,15 +107,9 @@ def lora_config(settings: dict[str, Any]) -> LoraConfig:
 def read_dialogue_records(source: str, *, default_loss_on: str = "all") -> list[dict[str, Any]]:
     """Records `{"messages", "loss_on"}` of a local file or a `datasets` name."""
     path = Path(source)
-    if path.suffix in (".jsonl", ".json", ".parquet"):
-        if not path.is_file():
-            raise FileNotFoundError(f"dataset: no file at {path}")
-        if path.suffix != ".parquet" and not path.read_text().strip():
-            raise ValueError(f"dataset {source}: no dialogues (the file is empty)")
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
-    else:
-        table = datasets.load_dataset(source, split="train")
+    if path.suffix in (".jsonl", ".json") and path.is_file() and not path.read_text().strip():
+        raise ValueError(f"dataset {source}: no dialogues (the file is empty)")
+    table = load_table(source)
     if "messages" not in table.column_names:
         raise ValueError(f"dataset {source}: expected a 'messages' field, fields are {table.column_names}")
     return [

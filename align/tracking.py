@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .io import read_jsonl
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -38,10 +40,7 @@ class MetricsWriter:
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a metrics file (an empty list if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if Path(path).exists() else []
 
 
 class JsonlMetricsCallback(TrainerCallback):

@@ -36,6 +36,7 @@ from typing import Any
 
 import datasets
 
+from ..io import load_table
 from .chat import DialogueError, Message, validate_dialogue
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,16 @@ def _as_messages(value: Any, field: str, role: str) -> list[Message]:
     raise _BadRecord(field, f"expected a string or a list of {{role, content}} messages, got {value!r:.60}")
 
 
+def _answers(record: dict) -> tuple[list[Message], list[Message]]:
+    """The required `chosen` and `rejected` fields as message lists (a string is one assistant message)."""
+    for field in ("chosen", "rejected"):
+        if record.get(field) is None:
+            raise _BadRecord(field, "missing")
+    return _as_messages(record["chosen"], "chosen", "assistant"), _as_messages(
+        record["rejected"], "rejected", "assistant"
+    )
+
+
 def _split_shared_prompt(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], Message, Message]:
     """Full conversations that share all but their last (assistant) message -> prompt, chosen, rejected."""
     if chosen[:-1] != rejected[:-1]:
@@ -127,11 +138,7 @@ def _margin(record: dict) -> float | None:
 
 def parse_trl(record: dict, target: str) -> dict[str, Any]:
     """TRL preference format: standard (strings), conversational (messages), with or without `prompt`."""
-    for field in ("chosen", "rejected"):
-        if record.get(field) is None:
-            raise _BadRecord(field, "missing")
-    chosen = _as_messages(record["chosen"], "chosen", "assistant")
-    rejected = _as_messages(record["rejected"], "rejected", "assistant")
+    chosen, rejected = _answers(record)
     if record.get("prompt") is not None:
         prompt = _as_messages(record["prompt"], "prompt", "user")
         if len(chosen) != 1 or len(rejected) != 1:
@@ -208,11 +215,7 @@ def strength_from_score_gap(gap: float) -> str:
 
 def parse_ultrafeedback(record: dict, target: str) -> dict[str, Any]:
     """UltraFeedback binarized: `chosen` / `rejected` conversations and their 1-10 scores."""
-    for field in ("chosen", "rejected"):
-        if record.get(field) is None:
-            raise _BadRecord(field, "missing")
-    chosen = _as_messages(record["chosen"], "chosen", "assistant")
-    rejected = _as_messages(record["rejected"], "rejected", "assistant")
+    chosen, rejected = _answers(record)
     if len(chosen) == 1 and record.get("prompt"):  # answers given alone
         prompt, chosen_message, rejected_message = (
             _as_messages(record["prompt"], "prompt", "user"),
@@ -265,13 +268,13 @@ def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
                 raise PreferenceDataError(f"{name}: expected a JSON list of records (or {{'data': [...]}})")
             return name, ((f"record {i}", row) for i, row in enumerate(data))
         if suffix == ".parquet":
-            table = datasets.Dataset.from_parquet(str(path))
+            table = load_table(name)
             return name, ((f"record {i}", row) for i, row in enumerate(table))
         raise PreferenceDataError(f"{name}: unsupported file type {suffix!r}, expected .jsonl, .json or .parquet")
     if suffix in (".jsonl", ".json", ".parquet") or os.sep in name or name.startswith("."):
         raise FileNotFoundError(f"preferences: no file at {name}")
     # Anything else is a dataset name on the Hub (needs network; offline it fails with datasets' own error).
-    table = datasets.load_dataset(name, split=split)
+    table = load_table(name, split)
     return name, ((f"record {i}", row) for i, row in enumerate(table))
 
 
