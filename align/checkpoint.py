@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,14 @@ DONE_MARKER = "DONE.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
-    """Save `model` (and `tokenizer`, if given) with `save_pretrained` into `path`, atomically."""
+def write_directory_atomic(write: Callable[[Path], Any], path: str | os.PathLike) -> Path:
+    """Run `write(folder)` on a temporary sibling folder, then rename it to `path`: readers see the old complete
+    folder or the new complete one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
+        write(staging)
         if path.exists():
             retired = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
             os.rename(path, retired)
@@ -47,6 +47,17 @@ def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
+    """Save `model` (and `tokenizer`, if given) with `save_pretrained` into `path`, atomically."""
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+
+    return write_directory_atomic(write, path)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -63,7 +74,9 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 # Settings a resumed run may change: how long it runs and how it reports, not what it trains.
-RUN_LENGTH_FIELDS = {"max_steps", "num_train_epochs", "save_steps", "logging_steps", "report_to", "resume"}
+RUN_LENGTH_FIELDS = {
+    "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume"
+}  # fmt: skip
 RUN_CONFIG = "run_config.json"
 
 

@@ -22,6 +22,35 @@ def chat_prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequ
 
 
 @torch.no_grad()
+def sample_tokens(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    eos_token_id: int,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    **generate_kwargs: Any,
+) -> torch.Tensor:
+    """The new tokens (B, <= max_new_tokens) `model.generate` appends to left-padded prompts, with the KV cache;
+    greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos`."""
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    generated = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        use_cache=True,
+        **({"do_sample": False} if not sampling else sampling),
+        **generate_kwargs,
+    )
+    return generated[:, input_ids.shape[1] :]
+
+
+@torch.no_grad()
 def complete(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -52,17 +81,17 @@ def complete(
                 padding=True,
                 add_special_tokens=add_special_tokens,
             ).to(model.device)
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-            generated = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
+            new_tokens = sample_tokens(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
-                use_cache=True,
-                **({"do_sample": False} if not sampling else sampling),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
                 **generate_kwargs,
             )
-            new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
                 text = text.split(stop)[0] if stop else text
                 outputs.append(text.strip())

@@ -33,6 +33,7 @@ from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl, atomic_write_text
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .prompts import check_prompt_lengths, load_prompts
 from .rewards import SAFETY_THRESHOLD, gated_reward, score
 
 
@@ -65,39 +66,6 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
-
-
-def load_prompts(config: RejectionSamplingConfig) -> list[dict[str, Any]]:
-    """Prompt records {id, prompt, is_safety} (world records keep their gold `key`)."""
-    if config.prompts == "world":
-        from .world import World  # only the demo data needs the world
-
-        world = World(seed=config.world_seed)
-        return [p.to_record() for p in world.prompts(config.world_prompts, "train", seed=config.world_prompt_seed)]
-    path = Path(config.prompts)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts: no file at {path}")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: line {number}: not valid JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), list) or not record["prompt"]:
-            raise ValueError(f"{path}: line {number}: field 'prompt': expected a non-empty list of messages")
-        records.append(
-            {
-                "id": str(record.get("id", number)),
-                "prompt": record["prompt"],
-                "is_safety": bool(record.get("is_safety", False)),
-                **({"key": record["key"]} if "key" in record else {}),
-            }
-        )
-    if not records:
-        raise ValueError(f"prompts {path}: the file has no prompts")
-    return records
 
 
 def prompt_seed(run_seed: int, prompt_id: str) -> int:
@@ -176,17 +144,13 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
     helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)
     safety_rm = AlignLlamaForSequenceClassification.from_pretrained(models["safety_rm"]).to(state.device)
-    prompts = load_prompts(config)
-    limit = policy.config.max_position_embeddings - config.max_new_tokens
-    for record in prompts:
-        length = len(
-            tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids
-        )
-        if length > limit:
-            raise ValueError(
-                f"prompt {record['id']}: {length} tokens; with max_new_tokens={config.max_new_tokens} "
-                f"it exceeds the context of {policy.config.max_position_embeddings}"
-            )
+    prompts = load_prompts(
+        config.prompts,
+        world_seed=config.world_seed,
+        world_prompts=config.world_prompts,
+        world_prompt_seed=config.world_prompt_seed,
+    )
+    check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 
     output_dir = Path(config.output_dir)
     shard_dir = output_dir / "shards"
@@ -232,3 +196,18 @@ def best_of_k_curve(records: list[dict[str, Any]], values: str = "rewards") -> d
         curve["max"].append(statistics.fmean(max(r[values][:k]) for r in records))
         curve["median"].append(statistics.fmean(statistics.median(r[values][:k]) for r in records))
     return curve
+
+
+def picked_curve(records: list[dict[str, Any]], values: str, by: str = "rewards") -> list[float]:
+    """Mean over prompts of `values` at the sample that `by` ranks best among the first k, for k = 1..K.
+
+    With `values` a gold score attached to each candidate, this is the true quality of what best-of-k keeps:
+    it rises with k only while the reward models rank the policy's samples the way the gold scorer does.
+    """
+    largest = min(len(r[by]) for r in records)
+    picked = []
+    for k in range(1, largest + 1):
+        best = [max(range(k), key=lambda i: r[by][i]) for r in records]
+        picked.append(statistics.fmean(r[values][i] for r, i in zip(records, best)))
+    return picked
+

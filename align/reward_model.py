@@ -52,8 +52,12 @@ class RewardModelConfig(TrainerStageConfig):
     target: str = field(default="helpfulness", metadata={"help": "helpfulness or safety"})
     output_dir: str = field(default="runs/reward_model", metadata={"help": "run folder"})
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
-    helpfulness_data: str = field(default="world", metadata={"help": "'world' or a preference file / dataset"})
-    safety_data: str = field(default="world", metadata={"help": "'world' or a preference file / dataset"})
+    helpfulness_data: str = field(
+        default="world", metadata={"help": "comma-separated sources: 'world', preference files or datasets"}
+    )
+    safety_data: str = field(
+        default="world", metadata={"help": "comma-separated sources: 'world', preference files or datasets"}
+    )
     data_format: str = field(default="trl", metadata={"help": f"format of the data files, one of {list(FORMATS)}"})
     other_share: float | None = field(
         default=None, metadata={"help": "share of the other target's pairs in the mix (default 0.5 / 0.1)"}
@@ -108,12 +112,17 @@ def world_pairs(target: str, count: int, split: str, seed: int, world_seed: int 
 
 
 def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
-    source = config.helpfulness_data if target == "helpfulness" else config.safety_data
-    if source == "world":
-        return world_pairs(
-            target, config.world_pairs, "train", seed=1 + TARGETS.index(target), world_seed=config.world_seed
-        )
-    return load_preferences(source, format=config.data_format, target=target)
+    """The pairs of one data set, pooled over its comma-separated sources (e.g. every round's batch so far)."""
+    sources = (config.helpfulness_data if target == "helpfulness" else config.safety_data).split(",")
+    parts = [
+        world_pairs(target, config.world_pairs, "train", seed=1 + TARGETS.index(target), world_seed=config.world_seed)
+        if source == "world"
+        else load_preferences(source, format=config.data_format, target=target)
+        for source in (s.strip() for s in sources if s.strip())
+    ]
+    if not parts:
+        raise ValueError(f"{target}_data: no source given")
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def mix_pairs(own: datasets.Dataset, other: datasets.Dataset, other_share: float, seed: int) -> datasets.Dataset:

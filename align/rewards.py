@@ -3,7 +3,9 @@
 - `margin_for_strength(strength, scheme)`: the preference-strength margins of PIPELINE.md §5 (Llama 2, Table 28);
 - `ranking_loss(chosen, rejected, margin)`: -log sigmoid(r_c - r_r - m), the binary ranking loss with margin;
 - `score(model, tokenizer, prompts, responses)`: one batched pass of a reward model over (prompt, response)
-  pairs in the chat format, returning the raw scalar and its sigmoid.
+  pairs in the chat format, returning the raw scalar and its sigmoid;
+- `gated_reward`, `logit`, `whiten`, `ppo_reward`: the safety-gated reward of PIPELINE.md §7 and the
+  whiten(logit(R_c)) that PPO maximizes (the KL penalty is added per token by `align.ppo`).
 """
 
 from __future__ import annotations
@@ -114,3 +116,28 @@ def gated_reward(
     falls below `threshold`, the helpfulness RM's score otherwise. Scores are sigmoids in (0, 1), all (N,)."""
     use_safety = is_safety.bool() | (safety_score < threshold)
     return torch.where(use_safety, safety_score, helpful_score)
+
+
+def logit(probability: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The inverse of the sigmoid: turns an RM's sigmoid score in (0, 1) back into an unbounded reward (§7)."""
+    probability = probability.clamp(eps, 1 - eps)  # a score of exactly 0 or 1 would be -inf / inf
+    return torch.log(probability) - torch.log1p(-probability)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
+    """(values - mean) / std over the batch (the entries where `mask` is true), so rewards of every batch share
+    one scale; std is the population one. With `shift_mean=False` the mean is added back (scale only)."""
+    selected = values[mask.bool()] if mask is not None else values.flatten()
+    mean, variance = selected.mean(), selected.var(unbiased=False)
+    whitened = (values - mean) * torch.rsqrt(variance + 1e-8)
+    return whitened if shift_mean else whitened + mean
+
+
+def ppo_reward(
+    safety_score: torch.Tensor,
+    helpful_score: torch.Tensor,
+    is_safety: torch.Tensor,
+    threshold: float = SAFETY_THRESHOLD,
+) -> torch.Tensor:
+    """The per-sequence PPO reward of PIPELINE.md §7 before the KL penalty: whiten(logit(R_c))."""
+    return whiten(logit(gated_reward(safety_score, helpful_score, is_safety, threshold)))

@@ -16,7 +16,6 @@ local JSONL / JSON / Parquet files or `datasets` names (pooled), of records
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +23,18 @@ from typing import Any
 
 import datasets
 import trl
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .checkpoint import require_model_dir, run_trainer, save_pretrained_atomic
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import DialogueError, load_tokenizer, tokenize_dialogue
 from .io import load_table
+from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM
 from .tracking import JsonlMetricsCallback
 
 logger = logging.getLogger(__name__)
-
-LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -74,34 +71,13 @@ class SFTConfig(TrainerStageConfig):
         super().__post_init__()
         if not self.model:
             raise ValueError("model: required, the checkpoint directory to fine-tune")
-        if isinstance(self.lora, str):
-            try:
-                self.lora = json.loads(self.lora) if self.lora.strip() else None
-            except json.JSONDecodeError:
-                raise ValueError(f"lora: expected a JSON mapping like '{{\"r\": 8}}', got {self.lora!r}") from None
-        if self.lora is not None:
-            if not isinstance(self.lora, dict):
-                raise ValueError(f"lora: expected a mapping with keys {sorted(LORA_KEYS)}, got {self.lora!r}")
-            unknown = set(self.lora) - LORA_KEYS
-            if unknown:
-                raise ValueError(f"lora: unknown keys {sorted(unknown)}, allowed: {sorted(LORA_KEYS)}")
+        self.lora = parse_lora_setting(self.lora)
         for name in ("max_length", "world_dialogues"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         for name in ("world_gatt_fraction", "world_safety_fraction", "warmup_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-
-
-def lora_config(settings: dict[str, Any]) -> LoraConfig:
-    """peft's `LoraConfig` from the `lora:` mapping of the config (defaults: r 16, alpha 32, all projections)."""
-    return LoraConfig(
-        r=int(settings.get("r", 16)),
-        lora_alpha=int(settings.get("alpha", 32)),
-        lora_dropout=float(settings.get("dropout", 0.05)),
-        target_modules=list(settings.get("target_modules", DEFAULT_LORA_TARGETS)),
-        task_type="CAUSAL_LM",
-    )
 
 
 def read_dialogue_records(source: str, *, default_loss_on: str = "all") -> list[dict[str, Any]]:

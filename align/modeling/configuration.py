@@ -10,6 +10,7 @@ Llama 2 uses plain RoPE (no scaling), so the config keeps a single `rope_theta`;
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -59,6 +60,9 @@ class AlignLlamaConfig(PretrainedConfig):
 
     model_type = "align_llama"
     keys_to_ignore_at_inference = ["past_key_values"]
+    # TRL's online trainers (RLOO, GRPO) read `config.auto_map` for architectures transformers does not ship;
+    # an empty (read-only) one sends them to the Auto classes, where `align` registers this model.
+    auto_map = MappingProxyType({})
 
     vocab_size: int = 32000
     hidden_size: int = 4096

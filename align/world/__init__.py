@@ -6,6 +6,7 @@ See `World` and data/README.md for the rules; `gold_helpfulness` / `gold_safety`
 from .annotator import FLIP_PROBABILITY, annotate, gold_gap, strength_for_gap
 from .gold import (
     gold_helpfulness,
+    gold_reward,
     gold_safety,
     has_harmful_instructions,
     is_false_refusal,
@@ -24,6 +25,7 @@ __all__ = [
     "annotate",
     "gold_gap",
     "gold_helpfulness",
+    "gold_reward",
     "gold_safety",
     "has_harmful_instructions",
     "is_false_refusal",

@@ -1,0 +1,46 @@
+"""LoRA settings shared by every trainable stage (SFT, reward models, PPO): one `lora:` mapping in the config.
+
+    lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}    # YAML
+    --lora '{"r": 8}'                                                              # command line (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from peft import LoraConfig
+
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def parse_lora_setting(value: dict | str | None) -> dict[str, Any] | None:
+    """The `lora:` config value as a checked mapping (None: LoRA off); ValueError naming the bad key."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError:
+            raise ValueError(f"lora: expected a JSON mapping like '{{\"r\": 8}}', got {value!r}") from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"lora: expected a mapping with keys {sorted(LORA_KEYS)}, got {value!r}")
+    unknown = set(value) - LORA_KEYS
+    if unknown:
+        raise ValueError(f"lora: unknown keys {sorted(unknown)}, allowed: {sorted(LORA_KEYS)}")
+    return value
+
+
+def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM") -> LoraConfig:
+    """peft's `LoraConfig` from the `lora:` mapping (defaults: r 16, alpha 32, dropout 0.05, all projections).
+
+    `task_type` "SEQ_CLS" keeps the reward model's fresh scalar head trainable next to the adapters."""
+    return LoraConfig(
+        r=int(settings.get("r", 16)),
+        lora_alpha=int(settings.get("alpha", 32)),
+        lora_dropout=float(settings.get("dropout", 0.05)),
+        target_modules=list(settings.get("target_modules", DEFAULT_LORA_TARGETS)),
+        task_type=task_type,
+        **({"modules_to_save": ["score"]} if task_type == "SEQ_CLS" else {}),
+    )

@@ -1,0 +1,591 @@
+"""PPO with the safety-gated reward and a per-token KL penalty (PIPELINE.md §7), on accelerate.
+
+One iteration (`PPOTrainer.step`), for a batch of prompts split over the processes:
+
+1. rollout: the policy samples a response per prompt (`align.generation.sample_tokens`, KV cache on); tokens
+   after the first `</s>` are padding;
+2. scoring: both reward models score the decoded answers (`align.rewards.score`); the sequence reward is
+   whiten(logit(R_c)) over the whole batch, gathered across processes (`align.rewards.ppo_reward`);
+3. per-token rewards: -kl_coef * (log pi_theta - log pi_0) on every response token, plus the sequence reward
+   on the last one (Ziegler et al. 2019; Llama 2 §3.2.3);
+4. advantages by GAE (gamma, lambda) on the value model's per-token values;
+5. update: for each of `ppo_epochs` passes, the batch is shuffled into mini-batches and each mini-batch takes one
+   gradient step on the clipped surrogate plus the clipped value loss (Schulman et al. 2017).
+
+The pure pieces (`compute_gae`, `ppo_losses`, `response_mask`) are functions so the tests can check them
+against a hand-written computation. Metrics use TRL's names (`objective/kl`, `policy/clipfrac_avg`,
+`loss/value_avg`, ...) and go to `<output_dir>/metrics.jsonl`; `objective/gold` is logged next to the reward
+models' score when a gold scorer is given (the world), so reward hacking shows as the two diverging.
+
+Checkpoints (`checkpoint-N/`: policy, value model, optimizer and iteration; sampling is seeded per iteration) are written to a temporary
+folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
+trained through LoRA adapters and the reference policy is the same model with its adapters disabled (no copy).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from peft import PeftModel, get_peft_model
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    TRAINER_STATE,
+    mark_done,
+    prepare_run,
+    require_model_dir,
+    save_pretrained_atomic,
+    write_directory_atomic,
+)
+from .data import load_tokenizer
+from .generation import chat_prompt_texts, sample_tokens
+from .lora import lora_config, parse_lora_setting
+from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .prompts import check_prompt_lengths
+from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score
+from .tracking import METRICS_FILE, MetricsWriter
+
+GoldScorer = Callable[[dict[str, Any], str], float]
+
+
+@dataclass
+class PPOConfig:
+    """PPO settings; defaults are the paper's (PIPELINE.md §7): AdamW (0.9, 0.95, eps 1e-5), weight decay 0.1,
+    grad clip 1.0, constant lr 1e-6, beta 0.01, clip range 0.2, batch 512 prompts, mini-batch 64, one gradient
+    step per mini-batch. Field names follow TRL's former `PPOConfig` where it had one."""
+
+    policy: str = field(default="", metadata={"help": "checkpoint to start from (rejection-sampled or SFT model)"})
+    helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
+    safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
+    reference: str | None = field(default=None, metadata={"help": "frozen pi_0 (default: the starting policy)"})
+    value_model: str | None = field(default=None, metadata={"help": "value model init (default: helpfulness_rm)"})
+    output_dir: str = field(default="runs/ppo", metadata={"help": "run folder: checkpoints, metrics, final/"})
+    prompts: str = field(default="world", metadata={"help": "'world' or a JSONL of {id, prompt, is_safety}"})
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
+    world_prompts: int = field(default=512, metadata={"help": "train prompts drawn from the world"})
+    world_prompt_seed: int = field(default=0, metadata={"help": "which world prompts (e.g. the round number)"})
+    num_iterations: int = field(default=200, metadata={"help": "PPO iterations (the paper: 200-400)"})
+    batch_size: int = field(default=512, metadata={"help": "prompts per iteration, over all processes"})
+    mini_batch_size: int = field(default=64, metadata={"help": "rollouts per gradient step, over all processes"})
+    ppo_epochs: int = field(default=1, metadata={"help": "passes over each batch (one step per mini-batch each)"})
+    lr: float = field(default=1e-6, metadata={"help": "constant learning rate"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-5, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    kl_coef: float = field(default=0.01, metadata={"help": "beta of the KL penalty (0.005 for 34B/70B)"})
+    cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip range"})
+    cliprange_value: float = field(default=0.2, metadata={"help": "value clip range"})
+    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages over the batch"})
+    response_length: int = field(default=128, metadata={"help": "longest sampled response in tokens"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling threshold"})
+    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
+    forward_batch_size: int = field(default=32, metadata={"help": "rows per no-grad forward / generate call"})
+    lora: dict | str | None = field(
+        default=None, metadata={"help": "LoRA settings {r, alpha, dropout, target_modules}; off if unset"}
+    )
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (accelerate)"})
+    save_steps: int = field(default=20, metadata={"help": "checkpoint every N iterations"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
+    logging_steps: int = field(default=1, metadata={"help": "log metrics every N iterations"})
+    seed: int = field(default=0, metadata={"help": "seed of prompt order and sampling"})
+    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+
+    def __post_init__(self) -> None:
+        for name in ("policy", "helpfulness_rm", "safety_rm"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required, a checkpoint directory")
+        for name in (
+            "num_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "save_steps",
+            "logging_steps", "forward_batch_size", "world_prompts",
+        ):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"mini_batch_size: {self.mini_batch_size} does not divide batch_size {self.batch_size}; "
+                "each iteration takes batch_size / mini_batch_size gradient steps"
+            )
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision: expected no, bf16 or fp16, got {self.mixed_precision!r}")
+        self.lora = parse_lora_setting(self.lora)
+
+
+# ---- the math, as functions of tensors ---------------------------------------------------------------------
+
+
+def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, T) bool: the tokens of each response up to and including its first `eos` (all, if it has none)."""
+    is_eos = responses == eos_token_id
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # strictly after the first eos
+    return ~after_eos
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) under `logits / temperature` (the distribution the tokens were sampled from), (B, T)."""
+    return torch.gather(F.log_softmax(logits.float() / temperature, dim=-1), 2, tokens[..., None])[..., 0]
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) over response tokens; returns (advantages,
+    returns), both (B, T) and zero where `mask` is false. Values after a response's end count as 0."""
+    mask = mask.float()
+    values, rewards = values * mask, rewards * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]  # nothing flows back from past the end
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` is true."""
+    mask = mask.float()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def ppo_losses(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+) -> dict[str, torch.Tensor]:
+    """The clipped surrogate and the clipped value loss of one mini-batch, means over response tokens.
+
+    policy loss: mean max(-A * r, -A * clip(r, 1 - eps, 1 + eps)) with r = exp(logp - logp_old);
+    value loss: 0.5 * mean max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
+    values_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    value_unclipped, value_clipped = (values - returns) ** 2, (values_clipped - returns) ** 2
+    log_ratio = logprobs - old_logprobs
+    return {
+        "policy_loss": masked_mean(torch.maximum(unclipped, clipped), mask),
+        "value_loss": 0.5 * masked_mean(torch.maximum(value_unclipped, value_clipped), mask),
+        "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+        "value_clipfrac": masked_mean((value_clipped > value_unclipped).float(), mask),
+        "approxkl": 0.5 * masked_mean(log_ratio**2, mask),
+        "ratio": masked_mean(ratio, mask),
+    }
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+
+
+class PolicyAndValue(torch.nn.Module):
+    """The two trained models under one module, so accelerate wraps (DDP / FSDP) and optimizes them together."""
+
+    def __init__(self, policy: torch.nn.Module, value_model: AlignLlamaForSequenceClassification) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits, token_values(self.value_model, input_ids, attention_mask)
+
+
+def token_values(
+    value_model: AlignLlamaForSequenceClassification, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The value head read at every position (B, T), not only at the last token as a reward model does."""
+    hidden = value_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return value_model.score(hidden)[..., 0].float()
+
+
+@dataclass
+class Rollout:
+    """One batch of experience on this process: prompts, sampled responses and what PPO needs of them."""
+
+    input_ids: torch.Tensor  # (B, P + T) left-padded prompt then response
+    attention_mask: torch.Tensor  # (B, P + T)
+    mask: torch.Tensor  # (B, T) response tokens
+    logprobs: torch.Tensor  # (B, T) under the policy that sampled them
+    ref_logprobs: torch.Tensor  # (B, T) under pi_0
+    values: torch.Tensor  # (B, T)
+    advantages: torch.Tensor  # (B, T)
+    returns: torch.Tensor  # (B, T)
+
+
+class PPOTrainer:
+    """PPO for a policy, with a frozen reference, a value model and the two frozen reward models (§7).
+
+    Use `PPOTrainer.from_config(config)` to load every model from its checkpoint, then `train()`.
+    """
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module | None,
+        value_model: AlignLlamaForSequenceClassification,
+        helpfulness_rm: AlignLlamaForSequenceClassification,
+        safety_rm: AlignLlamaForSequenceClassification,
+        tokenizer: Any,
+        prompts: Sequence[dict[str, Any]],
+        gold_scorer: GoldScorer | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.config = config
+        self.accelerator = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision
+        )
+        processes = self.accelerator.num_processes
+        for name in ("batch_size", "mini_batch_size"):
+            if getattr(config, name) % processes:
+                raise ValueError(f"{name}: {getattr(config, name)} is not divisible by the {processes} processes")
+        if reference is None and not isinstance(policy, PeftModel):
+            raise ValueError("reference: required unless the policy is trained with LoRA (adapters disabled = pi_0)")
+        if not prompts:
+            raise ValueError("prompts: no prompts to train on")
+        check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.response_length)
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        self.gold_scorer = gold_scorer
+        device = self.accelerator.device
+        self.reference = reference.to(device).eval() if reference is not None else None
+        self.helpfulness_rm = helpfulness_rm.to(device).eval()
+        self.safety_rm = safety_rm.to(device).eval()
+        for frozen in (self.reference, self.helpfulness_rm, self.safety_rm):
+            if frozen is not None:
+                frozen.requires_grad_(False)
+        model = PolicyAndValue(policy, value_model)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.iteration = 0
+        self.episodes = 0
+        self.output_dir = Path(config.output_dir)
+        self.metrics = MetricsWriter(self.output_dir / METRICS_FILE, enabled=self.accelerator.is_main_process)
+
+    # -- construction from checkpoints ---------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, config: PPOConfig, prompts: Sequence[dict[str, Any]], gold_scorer: GoldScorer | None = None
+    ) -> PPOTrainer:
+        """Load the models named by `config` (resuming the trained ones from the last checkpoint, if any)."""
+        paths = {name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")}
+        reference_path = require_model_dir(config.reference or paths["policy"], "reference")
+        value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+        checkpoint = prepare_run(config.output_dir, config, is_main=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        tokenizer = load_tokenizer(paths["policy"])
+        policy = AlignLlamaForCausalLM.from_pretrained(paths["policy"])
+        policy.generation_config.pad_token_id = tokenizer.pad_token_id
+        if config.lora is not None:
+            policy = (
+                PeftModel.from_pretrained(policy, checkpoint / "policy", is_trainable=True)
+                if checkpoint
+                else get_peft_model(policy, lora_config(config.lora))
+            )
+            reference = None if config.reference is None else AlignLlamaForCausalLM.from_pretrained(reference_path)
+        else:
+            if checkpoint:
+                policy = AlignLlamaForCausalLM.from_pretrained(checkpoint / "policy")
+            reference = AlignLlamaForCausalLM.from_pretrained(reference_path)
+        value_model = AlignLlamaForSequenceClassification.from_pretrained(
+            checkpoint / "value_model" if checkpoint else value_path, num_labels=1
+        )
+        trainer = cls(
+            config,
+            policy,
+            reference,
+            value_model,
+            AlignLlamaForSequenceClassification.from_pretrained(paths["helpfulness_rm"]),
+            AlignLlamaForSequenceClassification.from_pretrained(paths["safety_rm"]),
+            tokenizer,
+            prompts,
+            gold_scorer,
+            accelerator,
+        )
+        if checkpoint:
+            trainer.load_state(checkpoint)
+        return trainer
+
+    # -- one iteration ---------------------------------------------------------------------------------------
+
+    def batch_prompts(self, iteration: int) -> list[dict[str, Any]]:
+        """This process's share of the prompts of `iteration`; each pass over the prompts is a seeded shuffle."""
+        size, count = self.config.batch_size, len(self.prompts)
+        chosen = []
+        for position in range(iteration * size, (iteration + 1) * size):
+            epoch, index = divmod(position, count)
+            order = list(range(count))
+            random.Random(f"{self.config.seed}-{epoch}").shuffle(order)
+            chosen.append(order[index])
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        return [self.prompts[i] for i in chosen[rank::processes]]
+
+    @torch.no_grad()
+    def rollout(self, records: list[dict[str, Any]], timings: dict[str, float]) -> tuple[Rollout, dict[str, Any]]:
+        """Sample, score and compute advantages for this process's prompts."""
+        config, tokenizer = self.config, self.tokenizer
+        model = self.accelerator.unwrap_model(self.model)
+        started = time.perf_counter()
+        tokenizer.padding_side = "left"
+        prompts = tokenizer(
+            chat_prompt_texts(tokenizer, [r["prompt"] for r in records]),
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        ).to(self.accelerator.device)
+        chunks = []
+        model.policy.eval()
+        for start in range(0, len(records), config.forward_batch_size):
+            rows = slice(start, start + config.forward_batch_size)
+            new = sample_tokens(
+                model.policy,
+                prompts["input_ids"][rows],
+                prompts["attention_mask"][rows],
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                max_new_tokens=config.response_length,
+                temperature=config.temperature,
+                top_p=config.top_p,
+            )
+            chunks.append(F.pad(new, (0, config.response_length - new.shape[1]), value=tokenizer.pad_token_id))
+        responses = torch.cat(chunks)
+        mask = response_mask(responses, tokenizer.eos_token_id)
+        responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
+        input_ids = torch.cat([prompts["input_ids"], responses], dim=1)
+        attention_mask = torch.cat([prompts["attention_mask"], mask.long()], dim=1)
+        timings["time/generation"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        logprobs, ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses)
+        answers = [a.strip() for a in tokenizer.batch_decode(responses, skip_special_tokens=True)]
+        messages = [r["prompt"] for r in records]
+        helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
+        safety = score(self.safety_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
+        is_safety = torch.tensor([bool(r.get("is_safety", False)) for r in records])
+        # Whitening is over the whole batch, so every process's rewards share one scale.
+        everything = self.accelerator.gather(torch.stack([safety, helpful, is_safety.float()]).to(logprobs.device))
+        everything = everything.view(self.accelerator.num_processes, 3, -1).permute(1, 0, 2).reshape(3, -1).cpu()
+        rank, local = self.accelerator.process_index, len(records)
+        sequence_reward = ppo_reward(everything[0], everything[1], everything[2].bool(), config.safety_threshold)
+        sequence_reward = sequence_reward[rank * local : (rank + 1) * local].to(logprobs.device)
+        timings["time/scoring"] = time.perf_counter() - started
+
+        kl = (logprobs - ref_logprobs) * mask
+        rewards = -config.kl_coef * kl
+        last = mask.long().sum(dim=1) - 1  # the index of each response's last token
+        rewards[torch.arange(len(records)), last] += sequence_reward
+        advantages, returns = compute_gae(rewards, values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            selected = advantages[mask]
+            advantages = ((advantages - selected.mean()) * torch.rsqrt(selected.var(unbiased=False) + 1e-8)) * mask
+        gated = gated_reward(safety, helpful, is_safety, config.safety_threshold)
+        stats = {
+            "objective/kl": kl.sum(1).mean().item(),
+            "objective/entropy": (-logprobs * mask).sum(1).mean().item(),
+            "objective/non_score_reward": rewards.sum(1).mean().item() - sequence_reward.mean().item(),
+            "objective/rlhf_reward": rewards.sum(1).mean().item(),
+            "objective/scores": gated.mean().item(),
+            "objective/helpfulness_score": helpful.mean().item(),
+            "objective/safety_score": safety.mean().item(),
+            "val/num_eos_tokens": (responses == tokenizer.eos_token_id).sum().item(),
+            "val/response_length": mask.float().sum(1).mean().item(),
+        }
+        if self.gold_scorer is not None:
+            stats["objective/gold"] = sum(self.gold_scorer(r, a) for r, a in zip(records, answers)) / len(records)
+        rollout = Rollout(input_ids, attention_mask, mask, logprobs, ref_logprobs, values, advantages, returns)
+        return rollout, stats
+
+    def forward_no_grad(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs of the responses under the policy and pi_0, and the value of each response position."""
+        model = self.accelerator.unwrap_model(self.model)
+        width = responses.shape[1]
+        logprobs, ref_logprobs, values = [], [], []
+        for start in range(0, len(input_ids), self.config.forward_batch_size):
+            rows = slice(start, start + self.config.forward_batch_size)
+            ids, attention = input_ids[rows], attention_mask[rows]
+            logits, value = model(ids, attention)
+            logprobs.append(self.response_logprobs(logits, responses[rows]))
+            if self.reference is not None:
+                reference_logits = self.reference(input_ids=ids, attention_mask=attention).logits
+            else:
+                with model.policy.disable_adapter():  # LoRA: pi_0 is the base model
+                    reference_logits = model.policy(input_ids=ids, attention_mask=attention).logits
+            ref_logprobs.append(self.response_logprobs(reference_logits, responses[rows]))
+            values.append(value[:, -width - 1 : -1])
+        return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
+
+    def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        # Position t predicts token t + 1: the response's tokens are predicted by the positions just before them.
+        width = responses.shape[1]
+        return token_logprobs(logits[:, -width - 1 : -1], responses, self.config.temperature)
+
+    def update(self, rollout: Rollout, timings: dict[str, float]) -> dict[str, float]:
+        """One gradient step per mini-batch, `ppo_epochs` passes over the batch."""
+        config = self.config
+        started = time.perf_counter()
+        self.model.train()
+        local = len(rollout.input_ids)
+        mini = config.mini_batch_size // self.accelerator.num_processes
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + self.iteration)
+        totals: dict[str, list[float]] = {}
+        width = rollout.mask.shape[1]
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(local, generator=generator)
+            for start in range(0, local, mini):
+                rows = order[start : start + mini].to(rollout.input_ids.device)
+                logits, values = self.model(rollout.input_ids[rows], rollout.attention_mask[rows])
+                logprobs = self.response_logprobs(logits, rollout.input_ids[rows][:, -width:])
+                losses = ppo_losses(
+                    logprobs,
+                    rollout.logprobs[rows],
+                    rollout.advantages[rows],
+                    values[:, -width - 1 : -1],
+                    rollout.values[rows],
+                    rollout.returns[rows],
+                    rollout.mask[rows],
+                    config.cliprange,
+                    config.cliprange_value,
+                )
+                loss = losses["policy_loss"] + config.vf_coef * losses["value_loss"]
+                self.accelerator.backward(loss)
+                if config.max_grad_norm > 0:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                entropy = masked_mean(-(F.softmax(logits[:, -width - 1 : -1].float(), -1) * F.log_softmax(
+                    logits[:, -width - 1 : -1].float(), -1)).sum(-1), rollout.mask[rows])  # fmt: skip
+                for name, value in {**losses, "entropy": entropy}.items():
+                    totals.setdefault(name, []).append(value.item())
+        timings["time/update"] = time.perf_counter() - started
+        mean = {name: sum(values) / len(values) for name, values in totals.items()}
+        return {
+            "loss/policy_avg": mean["policy_loss"],
+            "loss/value_avg": mean["value_loss"],
+            "policy/clipfrac_avg": mean["clipfrac"],
+            "val/clipfrac_avg": mean["value_clipfrac"],
+            "policy/approxkl_avg": mean["approxkl"],
+            "policy/entropy_avg": mean["entropy"],
+            "val/ratio": mean["ratio"],
+        }
+
+    def step(self) -> dict[str, float]:
+        """One PPO iteration; returns its metrics (averaged over the processes)."""
+        timings: dict[str, float] = {}
+        # Sampling is seeded by iteration and process, so a resumed run samples what the first run would have.
+        torch.manual_seed(self.config.seed * 1_000_003 + self.iteration * 1009 + self.accelerator.process_index)
+        records = self.batch_prompts(self.iteration)
+        rollout, stats = self.rollout(records, timings)
+        stats.update(self.update(rollout, timings))
+        names = sorted(stats)
+        averaged = self.accelerator.reduce(
+            torch.tensor([float(stats[n]) for n in names], device=self.accelerator.device), reduction="mean"
+        )
+        metrics = dict(zip(names, averaged.tolist()))
+        self.iteration += 1
+        self.episodes += self.config.batch_size
+        total = sum(timings.values())
+        metrics.update(timings)
+        metrics.update(
+            {"episode": self.episodes, "lr": self.config.lr, "eps": self.config.batch_size / total if total else 0.0}
+        )
+        return metrics
+
+    # -- the loop, checkpoints -------------------------------------------------------------------------------
+
+    def train(self) -> Path:
+        """Run the remaining iterations, checkpointing every `save_steps`; saves and returns `output_dir/final`."""
+        config = self.config
+        progress = tqdm(
+            total=config.num_iterations,
+            initial=self.iteration,
+            desc="PPO",
+            disable=not self.accelerator.is_local_main_process,
+        )
+        metrics: dict[str, float] = {}
+        while self.iteration < config.num_iterations:
+            metrics = self.step()
+            if self.iteration % config.logging_steps == 0 or self.iteration == config.num_iterations:
+                self.metrics.write(self.iteration, metrics)
+                progress.set_postfix(
+                    {k.split("/")[-1]: round(metrics[k], 3) for k in ("objective/scores", "objective/kl")}
+                )
+            if self.iteration % config.save_steps == 0 or self.iteration == config.num_iterations:
+                self.save_state()
+            progress.update(1)
+        progress.close()
+        final = self.output_dir / "final"
+        if self.accelerator.is_main_process:
+            policy = self.accelerator.unwrap_model(self.model).policy
+            if isinstance(policy, PeftModel):
+                policy = policy.merge_and_unload() if config.lora else policy
+            save_pretrained_atomic(policy, self.tokenizer, final)
+            mark_done(
+                self.output_dir,
+                final=str(final),
+                iterations=self.iteration,
+                episodes=self.episodes,
+                processes=self.accelerator.num_processes,
+                **{k: v for k, v in metrics.items() if k.startswith("objective/")},
+            )
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def save_state(self) -> None:
+        """`checkpoint-<iteration>/`: policy (or its adapters), value model, optimizer, counters."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+
+            def write(path: Path) -> None:
+                model.policy.save_pretrained(path / "policy")
+                model.value_model.save_pretrained(path / "value_model")
+                torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
+                state = {"iteration": self.iteration, "episodes": self.episodes}
+                (path / TRAINER_STATE).write_text(json.dumps(state))  # last: marks the checkpoint complete
+
+            write_directory_atomic(write, self.output_dir / f"checkpoint-{self.iteration}")
+            checkpoints = sorted(self.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in checkpoints[: -self.config.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_state(self, checkpoint: Path) -> None:
+        """Restore the optimizer and counters of `checkpoint` (the weights are loaded by `from_config`)."""
+        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        self.iteration, self.episodes = state["iteration"], state["episodes"]

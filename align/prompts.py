@@ -1,0 +1,60 @@
+"""Prompt sets of the on-policy stages (rejection sampling, PPO): the world's, or a JSONL file of the user's.
+
+A prompt record is `{"id", "prompt": [messages ending with a user turn], "is_safety"}`; world records also keep
+their gold answer `key` (a JSON string) so that the gold scorers can judge what the policy answered.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .generation import chat_prompt_texts
+
+
+def load_prompts(
+    source: str, *, world_seed: int = 0, world_prompts: int = 200, world_prompt_seed: int = 0
+) -> list[dict[str, Any]]:
+    """Prompt records of `source`: "world" (train prompts of the synthetic world) or a JSONL file."""
+    if source == "world":
+        from .world import World  # only the demo data needs the world
+
+        world = World(seed=world_seed)
+        return [p.to_record() for p in world.prompts(world_prompts, "train", seed=world_prompt_seed)]
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts: no file at {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: line {number}: not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), list) or not record["prompt"]:
+            raise ValueError(f"{path}: line {number}: field 'prompt': expected a non-empty list of messages")
+        records.append(
+            {
+                "id": str(record.get("id", number)),
+                "prompt": record["prompt"],
+                "is_safety": bool(record.get("is_safety", False)),
+                **({"key": record["key"]} if "key" in record else {}),
+            }
+        )
+    if not records:
+        raise ValueError(f"prompts {path}: the file has no prompts")
+    return records
+
+
+def check_prompt_lengths(tokenizer: Any, records: list[dict[str, Any]], context: int, max_new_tokens: int) -> None:
+    """ValueError naming the first prompt that leaves no room for `max_new_tokens` in the model's context."""
+    limit = context - max_new_tokens
+    for record in records:
+        length = len(tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids)
+        if length > limit:
+            raise ValueError(
+                f"prompt {record['id']}: {length} tokens; with {max_new_tokens} new tokens it exceeds the "
+                f"context of {context}"
+            )

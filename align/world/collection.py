@@ -1,0 +1,73 @@
+"""Collect preference pairs from a policy in the world: the data-collection step of every RLHF round (§8).
+
+The policy answers each prompt twice (sampled, batched across prompts with the KV cache) and the world's
+simulated annotator labels the pair, with its noise and strength buckets. Pairs of the policy's own samples are
+what keeps the reward models accurate on the distribution they will judge (the paper collects each round's
+data with the latest models for this reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..generation import chat_prompt_texts, complete
+from .tasks import WorldPrompt
+from .world import World
+
+
+def sample_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[WorldPrompt],
+    per_prompt: int,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[list[str]]:
+    """`per_prompt` sampled answers to each prompt; rows of many prompts share one `generate` batch."""
+    torch.manual_seed(seed)
+    texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
+    flat = complete(
+        model,
+        tokenizer,
+        [text for text in texts for _ in range(per_prompt)],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+    )
+    return [flat[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+
+
+def policy_preference_pairs(
+    world: World,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[WorldPrompt],
+    target: str,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
+    """Pairs of two policy samples per prompt, labelled for `target` by the world's annotator (records in the
+    format `align.data.load_preferences` reads; prompts whose answers are identical or empty give none)."""
+    answers = sample_answers(
+        model,
+        tokenizer,
+        prompts,
+        2,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    by_id = {prompt.id: pair for prompt, pair in zip(prompts, answers)}
+    return world.preference_pairs(prompts, target, seed=seed, sampler=lambda prompt, _: by_id[prompt.id])

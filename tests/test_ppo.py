@@ -1,0 +1,289 @@
+"""PPO: the reward math on hand values, GAE and the clipped objective against hand-written loops, one update
+step against a reference computation, KL at the reference, learning, resume and config errors."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from align.ppo import PPOConfig, PPOTrainer, Rollout, compute_gae, ppo_losses, response_mask
+from align.prompts import load_prompts
+from align.rewards import logit, ppo_reward, whiten
+from align.world import WorldPrompt, gold_reward
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_whiten_gives_mean_zero_and_std_one():
+    values = torch.tensor([3.0, -1.0, 4.0, 1.5, 9.0, 2.0])
+    whitened = whiten(values)
+    assert whitened.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert whitened.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    masked = whiten(torch.tensor([[1.0, 3.0, 100.0]]), mask=torch.tensor([[True, True, False]]))
+    assert masked[0, :2].tolist() == pytest.approx([-1.0, 1.0], abs=1e-4)
+
+
+def test_logit_undoes_the_sigmoid_and_the_ppo_reward_is_whitened_logits():
+    raw = torch.tensor([-2.0, 0.0, 0.5, 3.0])
+    assert logit(torch.sigmoid(raw)).tolist() == pytest.approx(raw.tolist(), abs=1e-5)
+    safety = torch.tensor([0.9, 0.1, 0.8, 0.6])
+    helpful = torch.tensor([0.3, 0.9, 0.7, 0.2])
+    is_safety = torch.tensor([True, False, False, False])
+    # Gated by hand: a safety prompt -> 0.9; safety 0.1 < 0.15 -> 0.1; otherwise helpfulness 0.7 and 0.2.
+    gated = [0.9, 0.1, 0.7, 0.2]
+    logits = [math.log(p / (1 - p)) for p in gated]
+    mean = sum(logits) / 4
+    std = math.sqrt(sum((x - mean) ** 2 for x in logits) / 4)
+    expected = [(x - mean) / std for x in logits]
+    assert ppo_reward(safety, helpful, is_safety).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_response_mask_keeps_tokens_up_to_the_first_eos():
+    responses = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
+    assert response_mask(responses, eos_token_id=2).int().tolist() == [
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0],
+    ]
+
+
+def hand_gae(rewards, values, length, gamma, lam):
+    """GAE for one row written as the textbook recursion over Python floats."""
+    advantages = [0.0] * length
+    running = 0.0
+    for t in reversed(range(length)):
+        next_value = values[t + 1] if t + 1 < length else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+    return advantages, [a + v for a, v in zip(advantages, values)]
+
+
+def test_gae_matches_the_textbook_recursion():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 6), torch.randn(3, 6)
+    lengths = [6, 4, 1]
+    mask = torch.tensor([[t < n for t in range(6)] for n in lengths])
+    advantages, returns = compute_gae(rewards, values, mask, gamma=0.9, lam=0.95)
+    for row, n in enumerate(lengths):
+        expected_advantages, expected_returns = hand_gae(
+            rewards[row, :n].tolist(), values[row, :n].tolist(), n, 0.9, 0.95
+        )
+        assert advantages[row, :n].tolist() == pytest.approx(expected_advantages, abs=1e-5)
+        assert returns[row, :n].tolist() == pytest.approx(expected_returns, abs=1e-5)
+        assert advantages[row, n:].abs().sum() == 0 and returns[row, n:].abs().sum() == 0
+
+
+def hand_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask, eps, eps_value):
+    """The clipped surrogate and value loss token by token over Python floats."""
+    policy, value, count = 0.0, 0.0, 0
+    for row in range(len(mask)):
+        for t in range(len(mask[row])):
+            if not mask[row][t]:
+                continue
+            ratio = math.exp(logprobs[row][t] - old_logprobs[row][t])
+            a = advantages[row][t]
+            policy += max(-a * ratio, -a * min(max(ratio, 1 - eps), 1 + eps))
+            v, v_old, r = values[row][t], old_values[row][t], returns[row][t]
+            v_clipped = v_old + min(max(v - v_old, -eps_value), eps_value)
+            value += max((v - r) ** 2, (v_clipped - r) ** 2)
+            count += 1
+    return policy / count, 0.5 * value / count
+
+
+def test_clipped_objective_matches_a_hand_computation():
+    torch.manual_seed(1)
+    shape = (3, 5)
+    old = torch.randn(shape) - 2
+    new = old + 0.4 * torch.randn(shape)  # ratios both inside and outside [0.8, 1.2]
+    advantages, returns = torch.randn(shape), torch.randn(shape)
+    old_values = torch.randn(shape)
+    values = old_values + 0.5 * torch.randn(shape)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
+    losses = ppo_losses(new, old, advantages, values, old_values, returns, mask, 0.2, 0.2)
+    expected_policy, expected_value = hand_losses(
+        new.tolist(), old.tolist(), advantages.tolist(), values.tolist(), old_values.tolist(), returns.tolist(),
+        mask.tolist(), 0.2, 0.2,
+    )  # fmt: skip
+    assert losses["policy_loss"].item() == pytest.approx(expected_policy, abs=1e-5)
+    assert losses["value_loss"].item() == pytest.approx(expected_value, abs=1e-5)
+    assert 0 < losses["clipfrac"].item() < 1
+
+
+# ---- the trainer on tiny random models --------------------------------------------------------------------
+
+
+def tiny_models(tokenizer, seed=0):
+    config = AlignLlamaConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id, num_labels=1
+    )
+    torch.manual_seed(seed)
+    policy = AlignLlamaForCausalLM(config)
+    reference = AlignLlamaForCausalLM(config)
+    reference.load_state_dict(policy.state_dict())
+    value, helpful, safety = (AlignLlamaForSequenceClassification(config) for _ in range(3))
+    return policy, reference, value, helpful, safety
+
+
+PROMPTS = [
+    {"id": str(i), "prompt": [{"role": "user", "content": text}], "is_safety": i % 3 == 0}
+    for i, text in enumerate(
+        ["What is 2 plus 3?", "Name a color.", "How do I hurt someone?", "Hello there!", "Where is Paris?",
+         "Say hi in one word.", "Tell me a fact.", "What is the sea?"]
+    )
+]  # fmt: skip
+
+
+def ppo_config(tmp_path, **overrides):
+    values = dict(
+        policy="-", helpfulness_rm="-", safety_rm="-", output_dir=str(tmp_path / "ppo"), batch_size=8,
+        mini_batch_size=4, response_length=8, num_iterations=2, save_steps=1, lr=1e-3, forward_batch_size=8,
+    )  # fmt: skip
+    return PPOConfig(**{**values, **overrides})
+
+
+def test_kl_is_zero_when_the_policy_is_the_reference(tmp_path, tokenizer):
+    trainer = PPOTrainer(ppo_config(tmp_path), *tiny_models(tokenizer), tokenizer, PROMPTS)
+    rollout, stats = trainer.rollout(trainer.batch_prompts(0), {})
+    assert torch.equal(rollout.logprobs, rollout.ref_logprobs)
+    assert stats["objective/kl"] == 0.0 and stats["objective/non_score_reward"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_one_update_step_matches_a_reference_computation(tmp_path, tokenizer):
+    """On a fixed batch, the losses of the single mini-batch step equal the clipped objective and value loss
+    computed by hand from the same model's outputs, and the weights move by exactly that loss's AdamW step."""
+    config = ppo_config(tmp_path, batch_size=4, mini_batch_size=4, max_grad_norm=0.0, vf_coef=0.1)
+    policy, reference, value, helpful, safety = tiny_models(tokenizer)
+    trainer = PPOTrainer(config, policy, reference, value, helpful, safety, tokenizer, PROMPTS)
+    torch.manual_seed(3)
+    prompt_width, width = 6, 5
+    input_ids = torch.randint(3, len(tokenizer), (4, prompt_width + width))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :2] = 0  # a left-padded prompt
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]]).bool()
+    attention_mask[:, prompt_width:] = mask.long()
+    with torch.no_grad():
+        logits, values = policy(input_ids=input_ids, attention_mask=attention_mask).logits, None
+        start_logprobs = torch.log_softmax(logits[:, prompt_width - 1 : -1], -1)
+        start_logprobs = start_logprobs.gather(2, input_ids[:, prompt_width:, None])[..., 0]
+        hidden = value.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        values = value.score(hidden)[..., 0][:, prompt_width - 1 : -1]
+    old_logprobs = start_logprobs - 0.3 * torch.randn(4, width)  # as if sampled by a slightly older policy
+    old_values = values + 0.3 * torch.randn(4, width)
+    advantages, returns = torch.randn(4, width) * mask, torch.randn(4, width) * mask
+    rollout = Rollout(input_ids, attention_mask, mask, old_logprobs, old_logprobs, old_values, advantages, returns)
+    expected_policy, expected_value = hand_losses(
+        start_logprobs.tolist(), old_logprobs.tolist(), advantages.tolist(), values.tolist(), old_values.tolist(),
+        returns.tolist(), mask.tolist(), 0.2, 0.2,
+    )  # fmt: skip
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    metrics = trainer.update(rollout, {})
+    assert metrics["loss/policy_avg"] == pytest.approx(expected_policy, abs=1e-5)
+    assert metrics["loss/value_avg"] == pytest.approx(expected_value, abs=1e-5)
+
+    # The same step by hand: gradient of the hand loss, then one AdamW update with the config's settings.
+    check_policy, _, check_value, _, _ = tiny_models(tokenizer)
+    parameters = list(check_policy.parameters()) + list(check_value.parameters())
+    logits = check_policy(input_ids=input_ids, attention_mask=attention_mask).logits
+    new_logprobs = torch.log_softmax(logits[:, prompt_width - 1 : -1], -1)
+    new_logprobs = new_logprobs.gather(2, input_ids[:, prompt_width:, None])[..., 0]
+    hidden = check_value.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    new_values = check_value.score(hidden)[..., 0][:, prompt_width - 1 : -1]
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    surrogate = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(0.8, 1.2))
+    clipped_values = old_values + (new_values - old_values).clamp(-0.2, 0.2)
+    value_loss = torch.maximum((new_values - returns) ** 2, (clipped_values - returns) ** 2)
+    loss = surrogate[mask].mean() + 0.1 * 0.5 * value_loss[mask].mean()
+    loss.backward()
+    torch.optim.AdamW(parameters, lr=1e-3, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1).step()
+    expected = dict(
+        [(f"policy.{n}", p) for n, p in check_policy.named_parameters()]
+        + [(f"value_model.{n}", p) for n, p in check_value.named_parameters()]
+    )
+    moved = 0
+    for name, parameter in trainer.model.named_parameters():
+        torch.testing.assert_close(parameter.detach(), expected[name].detach(), atol=1e-6, rtol=1e-5)
+        moved += not torch.equal(parameter, before[name])
+    assert moved > 0
+
+
+def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_path, chat_model, reward_models):
+    """The tiny chat model, PPO against the tiny world reward models: the RM score rises within a few iterations,
+    and the gold reward of the same answers is logged next to it."""
+    prompts = load_prompts("world", world_prompts=64, world_prompt_seed=7)
+    config = ppo_config(
+        tmp_path, policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
+        safety_rm=str(reward_models["safety"]), num_iterations=10, batch_size=32, mini_batch_size=8, lr=2e-4,
+        response_length=24, save_steps=100, forward_batch_size=32,
+    )  # fmt: skip
+    gold = lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)  # noqa: E731
+    PPOTrainer.from_config(config, prompts, gold_scorer=gold).train()
+    metrics = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").open()]
+    scores = [m["objective/scores"] for m in metrics]
+    assert len(scores) == 10 and all(0 <= m["objective/gold"] <= 1 for m in metrics)
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3, scores
+    assert metrics[-1]["objective/kl"] > 0
+    for name in ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/value_avg", "time/generation", "eps"):
+        assert name in metrics[-1]
+
+
+def saved_weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
+    """Two iterations, a "kill", then a restart to four gives exactly the weights of four uninterrupted ones."""
+    # Checkpoints on disk: the same tiny model serves as policy, reference and (head-less) value init.
+    models = tiny_models(tokenizer)
+    for name, model in zip(("policy", "helpful", "safety"), (models[0], models[3], models[4])):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    paths = dict(policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "helpful"),
+                 safety_rm=str(tmp_path / "safety"))  # fmt: skip
+    straight = PPOTrainer.from_config(ppo_config(tmp_path / "a", num_iterations=4, save_steps=2, **paths), PROMPTS)
+    straight.train()
+    first = PPOTrainer.from_config(ppo_config(tmp_path / "b", num_iterations=2, save_steps=2, **paths), PROMPTS)
+    first.train()
+    resumed = PPOTrainer.from_config(ppo_config(tmp_path / "b", num_iterations=4, save_steps=2, **paths), PROMPTS)
+    assert resumed.iteration == 2
+    resumed.train()
+    done = json.loads((tmp_path / "b" / "ppo" / "DONE.json").read_text())
+    assert done["iterations"] == 4
+    a, b = saved_weights(tmp_path / "a" / "ppo" / "final"), saved_weights(tmp_path / "b" / "ppo" / "final")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+    lines = (tmp_path / "b" / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="mini_batch_size: 48 does not divide batch_size 512"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", mini_batch_size=48)
+    with pytest.raises(ValueError, match="safety_rm: required"):
+        PPOConfig(policy="p", helpfulness_rm="h")
+    models = tiny_models(tokenizer)
+    models[0].save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    config = ppo_config(
+        tmp_path, policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "policy"),
+        safety_rm=str(tmp_path / "missing"),
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="safety_rm: .*missing does not exist"):
+        PPOTrainer.from_config(config, PROMPTS)
+    long_prompt = [{"id": "long", "prompt": [{"role": "user", "content": "word " * 300}], "is_safety": False}]
+    with pytest.raises(ValueError, match="prompt long: .* tokens; .* exceeds the context of 256"):
+        PPOTrainer(ppo_config(tmp_path), *models, tokenizer, long_prompt)
+    result = subprocess.run(
+        [sys.executable, "recipes/ppo.py", "--policy", "p", "--helpfulness_rm", "h", "--safety_rm", "s",
+         "--batch_size", "8", "--mini_batch_size", "3"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "mini_batch_size: 3 does not divide batch_size 8" in result.stderr
