@@ -41,7 +41,7 @@ from align.world import World, WorldPrompt, gold_helpfulness, is_violation  # no
 def sweep(models: dict, tokenizer, prompts: list[WorldPrompt], k: int, temperature: float, args) -> dict:
     """Best-of-k curves at one temperature."""
     config = RejectionSamplingConfig(
-        policy="-", helpfulness_rm="-", safety_rm="-", num_samples=k, temperature=temperature,
+        policy="-", helpfulness_rm="-", safety_rm="-", num_samples=k, temperature=temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, seed=args.seed,
     )  # fmt: skip
     records = []
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompts", type=int, default=100, help="held-out world prompts")
     parser.add_argument("--k", type=int, default=16, help="largest K")
     parser.add_argument("--temperatures", default="1.0", help="comma-separated")
+    parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--max_new_tokens", type=int, default=48)
     parser.add_argument("--world_seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

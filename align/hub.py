@@ -1,0 +1,155 @@
+"""Push and pull checkpoints: a Hugging Face Hub repo (one branch per stage), a local folder or an fsspec URL.
+
+    push_checkpoint("runs/demo/round-3/ppo/final", "me/align-demo", revision="round-3-ppo", metrics={...})
+    pull_checkpoint("me/align-demo@round-3-ppo", "runs/from_hub/round-3-ppo")
+
+A Hub target gets the folder's files (safetensors, config, tokenizer) plus a generated model card with the
+stage's metrics, as one commit on its own branch. A target that is a local path or an fsspec URL
+(`file://`, `s3://`, ... shared storage on clusters) gets the files under `<target>/<revision>/`. The Hub
+endpoint is `endpoint`, else `HF_ENDPOINT`; the token is `token`, else the usual places (`HF_TOKEN`, the
+cached login). Failures raise `HubError` naming the target and the cause; nothing local is touched by a push.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
+
+from .checkpoint import require_model_dir, write_directory_atomic
+
+try:  # the HTTP library huggingface_hub talks through: httpx2 in huggingface_hub 2.x, httpx before
+    from httpx2 import HTTPError as TransportError
+except ImportError:  # pragma: no cover
+    from httpx import HTTPError as TransportError
+
+
+class HubError(RuntimeError):
+    """A push or pull that failed; the message names the target, the revision and the cause."""
+
+
+def is_hub_target(target: str) -> bool:
+    """A Hub repo id ("owner/name" or "name"), as opposed to a local path or an fsspec URL."""
+    return "://" not in target and not target.startswith((".", "/", "~")) and not Path(target).exists()
+
+
+def split_revision(spec: str) -> tuple[str, str]:
+    """"repo@revision" -> (repo, revision); the revision defaults to "main"."""
+    target, _, revision = spec.partition("@")
+    return target, revision or "main"
+
+
+def model_card(repo_id: str, revision: str, metrics: dict[str, Any] | None, base: str | None) -> str:
+    """A model card (README.md) for one stage's checkpoint: how to load it, where it came from, its metrics."""
+    rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+                     for name, value in (metrics or {}).items())  # fmt: skip
+    return f"""---
+library_name: transformers
+tags: [align, llama-2, rlhf]
+---
+# {repo_id} @ {revision}
+
+A checkpoint of the `align` Llama 2 alignment pipeline (stage `{revision}`{f", from `{base}`" if base else ""}).
+
+```python
+import align  # registers the model with transformers' Auto classes
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}")
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}")
+```
+
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def push_checkpoint(
+    folder: str | os.PathLike,
+    target: str,
+    revision: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    base: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Upload a checkpoint folder to `target` at `revision`; returns where it went (a URL or a path)."""
+    folder = require_model_dir(folder, "checkpoint to push")
+    card = model_card(target, revision, metrics, base)
+    try:
+        if not is_hub_target(target):
+            return _copy_to_storage(folder, target, revision, card)
+        api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+        api.create_repo(target, exist_ok=True)
+        if revision != "main":
+            api.create_branch(target, branch=revision, exist_ok=True)
+        operations = [
+            CommitOperationAdd(path_in_repo=str(path.relative_to(folder)), path_or_fileobj=str(path))
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != "README.md"
+        ]
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+        commit = api.create_commit(target, operations, commit_message=f"align: {revision}", revision=revision)
+        return commit.commit_url
+    except (HfHubHTTPError, TransportError, OSError, ValueError) as error:
+        raise HubError(f"push of {folder} to {target}@{revision} failed: {_cause(error)}") from error
+
+
+def pull_checkpoint(
+    spec: str, local_dir: str | os.PathLike, *, endpoint: str | None = None, token: str | None = None
+) -> Path:
+    """Download `repo@revision` (or `<path or URL>@revision`) into `local_dir` (atomically); returns it."""
+    target, revision = split_revision(spec)
+    local_dir = Path(local_dir)
+    try:
+        if not is_hub_target(target):
+            source = f"{target.rstrip('/')}/{revision}"
+            filesystem, path = fsspec.core.url_to_fs(source)
+            if not filesystem.exists(path):
+                raise FileNotFoundError(f"no checkpoint at {source}")
+            write_directory_atomic(lambda staging: filesystem.get(f"{path}/", str(staging), recursive=True), local_dir)
+        else:
+            write_directory_atomic(
+                lambda staging: snapshot_download(
+                    target, revision=revision, local_dir=staging, endpoint=endpoint or os.environ.get("HF_ENDPOINT"),
+                    token=token,
+                ),
+                local_dir,
+            )  # fmt: skip
+            shutil.rmtree(local_dir / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
+    except (HfHubHTTPError, TransportError, OSError, ValueError) as error:
+        raise HubError(f"pull of {target}@{revision} failed: {_cause(error)}") from error
+    return require_model_dir(local_dir, f"checkpoint pulled from {spec}")
+
+
+def _copy_to_storage(folder: Path, target: str, revision: str, card: str) -> str:
+    filesystem, root = fsspec.core.url_to_fs(target)
+    destination = f"{root.rstrip('/')}/{revision}"
+    staging = f"{root.rstrip('/')}/.{revision}.tmp"
+    if filesystem.exists(staging):
+        filesystem.rm(staging, recursive=True)
+    filesystem.makedirs(staging, exist_ok=True)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            filesystem.put_file(str(path), f"{staging}/{path.relative_to(folder)}")
+    with filesystem.open(f"{staging}/README.md", "w") as file:
+        file.write(card)
+    if filesystem.exists(destination):
+        filesystem.rm(destination, recursive=True)
+    filesystem.mv(staging, destination, recursive=True)
+    return f"{target.rstrip('/')}/{revision}"
+
+
+def _cause(error: Exception) -> str:
+    """A one-line reason: the HTTP status and server message, or the connection problem."""
+    response = getattr(error, "response", None)
+    if response is not None and getattr(response, "status_code", None) == 401:
+        return "401 Unauthorized: the token was refused (set HF_TOKEN or pass a valid token)"
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,78 @@
+"""Hub push/pull with the real huggingface_hub client against a local Hub-compatible server (tests/hub_server.py),
+and to a local folder; failures leave the local checkpoint intact."""
+
+import huggingface_hub
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from align.hub import HubError, pull_checkpoint, push_checkpoint
+from align.modeling import AlignLlamaForCausalLM
+from hub_server import HubServer
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tokenizer):
+    folder = tmp_path / "final"
+    tiny_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The local Hub; the suite's offline switch is lifted for it alone (it only ever talks to 127.0.0.1)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with HubServer(token="hf_test_token") as server:
+        yield server
+
+
+def same_weights(a, b):
+    left, right = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_push_and_pull_round_trip_through_the_hub_keeps_weights_and_revisions(tmp_path, checkpoint, hub):
+    url = push_checkpoint(
+        checkpoint, "me/align-demo", "round-3-ppo", metrics={"gold_helpfulness": 0.7}, endpoint=hub.endpoint,
+        token="hf_test_token",
+    )  # fmt: skip
+    assert "me/align-demo/commit/" in url
+    # A second stage on its own branch must not change the first one.
+    other = tmp_path / "other"
+    model = AlignLlamaForCausalLM.from_pretrained(checkpoint)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    model.save_pretrained(other)
+    push_checkpoint(other, "me/align-demo", "round-3-rs", endpoint=hub.endpoint, token="hf_test_token")
+    pulled = pull_checkpoint("me/align-demo@round-3-ppo", tmp_path / "pulled", endpoint=hub.endpoint)
+    assert same_weights(checkpoint, pulled)
+    assert not same_weights(other, pulled)
+    assert "gold_helpfulness | 0.7" in (pulled / "README.md").read_text()
+    assert (pulled / "tokenizer.json").is_file()
+    assert same_weights(other, pull_checkpoint("me/align-demo@round-3-rs", tmp_path / "rs", endpoint=hub.endpoint))
+    branches = set(hub.state.repos["me/align-demo"]["branches"])
+    assert {"main", "round-3-ppo", "round-3-rs"} <= branches
+
+
+def test_push_failures_are_clear_and_leave_the_local_run_intact(tmp_path, checkpoint, hub):
+    before = sorted(p.name for p in checkpoint.iterdir())
+    with pytest.raises(HubError, match="me/x@round-1-rs failed: 401 Unauthorized"):
+        push_checkpoint(checkpoint, "me/x", "round-1-rs", endpoint=hub.endpoint, token="wrong")
+    with pytest.raises(HubError, match="me/x@round-1-rs failed"):
+        push_checkpoint(checkpoint, "me/x", "round-1-rs", endpoint="http://127.0.0.1:9", token="hf_test_token")
+    with pytest.raises(HubError, match="pull of me/nothing@main failed"):
+        pull_checkpoint("me/nothing", tmp_path / "none", endpoint=hub.endpoint)
+    assert sorted(p.name for p in checkpoint.iterdir()) == before
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_local_folder_works_as_a_target(tmp_path, checkpoint):
+    store = tmp_path / "shared_storage"
+    store.mkdir()
+    where = push_checkpoint(checkpoint, str(store), "round-2-sft", metrics={"steps": 10})
+    assert where.endswith("round-2-sft")
+    pulled = pull_checkpoint(f"file://{store}@round-2-sft", tmp_path / "pulled")
+    assert same_weights(checkpoint, pulled)
+    with pytest.raises(HubError, match="no checkpoint at"):
+        pull_checkpoint(f"{store}@round-9", tmp_path / "missing")
