@@ -138,10 +138,10 @@ def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path
     return path
 
 
-def mark_done(stage_dir: str | os.PathLike, **info: Any) -> None:
+def mark_done(stage_dir: str | os.PathLike, marker: str = DONE_MARKER, **info: Any) -> None:
     """Write the completion marker of a stage with whatever facts the caller records (metrics, paths)."""
-    atomic_write_text(Path(stage_dir) / DONE_MARKER, json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write_text(Path(stage_dir) / marker, json.dumps(info, indent=2, default=str) + "\n")
 
 
-def is_done(stage_dir: str | os.PathLike) -> bool:
-    return (Path(stage_dir) / DONE_MARKER).is_file()
+def is_done(stage_dir: str | os.PathLike, marker: str = DONE_MARKER) -> bool:
+    return (Path(stage_dir) / marker).is_file()

@@ -99,15 +99,10 @@ class RewardModelConfig(TrainerStageConfig):
 
 def world_pairs(target: str, count: int, split: str, seed: int, world_seed: int = 0) -> datasets.Dataset:
     """World pairs of one data set: helpfulness pairs on helpfulness prompts, safety pairs on safety prompts."""
-    from .world import World  # only the demo data needs the world
+    from .world import TARGET_PROMPT_MIX, World  # only the demo data needs the world
 
     world = World(seed=world_seed)
-    mix = (
-        {"harmful": 0.5, "borderline": 0.5}
-        if target == "safety"
-        else {"arithmetic": 0.3, "fact": 0.3, "list": 0.1, "format": 0.15, "system": 0.15}
-    )
-    prompts = world.prompts(count, split, seed=seed, mix=mix)
+    prompts = world.prompts(count, split, seed=seed, mix=TARGET_PROMPT_MIX[target])
     return load_preferences(world.preference_pairs(prompts, target, seed=seed))
 
 

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--policy", required=True)
     parser.add_argument("--helpfulness_rm", required=True)
     parser.add_argument("--safety_rm", required=True)
-    parser.add_argument("--prompts", type=int, default=100, help="held-out world prompts")
+    parser.add_argument("--prompts", type=int, default=100, help="world prompts")
+    parser.add_argument("--split", default="test", help="test (held out) or train (the prompts RS runs on)")
+    parser.add_argument("--prompt_seed", type=int, default=0, help="which world prompts")
     parser.add_argument("--k", type=int, default=16, help="largest K")
     parser.add_argument("--temperatures", default="1.0", help="comma-separated")
     parser.add_argument("--top_p", type=float, default=1.0)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "helpful": AlignLlamaForSequenceClassification.from_pretrained(directories["helpfulness_rm"]),
         "safety": AlignLlamaForSequenceClassification.from_pretrained(directories["safety_rm"]),
     }
-    prompts = World(seed=args.world_seed).prompts(args.prompts, "test")
+    prompts = World(seed=args.world_seed).prompts(args.prompts, args.split, seed=args.prompt_seed)
     torch.set_grad_enabled(False)
     results = {str(t): sweep(models, tokenizer, prompts, args.k, t, args) for t in temperatures}
     shown = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.k]

@@ -14,12 +14,13 @@ from .gold import (
     is_violation,
 )
 from .tasks import KINDS, QUALITIES, WorldPrompt
-from .world import World
+from .world import TARGET_PROMPT_MIX, World
 
 __all__ = [
     "FLIP_PROBABILITY",
     "KINDS",
     "QUALITIES",
+    "TARGET_PROMPT_MIX",
     "World",
     "WorldPrompt",
     "annotate",

@@ -47,6 +47,11 @@ DEFAULT_PROMPT_MIX = {
     "harmful": 0.14,
     "borderline": 0.14,
 }
+# The prompts of each preference data set: helpfulness pairs on helpfulness prompts, safety pairs on safety ones.
+TARGET_PROMPT_MIX = {
+    "helpfulness": {"arithmetic": 0.3, "fact": 0.3, "list": 0.1, "format": 0.15, "system": 0.15},
+    "safety": {"harmful": 0.5, "borderline": 0.5},
+}
 MAX_OPERAND = 12
 TEST_FRACTION = 0.2
 # Responses of each quality that make up the world's own preference data (before any policy samples).

@@ -1,0 +1,77 @@
+"""Iterative RLHF rounds (PIPELINE.md §8): collect, retrain both reward models, rejection-sample, PPO, evaluate.
+
+    accelerate launch recipes/rlhf_round.py --round 3                       # the embedded demo world, CPU
+    accelerate launch recipes/rlhf_round.py --round 5 --config recipes/configs/rlhf_round/world_small.yaml
+    python recipes/rlhf_round.py --round 2 --sft_model runs/my_chat/final \\
+        --helpfulness_pairs data/round{round}_helpful.jsonl --safety_pairs data/round{round}_safety.jsonl
+    python recipes/rlhf_round.py --round 3 --push_to_hub me/align-demo --hub_endpoint http://hub.local
+    python recipes/rlhf_round.py --round 1 --name from_hub --from_hub me/align-demo@round-3-ppo
+
+Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
+stage writes `runs/<name>/round-N/<stage>/` and a completion marker, so a rerun skips finished stages and a
+killed run resumes inside the stage it was in. Writes `runs/<name>/manifest.json` and, after each round,
+`runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own branch
+(`round-N-<stage>`), a local folder or an fsspec URL; `--from_hub repo@revision` starts from that checkpoint.
+"""
+
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from align.config import exit_with_error, parse_config
+from align.hub import HubError, pull_checkpoint, push_checkpoint
+from align.rounds import Rounds, RoundsConfig
+
+report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "rounds_report.py"))
+
+
+@dataclass
+class RecipeConfig(RoundsConfig):
+    """The rounds, plus evaluation and Hub settings."""
+
+    eval_prompts: int = field(default=200, metadata={"help": "held-out prompts judged after each round"})
+    push_to_hub: str | None = field(default=None, metadata={"help": "repo id, local folder or fsspec URL"})
+    from_hub: str | None = field(default=None, metadata={"help": "start from repo@revision (a chat model)"})
+    hub_endpoint: str | None = field(default=None, metadata={"help": "Hub URL (default: HF_ENDPOINT or the Hub)"})
+
+
+def push_stages(config: RecipeConfig, manifest: dict) -> None:
+    """Every finished stage's checkpoint to its own revision, with its metrics in the model card."""
+    for round_number, stages in sorted(manifest["rounds"].items(), key=lambda item: int(item[0])):
+        for stage, facts in stages.items():
+            if "final" not in facts:
+                continue
+            metrics = {k: v for k, v in facts.items() if isinstance(v, (int, float)) and k != "seconds"}
+            evaluation = stages.get("evaluate", {})
+            if stage in ("rejection_sampling", "ppo"):
+                metrics.update({k: v for k, v in evaluation.items() if isinstance(v, float) and "/" not in k})
+            where = push_checkpoint(
+                facts["final"], config.push_to_hub, f"round-{round_number}-{stage.replace('_', '-')}",
+                metrics=metrics, base=facts.get("parent"), endpoint=config.hub_endpoint,
+            )  # fmt: skip
+            print(f"pushed round {round_number} {stage}: {where}")
+
+
+def main() -> None:
+    config = parse_config(RecipeConfig)
+    try:
+        if config.from_hub:
+            config.sft_model = str(pull_checkpoint(
+                config.from_hub, config.run_dir / "round-0" / "from_hub", endpoint=config.hub_endpoint
+            ))  # fmt: skip
+        evaluate = lambda n, checkpoints, folder: report["evaluate_round"](  # noqa: E731
+            n, checkpoints, folder, prompts=config.eval_prompts, world_seed=config.world_seed,
+            gold=config.helpfulness_pairs is None,
+        )  # fmt: skip
+        manifest = Rounds(config, evaluate_round=evaluate).run()
+        written = report["write_report"](config.run_dir)
+        print(written.read_text())
+        if config.push_to_hub:
+            push_stages(config, manifest)
+    except (FileNotFoundError, ValueError, HubError) as error:
+        exit_with_error(str(error))
+    print(f"report: {written}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""RLHF rounds end to end on tiny models: markers, manifest, report, gold metrics; a killed round resumes."""
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import align.rounds
+from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = runpy.run_path(str(ROOT / "eval" / "rounds_report.py"))
+
+
+def write_yaml(path: Path, values: dict) -> str:
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+@pytest.fixture
+def stage_configs(tmp_path):
+    """Tiny stage configs: a few steps each, short answers."""
+    return dict(
+        reward_model_config=write_yaml(tmp_path / "rm.yaml", dict(
+            model="-", world_pairs=300, max_length=256, num_train_epochs=1, lr=1e-3, per_device_batch_size=16,
+            gradient_accumulation_steps=1, logging_steps=10, save_steps=1000,
+        )),
+        rejection_sampling_config=write_yaml(tmp_path / "rs.yaml", dict(
+            policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=12, num_samples=4, max_new_tokens=24,
+            finetune_lr=1e-3, finetune_epochs=1, finetune_batch_size=8, max_length=256,
+        )),
+        ppo_config=write_yaml(tmp_path / "ppo.yaml", dict(
+            policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=32, num_iterations=2, batch_size=8,
+            mini_batch_size=4, response_length=16, lr=1e-5, forward_batch_size=8, save_steps=1,
+        )),
+    )  # fmt: skip
+
+
+def evaluate(n, checkpoints, folder):
+    return REPORT["evaluate_round"](n, checkpoints, folder, prompts=20, max_new_tokens=16)
+
+
+def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, chat_model, stage_configs):
+    config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
+                          ppo_from_round=2, pairs_per_round=60, **stage_configs)  # fmt: skip
+    manifest = Rounds(config, evaluate_round=evaluate).run()
+    run = tmp_path / "runs" / "demo"
+    for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "evaluate"):
+        for n in (1, 2):
+            assert (run / f"round-{n}" / stage / ROUND_STAGE_MARKER).is_file(), (n, stage)
+    assert (run / "round-2" / "ppo" / ROUND_STAGE_MARKER).is_file()
+    assert not (run / "round-1" / "ppo").exists()  # PPO only from ppo_from_round
+    # Round 2's reward models saw both rounds' collected pairs; its rejection sampling pooled round 1's answers.
+    rm_config = manifest["rounds"]["2"]["reward_model_helpfulness"]["config"]
+    assert "round-1/collect/helpfulness.jsonl" in rm_config["helpfulness_data"]
+    assert "round-2/collect/helpfulness.jsonl" in rm_config["helpfulness_data"]
+    assert manifest["rounds"]["2"]["rejection_sampling"]["pooled"][0].endswith("round-1/rejection_sampling/kept.jsonl")
+    assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
+    assert "torch" in manifest["versions"]
+    on_disk = json.loads((run / "manifest.json").read_text())
+    assert set(on_disk["rounds"]) == {"1", "2"}
+    for n in (1, 2):
+        metrics = json.loads((run / f"round-{n}" / "evaluate" / "metrics.json").read_text())
+        assert 0 <= metrics["gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_sft"] <= 1
+        assert metrics["judge"] == "gold" and "helpfulness_rm/accuracy" in metrics
+    report = REPORT["write_report"](run).read_text()
+    assert "| 0 (SFT) |" in report and "| 2 |" in report and (run / "progress.png").stat().st_size > 0
+
+
+def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
+    config = RoundsConfig(round=1, name="killed", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
+                          pairs_per_round=60, **stage_configs)  # fmt: skip
+    import align.sft
+
+    real_sft = align.sft.sft
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the kill arrives after sampling, before the fine-tune on the kept answers
+
+    monkeypatch.setattr(align.sft, "sft", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Rounds(config, evaluate_round=evaluate).run()
+    round_dir = tmp_path / "runs" / "killed" / "round-1"
+    assert not (round_dir / "rejection_sampling" / ROUND_STAGE_MARKER).exists()
+    finished = {stage: (round_dir / stage / ROUND_STAGE_MARKER).stat().st_mtime_ns
+                for stage in ("collect", "reward_model_helpfulness", "reward_model_safety")}  # fmt: skip
+    shards = {p.name: p.read_text() for p in (round_dir / "rejection_sampling" / "shards").glob("*.jsonl")}
+    assert sum(len(text.splitlines()) for text in shards.values()) == 12
+
+    monkeypatch.setattr(align.sft, "sft", real_sft)
+    Rounds(config, evaluate_round=evaluate).run()
+    for stage, mtime in finished.items():
+        assert (round_dir / stage / ROUND_STAGE_MARKER).stat().st_mtime_ns == mtime, stage  # not rerun
+    assert {p.name: p.read_text() for p in (round_dir / "rejection_sampling" / "shards").glob("*.jsonl")} == shards
+    assert (round_dir / "rejection_sampling" / "sft" / "final" / "config.json").is_file()
+    assert (round_dir / "evaluate" / ROUND_STAGE_MARKER).is_file()
+
+
+def test_bad_round_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="round: must be at least 1"):
+        RoundsConfig(round=0)
+    with pytest.raises(ValueError, match="give both"):
+        RoundsConfig(helpfulness_pairs="data/h{round}.jsonl")
+    result = subprocess.run(
+        [sys.executable, "recipes/rlhf_round.py", "--round", "1", "--sft_model", str(tmp_path / "missing"),
+         "--name", "x", "--runs_dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0 and "sft_model" in result.stderr
+    assert align.rounds.STAGES[0] == "collect"
