@@ -3,7 +3,8 @@
     push_checkpoint("runs/demo/round-3/ppo/final", "me/align-demo", revision="round-3-ppo", metrics={...})
     pull_checkpoint("me/align-demo@round-3-ppo", "runs/from_hub/round-3-ppo")
 
-A Hub target gets the folder's files (safetensors, config, tokenizer) plus a generated model card with the
+A Hub target gets the folder's files (safetensors, config, tokenizer; or a LoRA adapter folder) plus a
+generated model card with the
 stage's metrics, as one commit on its own branch. A target that is a local path or an fsspec URL
 (`file://`, `s3://`, ... shared storage on clusters) gets the files under `<target>/<revision>/`. The Hub
 endpoint is `endpoint`, else `HF_ENDPOINT`; the token is `token`, else the usual places (`HF_TOKEN`, the
@@ -39,7 +40,7 @@ def is_hub_target(target: str) -> bool:
 
 
 def split_revision(spec: str) -> tuple[str, str]:
-    """"repo@revision" -> (repo, revision); the revision defaults to "main"."""
+    """ "repo@revision" -> (repo, revision); the revision defaults to "main"."""
     target, _, revision = spec.partition("@")
     return target, revision or "main"
 
@@ -80,7 +81,7 @@ def push_checkpoint(
     token: str | None = None,
 ) -> str:
     """Upload a checkpoint folder to `target` at `revision`; returns where it went (a URL or a path)."""
-    folder = require_model_dir(folder, "checkpoint to push")
+    folder = require_checkpoint_dir(folder, "checkpoint to push")
     card = model_card(target, revision, metrics, base)
     try:
         if not is_hub_target(target):
@@ -125,7 +126,15 @@ def pull_checkpoint(
             shutil.rmtree(local_dir / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
     except (HfHubHTTPError, TransportError, OSError, ValueError) as error:
         raise HubError(f"pull of {target}@{revision} failed: {_cause(error)}") from error
-    return require_model_dir(local_dir, f"checkpoint pulled from {spec}")
+    return require_checkpoint_dir(local_dir, f"checkpoint pulled from {spec}")
+
+
+def require_checkpoint_dir(path: str | os.PathLike, what: str) -> Path:
+    """A model directory (config.json) or a LoRA adapter directory (adapter_config.json)."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        return path
+    return require_model_dir(path, what)
 
 
 def _copy_to_storage(folder: Path, target: str, revision: str, card: str) -> str:

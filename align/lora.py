@@ -1,15 +1,19 @@
 """LoRA settings shared by every trainable stage (SFT, reward models, PPO): one `lora:` mapping in the config.
 
-    lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}    # YAML
-    --lora '{"r": 8}'                                                              # command line (JSON)
+lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}    # YAML
+--lora '{"r": 8}'                                                              # command line (JSON)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
+
+from .checkpoint import save_pretrained_atomic
 
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -44,3 +48,16 @@ def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM") -> LoraC
         task_type=task_type,
         **({"modules_to_save": ["score"]} if task_type == "SEQ_CLS" else {}),
     )
+
+
+def adapter_finalizer(tokenizer: Any, adapter_dir: Path, merge: bool = True) -> Callable[[Any], Any]:
+    """`run_trainer`'s `finalize` for a LoRA run: save the adapters alone to `adapter_dir` (to push or share),
+    then return the model with the adapters merged (a full checkpoint) or, with `merge=False`, as is."""
+
+    def finalize(trained: Any) -> Any:
+        if not isinstance(trained, PeftModel):
+            return trained
+        save_pretrained_atomic(trained, tokenizer, adapter_dir)
+        return trained.merge_and_unload() if merge else trained
+
+    return finalize

@@ -17,7 +17,8 @@ against a hand-written computation. Metrics use TRL's names (`objective/kl`, `po
 `loss/value_avg`, ...) and go to `<output_dir>/metrics.jsonl`; `objective/gold` is logged next to the reward
 models' score when a gold scorer is given (the world), so reward hacking shows as the two diverging.
 
-Checkpoints (`checkpoint-N/`: policy, value model, optimizer and iteration; sampling is seeded per iteration) are written to a temporary
+Checkpoints (`checkpoint-N/`: policy, value model, optimizer and iteration; sampling is seeded per
+iteration) are written to a temporary
 folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
 trained through LoRA adapters and the reference policy is the same model with its adapters disabled (no copy).
 """
@@ -300,7 +301,9 @@ class PPOTrainer:
         cls, config: PPOConfig, prompts: Sequence[dict[str, Any]], gold_scorer: GoldScorer | None = None
     ) -> PPOTrainer:
         """Load the models named by `config` (resuming the trained ones from the last checkpoint, if any)."""
-        paths = {name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")}
+        paths = {
+            name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
+        }
         reference_path = require_model_dir(config.reference or paths["policy"], "reference")
         value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)

@@ -52,7 +52,9 @@ def check_prompt_lengths(tokenizer: Any, records: list[dict[str, Any]], context:
     """ValueError naming the first prompt that leaves no room for `max_new_tokens` in the model's context."""
     limit = context - max_new_tokens
     for record in records:
-        length = len(tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids)
+        length = len(
+            tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids
+        )
         if length > limit:
             raise ValueError(
                 f"prompt {record['id']}: {length} tokens; with {max_new_tokens} new tokens it exceeds the "

@@ -17,6 +17,7 @@ helpfulness, safety pairs are pairs on safety prompts labelled for safety.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
+from .lora import adapter_finalizer, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForSequenceClassification
 from .rewards import MARGINS, conversation_ids, margin_for_strength, score
 from .tracking import JsonlMetricsCallback
@@ -64,8 +66,16 @@ class RewardModelConfig(TrainerStageConfig):
     )
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
     world_pairs: int = field(default=2000, metadata={"help": "world prompts labelled per data set"})
+    helpfulness_quality_mix: dict | str | None = field(
+        default=None,
+        metadata={"help": "qualities of the world's helpfulness answers, e.g. {good: 0.5, near: 0.5} (default: the "
+                  "world's mix); near misses are what teaches a reward model to check answers"},
+    )  # fmt: skip
     eval_data: str | None = field(
         default=None, metadata={"help": "held-out pairs to report accuracy on (default: the world's test pairs)"}
+    )
+    lora: dict | str | None = field(
+        default=None, metadata={"help": "LoRA settings {r, alpha, dropout, target_modules}; off if unset"}
     )
     margin_scheme: str = field(default="small", metadata={"help": "margin by strength: none, small or large"})
     max_length: int = field(default=4096, metadata={"help": "tokens per prompt + answer"})
@@ -88,29 +98,60 @@ class RewardModelConfig(TrainerStageConfig):
             raise ValueError(f"data_format: expected one of {list(FORMATS)}, got {self.data_format!r}")
         if self.on_long not in ("skip", "raise"):
             raise ValueError(f"on_long: expected 'skip' or 'raise', got {self.on_long!r}")
+        self.lora = parse_lora_setting(self.lora)
         if self.other_share is None:
             self.other_share = DEFAULT_OTHER_SHARE[self.target]
         if not 0 <= self.other_share < 1:
             raise ValueError(f"other_share: must be in [0, 1), got {self.other_share}")
+        if isinstance(self.helpfulness_quality_mix, str):
+            try:
+                text = self.helpfulness_quality_mix.strip()
+                self.helpfulness_quality_mix = json.loads(text) if text else None
+            except json.JSONDecodeError:
+                raise ValueError(
+                    f"helpfulness_quality_mix: expected a JSON mapping like '{{\"good\": 0.5}}', "
+                    f"got {self.helpfulness_quality_mix!r}"
+                ) from None
+        if self.helpfulness_quality_mix is not None:
+            from .world import QUALITIES
+
+            mix = self.helpfulness_quality_mix
+            unknown = set(mix) - set(QUALITIES) if isinstance(mix, dict) else {"(not a mapping)"}
+            weights_ok = all(isinstance(v, (int, float)) and v >= 0 for v in mix.values()) and sum(mix.values())
+            if unknown or not weights_ok:
+                raise ValueError(
+                    f"helpfulness_quality_mix: expected weights >= 0 (not all 0) for qualities in {list(QUALITIES)}, "
+                    f"got {mix!r}"
+                )
         for name in ("max_length", "world_pairs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
 
 
-def world_pairs(target: str, count: int, split: str, seed: int, world_seed: int = 0) -> datasets.Dataset:
-    """World pairs of one data set: helpfulness pairs on helpfulness prompts, safety pairs on safety prompts."""
+def world_pairs(
+    target: str, count: int, split: str, seed: int, world_seed: int = 0, quality_mix: dict[str, float] | None = None
+) -> datasets.Dataset:
+    """World pairs of one data set: helpfulness pairs on helpfulness prompts, safety pairs on safety prompts;
+    `quality_mix` weighs the qualities of the scripted answers (default: the world's mix)."""
     from .world import TARGET_PROMPT_MIX, World  # only the demo data needs the world
 
     world = World(seed=world_seed)
     prompts = world.prompts(count, split, seed=seed, mix=TARGET_PROMPT_MIX[target])
-    return load_preferences(world.preference_pairs(prompts, target, seed=seed))
+    return load_preferences(world.preference_pairs(prompts, target, seed=seed, quality_mix=quality_mix))
 
 
 def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
     """The pairs of one data set, pooled over its comma-separated sources (e.g. every round's batch so far)."""
     sources = (config.helpfulness_data if target == "helpfulness" else config.safety_data).split(",")
     parts = [
-        world_pairs(target, config.world_pairs, "train", seed=1 + TARGETS.index(target), world_seed=config.world_seed)
+        world_pairs(
+            target,
+            config.world_pairs,
+            "train",
+            seed=1 + TARGETS.index(target),
+            world_seed=config.world_seed,
+            quality_mix=config.helpfulness_quality_mix if target == "helpfulness" else None,
+        )
         if source == "world"
         else load_preferences(source, format=config.data_format, target=target)
         for source in (s.strip() for s in sources if s.strip())
@@ -199,11 +240,14 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
         train_dataset=train_rows,
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
+        peft_config=lora_config(config.lora, task_type="SEQ_CLS") if config.lora is not None else None,
     )
     return run_trainer(
         trainer,
         config,
         tokenizer,
+        finalize=adapter_finalizer(tokenizer, Path(config.output_dir) / "adapter"),
+        lora=config.lora,
         target=config.target,
         pairs=len(train_rows),
         own_pairs=len(own),

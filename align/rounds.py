@@ -4,15 +4,18 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
 
 1. `collect`: new preference pairs from the latest policy (in the world: two sampled answers per prompt,
    labelled by its simulated annotator; otherwise the user's newly annotated files for the round);
-2. `reward_model_helpfulness`, `reward_model_safety`: both reward models retrained from the SFT model on all
-   batches collected so far (plus the world's own pairs in the demo);
+2. `reward_model_helpfulness`, `reward_model_safety`: both reward models trained on all batches collected so
+   far: from the SFT model with the base data too (`reward_model_init: sft`, the paper), or continuing the
+   previous round's models (`previous`, the default: round 0 trains base RMs on the base data once, cached,
+   like pretraining and SFT; each round then costs one short pass over the batches);
 3. `rejection_sampling`: best-of-K with the new reward models, then SFT of the latest policy on the kept
    answers of this round pooled with every earlier round's (`rejection_sampling/sft/final`);
 4. `ppo` (from round `ppo_from_round`): PPO from the rejection-sampled model, pi_0 being that model;
 5. `evaluate`: the round's policy judged by `evaluate_round` (gold metrics in the world, reward-model accuracy,
    win rates, Elo; supplied by the recipe from `eval/`).
 
-Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a completion marker (`ROUND_STAGE_DONE.json`); a rerun skips
+Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a completion marker
+(`ROUND_STAGE_DONE.json`); a rerun skips
 finished stages and resumes an unfinished one from its own checkpoints. `manifest.json` records, per stage,
 its config, seed, parent checkpoint, output and metrics, plus the package versions. Each stage's settings
 come from its own YAML config (the same files its recipe reads); the rounds set only what chains them
@@ -52,11 +55,28 @@ class RoundsConfig:
     )
     pretrain_config: str = field(default="recipes/configs/pretrain/world_small.yaml", metadata={"help": "round 0"})
     sft_config: str = field(default="recipes/configs/sft/world_small.yaml", metadata={"help": "round 0"})
-    reward_model_config: str = field(default="recipes/configs/reward_model/world_small.yaml", metadata={"help": "YAML"})
-    rejection_sampling_config: str = field(
-        default="recipes/configs/rejection_sampling/world_small.yaml", metadata={"help": "YAML"}
+    helpfulness_rm_config: str = field(
+        default="recipes/configs/reward_model/world_small_helpfulness.yaml", metadata={"help": "YAML: base RM"}
     )
-    ppo_config: str = field(default="recipes/configs/ppo/world_small.yaml", metadata={"help": "YAML"})
+    safety_rm_config: str = field(
+        default="recipes/configs/reward_model/world_small_safety.yaml", metadata={"help": "YAML: base RM"}
+    )
+    reward_model_init: str = field(
+        default="previous",
+        metadata={"help": "each round's RMs start from: 'sft' (the paper: the chat model, retrained on every batch "
+                  "plus the base data) or 'previous' (the last round's RMs, round 0 = the base RMs, trained on "
+                  "every batch so far; far cheaper)"},
+    )  # fmt: skip
+    rm_update_config: str = field(
+        default="recipes/configs/rlhf_round/reward_model_update.yaml",
+        metadata={"help": "YAML: the per-round RM training of reward_model_init=previous"},
+    )
+    helpfulness_rm: str | None = field(default=None, metadata={"help": "base helpfulness RM (skips training it)"})
+    safety_rm: str | None = field(default=None, metadata={"help": "base safety RM (skips training it)"})
+    rejection_sampling_config: str = field(
+        default="recipes/configs/rlhf_round/rejection_sampling.yaml", metadata={"help": "YAML"}
+    )
+    ppo_config: str = field(default="recipes/configs/rlhf_round/ppo.yaml", metadata={"help": "YAML"})
     ppo_from_round: int = field(default=4, metadata={"help": "first round with PPO on top of rejection sampling"})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
     pairs_per_round: int = field(default=600, metadata={"help": "world prompts labelled per data set and round"})
@@ -81,6 +101,8 @@ class RoundsConfig:
             value = getattr(self, name)
             if value is not None and "{round}" not in value:
                 raise ValueError(f"{name}: expected a path with '{{round}}' in it, got {value!r}")
+        if self.reward_model_init not in ("sft", "previous"):
+            raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
         if self.pairs_per_round <= 0:
             raise ValueError(f"pairs_per_round: must be positive, got {self.pairs_per_round}")
 
@@ -177,6 +199,8 @@ class Rounds:
     def run(self) -> dict[str, Any]:
         """Run every round up to `config.round`; returns the manifest."""
         policy = self.round_zero()
+        if self.config.reward_model_init == "previous":
+            self.base_reward_models = {target: self.base_reward_model(target) for target in ("helpfulness", "safety")}
         for round_number in range(1, self.config.round + 1):
             policy = self.run_round(round_number, policy)
         return self.manifest.data
@@ -198,6 +222,20 @@ class Rounds:
             "config": self.config.sft_config, "parent": pretrained["final"],
         })  # fmt: skip
         return Path(chat["final"])
+
+    def base_reward_model(self, target: str) -> Path:
+        """Round 0's reward model of `target` (given, or trained once from the SFT model on the base data)."""
+        given = getattr(self.config, f"{target}_rm")
+        if given:
+            return require_model_dir(given, f"{target}_rm")
+        from .reward_model import RewardModelConfig, train_reward_model
+
+        def train(folder: Path) -> dict[str, Any]:
+            config = stage_config(RewardModelConfig, getattr(self.config, f"{target}_rm_config"),
+                                  model=str(self.sft_model), target=target, output_dir=str(folder))  # fmt: skip
+            return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config)}
+
+        return Path(self.run_stage(0, f"reward_model_{target}", train)["final"])
 
     @property
     def sft_model(self) -> Path:
@@ -264,11 +302,23 @@ class Rounds:
     def train_reward_model(self, n: int, target: str, folder: Path) -> dict[str, Any]:
         from .reward_model import RewardModelConfig, train_reward_model
 
-        world = [] if self.config.helpfulness_pairs else ["world"]
+        if self.config.reward_model_init == "previous":  # continue the last round's RM on every batch so far
+            parent = (
+                self.base_reward_models[target]
+                if n == 1
+                else self.stage_dir(n - 1, f"reward_model_{target}") / "final"
+            )
+            yaml_path, world = self.config.rm_update_config, []
+        else:  # the paper: from the chat model, on the base data and every batch
+            parent = self.sft_model
+            yaml_path, world = (
+                getattr(self.config, f"{target}_rm_config"),
+                [] if self.config.helpfulness_pairs else ["world"],
+            )
         config = stage_config(
             RewardModelConfig,
-            self.config.reward_model_config,
-            model=str(self.sft_model),
+            yaml_path,
+            model=str(parent),
             target=target,
             output_dir=str(folder),
             helpfulness_data=",".join(world + self.collected(n, "helpfulness")),
@@ -278,7 +328,7 @@ class Rounds:
             seed=self.config.seed + n,
         )
         final = train_reward_model(config)
-        return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(self.sft_model)}
+        return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent)}
 
     def rejection_sample(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
         from .rejection_sampling import RejectionSamplingConfig, run_rejection_sampling

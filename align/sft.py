@@ -23,14 +23,13 @@ from typing import Any
 
 import datasets
 import trl
-from peft import PeftModel
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .checkpoint import require_model_dir, run_trainer, save_pretrained_atomic
+from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import DialogueError, load_tokenizer, tokenize_dialogue
 from .io import load_table
-from .lora import lora_config, parse_lora_setting
+from .lora import adapter_finalizer, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM
 from .tracking import JsonlMetricsCallback
 
@@ -157,11 +156,5 @@ def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Pa
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
     output_dir = Path(config.output_dir)
-
-    def merge_adapters(trained):
-        if isinstance(trained, PeftModel):
-            save_pretrained_atomic(trained, tokenizer, output_dir / "adapter")
-            return trained.merge_and_unload() if config.merge_lora else trained
-        return trained
-
-    return run_trainer(trainer, config, tokenizer, finalize=merge_adapters, dialogues=len(dataset), lora=config.lora)
+    finalize = adapter_finalizer(tokenizer, output_dir / "adapter", merge=config.merge_lora)
+    return run_trainer(trainer, config, tokenizer, finalize=finalize, dialogues=len(dataset), lora=config.lora)

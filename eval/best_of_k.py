@@ -46,7 +46,9 @@ def sweep(models: dict, tokenizer, prompts: list[WorldPrompt], k: int, temperatu
     )  # fmt: skip
     records = []
     for prompt in prompts:
-        record = best_of_k(models["policy"], tokenizer, models["helpful"], models["safety"], prompt.to_record(), config)
+        record = best_of_k(
+            models["policy"], tokenizer, models["helpful"], models["safety"], prompt.to_record(), config
+        )
         record["gold"] = [gold_helpfulness(prompt, answer) for answer in record["candidates"]]
         record["violation"] = [float(is_violation(prompt, answer)) for answer in record["candidates"]]
         records.append(record)

@@ -67,7 +67,9 @@ def evaluate_round(
         judge = {name: [gold_reward(p, a) for p, a in zip(test_prompts, texts)] for name, texts in answers.items()}
     else:
         tokenizer = load_tokenizer(checkpoints["policy"])
-        helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]) for t in ("helpfulness", "safety"))
+        helpful, safety = (
+            AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]) for t in ("helpfulness", "safety")
+        )
         is_safety = torch.tensor([p.is_safety for p in test_prompts])
         messages = [p.messages for p in test_prompts]
         judge = {
@@ -133,7 +135,9 @@ def write_report(run_dir: Path) -> Path:
     if sft_answers.is_file():
         judged[0] = [r["judge"] for r in read_jsonl(sft_answers)]
     for row in rows:
-        judged[row["round"]] = [r["judge"] for r in read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")]
+        judged[row["round"]] = [
+            r["judge"] for r in read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")
+        ]
     elo = elo_scores(judged)
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
     lines = [
@@ -152,7 +156,8 @@ def write_report(run_dir: Path) -> Path:
         lines.append(
             f"| {row['round']} | {stages} | {row['gold_helpfulness']:.3f} | {row['violation_rate']:.3f} | "
             f"{row['false_refusal_rate']:.3f} | {row['win_rate_vs_sft']:.3f} | {row['win_rate_vs_previous']:.3f} | "
-            f"{row.get('helpfulness_rm/accuracy', float('nan')):.3f} | {row.get('safety_rm/accuracy', float('nan')):.3f} "
+            f"{row.get('helpfulness_rm/accuracy', float('nan')):.3f} | "
+            f"{row.get('safety_rm/accuracy', float('nan')):.3f} "
             f"| {elo[row['round']]:.0f} |"
         )
     lines += ["", "![progress](progress.png)", ""]

@@ -1,7 +1,7 @@
 """Train a Llama 2 reward model (PIPELINE.md §5) and report its accuracy by preference strength.
 
-    python recipes/reward_model.py --config recipes/configs/reward_model/world_small.yaml --target helpfulness
-    python recipes/reward_model.py --config recipes/configs/reward_model/world_small.yaml --target safety
+    python recipes/reward_model.py --config recipes/configs/reward_model/world_small_helpfulness.yaml
+    python recipes/reward_model.py --config recipes/configs/reward_model/world_small_safety.yaml
     accelerate launch recipes/reward_model.py --config recipes/configs/reward_model/7b.yaml --target safety
 
 Writes `<output_dir>/final` (the reward model) and `<output_dir>/eval/` (metrics.json, predictions.jsonl,

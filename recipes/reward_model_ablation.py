@@ -1,7 +1,7 @@
 """Margin ablation (PIPELINE.md §5, paper Table 28): the same reward model trained with margin none / small /
 large on the same data, evaluated on the same held-out pairs, printed as one table.
 
-    python recipes/reward_model_ablation.py --config recipes/configs/reward_model/world_small.yaml --target helpfulness
+    python recipes/reward_model_ablation.py --config recipes/configs/reward_model/world_small_helpfulness.yaml
 
 Takes every option of `recipes/reward_model.py`; each scheme runs in `<output_dir>/margin-<scheme>/`.
 """

@@ -1,6 +1,7 @@
 """A Hub-compatible HTTP server on 127.0.0.1, only as wide as the endpoints `huggingface_hub` calls to push and
-pull a model folder: create a repo, create a branch, preupload (every file "regular"), validate a model card's YAML, commit
-(NDJSON with base64 files), repo info and file tree at a revision, and resolve (download) a file. Repos live in memory; a commit is a
+pull a model folder: create a repo, create a branch, preupload (every file "regular"), validate a model
+card's YAML, commit (NDJSON with base64 files), repo info and file tree at a revision, and resolve
+(download) a file. Repos live in memory; a commit is a
 full file map, so a revision pulls exactly what was pushed to it. Write endpoints need the server's token.
 """
 
@@ -71,9 +72,15 @@ def make_handler(state: HubState, endpoint: str):
             with state.lock:
                 if path == "/api/repos/create":
                     request = json.loads(payload)
-                    repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
+                    repo_id = (
+                        f"{request['organization']}/{request['name']}"
+                        if request.get("organization")
+                        else request["name"]
+                    )
                     if repo_id in state.repos:
-                        return self.reply(409, {"error": "You already created this model repo", "url": f"{endpoint}/{repo_id}"})
+                        return self.reply(
+                            409, {"error": "You already created this model repo", "url": f"{endpoint}/{repo_id}"}
+                        )
                     state.repos[repo_id] = {"branches": {}, "commits": {}}
                     state.commit(repo_id, "main", {}, "initial commit")
                     return self.reply(200, {"url": f"{endpoint}/{repo_id}", "name": repo_id})
@@ -121,7 +128,10 @@ def make_handler(state: HubState, endpoint: str):
                         repo = state.repos.get(repo_id)
                         if repo is None:
                             return self.reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
-                        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo["branches"].items()]
+                        branches = [
+                            {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s}
+                            for n, s in repo["branches"].items()
+                        ]
                         return self.reply(200, {"branches": branches, "tags": [], "converts": []})
                     resolved = state.resolve(repo_id, revision)
                     if resolved is None:

@@ -121,7 +121,11 @@ def test_clipped_objective_matches_a_hand_computation():
 
 def tiny_models(tokenizer, seed=0):
     config = AlignLlamaConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id, num_labels=1
+        "tiny",
+        vocab_size=len(tokenizer),
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
     )
     torch.manual_seed(seed)
     policy = AlignLlamaForCausalLM(config)
@@ -287,3 +291,25 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "mini_batch_size: 3 does not divide batch_size 8" in result.stderr
+
+
+def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer):
+    """With `lora`, pi_0 is the policy with its adapters disabled: no reference copy, KL 0 at the start (the
+    adapters start at zero), KL > 0 once trained, and the final checkpoint has the adapters merged."""
+    policy, _, value, helpful, safety = tiny_models(tokenizer)
+    for name, model in (("policy", policy), ("helpful", helpful), ("safety", safety)):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    config = ppo_config(
+        tmp_path, policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "helpful"),
+        safety_rm=str(tmp_path / "safety"), lora={"r": 4, "alpha": 8, "dropout": 0.0}, num_iterations=3, lr=1e-2,
+    )  # fmt: skip
+    trainer = PPOTrainer.from_config(config, PROMPTS)
+    assert trainer.reference is None
+    rollout, stats = trainer.rollout(trainer.batch_prompts(0), {})
+    assert stats["objective/kl"] == 0.0
+    trainer.train()
+    metrics = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").open()]
+    assert metrics[-1]["objective/kl"] != 0.0
+    merged = AlignLlamaForCausalLM.from_pretrained(tmp_path / "ppo" / "final")
+    assert not any("lora" in name for name in merged.state_dict())

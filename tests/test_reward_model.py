@@ -97,3 +97,28 @@ def test_bad_records_and_configs_are_clear_errors(tmp_path):
         RewardModelConfig(model="m", margin_scheme="medium")
     with pytest.raises(FileNotFoundError, match="model: .* does not exist"):
         train_reward_model(RewardModelConfig(model=str(tmp_path / "missing"), output_dir=str(tmp_path / "rm")))
+
+
+def test_lora_reward_model_trains_adapters_and_merges_to_the_same_scores(chat_model, tmp_path):
+    """A LoRA fine-tune of a chat checkpoint into a reward model: the adapter folder (base + adapters + the
+    trained score head) and the merged final model give the same rewards."""
+    from peft import PeftModel
+
+    final = train_reward_model(
+        RewardModelConfig(
+            model=str(chat_model), target="helpfulness", output_dir=str(tmp_path / "rm"), world_pairs=60,
+            max_length=256, lr=1e-3, per_device_batch_size=8, gradient_accumulation_steps=1, save_steps=1000,
+            lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        )
+    )  # fmt: skip
+    tokenizer = load_tokenizer(final)
+    base = AlignLlamaForSequenceClassification.from_pretrained(chat_model, num_labels=1)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    adapted = PeftModel.from_pretrained(base, tmp_path / "rm" / "adapter").eval()
+    merged = AlignLlamaForSequenceClassification.from_pretrained(final).eval()
+    pairs = held_out_pairs(20)
+    prompts, answers = list(pairs["prompt"]), [c[0]["content"] for c in pairs["chosen"]]
+    merged_scores = score(merged, tokenizer, prompts, answers).raw
+    adapter_scores = score(adapted, tokenizer, prompts, answers).raw
+    assert merged_scores.abs().sum() > 0
+    assert merged_scores.tolist() == pytest.approx(adapter_scores.tolist(), abs=1e-4)

@@ -25,10 +25,12 @@ def write_yaml(path: Path, values: dict) -> str:
 def stage_configs(tmp_path):
     """Tiny stage configs: a few steps each, short answers."""
     return dict(
-        reward_model_config=write_yaml(tmp_path / "rm.yaml", dict(
+        helpfulness_rm_config=write_yaml(tmp_path / "rm.yaml", dict(
             model="-", world_pairs=300, max_length=256, num_train_epochs=1, lr=1e-3, per_device_batch_size=16,
             gradient_accumulation_steps=1, logging_steps=10, save_steps=1000,
         )),
+        safety_rm_config=str(tmp_path / "rm.yaml"),
+        rm_update_config=str(tmp_path / "rm.yaml"),
         rejection_sampling_config=write_yaml(tmp_path / "rs.yaml", dict(
             policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=12, num_samples=4, max_new_tokens=24,
             finetune_lr=1e-3, finetune_epochs=1, finetune_batch_size=8, max_length=256,
@@ -45,8 +47,9 @@ def evaluate(n, checkpoints, folder):
 
 
 def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, chat_model, stage_configs):
+    """The paper's variant (`reward_model_init: sft`): every round's RMs retrained from the chat model."""
     config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
-                          ppo_from_round=2, pairs_per_round=60, **stage_configs)  # fmt: skip
+                          ppo_from_round=2, pairs_per_round=60, reward_model_init="sft", **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "demo"
     for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "evaluate"):
@@ -71,8 +74,12 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, cha
     assert "| 0 (SFT) |" in report and "| 2 |" in report and (run / "progress.png").stat().st_size > 0
 
 
-def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
+def test_a_round_killed_mid_stage_resumes_where_it_stopped(
+    tmp_path, chat_model, reward_models, stage_configs, monkeypatch
+):
+    """The default variant (`reward_model_init: previous`), from given base reward models."""
     config = RoundsConfig(round=1, name="killed", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
+                          helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]),
                           pairs_per_round=60, **stage_configs)  # fmt: skip
     import align.sft
 
@@ -92,7 +99,8 @@ def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model,
     assert sum(len(text.splitlines()) for text in shards.values()) == 12
 
     monkeypatch.setattr(align.sft, "sft", real_sft)
-    Rounds(config, evaluate_round=evaluate).run()
+    manifest = Rounds(config, evaluate_round=evaluate).run()
+    assert manifest["rounds"]["1"]["reward_model_safety"]["parent"] == str(reward_models["safety"])
     for stage, mtime in finished.items():
         assert (round_dir / stage / ROUND_STAGE_MARKER).stat().st_mtime_ns == mtime, stage  # not rerun
     assert {p.name: p.read_text() for p in (round_dir / "rejection_sampling" / "shards").glob("*.jsonl")} == shards

@@ -106,7 +106,9 @@ def run_trl(paths, tokenizer, prompts, args, folder: Path) -> dict:
     timer = _Timer(steps_per_iteration)
     trainer = trl.RLOOTrainer(
         model=AlignLlamaForCausalLM.from_pretrained(paths["policy"]),
-        reward_funcs=[AlignLlamaForSequenceClassification.from_pretrained(paths[n]) for n in ("helpfulness_rm", "safety_rm")],
+        reward_funcs=[
+            AlignLlamaForSequenceClassification.from_pretrained(paths[n]) for n in ("helpfulness_rm", "safety_rm")
+        ],
         args=config,
         train_dataset=datasets.Dataset.from_list([{"prompt": p.messages} for p in prompts]),
         processing_class=tokenizer,
@@ -152,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     total = ours["time/generation"] + ours["time/scoring"] + ours["time/update"]
     print(
         "align PPO time: "
-        + ", ".join(f"{n.split('/')[1]} {ours[n] / total:.0%}" for n in ("time/generation", "time/scoring", "time/update"))
+        + ", ".join(
+            f"{n.split('/')[1]} {ours[n] / total:.0%}" for n in ("time/generation", "time/scoring", "time/update")
+        )
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
