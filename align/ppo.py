@@ -104,6 +104,7 @@ class PPOConfig:
     save_steps: int = field(default=20, metadata={"help": "checkpoint every N iterations"})
     save_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log metrics every N iterations"})
+    report_to: str = field(default="none", metadata={"help": "none, or tensorboard (<output_dir>/runs) too"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order and sampling"})
     resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
 
@@ -127,6 +128,8 @@ class PPOConfig:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: expected no, bf16 or fp16, got {self.mixed_precision!r}")
         self.lora = parse_lora_setting(self.lora)
+        if self.report_to not in ("none", "tensorboard"):
+            raise ValueError(f"report_to: expected none or tensorboard, got {self.report_to!r}")
 
 
 # ---- the math, as functions of tensors ---------------------------------------------------------------------
@@ -292,7 +295,11 @@ class PPOTrainer:
         self.iteration = 0
         self.episodes = 0
         self.output_dir = Path(config.output_dir)
-        self.metrics = MetricsWriter(self.output_dir / METRICS_FILE, enabled=self.accelerator.is_main_process)
+        self.metrics = MetricsWriter(
+            self.output_dir / METRICS_FILE,
+            enabled=self.accelerator.is_main_process,
+            tensorboard_dir=str(self.output_dir / "runs") if config.report_to == "tensorboard" else None,
+        )
 
     # -- construction from checkpoints ---------------------------------------------------------------------
 

@@ -21,13 +21,19 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsWriter:
-    """Append `{"step": ..., "time": ..., **metrics}` lines to `path`."""
+    """Append `{"step": ..., "time": ..., **metrics}` lines to `path`; with `tensorboard_dir`, also write every
+    number as a TensorBoard scalar there (needs the `tensorboard` package)."""
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, tensorboard_dir: str | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self.tensorboard = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if tensorboard_dir:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(tensorboard_dir)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -36,6 +42,11 @@ class MetricsWriter:
         with self.path.open("a") as file:
             file.write(json.dumps(record, default=float) + "\n")
             file.flush()
+        if self.tensorboard is not None:
+            for name, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(name, value, step)
+            self.tensorboard.flush()
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -224,7 +224,7 @@ def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_pat
     config = ppo_config(
         tmp_path, policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
         safety_rm=str(reward_models["safety"]), num_iterations=10, batch_size=32, mini_batch_size=8, lr=2e-4,
-        response_length=24, save_steps=100, forward_batch_size=32,
+        response_length=24, save_steps=100, forward_batch_size=32, report_to="tensorboard",
     )  # fmt: skip
     gold = lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)  # noqa: E731
     PPOTrainer.from_config(config, prompts, gold_scorer=gold).train()
@@ -235,6 +235,7 @@ def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_pat
     assert metrics[-1]["objective/kl"] > 0
     for name in ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/value_avg", "time/generation", "eps"):
         assert name in metrics[-1]
+    assert list((tmp_path / "ppo" / "runs").glob("events.out.tfevents.*"))  # the TensorBoard mirror
 
 
 def saved_weights(folder):
