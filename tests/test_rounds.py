@@ -35,6 +35,14 @@ def stage_configs(tmp_path):
             policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=12, num_samples=4, max_new_tokens=24,
             finetune_lr=1e-3, finetune_epochs=1, finetune_batch_size=8, max_length=256,
         )),
+        pretrain_config=write_yaml(tmp_path / "pretrain.yaml", dict(
+            model_preset="tiny", seq_length=128, per_device_batch_size=8, max_steps=40, warmup_steps=5, lr=3e-3,
+            save_steps=1000, logging_steps=20, world_documents=800,
+        )),
+        sft_config=write_yaml(tmp_path / "sft.yaml", dict(
+            world_dialogues=120, max_length=512, num_train_epochs=1, lr=3e-3, per_device_batch_size=8,
+            gradient_accumulation_steps=1, logging_steps=10, save_steps=1000,
+        )),
         ppo_config=write_yaml(tmp_path / "ppo.yaml", dict(
             policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=32, num_iterations=2, batch_size=8,
             mini_batch_size=4, response_length=16, lr=1e-5, forward_batch_size=8, save_steps=1,
@@ -46,12 +54,16 @@ def evaluate(n, checkpoints, folder):
     return REPORT["evaluate_round"](n, checkpoints, folder, prompts=20, max_new_tokens=16)
 
 
-def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, chat_model, stage_configs):
-    """The paper's variant (`reward_model_init: sft`): every round's RMs retrained from the chat model."""
-    config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
-                          ppo_from_round=2, pairs_per_round=60, reward_model_init="sft", **stage_configs)  # fmt: skip
+def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, stage_configs):
+    """From scratch (round 0 = pretraining + SFT) with the paper's variant (`reward_model_init: sft`): every
+    round's reward models retrained from the chat model."""
+    config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), ppo_from_round=2,
+                          pairs_per_round=60, reward_model_init="sft", **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "demo"
+    for stage in ("pretrain", "sft"):
+        assert (run / "round-0" / stage / ROUND_STAGE_MARKER).is_file()
+    assert manifest["rounds"]["1"]["reward_model_helpfulness"]["parent"] == str(run / "round-0" / "sft" / "final")
     for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "evaluate"):
         for n in (1, 2):
             assert (run / f"round-{n}" / stage / ROUND_STAGE_MARKER).is_file(), (n, stage)
@@ -74,12 +86,9 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, cha
     assert "| 0 (SFT) |" in report and "| 2 |" in report and (run / "progress.png").stat().st_size > 0
 
 
-def test_a_round_killed_mid_stage_resumes_where_it_stopped(
-    tmp_path, chat_model, reward_models, stage_configs, monkeypatch
-):
-    """The default variant (`reward_model_init: previous`), from given base reward models."""
+def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
+    """The default variant (`reward_model_init: previous`): base RMs trained once in round 0, then updated."""
     config = RoundsConfig(round=1, name="killed", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
-                          helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]),
                           pairs_per_round=60, **stage_configs)  # fmt: skip
     import align.sft
 
@@ -100,7 +109,9 @@ def test_a_round_killed_mid_stage_resumes_where_it_stopped(
 
     monkeypatch.setattr(align.sft, "sft", real_sft)
     manifest = Rounds(config, evaluate_round=evaluate).run()
-    assert manifest["rounds"]["1"]["reward_model_safety"]["parent"] == str(reward_models["safety"])
+    base = tmp_path / "runs" / "killed" / "round-0" / "reward_model_safety" / "final"
+    assert manifest["rounds"]["0"]["reward_model_safety"]["final"] == str(base)
+    assert manifest["rounds"]["1"]["reward_model_safety"]["parent"] == str(base)
     for stage, mtime in finished.items():
         assert (round_dir / stage / ROUND_STAGE_MARKER).stat().st_mtime_ns == mtime, stage  # not rerun
     assert {p.name: p.read_text() for p in (round_dir / "rejection_sampling" / "shards").glob("*.jsonl")} == shards
