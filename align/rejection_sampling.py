@@ -10,8 +10,9 @@ otherwise.
 Distributed with accelerate: process r takes every n-th prompt and appends each result, as soon as it has it,
 to `shards/shard-r.jsonl` (one flushed line per prompt). A restarted run reads every shard, skips the prompts
 already done (a line cut short by a kill is ignored), and the main process merges the shards into
-`kept.jsonl` (written atomically) in prompt order. Fine-tuning on the kept answers is the SFT stage's job; the
-recipe and the round orchestrator chain the two (a stage never imports another).
+`kept.jsonl` (written atomically) in prompt order; a prompt whose K answers are all empty keeps nothing.
+Fine-tuning on the kept answers is the SFT stage's job; the recipe and the round orchestrator chain the two
+(a stage never imports another).
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def best_of_k(
     safety = score(safety_rm, tokenizer, prompts, answers, config.score_batch_size).sigmoid
     is_safety = torch.full((len(answers),), record["is_safety"], dtype=torch.bool)
     rewards = gated_reward(safety, helpful, is_safety, config.safety_threshold)
-    best = int(rewards.argmax())
+    # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
+    eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in answers]), float("-inf"))
+    best = int(eligible.argmax()) if torch.isfinite(eligible).any() else None
     return {
         **record,
         "candidates": answers,
@@ -130,7 +133,11 @@ def best_of_k(
         "helpfulness_scores": helpful.tolist(),
         "safety_scores": safety.tolist(),
         "best": best,
-        "messages": [*record["prompt"], {"role": "assistant", "content": answers[best]}],
+        **(
+            {"messages": [*record["prompt"], {"role": "assistant", "content": answers[best]}]}
+            if best is not None
+            else {}
+        ),
     }
 
 
@@ -171,15 +178,17 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     state.wait_for_everyone()
     kept = output_dir / "kept.jsonl"
     if state.is_main_process:
-        results = read_shards(shard_dir)
-        atomic_write_jsonl(kept, (results[r["id"]] for r in prompts))
+        results = [read_shards(shard_dir)[r["id"]] for r in prompts]
+        answered = [r for r in results if r["best"] is not None]  # every sample empty: nothing to keep
+        atomic_write_jsonl(kept, answered)
         mark_done(
             output_dir,
             kept=str(kept),
             prompts=len(prompts),
+            without_answer=len(results) - len(answered),
             resumed=len(done),
             processes=state.num_processes,
-            mean_best_reward=statistics.fmean(results[r["id"]]["rewards"][results[r["id"]]["best"]] for r in prompts),
+            mean_best_reward=statistics.fmean(r["rewards"][r["best"]] for r in answered) if answered else None,
         )
     state.wait_for_everyone()
     return kept
@@ -210,4 +219,3 @@ def picked_curve(records: list[dict[str, Any]], values: str, by: str = "rewards"
         best = [max(range(k), key=lambda i: r[by][i]) for r in records]
         picked.append(statistics.fmean(r[values][i] for r, i in zip(records, best)))
     return picked
-

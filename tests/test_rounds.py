@@ -77,7 +77,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
     assert "torch" in manifest["versions"]
     on_disk = json.loads((run / "manifest.json").read_text())
-    assert set(on_disk["rounds"]) == {"1", "2"}
+    assert set(on_disk["rounds"]) == {"0", "1", "2"}
     for n in (1, 2):
         metrics = json.loads((run / f"round-{n}" / "evaluate" / "metrics.json").read_text())
         assert 0 <= metrics["gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_sft"] <= 1
