@@ -150,7 +150,8 @@ def write_report(run_dir: Path) -> Path:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     if 0 in elo:
-        lines.append(f"| 0 (SFT) | pretrain, sft | | | | | | | | {elo[0]:.0f} |")
+        round_zero = ", ".join(manifest.get("rounds", {}).get("0", {})) or "given checkpoints"
+        lines.append(f"| 0 (SFT) | {round_zero} | | | | | | | | {elo[0]:.0f} |")
     for row in rows:
         stages = ", ".join(s for s in manifest.get("rounds", {}).get(str(row["round"]), {}) if s != "evaluate")
         lines.append(
