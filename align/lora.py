@@ -61,3 +61,27 @@ def adapter_finalizer(tokenizer: Any, adapter_dir: Path, merge: bool = True) -> 
         return trained.merge_and_unload() if merge else trained
 
     return finalize
+
+
+def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, base: str | Path | None = None) -> Path:
+    """Merge a saved LoRA adapter into its base model and save the full model (and tokenizer) atomically.
+
+    The base is `base`, else the adapter's own `base_model_name_or_path`; the model class is chosen from the
+    adapter's task type (causal LM or reward model)."""
+    from peft import PeftConfig
+
+    from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+
+    adapter_dir = Path(adapter_dir)
+    settings = PeftConfig.from_pretrained(str(adapter_dir))
+    base = Path(base or settings.base_model_name_or_path)
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"base model of {adapter_dir}: no checkpoint at {base}; pass base=...")
+    model_class = AlignLlamaForSequenceClassification if settings.task_type == "SEQ_CLS" else AlignLlamaForCausalLM
+    model = PeftModel.from_pretrained(model_class.from_pretrained(base), str(adapter_dir)).merge_and_unload()
+    tokenizer = None
+    if (adapter_dir / "tokenizer_config.json").is_file() or (base / "tokenizer_config.json").is_file():
+        from .data import load_tokenizer
+
+        tokenizer = load_tokenizer(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base)
+    return save_pretrained_atomic(model, tokenizer, output_dir)

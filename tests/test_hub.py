@@ -76,3 +76,26 @@ def test_a_local_folder_works_as_a_target(tmp_path, checkpoint):
     assert same_weights(checkpoint, pulled)
     with pytest.raises(HubError, match="no checkpoint at"):
         pull_checkpoint(f"{store}@round-9", tmp_path / "missing")
+
+
+def test_a_lora_adapter_is_pushed_pulled_and_merged_to_the_same_logits(tmp_path, checkpoint, hub):
+    from peft import get_peft_model
+
+    from align.lora import lora_config, merge_adapter
+
+    model = get_peft_model(AlignLlamaForCausalLM.from_pretrained(checkpoint), lora_config({"r": 4, "dropout": 0.0}))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)  # as if trained: B starts at zero
+    model.save_pretrained(tmp_path / "adapter")
+    push_checkpoint(tmp_path / "adapter", "me/adapters", "round-1-sft-lora", endpoint=hub.endpoint,
+                    token="hf_test_token")  # fmt: skip
+    pulled = pull_checkpoint("me/adapters@round-1-sft-lora", tmp_path / "pulled", endpoint=hub.endpoint)
+    merged = AlignLlamaForCausalLM.from_pretrained(merge_adapter(pulled, tmp_path / "merged", base=checkpoint))
+    ids = torch.randint(3, 250, (1, 12))  # the tiny model's vocabulary is 256
+    with torch.no_grad():
+        expected, got = model.eval()(input_ids=ids).logits, merged.eval()(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, AlignLlamaForCausalLM.from_pretrained(checkpoint)(input_ids=ids).logits)
