@@ -53,7 +53,7 @@ from .generation import chat_prompt_texts, sample_tokens
 from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import check_prompt_lengths
-from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score
+from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
 from .tracking import METRICS_FILE, MetricsWriter
 
 GoldScorer = Callable[[dict[str, Any], str], float]
@@ -405,11 +405,10 @@ class PPOTrainer:
         helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
         safety = score(self.safety_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
         is_safety = torch.tensor([bool(r.get("is_safety", False)) for r in records])
-        # Whitening is over the whole batch, so every process's rewards share one scale.
-        everything = self.accelerator.gather(torch.stack([safety, helpful, is_safety.float()]).to(logprobs.device))
-        everything = everything.view(self.accelerator.num_processes, 3, -1).permute(1, 0, 2).reshape(3, -1).cpu()
+        # Whitening is over the whole batch (every process's rows, in process order), so rewards share one scale.
+        gathered = [self.accelerator.gather(t.to(logprobs.device)).cpu() for t in (safety, helpful, is_safety.float())]
         rank, local = self.accelerator.process_index, len(records)
-        sequence_reward = ppo_reward(everything[0], everything[1], everything[2].bool(), config.safety_threshold)
+        sequence_reward = ppo_reward(*gathered, config.safety_threshold)
         sequence_reward = sequence_reward[rank * local : (rank + 1) * local].to(logprobs.device)
         timings["time/scoring"] = time.perf_counter() - started
 
@@ -419,8 +418,7 @@ class PPOTrainer:
         rewards[torch.arange(len(records)), last] += sequence_reward
         advantages, returns = compute_gae(rewards, values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
-            selected = advantages[mask]
-            advantages = ((advantages - selected.mean()) * torch.rsqrt(selected.var(unbiased=False) + 1e-8)) * mask
+            advantages = whiten(advantages, mask) * mask
         gated = gated_reward(safety, helpful, is_safety, config.safety_threshold)
         stats = {
             "objective/kl": kl.sum(1).mean().item(),
@@ -497,8 +495,8 @@ class PPOTrainer:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                entropy = masked_mean(-(F.softmax(logits[:, -width - 1 : -1].float(), -1) * F.log_softmax(
-                    logits[:, -width - 1 : -1].float(), -1)).sum(-1), rollout.mask[rows])  # fmt: skip
+                log_distribution = F.log_softmax(logits[:, -width - 1 : -1].float(), dim=-1)
+                entropy = masked_mean(-(log_distribution.exp() * log_distribution).sum(-1), rollout.mask[rows])
                 for name, value in {**losses, "entropy": entropy}.items():
                     totals.setdefault(name, []).append(value.item())
         timings["time/update"] = time.perf_counter() - started

@@ -7,6 +7,7 @@ their gold answer `key` (a JSON string) so that the gold scorers can judge what 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,27 @@ def load_prompts(
     if not records:
         raise ValueError(f"prompts {path}: the file has no prompts")
     return records
+
+
+def stage_prompts(config: Any) -> list[dict[str, Any]]:
+    """The prompts a stage config names with its `prompts`, `world_seed`, `world_prompts` and
+    `world_prompt_seed` fields (rejection sampling and PPO share them)."""
+    return load_prompts(
+        config.prompts,
+        world_seed=config.world_seed,
+        world_prompts=config.world_prompts,
+        world_prompt_seed=config.world_prompt_seed,
+    )
+
+
+def world_gold_scorer(records: list[dict[str, Any]]) -> Callable[[dict[str, Any], str], float] | None:
+    """The world's gold reward of an answer to a prompt record, when every record is a world prompt (has its
+    gold `key`); None for a user's prompts, which have no gold."""
+    if not all("key" in record for record in records):
+        return None
+    from .world import WorldPrompt, gold_reward
+
+    return lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)
 
 
 def check_prompt_lengths(tokenizer: Any, records: list[dict[str, Any]], context: int, max_new_tokens: int) -> None:

@@ -34,7 +34,7 @@ from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl, atomic_write_text
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
-from .prompts import check_prompt_lengths, load_prompts
+from .prompts import check_prompt_lengths, stage_prompts
 from .rewards import SAFETY_THRESHOLD, gated_reward, score
 
 
@@ -57,6 +57,10 @@ class RejectionSamplingConfig:
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
     seed: int = field(default=0, metadata={"help": "run seed; each prompt's seed derives from it and its id"})
+    finetune_lr: float = field(default=2e-5, metadata={"help": "SFT on the kept answers: peak learning rate"})
+    finetune_epochs: float = field(default=2.0, metadata={"help": "SFT on the kept answers: epochs"})
+    finetune_batch_size: int = field(default=16, metadata={"help": "SFT on the kept answers: dialogues per step"})
+    max_length: int = field(default=4096, metadata={"help": "SFT on the kept answers: tokens per dialogue"})
 
     def __post_init__(self) -> None:
         for name in ("policy", "helpfulness_rm", "safety_rm"):
@@ -67,6 +71,19 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+
+
+def finetune_settings(config: RejectionSamplingConfig) -> dict[str, Any]:
+    """`SFTConfig` keywords of the fine-tune on the kept answers (built by the recipe and by the rounds, which
+    chain the two stages; the model, data and output folder are theirs to add)."""
+    return dict(
+        lr=config.finetune_lr,
+        num_train_epochs=config.finetune_epochs,
+        per_device_batch_size=config.finetune_batch_size,
+        gradient_accumulation_steps=1,
+        max_length=config.max_length,
+        seed=config.seed,
+    )
 
 
 def prompt_seed(run_seed: int, prompt_id: str) -> int:
@@ -151,12 +168,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
     helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)
     safety_rm = AlignLlamaForSequenceClassification.from_pretrained(models["safety_rm"]).to(state.device)
-    prompts = load_prompts(
-        config.prompts,
-        world_seed=config.world_seed,
-        world_prompts=config.world_prompts,
-        world_prompt_seed=config.world_prompt_seed,
-    )
+    prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 
     output_dir = Path(config.output_dir)

@@ -136,30 +136,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# The fine-tune keys of a rejection-sampling YAML (those of recipes/rejection_sampling.py) -> SFTConfig fields.
-FINETUNE_KEYS = {
-    "finetune_lr": "lr", "finetune_epochs": "num_train_epochs", "finetune_batch_size": "per_device_batch_size",
-    "max_length": "max_length",
-}  # fmt: skip
-IGNORED_RECIPE_KEYS = {"finetune", "pool"}  # the rounds always fine-tune, on their own pool
-
-
-def rejection_sampling_yaml(path: str) -> dict[str, Any]:
-    """A rejection-sampling recipe YAML: sampling fields and fine-tune keys; anything else is an error."""
-    import yaml
-
-    from .rejection_sampling import RejectionSamplingConfig
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"rejection_sampling_config: no file at {path}")
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    known = {f.name for f in dataclasses.fields(RejectionSamplingConfig)} | set(FINETUNE_KEYS) | IGNORED_RECIPE_KEYS
-    for key in values:
-        if key not in known:
-            raise ValueError(f"{path}: unknown key {key!r}")
-    return values
-
-
 def stage_config(config_class: type, yaml_path: str, **chained: Any) -> Any:
     """A stage's config: its YAML file, with the fields the rounds chain (paths, seeds) set on top."""
     values = load_yaml_config(yaml_path, config_class)
@@ -331,26 +307,27 @@ class Rounds:
         return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent)}
 
     def rejection_sample(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
-        from .rejection_sampling import RejectionSamplingConfig, run_rejection_sampling
+        from .rejection_sampling import RejectionSamplingConfig, finetune_settings, run_rejection_sampling
         from .sft import SFTConfig, sft
 
-        values = rejection_sampling_yaml(self.config.rejection_sampling_config)
-        sampling_fields = {f.name for f in dataclasses.fields(RejectionSamplingConfig)}
-        config = RejectionSamplingConfig(**{
-            **{k: v for k, v in values.items() if k in sampling_fields},
-            "policy": str(policy), "helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]),
-            "output_dir": str(folder), "world_seed": self.config.world_seed, "world_prompt_seed": n,
-            "seed": self.config.seed + n,
-        })  # fmt: skip
+        config = stage_config(
+            RejectionSamplingConfig,
+            self.config.rejection_sampling_config,
+            policy=str(policy),
+            helpfulness_rm=str(models["helpfulness"]),
+            safety_rm=str(models["safety"]),
+            output_dir=str(folder),
+            world_seed=self.config.world_seed,
+            world_prompt_seed=n,
+            seed=self.config.seed + n,
+        )
         kept = run_rejection_sampling(config)
         pool = [str(self.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in range(1, n)]
         finetune = SFTConfig(
             model=str(policy),
             output_dir=str(folder / "sft"),
             dataset=",".join([str(kept), *pool]),
-            seed=self.config.seed + n,
-            gradient_accumulation_steps=1,
-            **{FINETUNE_KEYS[k]: v for k, v in values.items() if k in FINETUNE_KEYS},
+            **finetune_settings(config),
         )
         final = sft(finetune)
         done = json.loads((folder / DONE_MARKER).read_text())
@@ -365,7 +342,7 @@ class Rounds:
 
     def ppo(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
         from .ppo import PPOConfig, PPOTrainer
-        from .prompts import load_prompts
+        from .prompts import stage_prompts, world_gold_scorer
 
         config = stage_config(
             PPOConfig,
@@ -379,18 +356,8 @@ class Rounds:
             world_prompt_seed=100 + n,
             seed=self.config.seed + n,
         )
-        prompts = load_prompts(
-            config.prompts,
-            world_seed=config.world_seed,
-            world_prompts=config.world_prompts,
-            world_prompt_seed=config.world_prompt_seed,
-        )
-        gold = None
-        if all("key" in record for record in prompts):
-            from .world import WorldPrompt, gold_reward
-
-            gold = lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)  # noqa: E731
-        final = PPOTrainer.from_config(config, prompts, gold_scorer=gold).train()
+        prompts = stage_prompts(config)
+        final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
         done = json.loads((folder / DONE_MARKER).read_text())
         return {
             "final": str(final),

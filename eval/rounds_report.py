@@ -30,13 +30,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from align.data import load_tokenizer  # noqa: E402
-from align.generation import chat_prompt_texts, complete  # noqa: E402
 from align.io import atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
 from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
 from align.reward_model import held_out_pairs  # noqa: E402
 from align.rewards import gated_reward, score  # noqa: E402
 from align.world import World, WorldPrompt, gold_reward  # noqa: E402
-from align.world.evaluation import score_answers  # noqa: E402
+from align.world.evaluation import evaluate_policy, score_answers  # noqa: E402
 
 REWARD_MODEL_REPORT = runpy.run_path(str(Path(__file__).resolve().parent / "reward_model_report.py"))
 COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft", "win_rate_vs_previous")
@@ -44,14 +43,17 @@ COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate
 
 def greedy_answers(model_dir: Path, prompts: list[WorldPrompt], max_new_tokens: int) -> list[str]:
     model = AlignLlamaForCausalLM.from_pretrained(model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
-    return complete(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=64)
+    return evaluate_policy(model, load_tokenizer(model_dir), prompts, max_new_tokens, batch_size=64)[1]
+
+
+def wins(first: list[float], second: list[float]) -> float:
+    """Prompts where the first answer is judged better; a tie counts half."""
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second))
 
 
 def win_rate(first: list[float], second: list[float]) -> float:
     """Share of prompts where the first answer is judged better; ties count half."""
-    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second)) / len(first)
+    return wins(first, second) / len(first)
 
 
 def evaluate_round(
@@ -108,13 +110,11 @@ def elo_scores(judged: dict[int, list[float]], iterations: int = 200) -> dict[in
     """Elo-scale ratings (Bradley-Terry fitted by minorization-maximization) from per-prompt judgements of
     every pair of rounds; a tie counts half a win each. The first round is pinned at 1000."""
     rounds = sorted(judged)
-    wins = {(a, b): 0.0 for a in rounds for b in rounds if a != b}
-    for a, b in itertools.permutations(rounds, 2):
-        wins[(a, b)] = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(judged[a], judged[b]))
+    won = {(a, b): wins(judged[a], judged[b]) for a, b in itertools.permutations(rounds, 2)}
     strength = {r: 1.0 for r in rounds}
     for _ in range(iterations):
         for r in rounds:
-            total_wins = sum(wins[(r, o)] for o in rounds if o != r) + 0.5  # a half-win prior keeps it finite
+            total_wins = sum(won[(r, o)] for o in rounds if o != r) + 0.5  # a half-win prior keeps it finite
             games = sum(len(judged[r]) / (strength[r] + strength[o]) for o in rounds if o != r) + 1 / strength[r]
             strength[r] = total_wins / games
     base = strength[rounds[0]]

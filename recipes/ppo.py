@@ -13,23 +13,14 @@ from pathlib import Path
 
 from align.config import exit_with_error, parse_config
 from align.ppo import PPOConfig, PPOTrainer
-from align.prompts import load_prompts
-from align.world import WorldPrompt, gold_reward
+from align.prompts import stage_prompts, world_gold_scorer
 
 
 def main() -> None:
     config = parse_config(PPOConfig)
     try:
-        prompts = load_prompts(
-            config.prompts,
-            world_seed=config.world_seed,
-            world_prompts=config.world_prompts,
-            world_prompt_seed=config.world_prompt_seed,
-        )
-        on_world = all("key" in record for record in prompts)
-        gold = (lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)) if on_world else None
-        trainer = PPOTrainer.from_config(config, prompts, gold_scorer=gold)
-        final = trainer.train()
+        prompts = stage_prompts(config)
+        final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
     except (FileNotFoundError, ValueError) as error:
         exit_with_error(str(error))
     print(f"PPO policy: {final} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})")

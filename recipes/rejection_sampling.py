@@ -20,7 +20,12 @@ from accelerate import PartialState  # noqa: E402
 
 from align.config import exit_with_error, parse_config  # noqa: E402
 from align.io import read_jsonl  # noqa: E402
-from align.rejection_sampling import RejectionSamplingConfig, best_of_k_curve, run_rejection_sampling  # noqa: E402
+from align.rejection_sampling import (  # noqa: E402
+    RejectionSamplingConfig,
+    best_of_k_curve,
+    finetune_settings,
+    run_rejection_sampling,
+)
 from align.sft import SFTConfig, sft  # noqa: E402
 
 
@@ -30,10 +35,6 @@ class RecipeConfig(RejectionSamplingConfig):
 
     finetune: bool = field(default=True, metadata={"help": "fine-tune the policy on the kept answers"})
     pool: str | None = field(default=None, metadata={"help": "comma-separated kept.jsonl files of earlier rounds"})
-    finetune_lr: float = field(default=2e-5, metadata={"help": "SFT peak learning rate"})
-    finetune_epochs: float = field(default=2.0, metadata={"help": "SFT epochs"})
-    finetune_batch_size: int = field(default=16, metadata={"help": "SFT dialogues per step"})
-    max_length: int = field(default=4096, metadata={"help": "SFT tokens per dialogue"})
 
 
 def write_report(kept: Path) -> None:
@@ -63,12 +64,7 @@ def main() -> None:
                     model=config.policy,
                     output_dir=str(Path(config.output_dir) / "sft"),
                     dataset=sources,
-                    lr=config.finetune_lr,
-                    num_train_epochs=config.finetune_epochs,
-                    per_device_batch_size=config.finetune_batch_size,
-                    gradient_accumulation_steps=1,
-                    max_length=config.max_length,
-                    seed=config.seed,
+                    **finetune_settings(config),
                 )
             )
             print(f"fine-tuned policy: {final}")

@@ -13,9 +13,8 @@ from safetensors.torch import load_file
 
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from align.ppo import PPOConfig, PPOTrainer, Rollout, compute_gae, ppo_losses, response_mask
-from align.prompts import load_prompts
+from align.prompts import load_prompts, world_gold_scorer
 from align.rewards import logit, ppo_reward, whiten
-from align.world import WorldPrompt, gold_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,8 +225,7 @@ def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_pat
         safety_rm=str(reward_models["safety"]), num_iterations=10, batch_size=32, mini_batch_size=8, lr=2e-4,
         response_length=24, save_steps=100, forward_batch_size=32, report_to="tensorboard",
     )  # fmt: skip
-    gold = lambda record, answer: gold_reward(WorldPrompt.from_record(record), answer)  # noqa: E731
-    PPOTrainer.from_config(config, prompts, gold_scorer=gold).train()
+    PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
     metrics = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").open()]
     scores = [m["objective/scores"] for m in metrics]
     assert len(scores) == 10 and all(0 <= m["objective/gold"] <= 1 for m in metrics)
