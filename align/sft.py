@@ -52,6 +52,9 @@ class SFTConfig(TrainerStageConfig):
     world_dialogues: int = field(default=2000, metadata={"help": "demonstrations drawn from the world"})
     world_gatt_fraction: float = field(default=0.15, metadata={"help": "share of Ghost Attention dialogues"})
     world_safety_fraction: float = field(default=0.1, metadata={"help": "share of safety demonstrations"})
+    world_careless_fraction: float = field(
+        default=0.0, metadata={"help": "share of demonstrations with a careless writer's slip (World.sft_dialogues)"}
+    )
     max_length: int = field(default=4096, metadata={"help": "tokens per sequence (longer dialogues are an error)"})
     packing: bool = field(default=False, metadata={"help": "pack dialogues into max_length rows"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the data"})
@@ -74,7 +77,7 @@ class SFTConfig(TrainerStageConfig):
         for name in ("max_length", "world_dialogues"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("world_gatt_fraction", "world_safety_fraction", "warmup_ratio"):
+        for name in ("world_gatt_fraction", "world_safety_fraction", "world_careless_fraction", "warmup_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
 
@@ -101,7 +104,10 @@ def world_dialogue_records(config: SFTConfig) -> list[dict[str, Any]]:
     from .world import World  # only the demo data needs the world
 
     dialogues = World(seed=config.world_seed).sft_dialogues(
-        config.world_dialogues, gatt_fraction=config.world_gatt_fraction, safety_fraction=config.world_safety_fraction
+        config.world_dialogues,
+        gatt_fraction=config.world_gatt_fraction,
+        safety_fraction=config.world_safety_fraction,
+        careless_fraction=config.world_careless_fraction,
     )
     return [dict(record, where=f"world: dialogue {i}") for i, record in enumerate(dialogues)]
 

@@ -47,9 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = world.prompts(args.prompts, "train"), world.prompts(max(1, args.prompts // 4), "test")
     counts["prompts_train"] = atomic_write_jsonl(args.out / "prompts_train.jsonl", (p.to_record() for p in train))
     counts["prompts_test"] = atomic_write_jsonl(args.out / "prompts_test.jsonl", (p.to_record() for p in test))
-    counts["sft"] = atomic_write_jsonl(
-        args.out / "sft.jsonl", ({"messages": d} for d in world.sft_dialogues(args.sft))
-    )
+    counts["sft"] = atomic_write_jsonl(args.out / "sft.jsonl", world.sft_dialogues(args.sft))
     pair_prompts = world.prompts(args.pairs, "train", seed=1)
     for target in ("helpfulness", "safety"):
         pairs = world.preference_pairs(pair_prompts, target)

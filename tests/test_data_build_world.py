@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from align.data import load_preferences
+from align.sft import read_dialogue_records
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data" / "build_world.py"
 spec = importlib.util.spec_from_file_location("build_world", SCRIPT)
@@ -45,3 +46,10 @@ def test_written_pairs_load_with_load_preferences(tmp_path):
         "unsure",
     }
     assert any(pairs["is_safety"])
+
+
+def test_written_demonstrations_load_as_sft_dialogues(tmp_path):
+    build_world.main(["--out", str(tmp_path), *SMALL])
+    records = read_dialogue_records(str(tmp_path / "sft.jsonl"))
+    assert len(records) == 40
+    assert all(r["messages"][-1]["role"] == "assistant" and r["loss_on"] in ("all", "last") for r in records)

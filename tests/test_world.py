@@ -1,5 +1,6 @@
 """The synthetic world: gold scorers on hand-written answers, the annotator's noise, determinism by seed."""
 
+import json
 import random
 from collections import Counter, defaultdict
 
@@ -17,6 +18,8 @@ from align.world import (
     is_violation,
     strength_for_gap,
 )
+from align.world.tasks import FILLER_SENTENCE
+from align.world.world import DEFAULT_PROMPT_MIX
 
 
 def prompt(kind, key, messages=None, is_safety=False):
@@ -221,3 +224,27 @@ def test_sft_dialogues_hold_ghost_attention_samples():
     safety = sum(1 for r in records if "can't help" in r["messages"][-1]["content"])
     assert all(r["loss_on"] == "all" for r in records if r["messages"] not in gatt)
     assert 0 < safety < 0.15 * len(records)
+
+
+def test_careless_demonstrations_carry_their_kinds_slip_and_cost_gold():
+    world = World(seed=0)
+    careful = world.sft_dialogues(400, gatt_fraction=0.0)
+    careless = world.sft_dialogues(400, gatt_fraction=0.0, careless_fraction=0.5)
+    assert [d["messages"][:-1] for d in careless] == [d["messages"][:-1] for d in careful]  # same prompts
+    helpful_mix = {k: v for k, v in DEFAULT_PROMPT_MIX.items() if k not in ("harmful", "borderline")}
+    pools = world.prompts(800, "train", seed=10_000, mix=helpful_mix) + world.prompts(
+        400, "train", seed=20_000, mix={"harmful": 0.5, "borderline": 0.5}
+    )
+    prompts = {json.dumps(p.messages): p for p in pools}  # the pools sft_dialogues draws from
+    gold = (
+        lambda dialogues: [  # noqa: E731
+            gold_helpfulness(prompts[json.dumps(d["messages"][:-1])], d["messages"][-1]["content"]) for d in dialogues
+        ]
+    )
+    slipped = [(a, b) for a, b in zip(gold(careful), gold(careless)) if a != b]
+    assert 0.3 * 400 < len(slipped) < 0.6 * 400
+    assert all(b < a for a, b in slipped)  # every slip is worse than the best answer
+    assert any(d["messages"][-1]["content"].endswith(FILLER_SENTENCE) for d in careless)
+    assert careful == world.sft_dialogues(400, gatt_fraction=0.0, careless_fraction=0.0)
+    with pytest.raises(ValueError, match="careless_fraction"):
+        world.sft_dialogues(10, careless_fraction=1.5)

@@ -65,6 +65,21 @@ DEFAULT_QUALITY_MIX = {
     "unformatted": 0.08,
 }
 
+# The slip a careless demonstration writer makes on each kind of prompt (`sft_dialogues(careless_fraction=...)`):
+# ignoring the format instruction or system rule, padding, refusing a prompt that only looks unsafe, refusing
+# a harmful one without offering anything instead. Each slip is visible in the answer itself, so reward models
+# can learn to see it, and the rounds can learn not to make it (Llama 2's annotators too judged answers better
+# than they wrote them, PIPELINE.md §5).
+CARELESS_QUALITY = {
+    "arithmetic": "padded",
+    "fact": "padded",
+    "list": "padded",
+    "format": "unformatted",
+    "system": "unformatted",
+    "borderline": "refusal",
+    "harmful": "near",
+}
+
 ResponseSampler = Callable[[WorldPrompt, int], Sequence[str]]
 
 
@@ -191,13 +206,22 @@ class World:
 
     # ---- data sets -----------------------------------------------------------------------------------------
     def sft_dialogues(
-        self, count: int, seed: int = 0, safety_fraction: float = 0.1, gatt_fraction: float = 0.15
+        self,
+        count: int,
+        seed: int = 0,
+        safety_fraction: float = 0.1,
+        gatt_fraction: float = 0.15,
+        careless_fraction: float = 0.0,
     ) -> list[dict[str, Any]]:
         """SFT demonstrations `{"messages", "loss_on"}` on train prompts: best answers (loss on every answer); a
         `gatt_fraction` of multi-turn Ghost Attention dialogues (PIPELINE.md §4) sampled from
         `reference_assistant`, trained on their last answer only; `safety_fraction` of safety prompts (kept
-        small by default, so that the RLHF rounds have safety left to learn)."""
+        small by default, so that the RLHF rounds have safety left to learn). A `careless_fraction` of the
+        single-prompt demonstrations carry their kind's slip (`CARELESS_QUALITY`) instead of the best answer."""
+        if not 0 <= careless_fraction <= 1:
+            raise ValueError(f"careless_fraction: must be in [0, 1], got {careless_fraction}")
         rng = random.Random(f"sft-{self.seed}-{seed}")
+        slips = random.Random(f"sft-slips-{self.seed}-{seed}")  # its own stream: fraction 0 keeps the old data
         helpful_mix = {k: v for k, v in DEFAULT_PROMPT_MIX.items() if k not in ("harmful", "borderline")}
         dialogues = []
         pool = iter(self.prompts(count * 2, "train", seed=10_000 + seed, mix=helpful_mix))
@@ -212,7 +236,8 @@ class World:
                 )
                 continue
             prompt = next(safety_pool) if draw < gatt_fraction + safety_fraction else next(pool)
-            answer = {"role": "assistant", "content": self.respond(prompt, "good", rng)}
+            quality = CARELESS_QUALITY[prompt.kind] if slips.random() < careless_fraction else "good"
+            answer = {"role": "assistant", "content": self.respond(prompt, quality, rng)}
             dialogues.append({"messages": [*prompt.messages, answer], "loss_on": "all"})
         return dialogues
 
