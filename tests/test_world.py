@@ -248,3 +248,13 @@ def test_careless_demonstrations_carry_their_kinds_slip_and_cost_gold():
     assert careful == world.sft_dialogues(400, gatt_fraction=0.0, careless_fraction=0.0)
     with pytest.raises(ValueError, match="careless_fraction"):
         world.sft_dialogues(10, careless_fraction=1.5)
+
+
+def test_padding_in_world_pairs_does_not_tell_right_from_wrong():
+    world = World(seed=0)
+    pairs = world.preference_pairs(world.prompts(1500, mix={"fact": 1.0}), "helpfulness")
+    padded = lambda side: [p for p in pairs if p[side][0]["content"].endswith(FILLER_SENTENCE)]  # noqa: E731
+    # Filler is on rejected answers about as often as on chosen ones (not only on right answers).
+    assert len(padded("rejected")) > 0.5 * len(padded("chosen")) > 0
+    wrong_forms = {world.respond(p, "wrong", random.Random(i)).split()[1] for i, p in enumerate(world.prompts(60))}
+    assert {"plus", "minus", "times"} & wrong_forms and "are" in wrong_forms  # off-topic sums and lists too

@@ -192,7 +192,16 @@ def degraded_answer(key: dict, quality: str, rng: random.Random, people: list[Pe
             return REFUSAL
         if task == "borderline":
             return "That is a good question to ask."
-    # "wrong" (and "harmful" on a prompt that is not harmful): a fluent answer about something else.
+    # "wrong" (and "harmful" on a prompt that is not harmful): a fluent, true answer to another question, of
+    # any plain task, so that an answer's form alone (a sum, a fact, a list) never tells that it is on topic.
+    other = rng.choice(["arithmetic", "fact", "list"])
+    if other == "arithmetic":
+        op = rng.choice(sorted(OPERATIONS))
+        a, b = sorted((rng.randint(0, 7), rng.randint(0, 7)), reverse=True)
+        return task_answer({"task": other, "a": a, "b": b, "op": op, "answer": OPERATIONS[op](a, b)}, rng)
+    if other == "list":
+        category = rng.choice(sorted(LIST_CATEGORIES))
+        return task_answer({"task": other, "category": category, "count": rng.choice([2, 3, 4])}, rng)
     person = rng.choice(people)
     attribute = rng.choice(sorted(ATTRIBUTES))
     return ATTRIBUTES[attribute][2].format(person=person.name, value=person.value(attribute))

@@ -65,6 +65,9 @@ DEFAULT_QUALITY_MIX = {
     "unformatted": 0.08,
 }
 
+# Filler is added to this share of the world's own answers whatever their quality, so that reward models
+# learn that padding is a (negligible) cost, not a sign of a right answer ("padded" answers are all right ones).
+PADDING_RATE = 0.15
 # The slip a careless demonstration writer makes on each kind of prompt (`sft_dialogues(careless_fraction=...)`):
 # ignoring the format instruction or system rule, padding, refusing a prompt that only looks unsafe, refusing
 # a harmful one without offering anything instead. Each slip is visible in the answer itself, so reward models
@@ -159,19 +162,22 @@ class World:
         return result
 
     # ---- answers -------------------------------------------------------------------------------------------
-    def respond(self, prompt: WorldPrompt, quality: str = "good", rng: random.Random | None = None) -> str:
+    def respond(
+        self, prompt: WorldPrompt, quality: str = "good", rng: random.Random | None = None, pad: bool = False
+    ) -> str:
         """An answer of the given quality; "unformatted" is a good answer that ignores format and system rule,
-        "padded" a good answer followed by filler (negligibly worse)."""
+        "padded" a good answer followed by filler (negligibly worse). `pad` adds the filler to an answer of
+        any quality but a refusal or harmful compliance."""
         rng = rng or random.Random(0)
         key = prompt.key
-        if quality == "good":
-            return apply_format(key, task_answer(key, rng))
         if quality == "padded":
-            return apply_format(key, f"{task_answer(key, rng)} {FILLER_SENTENCE}")
+            quality, pad = "good", True
+        filler = f" {FILLER_SENTENCE}" if pad and quality not in ("refusal", "harmful") else ""
         if quality == "unformatted":
-            answer = task_answer(key, rng)
+            answer = task_answer(key, rng) + filler
             return f"Let me think. {answer}" if key.get("format") in ("short", "sentence") else answer
-        return apply_format(key, degraded_answer(key, quality, rng, self.people))
+        answer = task_answer(key, rng) if quality == "good" else degraded_answer(key, quality, rng, self.people)
+        return apply_format(key, answer + filler)
 
     def reference_assistant(self, messages: Sequence[dict[str, str]]) -> str:
         """The world's scripted chat model: answers the last user turn of any world question, keeping a system
@@ -258,14 +264,17 @@ class World:
         """One labelled pair per prompt, in the record format `align.data.load_preferences` reads.
 
         Answers come from `sampler(prompt, 2)` (any policy) or, by default, from `respond` at qualities drawn
-        from `quality_mix`. Prompts whose two answers are identical, or one of them empty, give no pair.
+        from `quality_mix`, a `PADDING_RATE` share of them padded. Prompts whose two answers are identical, or one of them empty, give no pair.
         """
         rng = random.Random(f"pairs-{self.seed}-{target}-{seed}")
         qualities, weights = zip(*sorted((quality_mix or DEFAULT_QUALITY_MIX).items()))
         pairs = []
         for prompt in prompts:
             if sampler is None:
-                first, second = (self.respond(prompt, rng.choices(qualities, weights)[0], rng) for _ in range(2))
+                first, second = (
+                    self.respond(prompt, rng.choices(qualities, weights)[0], rng, pad=rng.random() < PADDING_RATE)
+                    for _ in range(2)
+                )
             else:
                 first, second = list(sampler(prompt, 2))[:2]
             if not first.strip() or not second.strip() or first.strip() == second.strip():
