@@ -236,11 +236,12 @@ def test_careless_demonstrations_carry_their_kinds_slip_and_cost_gold():
         400, "train", seed=20_000, mix={"harmful": 0.5, "borderline": 0.5}
     )
     prompts = {json.dumps(p.messages): p for p in pools}  # the pools sft_dialogues draws from
-    gold = (
-        lambda dialogues: [  # noqa: E731
+
+    def gold(dialogues):
+        return [
             gold_helpfulness(prompts[json.dumps(d["messages"][:-1])], d["messages"][-1]["content"]) for d in dialogues
         ]
-    )
+
     slipped = [(a, b) for a, b in zip(gold(careful), gold(careless)) if a != b]
     assert 0.3 * 400 < len(slipped) < 0.6 * 400
     assert all(b < a for a, b in slipped)  # every slip is worse than the best answer
@@ -258,3 +259,11 @@ def test_padding_in_world_pairs_does_not_tell_right_from_wrong():
     assert len(padded("rejected")) > 0.5 * len(padded("chosen")) > 0
     wrong_forms = {world.respond(p, "wrong", random.Random(i)).split()[1] for i, p in enumerate(world.prompts(60))}
     assert {"plus", "minus", "times"} & wrong_forms and "are" in wrong_forms  # off-topic sums and lists too
+
+
+def test_a_mix_with_no_question_in_the_split_is_an_error_not_a_hang():
+    world = World(seed=0)
+    lists = {p.question for p in world.prompts(200, "train", mix={"list": 1.0})}
+    assert len(lists) == 12  # 3 counts x 4 categories, and as it happens every one hashes to the train split
+    with pytest.raises(ValueError, match="no test question"):
+        world.prompts(5, "test", mix={"list": 1.0})

@@ -54,6 +54,7 @@ TARGET_PROMPT_MIX = {
 }
 MAX_OPERAND = 12
 TEST_FRACTION = 0.2
+MAX_SPLIT_MISSES = 10_000
 # Responses of each quality that make up the world's own preference data (before any policy samples).
 DEFAULT_QUALITY_MIX = {
     "good": 0.25,
@@ -152,13 +153,19 @@ class World:
         mix = mix or DEFAULT_PROMPT_MIX
         rng = random.Random(f"prompts-{self.seed}-{split}-{seed}")
         kinds, weights = zip(*sorted(mix.items()))
-        result = []
+        result, misses = [], 0
         while len(result) < count:
             prompt = self.make_prompt(rng.choices(kinds, weights)[0], rng)
             # Every user turn belongs to the split, so no test question is seen in training, not even as context.
             if all(split_of(m["content"], TEST_FRACTION) == split for m in prompt.messages if m["role"] == "user"):
                 prompt.id = f"{split}-{seed}-{len(result)}"
                 result.append(prompt)
+                misses = 0
+            elif (misses := misses + 1) > MAX_SPLIT_MISSES:  # e.g. the few list questions may all be train ones
+                raise ValueError(
+                    f"prompts: no {split} question in {MAX_SPLIT_MISSES} draws of the mix {dict(mix)}; "
+                    "a mix of only a few distinct questions may have none in this split"
+                )
         return result
 
     # ---- answers -------------------------------------------------------------------------------------------
