@@ -1,0 +1,405 @@
+"""What a run will need per GPU, before it starts: parameters, gradients, optimizer state, activations, KV cache.
+
+    python -m align.plan --preset 70b --stage ppo --gpus 64 --strategy zero3
+    python -m align.plan --preset 7b --stage sft --gpus 8 --strategy ddp --micro_batch_size 2
+
+`plan_memory(config)` returns a `MemoryPlan` (bytes per GPU by component and model) and raises `PlanError` for a
+layout that cannot work: a global batch that processes x micro-batch does not divide, or a plan that does not fit
+the stated GPUs (the message says what does). The accounting:
+
+- Trainable model, mixed precision AdamW (Rajbhandari et al. 2020, "ZeRO", §3): 16 bytes per parameter, that is
+  weights + gradients + AdamW's two moments (+ fp32 master weights when the weights are bf16): 2+2+12 in bf16,
+  4+4+8 in fp32. `ddp` replicates all of it; `zero2` shards gradients and optimizer state over the processes;
+  `zero3` and `fsdp` (full shard) shard the weights too. LoRA trains adapters only (their own 16 bytes each).
+- Frozen models (PPO's reference and both reward models, rejection sampling's policy and reward models) hold
+  weights only, sharded under `zero3` / `fsdp` like the trained ones (docs/distributed.md).
+- Activations: what autograd keeps for the backward pass of one micro-batch, counted from `align.modeling`'s
+  own forward (per token and layer: the fp32 copies and outputs of both RMSNorms, q, k, v and the attention
+  output with its log-sum-exp (flash attention: no T x T matrix; `--attention math`, torch's CPU path, keeps
+  the probabilities), the o_proj input, and the four SwiGLU tensors); the logits, alive through the whole
+  backward; and at the peak either the loss's tensors (log-softmax, a vocabulary-sized gradient) or one
+  layer's backward workspace. With activation checkpointing each layer keeps its input only; at the peak two
+  recomputed layers, the workspace and the head's tensors are alive (as measured).
+- KV cache of rollouts (rejection sampling, PPO): 2 x layers x kv heads x head dim per token of every sequence
+  generated at once.
+PPO holds policy and value model (trained), reference and two reward models (frozen); with LoRA the reference is
+the policy with its adapters off (one model less). `eval/bench/memory.py` checks these numbers against
+measured CPU runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .modeling import AlignLlamaConfig
+
+STAGES = ("pretrain", "sft", "reward_model", "rejection_sampling", "ppo")
+STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+TRAINABLE_BYTES_PER_PARAMETER = 16  # weights + gradients + AdamW moments (+ fp32 master copy): ZeRO §3
+GIB = 1024**3
+
+
+class PlanError(ValueError):
+    """A layout that cannot run; the message names the setting and what would work."""
+
+
+@dataclass
+class PlanConfig:
+    """A run to plan: model, stage, processes and batch shape (defaults: Llama 2 7B SFT on one 8-GPU node)."""
+
+    preset: str = field(default="7b", metadata={"help": "model size (align.modeling.PRESETS)"})
+    stage: str = field(default="sft", metadata={"help": f"one of {STAGES}"})
+    gpus: int = field(default=8, metadata={"help": "processes in all (GPUs over every node)"})
+    strategy: str = field(default="ddp", metadata={"help": f"one of {STRATEGIES}"})
+    dtype: str = field(default="bf16", metadata={"help": "weights and activations: bf16, fp16 or fp32"})
+    micro_batch_size: int = field(default=1, metadata={"help": "sequences per GPU and micro-step"})
+    global_batch_size: int | None = field(default=None, metadata={"help": "sequences per optimizer step"})
+    seq_length: int = field(default=4096, metadata={"help": "tokens per training sequence"})
+    activation_checkpointing: bool = field(default=True, metadata={"help": "keep only each layer's input"})
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the attention and MLP projections; 0 = off"})
+    rollout_batch_size: int = field(default=64, metadata={"help": "sequences generated at once per GPU"})
+    prompt_length: int = field(default=1024, metadata={"help": "prompt tokens of a rollout"})
+    response_length: int = field(default=1024, metadata={"help": "generated tokens of a rollout"})
+    attention: str = field(default="flash", metadata={"help": "flash (GPU kernels) or math (keeps T x T, CPU)"})
+    gpu_memory_gib: float = field(default=80.0, metadata={"help": "memory of one GPU"})
+    headroom: float = field(default=0.1, metadata={"help": "share of GPU memory kept free (allocator, buffers)"})
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise PlanError(f"stage: expected one of {list(STAGES)}, got {self.stage!r}")
+        if self.strategy not in STRATEGIES:
+            raise PlanError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if self.dtype not in DTYPE_BYTES:
+            raise PlanError(f"dtype: expected one of {list(DTYPE_BYTES)}, got {self.dtype!r}")
+        for name in ("gpus", "micro_batch_size", "seq_length", "rollout_batch_size", "response_length"):
+            if getattr(self, name) <= 0:
+                raise PlanError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.global_batch_size is not None and self.global_batch_size % (self.gpus * self.micro_batch_size):
+            raise PlanError(
+                f"global_batch_size {self.global_batch_size} is not divisible by gpus x micro_batch_size = "
+                f"{self.gpus} x {self.micro_batch_size}; use a multiple of {self.gpus * self.micro_batch_size}"
+            )
+        if self.attention not in ("flash", "math"):
+            raise PlanError(f"attention: expected 'flash' or 'math', got {self.attention!r}")
+        if not 0 <= self.headroom < 1:
+            raise PlanError(f"headroom: must be in [0, 1), got {self.headroom}")
+
+
+def parameter_count(config: AlignLlamaConfig, head: str = "lm") -> int:
+    """Parameters of the decoder with a next-token head ("lm") or a scalar reward head ("score")."""
+    hidden, kv = config.hidden_size, config.num_key_value_heads * config.head_dim
+    attention = hidden * (2 * hidden + 2 * kv)  # q, o: hidden x hidden; k, v: hidden x kv
+    mlp = 3 * hidden * config.intermediate_size
+    layers = config.num_hidden_layers * (attention + mlp + 2 * hidden)  # + two RMSNorm weights
+    head_size = hidden * (config.vocab_size if head == "lm" else 1)
+    return config.vocab_size * hidden + layers + hidden + head_size
+
+
+def lora_parameter_count(config: AlignLlamaConfig, rank: int) -> int:
+    """LoRA adapters (A: rank x in, B: out x rank) on q, k, v, o and the three MLP projections of every layer."""
+    hidden, kv, inner = config.hidden_size, config.num_key_value_heads * config.head_dim, config.intermediate_size
+    shapes = (
+        [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden)] + [(hidden, inner)] * 2 + [(inner, hidden)]
+    )
+    return config.num_hidden_layers * sum(rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+
+
+def layer_activation_bytes(
+    config: AlignLlamaConfig, dtype_bytes: int, seq_length: int = 0, attention: str = "flash"
+) -> int:
+    """Bytes autograd keeps per token for one decoder layer's backward (see the module docstring); the "math"
+    attention kernel (torch's CPU path for grouped-query attention) also keeps the attention probabilities."""
+    hidden, kv, inner = config.hidden_size, config.num_key_value_heads * config.head_dim, config.intermediate_size
+    norms = 2 * (4 * hidden + dtype_bytes * hidden)  # fp32 input copy + normalized output, twice
+    attention_bytes = dtype_bytes * (3 * hidden + 2 * kv) + 4 * config.num_attention_heads  # q k v, out, o_proj in
+    if attention == "math":
+        attention_bytes += dtype_bytes * config.num_attention_heads * seq_length  # one row of probabilities
+    mlp = 4 * dtype_bytes * inner  # gate, silu(gate), up, their product
+    return norms + attention_bytes + mlp
+
+
+def backward_workspace_bytes(config: AlignLlamaConfig, dtype_bytes: int) -> int:
+    """Bytes per token of the gradients in flight while one layer runs backward (SwiGLU's dominate: the
+    product's, up's and gate's, and the hidden state's in and out)."""
+    return dtype_bytes * (3 * config.intermediate_size + 2 * config.hidden_size)
+
+
+def head_activation_bytes(config: AlignLlamaConfig, dtype_bytes: int, head: str = "lm") -> int:
+    """Bytes per token at the head's backward: the final norm, and for a language-model loss the logits (returned
+    to the caller, so alive through the whole backward), their fp32 copy when they are not fp32, the
+    log-softmax and a vocabulary-sized gradient."""
+    final_norm = 4 * config.hidden_size + dtype_bytes * config.hidden_size
+    if head != "lm":
+        return final_norm
+    vocab = config.vocab_size
+    return final_norm + dtype_bytes * vocab + (4 * vocab if dtype_bytes != 4 else 0) + 2 * 4 * vocab
+
+
+def activation_bytes(
+    config: AlignLlamaConfig,
+    batch_size: int,
+    seq_length: int,
+    dtype_bytes: int,
+    checkpointing: bool,
+    head: str,
+    attention: str = "flash",
+) -> int:
+    """Peak activation memory of one forward + backward of a micro-batch of `batch_size` x `seq_length` tokens."""
+    per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention)
+    workspace = backward_workspace_bytes(config, dtype_bytes)
+    head_bytes = head_activation_bytes(config, dtype_bytes, head)
+    if checkpointing:
+        # Each layer keeps its input. Measured (eval/bench/memory.py): at the peak two recomputed layers are alive
+        # at once (torch frees a layer's recomputed tensors only after the next one is recomputed) together with
+        # the backward workspace and the head's tensors.
+        inputs = config.num_hidden_layers * dtype_bytes * config.hidden_size
+        per_token = inputs + 2 * per_layer + workspace + head_bytes
+    else:  # the head's loss tensors are freed before the layers' backward needs its workspace
+        per_token = config.num_hidden_layers * per_layer + max(head_bytes, workspace)
+    return batch_size * seq_length * per_token
+
+
+def kv_cache_bytes(config: AlignLlamaConfig, sequences: int, length: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer for `sequences` rows of `length` tokens."""
+    return (
+        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * sequences * length * dtype_bytes
+    )
+
+
+@dataclass
+class ModelRole:
+    """One model a stage holds: its name, head and whether it is trained."""
+
+    name: str
+    head: str
+    trained: bool
+
+
+def stage_models(stage: str, lora: bool = False) -> list[ModelRole]:
+    """The models a stage holds at once (PIPELINE.md §5-7)."""
+    if stage in ("pretrain", "sft"):
+        return [ModelRole("policy", "lm", True)]
+    if stage == "reward_model":
+        return [ModelRole("reward model", "score", True)]
+    rewards = [ModelRole("helpfulness RM", "score", False), ModelRole("safety RM", "score", False)]
+    if stage == "rejection_sampling":
+        return [ModelRole("policy", "lm", False), *rewards]
+    roles = [ModelRole("policy", "lm", True), ModelRole("value model", "score", True)]
+    return roles + ([] if lora else [ModelRole("reference", "lm", False)]) + rewards
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per GPU by component (`components`) and by model (`models`), and whether it fits."""
+
+    config: PlanConfig
+    components: dict[str, int]
+    models: dict[str, int]
+    parameters: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+    @property
+    def budget(self) -> int:
+        return int(self.config.gpu_memory_gib * GIB * (1 - self.config.headroom))
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.budget
+
+    def table(self) -> str:
+        """The plan as aligned text, GiB per GPU."""
+        c = self.config
+        lines = [
+            f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch {c.micro_batch_size} x "
+            f"{c.seq_length} tokens, activation checkpointing {'on' if c.activation_checkpointing else 'off'})",
+        ]
+        lines += [f"  {name:24s} {count / 1e9:9.2f} B parameters" for name, count in self.parameters.items()]
+        lines += [f"  {name:24s} {size / GIB:9.2f} GiB" for name, size in self.components.items()]
+        lines.append(f"  {'total per GPU':24s} {self.total / GIB:9.2f} GiB of {self.budget / GIB:.1f} usable")
+        return "\n".join(lines)
+
+
+def plan_memory(
+    config: PlanConfig, model_config: AlignLlamaConfig | None = None, check_fit: bool = True
+) -> MemoryPlan:
+    """Per-GPU memory of `config`'s stage; `PlanError` if it does not fit (unless `check_fit` is False)."""
+    model_config = model_config or AlignLlamaConfig.from_preset(config.preset)
+    dtype_bytes = DTYPE_BYTES[config.dtype]
+    shards = config.gpus
+    shard_weights = config.strategy in ("zero3", "fsdp")
+    shard_states = config.strategy != "ddp"
+    lora = config.lora_rank > 0
+    components = {"weights": 0, "gradients": 0, "optimizer state": 0, "activations": 0, "kv cache": 0}
+    models, parameters = {}, {}
+    for role in stage_models(config.stage, lora):
+        count = parameter_count(model_config, role.head)
+        parameters[role.name] = count
+        weights = count * dtype_bytes / (shards if shard_weights else 1)
+        model_bytes = weights
+        components["weights"] += weights
+        if role.trained:
+            trained = lora_parameter_count(model_config, config.lora_rank) if lora else count
+            # trained weights in their own precision are counted above (frozen base under LoRA), the rest here
+            gradients = trained * dtype_bytes / (shards if shard_states else 1)
+            optimizer = trained * (TRAINABLE_BYTES_PER_PARAMETER - 2 * dtype_bytes) / (shards if shard_states else 1)
+            if lora:
+                components["weights"] += trained * dtype_bytes
+                model_bytes += trained * dtype_bytes
+            components["gradients"] += gradients
+            components["optimizer state"] += optimizer
+            model_bytes += gradients + optimizer
+        models[role.name] = int(model_bytes)
+    trained_heads = [role.head for role in stage_models(config.stage, lora) if role.trained]
+    if trained_heads:  # models are trained one after the other (PPO: policy, then value): the largest counts
+        components["activations"] = max(
+            activation_bytes(
+                model_config,
+                config.micro_batch_size,
+                config.seq_length,
+                dtype_bytes,
+                config.activation_checkpointing,
+                head,
+                config.attention,
+            )
+            for head in trained_heads
+        )
+    if config.stage in ("rejection_sampling", "ppo"):
+        length = config.prompt_length + config.response_length
+        components["kv cache"] = kv_cache_bytes(model_config, config.rollout_batch_size, length, dtype_bytes)
+    plan = MemoryPlan(config, {k: int(v) for k, v in components.items()}, models, parameters)
+    if check_fit and not plan.fits:
+        raise PlanError(
+            f"{config.preset} {config.stage} needs {plan.total / GIB:.1f} GiB per GPU under {config.strategy} on "
+            f"{config.gpus} GPUs, over the {plan.budget / GIB:.1f} GiB usable of {config.gpu_memory_gib:g} GiB"
+            f"{suggestion(config, model_config)}"
+        )
+    return plan
+
+
+def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
+    """The first change (sharder strategy, more GPUs) that makes `config` fit, as text for an error message."""
+    for strategy in STRATEGIES[STRATEGIES.index(config.strategy) + 1 :]:
+        if plan_memory(_replace(config, strategy=strategy), model_config, check_fit=False).fits:
+            return f"; it fits with --strategy {strategy}"
+    gpus = config.gpus
+    while gpus < 4096:
+        gpus *= 2
+        if plan_memory(_replace(config, strategy="zero3", gpus=gpus), model_config, check_fit=False).fits:
+            return f"; it fits on {gpus} GPUs with --strategy zero3"
+    return "; shorten sequences or rollouts, or use LoRA"
+
+
+def _replace(config: PlanConfig, **changes: object) -> PlanConfig:
+    values = {**config.__dict__, **changes}
+    if values["global_batch_size"] is not None and values["global_batch_size"] % (
+        values["gpus"] * values["micro_batch_size"]
+    ):
+        values["global_batch_size"] = None  # a hypothetical layout: the batch is the user's to adjust
+    return PlanConfig(**values)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _return_free_memory_to_the_system() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement may read low
+        pass
+
+
+def _activation_peak(step: Callable[[], None], device: Any) -> int:
+    """Peak memory of `step()` above what was held before it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        return torch.cuda.max_memory_allocated() - before
+    peak, running = [0], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.0002)
+
+    gc.collect()
+    _return_free_memory_to_the_system()  # else the previous step's freed blocks are reused unseen
+    before = _resident_bytes()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        step()
+    finally:
+        running[0] = False
+        sampler.join()
+    return max(0, peak[0] - before)
+
+
+def measure_training_step(
+    model: Any, batch_size: int, seq_length: int, checkpointing: bool, repeats: int = 3
+) -> dict[str, int]:
+    """Measured bytes of one AdamW training step of `model` (a causal LM) on random tokens: weights, gradients
+    and optimizer state read off the tensors, activations as the peak memory of forward + backward above what
+    was held before it (CUDA: the allocator's peak; CPU: resident memory sampled every 0.2 ms, Linux only; the
+    largest of `repeats` steps).
+    The plan's figures are checked against this (`eval/bench/memory.py`, `tests/test_plan.py`)."""
+    import torch
+
+    device = next(model.parameters()).device
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(model.config.vocab_size, (batch_size, seq_length), generator=generator).to(device)
+
+    def step() -> None:
+        model(input_ids=input_ids, labels=input_ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: the peak below is activations only
+
+    step()  # allocates gradients and optimizer state
+    activations = max(_activation_peak(step, device) for _ in range(repeats))  # a sampled peak can only read low
+
+    def tensor_bytes(tensors: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+    return {
+        "weights": tensor_bytes(model.parameters()),
+        "gradients": tensor_bytes(p.grad for p in model.parameters()),
+        "optimizer state": sum(tensor_bytes(state.values()) for state in optimizer.state.values()),
+        "activations": activations,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m align.plan`: print the plan; for a layout that cannot run, one error line and exit 2."""
+    from .config import ConfigError, build_config, exit_with_error
+
+    try:
+        config = build_config(PlanConfig, argv)
+        print(plan_memory(config, check_fit=False).table())
+        plan_memory(config)
+    except (ConfigError, PlanError) as error:
+        exit_with_error(str(error), prog="align.plan")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

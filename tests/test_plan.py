@@ -1,0 +1,103 @@
+"""`align.plan`: parameter counts against real models, the plan against a measured CPU step, layouts that
+cannot run."""
+
+import subprocess
+import sys
+
+import pytest
+from peft import LoraConfig, get_peft_model
+
+from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from align.plan import (
+    GIB,
+    PlanConfig,
+    PlanError,
+    lora_parameter_count,
+    measure_training_step,
+    parameter_count,
+    plan_memory,
+)
+
+
+def test_parameter_counts_match_the_models(tiny_config):
+    assert parameter_count(tiny_config, "lm") == sum(
+        p.numel() for p in AlignLlamaForCausalLM(tiny_config).parameters()
+    )
+    tiny_config.num_labels = 1  # a reward model: one scalar
+    classifier = AlignLlamaForSequenceClassification(tiny_config)
+    assert parameter_count(tiny_config, "score") == sum(p.numel() for p in classifier.parameters())
+    assert parameter_count(AlignLlamaConfig.from_preset("7b")) == 6_738_415_616  # Llama-2-7b-hf
+    assert parameter_count(AlignLlamaConfig.from_preset("70b")) == 68_976_648_192  # Llama-2-70b-hf
+
+
+def test_lora_parameter_count_matches_peft(tiny_config):
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(AlignLlamaForCausalLM(tiny_config), LoraConfig(r=4, target_modules=targets))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora_parameter_count(tiny_config, 4) == trainable
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_plan_is_within_20_percent_of_a_measured_cpu_step(checkpointing):
+    config = AlignLlamaConfig.from_preset("small")
+    measured = measure_training_step(AlignLlamaForCausalLM(config), 16, 256, checkpointing)
+    plan = plan_memory(
+        PlanConfig(
+            preset="small",
+            stage="pretrain",
+            gpus=1,
+            dtype="fp32",
+            micro_batch_size=16,
+            seq_length=256,
+            activation_checkpointing=checkpointing,
+            attention="math",
+        ),
+        config,
+    )
+    for part in ("weights", "gradients", "optimizer state"):  # read off the tensors (AdamW's step counts aside)
+        assert plan.components[part] == pytest.approx(measured[part], rel=1e-4), part
+    assert measured["activations"] > 0
+    assert plan.total == pytest.approx(sum(measured.values()), rel=0.2)
+
+
+def test_sharding_divides_what_each_strategy_shards():
+    base = dict(preset="7b", stage="sft", micro_batch_size=1, gpu_memory_gib=1e6)
+    ddp = plan_memory(PlanConfig(gpus=8, strategy="ddp", **base)).components
+    zero2 = plan_memory(PlanConfig(gpus=8, strategy="zero2", **base)).components
+    zero3 = plan_memory(PlanConfig(gpus=8, strategy="zero3", **base)).components
+    assert ddp["weights"] + ddp["gradients"] + ddp["optimizer state"] == 16 * 6_738_415_616  # ZeRO §3
+    assert zero2["weights"] == ddp["weights"] and zero2["optimizer state"] == ddp["optimizer state"] // 8
+    assert zero3["weights"] == ddp["weights"] // 8 and zero3["activations"] == ddp["activations"]
+
+
+def test_ppo_holds_five_models_and_four_with_lora():
+    ppo = plan_memory(PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", gpu_memory_gib=1e6))
+    assert list(ppo.models) == ["policy", "value model", "reference", "helpfulness RM", "safety RM"]
+    assert ppo.components["kv cache"] > 0
+    lora = plan_memory(
+        PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", lora_rank=16, gpu_memory_gib=1e6)
+    )
+    assert "reference" not in lora.models and lora.components["optimizer state"] < ppo.components["optimizer state"]
+
+
+def test_paper_sizes_fit_where_expected():
+    # Full fine-tuning of 7B needs ~100 GiB per GPU replicated: not on 80 GiB GPUs with DDP, fine with ZeRO-2.
+    with pytest.raises(PlanError, match="it fits with --strategy zero2"):
+        plan_memory(PlanConfig(preset="7b", stage="sft", gpus=8, strategy="ddp"))
+    assert plan_memory(PlanConfig(preset="7b", stage="sft", gpus=8, strategy="zero2")).total < 72 * GIB
+    with pytest.raises(PlanError, match="70b sft needs .* GiB per GPU under zero3 on 8 GPUs.*32 GPUs"):
+        plan_memory(PlanConfig(preset="70b", stage="sft", gpus=8, strategy="zero3"))
+
+
+def test_impossible_layouts_are_clear_errors():
+    with pytest.raises(PlanError, match="global_batch_size 12 is not divisible by gpus x micro_batch_size = 8 x 1"):
+        PlanConfig(gpus=8, global_batch_size=12)
+    with pytest.raises(PlanError, match="strategy: expected one of"):
+        PlanConfig(strategy="zero4")
+    done = subprocess.run(
+        [sys.executable, "-m", "align.plan", "--preset", "70b", "--stage", "sft", "--gpus", "8"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("align.plan: error: 70b sft needs") and "weights" in done.stdout
