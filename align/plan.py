@@ -12,7 +12,8 @@ the stated GPUs (the message says what does). The accounting:
   4+4+8 in fp32. `ddp` replicates all of it; `zero2` shards gradients and optimizer state over the processes;
   `zero3` and `fsdp` (full shard) shard the weights too. LoRA trains adapters only (their own 16 bytes each).
 - Frozen models (PPO's reference and both reward models, rejection sampling's policy and reward models) hold
-  weights only, sharded under `zero3` / `fsdp` like the trained ones (docs/distributed.md).
+  weights only. `align` places them whole on every process today (docs/distributed.md); `--shard_frozen`
+  plans the layout where they are sharded under `zero3` / `fsdp` like the trained ones.
 - Activations: what autograd keeps for the backward pass of one micro-batch, counted from `align.modeling`'s
   own forward (per token and layer: the fp32 copies and outputs of both RMSNorms, q, k, v and the attention
   output with its log-sum-exp (flash attention: no T x T matrix; `--attention math`, torch's CPU path, keeps
@@ -70,6 +71,10 @@ class PlanConfig:
     prompt_length: int = field(default=1024, metadata={"help": "prompt tokens of a rollout"})
     response_length: int = field(default=1024, metadata={"help": "generated tokens of a rollout"})
     attention: str = field(default="flash", metadata={"help": "flash (GPU kernels) or math (keeps T x T, CPU)"})
+    shard_frozen: bool = field(
+        default=False,
+        metadata={"help": "shard frozen models under zero3/fsdp too (align places them whole on every process today)"},
+    )
     gpu_memory_gib: float = field(default=80.0, metadata={"help": "memory of one GPU"})
     headroom: float = field(default=0.1, metadata={"help": "share of GPU memory kept free (allocator, buffers)"})
 
@@ -246,7 +251,8 @@ def plan_memory(
     for role in stage_models(config.stage, lora):
         count = parameter_count(model_config, role.head)
         parameters[role.name] = count
-        weights = count * dtype_bytes / (shards if shard_weights else 1)
+        sharded = shard_weights and (role.trained or config.shard_frozen)
+        weights = count * dtype_bytes / (shards if sharded else 1)
         model_bytes = weights
         components["weights"] += weights
         if role.trained:
@@ -298,6 +304,13 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
         gpus *= 2
         if plan_memory(_replace(config, strategy="zero3", gpus=gpus), model_config, check_fit=False).fits:
             return f"; it fits on {gpus} GPUs with --strategy zero3"
+    if not config.shard_frozen and any(not role.trained for role in stage_models(config.stage)):
+        sharded = _replace(config, strategy="zero3", shard_frozen=True)
+        if plan_memory(sharded, model_config, check_fit=False).fits:
+            return (
+                "; it fits with --strategy zero3 --shard_frozen true (frozen models sharded, which align's "
+                "rejection sampling and PPO do not do yet: docs/distributed.md)"
+            )
     return "; shorten sequences or rollouts, or use LoRA"
 
 

@@ -74,6 +74,17 @@ def test_ppo_holds_five_models_and_four_with_lora():
     ppo = plan_memory(PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", gpu_memory_gib=1e6))
     assert list(ppo.models) == ["policy", "value model", "reference", "helpfulness RM", "safety RM"]
     assert ppo.components["kv cache"] > 0
+    # Frozen models are whole on every process unless the layout shards them.
+    frozen = 2 * (
+        parameter_count(AlignLlamaConfig.from_preset("7b"))
+        + 2 * parameter_count(AlignLlamaConfig.from_preset("7b"), "score")
+    )
+    trained = 2 * (ppo.parameters["policy"] + ppo.parameters["value model"]) // 8
+    assert ppo.components["weights"] == pytest.approx(frozen + trained, abs=8)
+    sharded = plan_memory(
+        PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", shard_frozen=True, gpu_memory_gib=1e6)
+    )
+    assert sharded.components["weights"] == pytest.approx((frozen + 8 * trained) / 8, abs=8)
     lora = plan_memory(
         PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", lora_rank=16, gpu_memory_gib=1e6)
     )
