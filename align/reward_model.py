@@ -28,7 +28,7 @@ from typing import Any
 
 import datasets
 import trl
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
@@ -205,8 +205,10 @@ def tokenize_pairs(
     return datasets.Dataset.from_list(rows)
 
 
-def build_model(model_dir: Path, tokenizer: Any) -> AlignLlamaForSequenceClassification:
-    """The reward model: the chat model's decoder with a fresh scalar head (its LM head is not loaded)."""
+def build_model(model_dir: Path, tokenizer: Any, seed: int = 0) -> AlignLlamaForSequenceClassification:
+    """The reward model: the chat model's decoder with a fresh scalar head (its LM head is not loaded), drawn
+    from `seed` so that the run does not depend on what used the random state before (e.g. process count)."""
+    set_seed(seed)
     model = AlignLlamaForSequenceClassification.from_pretrained(model_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -235,7 +237,7 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
     batch = config.per_device_batch_size * config.gradient_accumulation_steps * processes
     steps = config.max_steps if config.max_steps > 0 else math.ceil(len(train_rows) / batch * config.num_train_epochs)
     trainer = trl.RewardTrainer(
-        model=build_model(model_dir, tokenizer),
+        model=build_model(model_dir, tokenizer, config.seed),
         args=training_arguments(config, steps),
         train_dataset=train_rows,
         processing_class=tokenizer,
