@@ -270,3 +270,42 @@ def test_unknown_preset_lists_the_allowed_ones():
 def test_too_long_input_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="max_position_embeddings=128"):
         tiny_model(torch.zeros(1, 129, dtype=torch.long))
+
+
+def test_fsdp_on_cpu_matches_one_process_resumes_from_a_sharded_checkpoint_and_loads_on_one_process(tmp_path):
+    """torch FSDP2 (one unit per decoder layer, 2 gloo processes, half the batch each) gives the losses of one
+    process on the whole batch; a sharded checkpoint resumes to the same losses; the gathered model loads on
+    one process with the weights of the single-process run."""
+    import socket
+    import subprocess
+    import sys
+
+    import fsdp_cpu_run
+
+    from conftest import ROOT
+
+    def torchrun(mode):
+        with socket.socket() as probe:  # a free port for the rendezvous ("0" is not accepted by torchrun's store)
+            probe.bind(("127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+        done = subprocess.run(
+            [*command, "tests/fsdp_cpu_run.py", str(tmp_path), mode], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {int(k): v for k, v in json.loads((tmp_path / f"losses_{mode}.json").read_text()).items()}
+
+    straight, saved, resumed = torchrun("straight"), torchrun("save"), torchrun("resume")
+    model = fsdp_cpu_run.tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1)
+    for step, rows in enumerate(fsdp_cpu_run.batches()):
+        loss = model(input_ids=rows, labels=rows).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        assert straight[step] == pytest.approx(loss.item(), abs=1e-4), step
+    assert saved == {0: pytest.approx(straight[0], abs=1e-6), 1: pytest.approx(straight[1], abs=1e-6)}
+    assert resumed == {2: pytest.approx(straight[2], abs=1e-5), 3: pytest.approx(straight[3], abs=1e-5)}
+    loaded = AlignLlamaForCausalLM.from_pretrained(tmp_path / "final")
+    for name, value in model.state_dict().items():
+        assert torch.allclose(loaded.state_dict()[name], value, atol=1e-4), name
