@@ -43,6 +43,27 @@ def launch_two_processes(script: str, *args: str):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+def one_and_two_process_losses(recipe: str, args: list[str], out) -> tuple[dict, dict]:
+    """Train with `recipe` twice: 2 processes with gradient accumulation 1 (in `out/two`) and 1 process
+    accumulating 2 micro-batches (in `out/one`); returns the logged loss by step of each, (one, two). The two
+    see the same examples per optimizer step, so their losses should match."""
+    import subprocess
+    import sys
+
+    from align.tracking import read_metrics
+
+    two = launch_two_processes(recipe, *args, "--output_dir", str(out / "two"), "--gradient_accumulation_steps", "1")
+    assert two.returncode == 0, two.stderr[-2000:]
+    command = [sys.executable, recipe, *args, "--output_dir", str(out / "one"), "--gradient_accumulation_steps", "2"]
+    one = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    def losses(run: str) -> dict:
+        return {r["step"]: r["loss"] for r in read_metrics(out / run / "metrics.jsonl") if "loss" in r}
+
+    return losses("one"), losses("two")
+
+
 # A few lines of text in the style of the chat data; enough for a 600-token BPE vocabulary.
 TOKENIZER_TEXT = [
     "The quick brown fox jumps over the lazy dog. What is 12 plus 30? The answer is 42.",

@@ -99,26 +99,14 @@ def test_resume_after_a_kill_gives_the_same_next_step_loss(tmp_path):
 def test_two_processes_equal_one_process_accumulating_two_micro_batches(tmp_path):
     """2 real processes (one gloo group) with batch b give the losses of 1 process with batch b and 2
     gradient-accumulation steps (same examples per step, equal token counts), and one final model."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT, launch_two_processes
+    from conftest import one_and_two_process_losses
 
     args = ["--config", "recipes/configs/pretrain/world_tiny.yaml", "--max_steps", "6", "--save_steps", "3"]
-    args += ["--world_documents", "800", "--logging_steps", "1"]
-    done = launch_two_processes("recipes/pretrain.py", *args, "--output_dir", str(tmp_path / "two"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = one_and_two_process_losses(
+        "recipes/pretrain.py", args + ["--world_documents", "800", "--logging_steps", "1"], tmp_path
+    )
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "two" / "DONE.json").read_text())["processes"] == 2
-    one = subprocess.run(
-        [sys.executable, "recipes/pretrain.py", *args, "--output_dir", str(tmp_path / "one")]
-        + ["--gradient_accumulation_steps", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
-    two_losses, one_losses = losses_by_step(tmp_path / "two"), losses_by_step(tmp_path / "one")
-    assert sorted(two_losses) == sorted(one_losses) == [1, 2, 3, 4, 5, 6]
-    for step, loss in one_losses.items():
-        assert two_losses[step] == pytest.approx(loss, rel=1e-3), step
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4, 5, 6]
+    for step, loss in one.items():
+        assert two[step] == pytest.approx(loss, rel=1e-3), step

@@ -126,32 +126,11 @@ def test_lora_reward_model_trains_adapters_and_merges_to_the_same_scores(chat_mo
 
 def test_two_processes_equal_one_process_accumulating_two_micro_batches(chat_model, tmp_path):
     """2 processes with batch b follow the loss curve of 1 process with batch b and 2 accumulation steps."""
-    import subprocess
-    import sys
-
-    from align.tracking import read_metrics
-    from conftest import ROOT, launch_two_processes
+    from conftest import one_and_two_process_losses
 
     args = ["--model", str(chat_model), "--target", "helpfulness", "--world_pairs", "80", "--max_length", "256"]
     args += ["--num_train_epochs", "1", "--per_device_batch_size", "4", "--logging_steps", "1", "--lr", "1e-3"]
-    args += ["--save_steps", "1000"]
-    done = launch_two_processes(
-        "recipes/reward_model.py", *args, "--output_dir", str(tmp_path / "two"), "--gradient_accumulation_steps", "1"
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    one = subprocess.run(
-        [sys.executable, "recipes/reward_model.py", *args, "--output_dir", str(tmp_path / "one")]
-        + ["--gradient_accumulation_steps", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
-
-    def losses(run):
-        return {r["step"]: r["loss"] for r in read_metrics(tmp_path / run / "metrics.jsonl") if "loss" in r}
-
-    two_losses, one_losses = losses("two"), losses("one")
-    assert sorted(two_losses) == sorted(one_losses) and len(one_losses) >= 4
-    for step, loss in one_losses.items():
-        assert two_losses[step] == pytest.approx(loss, rel=1e-3), step
+    one, two = one_and_two_process_losses("recipes/reward_model.py", args + ["--save_steps", "1000"], tmp_path)
+    assert sorted(two) == sorted(one) and len(one) >= 4
+    for step, loss in one.items():
+        assert two[step] == pytest.approx(loss, rel=1e-3), step
