@@ -31,10 +31,12 @@ def test_both_models_beat_chance_and_clear_pairs_beat_negligible_ones(reward_mod
     for target, metrics in reports.items():
         assert metrics["accuracy"] > 0.6, target
         assert (tmp_path / target / "accuracy_by_strength.png").is_file()
-    # Each model on its own test set (the paper's Meta Helpful / Meta Safety, Table 8): clearly above chance,
-    # and far better on clear-cut pairs than on negligible ones.
+    # Each model on its own test set (the paper's Meta Helpful / Meta Safety, Table 8): clearly above chance
+    # (about 100 decided pairs each: 0.6 is over two standard errors above 0.5; the bar was 0.65 before the
+    # world padded answers of every quality and gave off-topic answers every task's form, which made the pairs
+    # harder), and far better on clear-cut pairs than on negligible ones.
     for name, metrics in own_rows.items():
-        assert metrics["accuracy/decided"] > 0.65, name
+        assert metrics["accuracy/decided"] > 0.6, name
         assert metrics["accuracy/significantly_better"] > metrics["accuracy/negligibly_better"], name
 
 
