@@ -248,7 +248,8 @@ def plan_memory(
     lora = config.lora_rank > 0
     components = {"weights": 0, "gradients": 0, "optimizer state": 0, "activations": 0, "kv cache": 0}
     models, parameters = {}, {}
-    for role in stage_models(config.stage, lora):
+    roles = stage_models(config.stage, lora)
+    for role in roles:
         count = parameter_count(model_config, role.head)
         parameters[role.name] = count
         sharded = shard_weights and (role.trained or config.shard_frozen)
@@ -267,7 +268,7 @@ def plan_memory(
             components["optimizer state"] += optimizer
             model_bytes += gradients + optimizer
         models[role.name] = int(model_bytes)
-    trained_heads = [role.head for role in stage_models(config.stage, lora) if role.trained]
+    trained_heads = [role.head for role in roles if role.trained]
     if trained_heads:  # models are trained one after the other (PPO: policy, then value): the largest counts
         components["activations"] = max(
             activation_bytes(
@@ -286,16 +287,23 @@ def plan_memory(
         components["kv cache"] = kv_cache_bytes(model_config, config.rollout_batch_size, length, dtype_bytes)
     plan = MemoryPlan(config, {k: int(v) for k, v in components.items()}, models, parameters)
     if check_fit and not plan.fits:
-        raise PlanError(
-            f"{config.preset} {config.stage} needs {plan.total / GIB:.1f} GiB per GPU under {config.strategy} on "
-            f"{config.gpus} GPUs, over the {plan.budget / GIB:.1f} GiB usable of {config.gpu_memory_gib:g} GiB"
-            f"{suggestion(config, model_config)}"
-        )
+        raise does_not_fit(plan, model_config)
     return plan
 
 
+def does_not_fit(plan: MemoryPlan, model_config: AlignLlamaConfig) -> PlanError:
+    """The error for a plan over the GPUs' memory, with the first change that fits."""
+    config = plan.config
+    return PlanError(
+        f"{config.preset} {config.stage} needs {plan.total / GIB:.1f} GiB per GPU under {config.strategy} on "
+        f"{config.gpus} GPUs, over the {plan.budget / GIB:.1f} GiB usable of {config.gpu_memory_gib:g} GiB"
+        f"{suggestion(config, model_config)}"
+    )
+
+
 def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
-    """The first change (sharder strategy, more GPUs) that makes `config` fit, as text for an error message."""
+    """The first change (a sharding strategy, more GPUs, sharded frozen models) that makes `config` fit, as text
+    for an error message."""
     for strategy in STRATEGIES[STRATEGIES.index(config.strategy) + 1 :]:
         if plan_memory(_replace(config, strategy=strategy), model_config, check_fit=False).fits:
             return f"; it fits with --strategy {strategy}"
@@ -408,8 +416,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         config = build_config(PlanConfig, argv)
-        print(plan_memory(config, check_fit=False).table())
-        plan_memory(config)
+        model_config = AlignLlamaConfig.from_preset(config.preset)
+        plan = plan_memory(config, model_config, check_fit=False)
+        print(plan.table())
+        if not plan.fits:
+            raise does_not_fit(plan, model_config)
     except (ConfigError, PlanError) as error:
         exit_with_error(str(error), prog="align.plan")
 

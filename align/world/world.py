@@ -271,7 +271,8 @@ class World:
         """One labelled pair per prompt, in the record format `align.data.load_preferences` reads.
 
         Answers come from `sampler(prompt, 2)` (any policy) or, by default, from `respond` at qualities drawn
-        from `quality_mix`, a `PADDING_RATE` share of them padded. Prompts whose two answers are identical, or one of them empty, give no pair.
+        from `quality_mix`, a `PADDING_RATE` share of them padded. Prompts whose two answers are identical, or
+        one of them empty, give no pair.
         """
         rng = random.Random(f"pairs-{self.seed}-{target}-{seed}")
         qualities, weights = zip(*sorted((quality_mix or DEFAULT_QUALITY_MIX).items()))
