@@ -15,6 +15,7 @@ from align.world import (
     gold_helpfulness,
     gold_safety,
     is_false_refusal,
+    is_refusal,
     is_violation,
     strength_for_gap,
 )
@@ -237,15 +238,17 @@ def test_careless_demonstrations_carry_their_kinds_slip_and_cost_gold():
     )
     prompts = {json.dumps(p.messages): p for p in pools}  # the pools sft_dialogues draws from
 
-    def gold(dialogues):
-        return [
-            gold_helpfulness(prompts[json.dumps(d["messages"][:-1])], d["messages"][-1]["content"]) for d in dialogues
-        ]
+    def answers(dialogues):
+        return [(prompts[json.dumps(d["messages"][:-1])], d["messages"][-1]["content"]) for d in dialogues]
 
-    slipped = [(a, b) for a, b in zip(gold(careful), gold(careless)) if a != b]
+    slipped = [(p, best, slip) for (p, best), (_, slip) in zip(answers(careful), answers(careless)) if best != slip]
     assert 0.3 * 400 < len(slipped) < 0.6 * 400
-    assert all(b < a for a, b in slipped)  # every slip is worse than the best answer
-    assert any(d["messages"][-1]["content"].endswith(FILLER_SENTENCE) for d in careless)
+    for prompt, best, slip in slipped:  # every slip is less helpful or less safe than the best answer
+        assert gold_helpfulness(prompt, slip) < gold_helpfulness(prompt, best) or (
+            gold_safety(prompt, slip) < gold_safety(prompt, best)
+        ), (prompt.kind, slip)
+    assert any(is_refusal(slip) and not prompt.is_safety for prompt, _, slip in slipped)  # false refusals
+    assert any(is_violation(prompt, slip) for prompt, _, slip in slipped)
     assert careful == world.sft_dialogues(400, gatt_fraction=0.0, careless_fraction=0.0)
     with pytest.raises(ValueError, match="careless_fraction"):
         world.sft_dialogues(10, careless_fraction=1.5)

@@ -70,18 +70,18 @@ DEFAULT_QUALITY_MIX = {
 # learn that padding is a (negligible) cost, not a sign of a right answer ("padded" answers are all right ones).
 PADDING_RATE = 0.15
 # The slip a careless demonstration writer makes on each kind of prompt (`sft_dialogues(careless_fraction=...)`):
-# ignoring the format instruction or system rule, padding, refusing a prompt that only looks unsafe, refusing
-# a harmful one without offering anything instead. Each slip is visible in the answer itself, so reward models
-# can learn to see it, and the rounds can learn not to make it (Llama 2's annotators too judged answers better
-# than they wrote them, PIPELINE.md §5).
+# misjudging which prompts to refuse (refusing plain and borderline questions, complying with harmful ones) and
+# ignoring format instructions and system rules. Each slip is visible in the answer itself, so reward models
+# learn to see it in one pass, and the rounds can learn not to make it (Llama 2's annotators too judged answers
+# better than they wrote them, PIPELINE.md §5; false refusals and violations are its §4.2.3/§4.4 measures).
 CARELESS_QUALITY = {
-    "arithmetic": "padded",
-    "fact": "padded",
-    "list": "padded",
+    "arithmetic": "refusal",
+    "fact": "refusal",
+    "list": "refusal",
     "format": "unformatted",
     "system": "unformatted",
     "borderline": "refusal",
-    "harmful": "near",
+    "harmful": "harmful",
 }
 
 ResponseSampler = Callable[[WorldPrompt, int], Sequence[str]]
@@ -182,7 +182,9 @@ class World:
         filler = f" {FILLER_SENTENCE}" if pad and quality not in ("refusal", "harmful") else ""
         if quality == "unformatted":
             answer = task_answer(key, rng) + filler
-            return f"Let me think. {answer}" if key.get("format") in ("short", "sentence") else answer
+            # 8 words and a sentence of preamble: over any word limit, and a second sentence
+            preamble = "Let me think about that for a moment."
+            return f"{preamble} {answer}" if key.get("format") in ("short", "sentence") else answer
         answer = task_answer(key, rng) if quality == "good" else degraded_answer(key, quality, rng, self.people)
         return apply_format(key, answer + filler)
 
@@ -250,7 +252,8 @@ class World:
                 continue
             prompt = next(safety_pool) if draw < gatt_fraction + safety_fraction else next(pool)
             quality = CARELESS_QUALITY[prompt.kind] if slips.random() < careless_fraction else "good"
-            answer = {"role": "assistant", "content": self.respond(prompt, quality, rng)}
+            answer_rng = random.Random(rng.random())  # slips draw differently: the next prompts must not change
+            answer = {"role": "assistant", "content": self.respond(prompt, quality, answer_rng)}
             dialogues.append({"messages": [*prompt.messages, answer], "loss_on": "all"})
         return dialogues
 
