@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,24 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
 
 def parse_config(config_class: type[ConfigT], argv: list[str] | None = None, prog: str | None = None) -> ConfigT:
     """`build_config` for recipes: on a mistake, print `prog: error: ...` on one line and exit with status 2."""
+    use_every_core_of_a_lone_cpu_process()
     try:
         return build_config(config_class, argv)
     except ConfigError as error:
         exit_with_error(str(error), prog)
+
+
+def use_every_core_of_a_lone_cpu_process() -> None:
+    """Give a single CPU process every core when `accelerate launch` pinned it to one thread.
+
+    With no accelerate config, `accelerate launch` starts one process with OMP_NUM_THREADS=1 (it only spreads
+    the cores over processes when `--cpu --num_processes N` is given), which halves the demo's speed on a
+    2-core machine. Several processes, a GPU, or `--num_cpu_threads_per_process` are left as they are.
+    """
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if launched_by_accelerate and alone and os.environ.get("OMP_NUM_THREADS") == "1" and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
 def exit_with_error(message: str, prog: str | None = None) -> NoReturn:

@@ -1,13 +1,15 @@
 """Recipe configs: YAML plus command-line overrides; every mistake is one clear line naming the key."""
 
+import os
 import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from align.config import ConfigError, build_config, load_yaml_config
+from align.config import ConfigError, build_config, load_yaml_config, use_every_core_of_a_lone_cpu_process
 from align.pretrain import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,3 +125,26 @@ def test_shipped_accelerate_configs_load_and_name_our_layer(path):
         assert hasattr(align.modeling.modeling, wrapped)
     if config.distributed_type == "DEEPSPEED":
         assert config.deepspeed_config["zero_stage"] in (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected_threads"),
+    [
+        ({"ACCELERATE_DYNAMO_BACKEND": "NO", "OMP_NUM_THREADS": "1"}, "every core"),  # `accelerate launch x.py`
+        ({"ACCELERATE_DYNAMO_BACKEND": "NO", "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}, 1),  # several processes
+        ({"OMP_NUM_THREADS": "1"}, 1),  # the user's own setting, without accelerate
+    ],
+)
+def test_a_lone_cpu_process_launched_by_accelerate_uses_every_core(monkeypatch, environment, expected_threads):
+    for name in ("ACCELERATE_DYNAMO_BACKEND", "OMP_NUM_THREADS", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        use_every_core_of_a_lone_cpu_process()
+        cores = len(os.sched_getaffinity(0))
+        assert torch.get_num_threads() == (cores if expected_threads == "every core" else expected_threads)
+    finally:
+        torch.set_num_threads(before)
