@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .data.chat import Message, render
 
@@ -19,6 +25,23 @@ from .data.chat import Message, render
 def chat_prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[Message]]) -> list[str]:
     """Llama 2 chat text of each prompt (message lists ending with a user turn)."""
     return [render(tokenizer, prompt) for prompt in prompts]
+
+
+class RowSeededSampling(LogitsProcessor):
+    """Sampling in which each row draws from its own seeded generator (the Gumbel-max trick: adding Gumbel
+    noise to the log-probabilities and taking the arg-max samples from the softmax exactly). A row's tokens
+    then depend on its seed and its own logits only, not on which rows share its batch or process; use with
+    greedy decoding, after any temperature / top-p warper."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if len(self.generators) != scores.shape[0]:
+            raise ValueError(f"row_seeds: {len(self.generators)} seeds for a batch of {scores.shape[0]} rows")
+        uniform = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1 - 1e-7)))
+        return scores.float().log_softmax(dim=-1) + gumbel.to(scores.device)
 
 
 @torch.no_grad()
@@ -32,11 +55,19 @@ def sample_tokens(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    row_seeds: Sequence[int] | None = None,
     **generate_kwargs: Any,
 ) -> torch.Tensor:
     """The new tokens (B, <= max_new_tokens) `model.generate` appends to left-padded prompts, with the KV cache;
-    greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos`."""
+    greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos`.
+
+    With `row_seeds` (one per row), each row samples from its own generator (`RowSeededSampling`), so a row's
+    answer is the same whichever batch or process it is in; otherwise sampling draws from torch's global RNG."""
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    if sampling and row_seeds is not None:
+        processors = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+        generate_kwargs["logits_processor"] = LogitsProcessorList([*processors, RowSeededSampling(row_seeds)])
+        sampling = {}
     generated = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -17,6 +17,10 @@ against a hand-written computation. Metrics use TRL's names (`objective/kl`, `po
 `loss/value_avg`, ...) and go to `<output_dir>/metrics.jsonl`; `objective/gold` is logged next to the reward
 models' score when a gold scorer is given (the world), so reward hacking shows as the two diverging.
 
+Every step is the same on any number of processes: each row samples from a seed of its iteration and batch
+position (`align.generation.RowSeededSampling`), rewards and advantages are whitened over the whole batch, and
+the mini-batches are drawn from the whole batch with losses divided by their token count over all processes.
+
 Checkpoints (`checkpoint-N/`: policy, value model, optimizer and iteration; sampling is seeded per
 iteration) are written to a temporary
 folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
@@ -29,6 +33,7 @@ import json
 import random
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,10 +170,12 @@ def compute_gae(
     return advantages, (advantages + values) * mask
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` where `mask` is true."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Mean of `values` where `mask` is true; `count` replaces the number of such entries (e.g. a count over
+    every process, when this process holds only part of the mini-batch)."""
     mask = mask.float()
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    count = mask.sum().clamp(min=1) if count is None else count
+    return (values * mask).sum() / count
 
 
 def ppo_losses(
@@ -181,8 +188,10 @@ def ppo_losses(
     mask: torch.Tensor,
     cliprange: float,
     cliprange_value: float,
+    token_count: torch.Tensor | float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The clipped surrogate and the clipped value loss of one mini-batch, means over response tokens.
+    """The clipped surrogate and the clipped value loss of one mini-batch, means over response tokens (divided
+    by `token_count` instead of this batch's own token count when given).
 
     policy loss: mean max(-A * r, -A * clip(r, 1 - eps, 1 + eps)) with r = exp(logp - logp_old);
     value loss: 0.5 * mean max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2).
@@ -194,12 +203,12 @@ def ppo_losses(
     value_unclipped, value_clipped = (values - returns) ** 2, (values_clipped - returns) ** 2
     log_ratio = logprobs - old_logprobs
     return {
-        "policy_loss": masked_mean(torch.maximum(unclipped, clipped), mask),
-        "value_loss": 0.5 * masked_mean(torch.maximum(value_unclipped, value_clipped), mask),
-        "clipfrac": masked_mean((clipped > unclipped).float(), mask),
-        "value_clipfrac": masked_mean((value_clipped > value_unclipped).float(), mask),
-        "approxkl": 0.5 * masked_mean(log_ratio**2, mask),
-        "ratio": masked_mean(ratio, mask),
+        "policy_loss": masked_mean(torch.maximum(unclipped, clipped), mask, token_count),
+        "value_loss": 0.5 * masked_mean(torch.maximum(value_unclipped, value_clipped), mask, token_count),
+        "clipfrac": masked_mean((clipped > unclipped).float(), mask, token_count),
+        "value_clipfrac": masked_mean((value_clipped > value_unclipped).float(), mask, token_count),
+        "approxkl": 0.5 * masked_mean(log_ratio**2, mask, token_count),
+        "ratio": masked_mean(ratio, mask, token_count),
     }
 
 
@@ -265,9 +274,8 @@ class PPOTrainer:
             cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision
         )
         processes = self.accelerator.num_processes
-        for name in ("batch_size", "mini_batch_size"):
-            if getattr(config, name) % processes:
-                raise ValueError(f"{name}: {getattr(config, name)} is not divisible by the {processes} processes")
+        if config.batch_size % processes:
+            raise ValueError(f"batch_size: {config.batch_size} is not divisible by the {processes} processes")
         if reference is None and not isinstance(policy, PeftModel):
             raise ValueError("reference: required unless the policy is trained with LoRA (adapters disabled = pi_0)")
         if not prompts:
@@ -360,8 +368,14 @@ class PPOTrainer:
             order = list(range(count))
             random.Random(f"{self.config.seed}-{epoch}").shuffle(order)
             chosen.append(order[index])
-        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
-        return [self.prompts[i] for i in chosen[rank::processes]]
+        return [self.prompts[chosen[position]] for position in self.local_positions()]
+
+    def local_positions(self) -> range:
+        """The positions in the batch of this process's rows: rank, rank + P, rank + 2P, ..."""
+        return range(self.accelerator.process_index, self.config.batch_size, self.accelerator.num_processes)
+
+    def sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, reduction="sum")
 
     @torch.no_grad()
     def rollout(self, records: list[dict[str, Any]], timings: dict[str, float]) -> tuple[Rollout, dict[str, Any]]:
@@ -376,6 +390,10 @@ class PPOTrainer:
             padding=True,
             add_special_tokens=False,
         ).to(self.accelerator.device)
+        # Each row samples from a seed of its iteration and batch position, so the batch's answers do not depend
+        # on the number of processes (nor on which rows share a generate call).
+        positions = list(self.local_positions())[: len(records)]
+        row_seeds = [zlib.crc32(f"{config.seed}:{self.iteration}:{position}".encode()) for position in positions]
         chunks = []
         model.policy.eval()
         for start in range(0, len(records), config.forward_batch_size):
@@ -389,6 +407,7 @@ class PPOTrainer:
                 max_new_tokens=config.response_length,
                 temperature=config.temperature,
                 top_p=config.top_p,
+                row_seeds=row_seeds[rows],
             )
             chunks.append(F.pad(new, (0, config.response_length - new.shape[1]), value=tokenizer.pad_token_id))
         responses = torch.cat(chunks)
@@ -418,7 +437,7 @@ class PPOTrainer:
         rewards[torch.arange(len(records)), last] += sequence_reward
         advantages, returns = compute_gae(rewards, values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
-            advantages = whiten(advantages, mask) * mask
+            advantages = whiten(advantages, mask, sum_across=self.sum_across_processes) * mask
         gated = gated_reward(safety, helpful, is_safety, config.safety_threshold)
         stats = {
             "objective/kl": kl.sum(1).mean().item(),
@@ -467,15 +486,23 @@ class PPOTrainer:
         config = self.config
         started = time.perf_counter()
         self.model.train()
-        local = len(rollout.input_ids)
-        mini = config.mini_batch_size // self.accelerator.num_processes
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        batch = len(rollout.input_ids) * processes
         generator = torch.Generator().manual_seed(config.seed * 100_003 + self.iteration)
         totals: dict[str, list[float]] = {}
         width = rollout.mask.shape[1]
         for _ in range(config.ppo_epochs):
-            order = torch.randperm(local, generator=generator)
-            for start in range(0, local, mini):
-                rows = order[start : start + mini].to(rollout.input_ids.device)
+            # Every process draws the same permutation of the whole batch and trains on its own rows of each
+            # mini-batch, with losses divided by the mini-batch's token count over all processes: the gradient
+            # is the same whatever the number of processes.
+            order = torch.randperm(batch, generator=generator)
+            for start in range(0, batch, config.mini_batch_size):
+                positions = order[start : start + config.mini_batch_size]
+                mine = (positions[positions % processes == rank] // processes).to(rollout.input_ids.device)
+                # A process with no row in this mini-batch still takes part in the step, on a row weighted 0.
+                rows = mine if len(mine) else torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device)
+                row_mask = rollout.mask[rows] & (len(mine) > 0)
+                token_count = self.sum_across_processes(row_mask.sum().float()).clamp(min=1) / processes
                 logits, values = self.model(rollout.input_ids[rows], rollout.attention_mask[rows])
                 logprobs = self.response_logprobs(logits, rollout.input_ids[rows][:, -width:])
                 losses = ppo_losses(
@@ -485,9 +512,10 @@ class PPOTrainer:
                     values[:, -width - 1 : -1],
                     rollout.values[rows],
                     rollout.returns[rows],
-                    rollout.mask[rows],
+                    row_mask,
                     config.cliprange,
                     config.cliprange_value,
+                    token_count,
                 )
                 loss = losses["policy_loss"] + config.vf_coef * losses["value_loss"]
                 self.accelerator.backward(loss)
@@ -496,7 +524,7 @@ class PPOTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 log_distribution = F.log_softmax(logits[:, -width - 1 : -1].float(), dim=-1)
-                entropy = masked_mean(-(log_distribution.exp() * log_distribution).sum(-1), rollout.mask[rows])
+                entropy = masked_mean(-(log_distribution.exp() * log_distribution).sum(-1), row_mask, token_count)
                 for name, value in {**losses, "entropy": entropy}.items():
                     totals.setdefault(name, []).append(value.item())
         timings["time/update"] = time.perf_counter() - started
@@ -514,8 +542,6 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         """One PPO iteration; returns its metrics (averaged over the processes)."""
         timings: dict[str, float] = {}
-        # Sampling is seeded by iteration and process, so a resumed run samples what the first run would have.
-        torch.manual_seed(self.config.seed * 1_000_003 + self.iteration * 1009 + self.accelerator.process_index)
         records = self.batch_prompts(self.iteration)
         rollout, stats = self.rollout(records, timings)
         stats.update(self.update(rollout, timings))

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -124,11 +124,21 @@ def logit(probability: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.log(probability) - torch.log1p(-probability)
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
+def whiten(
+    values: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    shift_mean: bool = True,
+    sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """(values - mean) / std over the batch (the entries where `mask` is true), so rewards of every batch share
-    one scale; std is the population one. With `shift_mean=False` the mean is added back (scale only)."""
-    selected = values[mask.bool()] if mask is not None else values.flatten()
-    mean, variance = selected.mean(), selected.var(unbiased=False)
+    one scale; std is the population one. With `shift_mean=False` the mean is added back (scale only).
+    `sum_across` sums a tensor over the processes (e.g. `accelerator.reduce(t, "sum")`) when each holds part of
+    the batch, so that mean and std are the whole batch's."""
+    weights = mask.float() if mask is not None else torch.ones_like(values)
+    total = sum_across or (lambda tensor: tensor)
+    count = total(weights.sum())
+    mean = total((values * weights).sum()) / count
+    variance = total(((values - mean) ** 2 * weights).sum()) / count
     whitened = (values - mean) * torch.rsqrt(variance + 1e-8)
     return whitened if shift_mean else whitened + mean
 

@@ -236,6 +236,36 @@ def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_pat
     assert list((tmp_path / "ppo" / "runs").glob("events.out.tfevents.*"))  # the TensorBoard mirror
 
 
+def test_two_processes_take_the_same_steps_as_one(tmp_path, chat_model, reward_models):
+    """Rows sampled from seeds of their batch position, advantages whitened over the whole batch, mini-batches
+    drawn from the whole batch: 2 processes (gloo) log the same rewards and losses and end with the same
+    weights as 1. Mini-batches of 2 rows often fall on one process only, so the other joins with no rows."""
+    from conftest import launch_two_processes
+
+    args = [
+        "--policy", str(chat_model), "--helpfulness_rm", str(reward_models["helpfulness"]),
+        "--safety_rm", str(reward_models["safety"]), "--prompts", "world", "--world_prompts", "16",
+        "--batch_size", "8", "--mini_batch_size", "2", "--response_length", "12", "--num_iterations", "3",
+        "--lr", "1e-3", "--save_steps", "100", "--forward_batch_size", "8",
+    ]  # fmt: skip
+    two = launch_two_processes("recipes/ppo.py", *args, "--output_dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run(
+        [sys.executable, "recipes/ppo.py", *args, "--output_dir", str(tmp_path / "one")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    runs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()] for run in ("one", "two")}
+    assert len(runs["one"]) == len(runs["two"]) == 3
+    for step_one, step_two in zip(runs["one"], runs["two"]):
+        for name in ("objective/scores", "objective/gold", "objective/kl", "loss/policy_avg", "loss/value_avg"):
+            assert step_two[name] == pytest.approx(step_one[name], rel=1e-3, abs=1e-5), (step_one["step"], name)
+    assert runs["one"][-1]["objective/kl"] > 0  # the policy did move
+    a, b = saved_weights(tmp_path / "one" / "final"), saved_weights(tmp_path / "two" / "final")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+
+
 def saved_weights(folder):
     return load_file(str(Path(folder) / "model.safetensors"))
 
