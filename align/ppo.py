@@ -223,8 +223,11 @@ class PolicyAndValue(torch.nn.Module):
         self.policy = policy
         self.value_model = value_model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's logits (of the last `logits_to_keep` positions, all when 0) and the value at every position."""
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep).logits
         return logits, token_values(self.value_model, input_ids, attention_mask)
 
 
@@ -465,13 +468,19 @@ class PPOTrainer:
         for start in range(0, len(input_ids), self.config.forward_batch_size):
             rows = slice(start, start + self.config.forward_batch_size)
             ids, attention = input_ids[rows], attention_mask[rows]
-            logits, value = model(ids, attention)
+            # Only the positions that predict response tokens need logits: the vocabulary projection of the
+            # prompt positions would be most of a small model's forward.
+            logits, value = model(ids, attention, logits_to_keep=width + 1)
             logprobs.append(self.response_logprobs(logits, responses[rows]))
             if self.reference is not None:
-                reference_logits = self.reference(input_ids=ids, attention_mask=attention).logits
+                reference_logits = self.reference(
+                    input_ids=ids, attention_mask=attention, logits_to_keep=width + 1
+                ).logits
             else:
                 with model.policy.disable_adapter():  # LoRA: pi_0 is the base model
-                    reference_logits = model.policy(input_ids=ids, attention_mask=attention).logits
+                    reference_logits = model.policy(
+                        input_ids=ids, attention_mask=attention, logits_to_keep=width + 1
+                    ).logits
             ref_logprobs.append(self.response_logprobs(reference_logits, responses[rows]))
             values.append(value[:, -width - 1 : -1])
         return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
@@ -503,7 +512,9 @@ class PPOTrainer:
                 rows = mine if len(mine) else torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device)
                 row_mask = rollout.mask[rows] & (len(mine) > 0)
                 token_count = self.sum_across_processes(row_mask.sum().float()).clamp(min=1) / processes
-                logits, values = self.model(rollout.input_ids[rows], rollout.attention_mask[rows])
+                logits, values = self.model(
+                    rollout.input_ids[rows], rollout.attention_mask[rows], logits_to_keep=width + 1
+                )
                 logprobs = self.response_logprobs(logits, rollout.input_ids[rows][:, -width:])
                 losses = ppo_losses(
                     logprobs,
