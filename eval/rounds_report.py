@@ -97,11 +97,15 @@ def evaluate_round(
         folder / "answers.jsonl",
         ({"id": p.id, "policy": a, "judge": j} for p, a, j in zip(test_prompts, answers["policy"], judge["policy"])),
     )
-    if n == 1:  # the SFT model's answers once, as round 0 of the Elo table
+    if n == 1:  # the SFT model's answers and gold metrics once, as round 0 of the report
+        round_zero = folder.parent.parent / "round-0"
         atomic_write_jsonl(
-            folder.parent.parent / "round-0" / "sft_answers.jsonl",
+            round_zero / "sft_answers.jsonl",
             ({"id": p.id, "policy": a, "judge": j} for p, a, j in zip(test_prompts, answers["sft"], judge["sft"])),
         )
+        if gold:
+            sft_metrics = {"round": 0, **score_answers(test_prompts, answers["sft"])}
+            atomic_write_text(round_zero / "sft_metrics.json", json.dumps(sft_metrics, indent=2) + "\n")
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -149,9 +153,16 @@ def write_report(run_dir: Path) -> Path:
         "| helpfulness RM acc | safety RM acc | Elo |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    sft_metrics = run_dir / "round-0" / "sft_metrics.json"
+    sft = json.loads(sft_metrics.read_text()) if sft_metrics.is_file() else None
     if 0 in elo:
         round_zero = ", ".join(manifest.get("rounds", {}).get("0", {})) or "given checkpoints"
-        lines.append(f"| 0 (SFT) | {round_zero} | | | | | | | | {elo[0]:.0f} |")
+        gold_columns = (
+            f"{sft['gold_helpfulness']:.3f} | {sft['violation_rate']:.3f} | {sft['false_refusal_rate']:.3f}"
+            if sft
+            else " | | "
+        )
+        lines.append(f"| 0 (SFT) | {round_zero} | {gold_columns} | | | | | {elo[0]:.0f} |")
     for row in rows:
         stages = ", ".join(s for s in manifest.get("rounds", {}).get(str(row["round"]), {}) if s != "evaluate")
         lines.append(
@@ -165,9 +176,10 @@ def write_report(run_dir: Path) -> Path:
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(lines))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    rounds = [row["round"] for row in rows]
-    for name in ("gold_helpfulness", "violation_rate", "win_rate_vs_sft"):
-        left.plot(rounds, [row[name] for row in rows], marker="o", label=name.replace("_", " "))
+    plotted = ([sft] if sft else []) + rows
+    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate"):
+        left.plot([row["round"] for row in plotted], [row[name] for row in plotted], marker="o", label=name)
+    left.plot([row["round"] for row in rows], [row["win_rate_vs_sft"] for row in rows], marker="o", label="win vs SFT")
     left.set(xlabel="round", ylim=(0, 1), title="gold metrics")
     left.legend(fontsize=8)
     right.plot(sorted(elo), [elo[r] for r in sorted(elo)], marker="o")
