@@ -82,8 +82,13 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
         metrics = json.loads((run / f"round-{n}" / "evaluate" / "metrics.json").read_text())
         assert 0 <= metrics["gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_sft"] <= 1
         assert metrics["judge"] == "gold" and "helpfulness_rm/accuracy" in metrics
+    sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
+    assert sft["round"] == 0 and 0 <= sft["gold_helpfulness"] <= 1 and 0 <= sft["violation_rate"] <= 1
     report = REPORT["write_report"](run).read_text()
-    assert "| 0 (SFT) |" in report and "| 2 |" in report and (run / "progress.png").stat().st_size > 0
+    sft_row = next(line for line in report.splitlines() if line.startswith("| 0 (SFT) |"))
+    assert f"| {sft['gold_helpfulness']:.3f} | {sft['violation_rate']:.3f} |" in sft_row
+    assert sft_row.count("|") == report.splitlines()[4].count("|")  # as many cells as the header
+    assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
 
 
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
