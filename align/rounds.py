@@ -79,7 +79,7 @@ class RoundsConfig:
     ppo_config: str = field(default="recipes/configs/rlhf_round/ppo.yaml", metadata={"help": "YAML"})
     ppo_from_round: int = field(default=4, metadata={"help": "first round with PPO on top of rejection sampling"})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
-    pairs_per_round: int = field(default=600, metadata={"help": "world prompts labelled per data set and round"})
+    pairs_per_round: int = field(default=400, metadata={"help": "world prompts labelled per data set and round"})
     collect_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the collection"})
     helpfulness_pairs: str | None = field(
         default=None, metadata={"help": "real data: newly annotated helpfulness pairs per round, '{round}' in path"}
