@@ -378,6 +378,7 @@ class PPOTrainer:
         return range(self.accelerator.process_index, self.config.batch_size, self.accelerator.num_processes)
 
     def sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over every process (itself on one process)."""
         return self.accelerator.reduce(tensor, reduction="sum")
 
     @torch.no_grad()

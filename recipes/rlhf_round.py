@@ -10,8 +10,9 @@
 Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
 stage writes `runs/<name>/round-N/<stage>/` and a completion marker, so a rerun skips finished stages and a
 killed run resumes inside the stage it was in. Writes `runs/<name>/manifest.json` (after every stage) and, at
-the end, `runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own branch
-(`round-N-<stage>`), a local folder or an fsspec URL; `--from_hub repo@revision` starts from that checkpoint.
+the end, `runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own
+branch (`round-N-<stage>`), a local folder or an fsspec URL; `--from_hub repo@revision` starts from that
+checkpoint.
 """
 
 import runpy
