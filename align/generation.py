@@ -56,13 +56,16 @@ def sample_tokens(
     temperature: float = 0.0,
     top_p: float = 1.0,
     row_seeds: Sequence[int] | None = None,
+    output_logits: bool = False,
     **generate_kwargs: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The new tokens (B, <= max_new_tokens) `model.generate` appends to left-padded prompts, with the KV cache;
     greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos`.
 
     With `row_seeds` (one per row), each row samples from its own generator (`RowSeededSampling`), so a row's
-    answer is the same whichever batch or process it is in; otherwise sampling draws from torch's global RNG."""
+    answer is the same whichever batch or process it is in; otherwise sampling draws from torch's global RNG.
+    With `output_logits`, returns `(tokens, logits)`: the model's raw logits (B, T_new, vocab) at each step,
+    before temperature or top-p (PPO reads the sampling policy's log-probs from them instead of a new forward)."""
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
     if sampling and row_seeds is not None:
         processors = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
@@ -76,8 +79,11 @@ def sample_tokens(
         eos_token_id=eos_token_id,
         use_cache=True,
         **({"do_sample": False} if not sampling else sampling),
+        **({"return_dict_in_generate": True, "output_logits": True} if output_logits else {}),
         **generate_kwargs,
     )
+    if output_logits:
+        return generated.sequences[:, input_ids.shape[1] :], torch.stack(generated.logits, dim=1)
     return generated[:, input_ids.shape[1] :]
 
 

@@ -24,7 +24,8 @@ the stated GPUs (the message says what does). The accounting:
 - KV cache of rollouts (rejection sampling, PPO): 2 x layers x kv heads x head dim per token of every sequence
   generated at once.
 PPO holds policy and value model (trained), reference and two reward models (frozen); with LoRA the reference is
-the policy with its adapters off (one model less). `eval/bench/memory.py` checks these numbers against
+the policy with its adapters off, with `shared_value_head` the value model is a head on the policy (one model
+less each). `eval/bench/memory.py` checks these numbers against
 measured CPU runs.
 """
 
@@ -74,6 +75,9 @@ class PlanConfig:
     shard_frozen: bool = field(
         default=False,
         metadata={"help": "shard frozen models under zero3/fsdp too (align places them whole on every process today)"},
+    )
+    shared_value_head: bool = field(
+        default=False, metadata={"help": "PPO: a value head on the policy instead of a value model (PPOConfig's)"}
     )
     gpu_memory_gib: float = field(default=80.0, metadata={"help": "memory of one GPU"})
     headroom: float = field(default=0.1, metadata={"help": "share of GPU memory kept free (allocator, buffers)"})
@@ -189,8 +193,9 @@ class ModelRole:
     trained: bool
 
 
-def stage_models(stage: str, lora: bool = False) -> list[ModelRole]:
-    """The models a stage holds at once (PIPELINE.md §5-7)."""
+def stage_models(stage: str, lora: bool = False, shared_value_head: bool = False) -> list[ModelRole]:
+    """The models a stage holds at once (PIPELINE.md §5-7); PPO's value model is a head on the policy (no model
+    of its own) with `shared_value_head`."""
     if stage in ("pretrain", "sft"):
         return [ModelRole("policy", "lm", True)]
     if stage == "reward_model":
@@ -198,7 +203,9 @@ def stage_models(stage: str, lora: bool = False) -> list[ModelRole]:
     rewards = [ModelRole("helpfulness RM", "score", False), ModelRole("safety RM", "score", False)]
     if stage == "rejection_sampling":
         return [ModelRole("policy", "lm", False), *rewards]
-    roles = [ModelRole("policy", "lm", True), ModelRole("value model", "score", True)]
+    roles = [ModelRole("policy", "lm", True)] + (
+        [] if shared_value_head else [ModelRole("value model", "score", True)]
+    )
     return roles + ([] if lora else [ModelRole("reference", "lm", False)]) + rewards
 
 
@@ -248,7 +255,7 @@ def plan_memory(
     lora = config.lora_rank > 0
     components = {"weights": 0, "gradients": 0, "optimizer state": 0, "activations": 0, "kv cache": 0}
     models, parameters = {}, {}
-    roles = stage_models(config.stage, lora)
+    roles = stage_models(config.stage, lora, config.shared_value_head)
     for role in roles:
         count = parameter_count(model_config, role.head)
         parameters[role.name] = count

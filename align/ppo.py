@@ -3,7 +3,8 @@
 One iteration (`PPOTrainer.step`), for a batch of prompts split over the processes:
 
 1. rollout: the policy samples a response per prompt (`align.generation.sample_tokens`, KV cache on); tokens
-   after the first `</s>` are padding;
+   after the first `</s>` are padding; the sampling policy's log-probs are read from generate's logits, and
+   pi_0's log-probs and the values come from one no-grad forward of the reference and of the value model;
 2. scoring: both reward models score the decoded answers (`align.rewards.score`); the sequence reward is
    whiten(logit(R_c)) over the whole batch, gathered across processes (`align.rewards.ppo_reward`);
 3. per-token rewards: -kl_coef * (log pi_theta - log pi_0) on every response token, plus the sequence reward
@@ -21,14 +22,18 @@ Every step is the same on any number of processes: each row samples from a seed 
 position (`align.generation.RowSeededSampling`), rewards and advantages are whitened over the whole batch, and
 the mini-batches are drawn from the whole batch with losses divided by their token count over all processes.
 
-Checkpoints (`checkpoint-N/`: policy, value model, optimizer and iteration; sampling is seeded per
-iteration) are written to a temporary
-folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
+The value model is by default a separate model initialised from the helpfulness reward model (the paper's);
+`shared_value_head` puts a value head on the policy's trunk instead (`PolicyWithValueHead`), which saves one
+forward and one backward of a whole model per mini-batch at the cost of the two losses sharing a trunk.
+
+Checkpoints (`checkpoint-N/`: policy, value model or head, optimizer and iteration; sampling is seeded per
+iteration) are written to a temporary folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
 trained through LoRA adapters and the reference policy is the same model with its adapters disabled (no copy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -43,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .checkpoint import (
@@ -62,6 +68,7 @@ from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
 from .tracking import METRICS_FILE, MetricsWriter
 
 GoldScorer = Callable[[dict[str, Any], str], float]
+VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 @dataclass
@@ -75,6 +82,10 @@ class PPOConfig:
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
     reference: str | None = field(default=None, metadata={"help": "frozen pi_0 (default: the starting policy)"})
     value_model: str | None = field(default=None, metadata={"help": "value model init (default: helpfulness_rm)"})
+    shared_value_head: bool = field(
+        default=False,
+        metadata={"help": "value head on the policy's trunk instead of a value model (faster; not the paper's)"},
+    )
     output_dir: str = field(default="runs/ppo", metadata={"help": "run folder: checkpoints, metrics, final/"})
     prompts: str = field(default="world", metadata={"help": "'world' or a JSONL of {id, prompt, is_safety}"})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
@@ -133,6 +144,8 @@ class PPOConfig:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: expected no, bf16 or fp16, got {self.mixed_precision!r}")
         self.lora = parse_lora_setting(self.lora)
+        if self.shared_value_head and self.value_model:
+            raise ValueError("value_model: not used with shared_value_head (the value head is on the policy)")
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to: expected none or tensorboard, got {self.report_to!r}")
 
@@ -228,15 +241,42 @@ class PolicyAndValue(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy's logits (of the last `logits_to_keep` positions, all when 0) and the value at every position."""
         logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep).logits
-        return logits, token_values(self.value_model, input_ids, attention_mask)
+        return logits, self.values(input_ids, attention_mask)
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The value head read at every position (B, T), not only at the last token as a reward model does."""
+        hidden = self.value_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.value_model.score(hidden)[..., 0].float()
 
 
-def token_values(
-    value_model: AlignLlamaForSequenceClassification, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """The value head read at every position (B, T), not only at the last token as a reward model does."""
-    hidden = value_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    return value_model.score(hidden)[..., 0].float()
+class PolicyWithValueHead(torch.nn.Module):
+    """The policy with a linear value head on its own last hidden state (`shared_value_head`): one trunk serves
+    both, as in TRL's former `AutoModelForCausalLMWithValueHead`, so each mini-batch runs one forward and one
+    backward instead of two. Not the paper's setup (a separate value model initialised from the helpfulness
+    reward model); the head starts at zero, so the first values are 0."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
+        torch.nn.init.zeros_(self.value_head.weight)
+
+    def causal_lm(self) -> AlignLlamaForCausalLM:
+        """The policy's model with its `model` trunk and `lm_head` (under LoRA: the base model, adapters in)."""
+        return self.policy.get_base_model() if isinstance(self.policy, PeftModel) else self.policy
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's logits (of the last `logits_to_keep` positions, all when 0) and the value at every position."""
+        causal_lm = self.causal_lm()
+        hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        logits = causal_lm.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        return logits, self.value_head(hidden)[..., 0].float()
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The value head read at every position (B, T)."""
+        return self.forward(input_ids, attention_mask, logits_to_keep=1)[1]
 
 
 @dataclass
@@ -264,7 +304,7 @@ class PPOTrainer:
         config: PPOConfig,
         policy: torch.nn.Module,
         reference: torch.nn.Module | None,
-        value_model: AlignLlamaForSequenceClassification,
+        value_model: AlignLlamaForSequenceClassification | None,
         helpfulness_rm: AlignLlamaForSequenceClassification,
         safety_rm: AlignLlamaForSequenceClassification,
         tokenizer: Any,
@@ -294,7 +334,9 @@ class PPOTrainer:
         for frozen in (self.reference, self.helpfulness_rm, self.safety_rm):
             if frozen is not None:
                 frozen.requires_grad_(False)
-        model = PolicyAndValue(policy, value_model)
+        if (value_model is None) != config.shared_value_head:
+            raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")
+        model = PolicyWithValueHead(policy) if value_model is None else PolicyAndValue(policy, value_model)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -323,7 +365,8 @@ class PPOTrainer:
             name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
         }
         reference_path = require_model_dir(config.reference or paths["policy"], "reference")
-        value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
+        if not config.shared_value_head:
+            value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
         checkpoint = prepare_run(config.output_dir, config, is_main=accelerator.is_main_process)
         accelerator.wait_for_everyone()
@@ -341,8 +384,12 @@ class PPOTrainer:
             if checkpoint:
                 policy = AlignLlamaForCausalLM.from_pretrained(checkpoint / "policy")
             reference = AlignLlamaForCausalLM.from_pretrained(reference_path)
-        value_model = AlignLlamaForSequenceClassification.from_pretrained(
-            checkpoint / "value_model" if checkpoint else value_path, num_labels=1
+        value_model = (
+            None
+            if config.shared_value_head
+            else AlignLlamaForSequenceClassification.from_pretrained(
+                checkpoint / "value_model" if checkpoint else value_path, num_labels=1
+            )
         )
         trainer = cls(
             config,
@@ -398,11 +445,11 @@ class PPOTrainer:
         # on the number of processes (nor on which rows share a generate call).
         positions = list(self.local_positions())[: len(records)]
         row_seeds = [zlib.crc32(f"{config.seed}:{self.iteration}:{position}".encode()) for position in positions]
-        chunks = []
+        chunks, logprob_chunks = [], []
         model.policy.eval()
         for start in range(0, len(records), config.forward_batch_size):
             rows = slice(start, start + config.forward_batch_size)
-            new = sample_tokens(
+            new, logits = sample_tokens(
                 model.policy,
                 prompts["input_ids"][rows],
                 prompts["attention_mask"][rows],
@@ -412,17 +459,24 @@ class PPOTrainer:
                 temperature=config.temperature,
                 top_p=config.top_p,
                 row_seeds=row_seeds[rows],
+                output_logits=True,
             )
-            chunks.append(F.pad(new, (0, config.response_length - new.shape[1]), value=tokenizer.pad_token_id))
+            # The sampling policy's log-probs come from the logits generate computed anyway (a forward of the
+            # policy saved); reduced per chunk, so one chunk's (rows, T, vocab) logits are all that is held.
+            padding = config.response_length - new.shape[1]
+            chunks.append(F.pad(new, (0, padding), value=tokenizer.pad_token_id))
+            logprob_chunks.append(F.pad(token_logprobs(logits, new, config.temperature), (0, padding)))
         responses = torch.cat(chunks)
         mask = response_mask(responses, tokenizer.eos_token_id)
         responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
+        # Past a response's end the logits are of padding; 0 keeps the update's ratio there finite (it is masked).
+        logprobs = torch.cat(logprob_chunks).masked_fill(~mask, 0.0)
         input_ids = torch.cat([prompts["input_ids"], responses], dim=1)
         attention_mask = torch.cat([prompts["attention_mask"], mask.long()], dim=1)
         timings["time/generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        logprobs, ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses)
+        ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses)
         answers = [a.strip() for a in tokenizer.batch_decode(responses, skip_special_tokens=True)]
         messages = [r["prompt"] for r in records]
         helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
@@ -435,7 +489,7 @@ class PPOTrainer:
         sequence_reward = sequence_reward[rank * local : (rank + 1) * local].to(logprobs.device)
         timings["time/scoring"] = time.perf_counter() - started
 
-        kl = (logprobs - ref_logprobs) * mask
+        kl = (logprobs - ref_logprobs.masked_fill(~mask, 0.0)) * mask
         rewards = -config.kl_coef * kl
         last = mask.long().sum(dim=1) - 1  # the index of each response's last token
         rewards[torch.arange(len(records)), last] += sequence_reward
@@ -461,30 +515,23 @@ class PPOTrainer:
 
     def forward_no_grad(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probs of the responses under the policy and pi_0, and the value of each response position."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of the responses under pi_0, and the value of each response position."""
         model = self.accelerator.unwrap_model(self.model)
         width = responses.shape[1]
-        logprobs, ref_logprobs, values = [], [], []
+        # pi_0 is the frozen reference, or the policy with its LoRA adapters disabled.
+        reference = self.reference if self.reference is not None else model.policy
+        ref_logprobs, values = [], []
         for start in range(0, len(input_ids), self.config.forward_batch_size):
             rows = slice(start, start + self.config.forward_batch_size)
             ids, attention = input_ids[rows], attention_mask[rows]
-            # Only the positions that predict response tokens need logits: the vocabulary projection of the
-            # prompt positions would be most of a small model's forward.
-            logits, value = model(ids, attention, logits_to_keep=width + 1)
-            logprobs.append(self.response_logprobs(logits, responses[rows]))
-            if self.reference is not None:
-                reference_logits = self.reference(
-                    input_ids=ids, attention_mask=attention, logits_to_keep=width + 1
-                ).logits
-            else:
-                with model.policy.disable_adapter():  # LoRA: pi_0 is the base model
-                    reference_logits = model.policy(
-                        input_ids=ids, attention_mask=attention, logits_to_keep=width + 1
-                    ).logits
-            ref_logprobs.append(self.response_logprobs(reference_logits, responses[rows]))
-            values.append(value[:, -width - 1 : -1])
-        return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
+            with contextlib.nullcontext() if self.reference is not None else model.policy.disable_adapter():
+                # Only the positions that predict response tokens need logits: the vocabulary projection of the
+                # prompt positions would be most of a small model's forward.
+                logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits
+            ref_logprobs.append(self.response_logprobs(logits, responses[rows]))
+            values.append(model.values(ids, attention)[:, -width - 1 : -1])
+        return torch.cat(ref_logprobs), torch.cat(values)
 
     def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         # Position t predicts token t + 1: the response's tokens are predicted by the positions just before them.
@@ -516,7 +563,10 @@ class PPOTrainer:
                 logits, values = self.model(
                     rollout.input_ids[rows], rollout.attention_mask[rows], logits_to_keep=width + 1
                 )
-                logprobs = self.response_logprobs(logits, rollout.input_ids[rows][:, -width:])
+                # One log-softmax serves the log-probs and the entropy metric.
+                log_distribution = F.log_softmax(logits[:, -width - 1 : -1].float() / config.temperature, dim=-1)
+                responses = rollout.input_ids[rows][:, -width:]
+                logprobs = torch.gather(log_distribution, 2, responses[..., None])[..., 0]
                 losses = ppo_losses(
                     logprobs,
                     rollout.logprobs[rows],
@@ -535,8 +585,9 @@ class PPOTrainer:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                log_distribution = F.log_softmax(logits[:, -width - 1 : -1].float(), dim=-1)
-                entropy = masked_mean(-(log_distribution.exp() * log_distribution).sum(-1), row_mask, token_count)
+                with torch.no_grad():
+                    entropy = -(log_distribution.exp() * log_distribution).sum(-1)
+                    entropy = masked_mean(entropy, row_mask, token_count)
                 for name, value in {**losses, "entropy": entropy}.items():
                     totals.setdefault(name, []).append(value.item())
         timings["time/update"] = time.perf_counter() - started
@@ -612,14 +663,17 @@ class PPOTrainer:
         return final
 
     def save_state(self) -> None:
-        """`checkpoint-<iteration>/`: policy (or its adapters), value model, optimizer, counters."""
+        """`checkpoint-<iteration>/`: policy (or its adapters), value model (or head), optimizer, counters."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
 
             def write(path: Path) -> None:
                 model.policy.save_pretrained(path / "policy")
-                model.value_model.save_pretrained(path / "value_model")
+                if isinstance(model, PolicyWithValueHead):
+                    save_file(model.value_head.state_dict(), path / VALUE_HEAD_FILE)
+                else:
+                    model.value_model.save_pretrained(path / "value_model")
                 torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
                 state = {"iteration": self.iteration, "episodes": self.episodes}
                 (path / TRAINER_STATE).write_text(json.dumps(state))  # last: marks the checkpoint complete
@@ -631,7 +685,13 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def load_state(self, checkpoint: Path) -> None:
-        """Restore the optimizer and counters of `checkpoint` (the weights are loaded by `from_config`)."""
+        """Restore the optimizer and counters of `checkpoint` (and a shared value head; the models' weights are
+        loaded by `from_config`)."""
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        model = self.accelerator.unwrap_model(self.model)
+        if isinstance(model, PolicyWithValueHead):
+            model.value_head.load_state_dict(
+                load_file(checkpoint / VALUE_HEAD_FILE, device=str(self.accelerator.device))
+            )
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         self.iteration, self.episodes = state["iteration"], state["episodes"]

@@ -15,11 +15,15 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
    win rates, Elo; supplied by the recipe from `eval/`).
 
 Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a completion marker
-(`ROUND_STAGE_DONE.json`); a rerun skips
-finished stages and resumes an unfinished one from its own checkpoints. `manifest.json` records, per stage,
+(`ROUND_STAGE_DONE.json`); a rerun skips finished stages and resumes an unfinished one from its own checkpoints. `manifest.json` records, per stage,
 its config, seed, parent checkpoint, output and metrics, plus the package versions. Each stage's settings
 come from its own YAML config (the same files its recipe reads); the rounds set only what chains them
 (checkpoints, data, output folders, per-round seeds).
+
+Under `accelerate launch` with several processes, the training stages (pretraining, SFT, reward models,
+rejection sampling, PPO) run on every process, split as their own recipes split them; `collect` and `evaluate`
+run on the main process while the others wait. Markers and the manifest are written by the main process, so
+`runs_dir` must be one folder every process sees (a shared file system across nodes).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import PartialState
+
 from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir
 from .config import load_yaml_config
 from .io import atomic_write_jsonl, atomic_write_text
@@ -40,6 +47,7 @@ from .io import atomic_write_jsonl, atomic_write_text
 # as rejection sampling does before its fine-tune.
 ROUND_STAGE_MARKER = "ROUND_STAGE_DONE.json"
 STAGES = ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo", "evaluate")
+MAIN_PROCESS_STAGES = ("collect", "evaluate")  # not split over processes: one process samples and judges
 RoundEvaluator = Callable[[int, dict[str, Path], Path], dict[str, Any]]
 
 
@@ -151,6 +159,7 @@ class Rounds:
         self.run_dir = config.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.run_dir / "manifest.json")
+        self.processes = PartialState(cpu=not torch.cuda.is_available())
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
 
@@ -158,17 +167,24 @@ class Rounds:
         return self.run_dir / f"round-{round_number}" / stage
 
     def run_stage(self, round_number: int, stage: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-        """Run `work(stage_dir)` unless the stage is marked done; record it in the manifest either way."""
-        folder = self.stage_dir(round_number, stage)
+        """Run `work(stage_dir)` unless the stage is marked done (on every process, or on the main one for
+        `MAIN_PROCESS_STAGES`); the main process marks it done and records it in the manifest. Returns the
+        stage's recorded facts."""
+        folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
+        marker = folder / ROUND_STAGE_MARKER
         if is_done(folder, ROUND_STAGE_MARKER):
-            return json.loads((folder / ROUND_STAGE_MARKER).read_text())
-        print(f"[round {round_number}] {stage} ...", flush=True)
+            return json.loads(marker.read_text())
+        if main:
+            print(f"[round {round_number}] {stage} ...", flush=True)
         started = time.time()
-        facts = work(folder)
-        facts["seconds"] = round(time.time() - started, 1)
-        mark_done(folder, ROUND_STAGE_MARKER, **facts)
-        self.manifest.record(round_number, stage, **facts)
-        return facts
+        if main or stage not in MAIN_PROCESS_STAGES:
+            facts = work(folder)
+        if main:
+            facts["seconds"] = round(time.time() - started, 1)
+            mark_done(folder, ROUND_STAGE_MARKER, **facts)
+            self.manifest.record(round_number, stage, **facts)
+        self.processes.wait_for_everyone()
+        return json.loads(marker.read_text())
 
     # -- the rounds --------------------------------------------------------------------------------------
 
@@ -179,7 +195,7 @@ class Rounds:
             self.base_reward_models = {target: self.base_reward_model(target) for target in ("helpfulness", "safety")}
         for round_number in range(1, self.config.round + 1):
             policy = self.run_round(round_number, policy)
-        return self.manifest.data
+        return Manifest(self.manifest.path).data  # as the main process wrote it
 
     def round_zero(self) -> Path:
         """The chat model every round starts from: given, or pretrained + SFT once under round-0/."""
@@ -258,7 +274,7 @@ class Rounds:
         from .world.collection import policy_preference_pairs
 
         world = World(seed=self.config.world_seed)
-        model = AlignLlamaForCausalLM.from_pretrained(policy)
+        model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
         tokenizer = load_tokenizer(policy)
         counts = {}
         for index, target in enumerate(("helpfulness", "safety")):

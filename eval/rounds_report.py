@@ -42,7 +42,7 @@ COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate
 
 
 def greedy_answers(model_dir: Path, prompts: list[WorldPrompt], max_new_tokens: int) -> list[str]:
-    model = AlignLlamaForCausalLM.from_pretrained(model_dir)
+    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     return evaluate_policy(model, load_tokenizer(model_dir), prompts, max_new_tokens, batch_size=64)[1]
 
 

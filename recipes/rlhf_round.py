@@ -56,15 +56,20 @@ def push_stages(config: RecipeConfig, manifest: dict) -> None:
 def main() -> None:
     config = parse_config(RecipeConfig)
     try:
-        if config.from_hub:
-            config.sft_model = str(pull_checkpoint(
-                config.from_hub, config.run_dir / "round-0" / "from_hub", endpoint=config.hub_endpoint
-            ))  # fmt: skip
         evaluate = lambda n, checkpoints, folder: report["evaluate_round"](  # noqa: E731
             n, checkpoints, folder, prompts=config.eval_prompts, world_seed=config.world_seed,
             gold=config.helpfulness_pairs is None,
         )  # fmt: skip
-        manifest = Rounds(config, evaluate_round=evaluate).run()
+        rounds = Rounds(config, evaluate_round=evaluate)
+        if config.from_hub:
+            pulled = config.run_dir / "round-0" / "from_hub"
+            if rounds.processes.is_main_process:
+                pull_checkpoint(config.from_hub, pulled, endpoint=config.hub_endpoint)
+            rounds.processes.wait_for_everyone()
+            config.sft_model = str(pulled)
+        manifest = rounds.run()
+        if not rounds.processes.is_main_process:
+            return
         written = report["write_report"](config.run_dir)
         print(written.read_text())
         if config.push_to_hub:

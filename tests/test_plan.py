@@ -89,6 +89,12 @@ def test_ppo_holds_five_models_and_four_with_lora():
         PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", lora_rank=16, gpu_memory_gib=1e6)
     )
     assert "reference" not in lora.models and lora.components["optimizer state"] < ppo.components["optimizer state"]
+    shared = plan_memory(
+        PlanConfig(preset="7b", stage="ppo", gpus=8, strategy="zero3", shared_value_head=True, gpu_memory_gib=1e6)
+    )
+    assert list(shared.models) == ["policy", "reference", "helpfulness RM", "safety RM"]
+    value_model_state = 16 * ppo.parameters["value model"] // 8  # weights, gradients, AdamW moments, master
+    assert shared.total == pytest.approx(ppo.total - value_model_state, rel=0.02)
 
 
 def test_paper_sizes_fit_where_expected():

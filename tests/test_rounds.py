@@ -124,6 +124,33 @@ def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model,
     assert (round_dir / "evaluate" / ROUND_STAGE_MARKER).is_file()
 
 
+def test_a_round_runs_on_two_processes(tmp_path, chat_model, reward_models, stage_configs):
+    """`accelerate launch` with 2 processes (gloo): the training stages run on both (the PPO stage records 2),
+    collection and evaluation on the main one; markers, manifest and report are written once, as on one."""
+    from conftest import launch_two_processes
+
+    options = {
+        "round": 1, "name": "two", "runs_dir": str(tmp_path / "runs"), "sft_model": str(chat_model),
+        "helpfulness_rm": str(reward_models["helpfulness"]), "safety_rm": str(reward_models["safety"]),
+        "pairs_per_round": 40, "ppo_from_round": 1, "eval_prompts": 10,
+        **{k: v for k, v in stage_configs.items() if k not in ("pretrain_config", "sft_config")},
+    }  # fmt: skip
+    result = launch_two_processes("recipes/rlhf_round.py", *[f"--{k}={v}" for k, v in options.items()])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "two"
+    for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo"):
+        assert (run / "round-1" / stage / ROUND_STAGE_MARKER).is_file(), stage
+    assert json.loads((run / "round-1" / "ppo" / "DONE.json").read_text())["processes"] == 2
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["rounds"]["1"]) == {"collect", "reward_model_helpfulness", "reward_model_safety",
+                                            "rejection_sampling", "ppo", "evaluate"}  # fmt: skip
+    assert len((run / "round-1" / "collect" / "helpfulness.jsonl").read_text().splitlines()) > 0
+    metrics = json.loads((run / "round-1" / "evaluate" / "metrics.json").read_text())
+    assert metrics["prompts"] == 10 and 0 <= metrics["gold_helpfulness"] <= 1
+    assert result.stdout.count("[round 1] collect") == 1  # printed by the main process only
+    assert (run / "report.md").is_file() and "| 1 |" in (run / "report.md").read_text()
+
+
 def test_bad_round_settings_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="round: must be at least 1"):
         RoundsConfig(round=0)

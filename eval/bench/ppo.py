@@ -6,8 +6,9 @@ Same random model (policy and reference), the same two reward models, the same w
 rollouts per iteration, gradient steps per iteration (batch / mini-batch), response length and sampling.
 TRL's RLOO is set to generate `batch_size` completions at a time (`steps_per_generation` = batch /
 mini-batch, 2 completions per prompt, the least it allows) and takes one gradient step per mini-batch, like
-ours. Both run `--iterations` iterations after one warm-up iteration each. Prints both rates, the ratio
-(target >= 1.0) and where our time goes (generation, scoring, update).
+ours. Each runs `--iterations` iterations after one warm-up iteration. Ours runs twice: with the paper's
+separate value model (the default) and with `shared_value_head` (a value head on the policy's trunk). Prints
+the rates, the ratios to TRL (target >= 1.0) and where our time goes (generation, scoring, update).
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def build_models(preset: str, tokenizer, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def run_ours(paths, tokenizer, prompts, args, folder: Path) -> dict:
+def run_ours(paths, tokenizer, prompts, args, folder: Path, shared_value_head: bool) -> dict:
     config = PPOConfig(
         policy=str(paths["policy"]),
         helpfulness_rm=str(paths["helpfulness_rm"]),
         safety_rm=str(paths["safety_rm"]),
-        output_dir=str(folder / "ours"),
+        output_dir=str(folder / ("ours_shared" if shared_value_head else "ours")),
+        shared_value_head=shared_value_head,
         batch_size=args.batch_size,
         mini_batch_size=args.mini_batch_size,
         response_length=args.response_length,
@@ -135,29 +137,34 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = build_models(args.preset, tokenizer, folder)
-        ours = run_ours(paths, tokenizer, [p.to_record() for p in prompts], args, folder)
+        records = [p.to_record() for p in prompts]
+        ours = run_ours(paths, tokenizer, records, args, folder, shared_value_head=False)
+        shared = run_ours(paths, tokenizer, records, args, folder, shared_value_head=True)
         theirs = run_trl(paths, tokenizer, prompts, args, folder)
     report = {
         "ours": ours,
+        "ours_shared_value_head": shared,
         "trl_rloo": theirs,
         "ratio": ours["samples_per_s"] / theirs["samples_per_s"],
+        "ratio_shared_value_head": shared["samples_per_s"] / theirs["samples_per_s"],
         "threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "versions": {"torch": torch.__version__, "trl": trl.__version__},
         "args": vars(args) | {"json": str(args.json)},
     }
     print(
-        f"align PPO {ours['samples_per_s']:.2f} samples/s, TRL RLOO {theirs['samples_per_s']:.2f} samples/s: "
-        f"ratio {report['ratio']:.2f}x ({args.preset}, batch {args.batch_size}, mini-batch {args.mini_batch_size}, "
-        f"{args.response_length} tokens)"
+        f"TRL RLOO {theirs['samples_per_s']:.2f} samples/s ({args.preset}, batch {args.batch_size}, "
+        f"mini-batch {args.mini_batch_size}, {args.response_length} tokens)"
     )
-    total = ours["time/generation"] + ours["time/scoring"] + ours["time/update"]
-    print(
-        "align PPO time: "
-        + ", ".join(
-            f"{n.split('/')[1]} {ours[n] / total:.0%}" for n in ("time/generation", "time/scoring", "time/update")
+    for name, run, ratio in (
+        ("align PPO (value model)", ours, report["ratio"]),
+        ("align PPO (shared value head)", shared, report["ratio_shared_value_head"]),
+    ):
+        total = run["time/generation"] + run["time/scoring"] + run["time/update"]
+        shares = ", ".join(
+            f"{n.split('/')[1]} {run[n] / total:.0%}" for n in ("time/generation", "time/scoring", "time/update")
         )
-    )
+        print(f"{name}: {run['samples_per_s']:.2f} samples/s, ratio {ratio:.2f}x; time: {shares}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
