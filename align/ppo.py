@@ -39,7 +39,7 @@ import random
 import shutil
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,22 @@ class PolicyWithValueHead(torch.nn.Module):
         """The value head read at every position (B, T)."""
         return self.forward(input_ids, attention_mask, logits_to_keep=1)[1]
 
+    @contextlib.contextmanager
+    def values_while_generating(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, each forward of the policy (each step of `generate`) appends the value of its last
+        position (B,) to the yielded list: a T-token response's T steps give the values of the positions that
+        predict its tokens, read from the hidden states generate computes anyway (no forward of their own)."""
+        values: list[torch.Tensor] = []
+
+        def record(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            values.append(self.value_head(output[:, -1])[..., 0].float())
+
+        hook = self.causal_lm().model.norm.register_forward_hook(record)
+        try:
+            yield values
+        finally:
+            hook.remove()
+
 
 @dataclass
 class Rollout:
@@ -445,27 +461,32 @@ class PPOTrainer:
         # on the number of processes (nor on which rows share a generate call).
         positions = list(self.local_positions())[: len(records)]
         row_seeds = [zlib.crc32(f"{config.seed}:{self.iteration}:{position}".encode()) for position in positions]
-        chunks, logprob_chunks = [], []
+        chunks, logprob_chunks, value_chunks = [], [], []
+        shared_trunk = isinstance(model, PolicyWithValueHead)
         model.policy.eval()
         for start in range(0, len(records), config.forward_batch_size):
             rows = slice(start, start + config.forward_batch_size)
-            new, logits = sample_tokens(
-                model.policy,
-                prompts["input_ids"][rows],
-                prompts["attention_mask"][rows],
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                max_new_tokens=config.response_length,
-                temperature=config.temperature,
-                top_p=config.top_p,
-                row_seeds=row_seeds[rows],
-                output_logits=True,
-            )
+            # A value head on the policy reads its values off the generation steps; a value model needs a forward.
+            with model.values_while_generating() if shared_trunk else contextlib.nullcontext([]) as step_values:
+                new, logits = sample_tokens(
+                    model.policy,
+                    prompts["input_ids"][rows],
+                    prompts["attention_mask"][rows],
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    max_new_tokens=config.response_length,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    row_seeds=row_seeds[rows],
+                    output_logits=True,
+                )
             # The sampling policy's log-probs come from the logits generate computed anyway (a forward of the
             # policy saved); reduced per chunk, so one chunk's (rows, T, vocab) logits are all that is held.
             padding = config.response_length - new.shape[1]
             chunks.append(F.pad(new, (0, padding), value=tokenizer.pad_token_id))
             logprob_chunks.append(F.pad(token_logprobs(logits, new, config.temperature), (0, padding)))
+            if shared_trunk:
+                value_chunks.append(F.pad(torch.stack(step_values, dim=1), (0, padding)))
         responses = torch.cat(chunks)
         mask = response_mask(responses, tokenizer.eos_token_id)
         responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
@@ -476,7 +497,8 @@ class PPOTrainer:
         timings["time/generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses)
+        ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses, values=not shared_trunk)
+        values = values if values is not None else torch.cat(value_chunks)
         answers = [a.strip() for a in tokenizer.batch_decode(responses, skip_special_tokens=True)]
         messages = [r["prompt"] for r in records]
         helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
@@ -514,14 +536,14 @@ class PPOTrainer:
         return rollout, stats
 
     def forward_no_grad(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs of the responses under pi_0, and the value of each response position."""
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor, values: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the responses under pi_0, and (with `values`) the value of each response position."""
         model = self.accelerator.unwrap_model(self.model)
         width = responses.shape[1]
         # pi_0 is the frozen reference, or the policy with its LoRA adapters disabled.
         reference = self.reference if self.reference is not None else model.policy
-        ref_logprobs, values = [], []
+        ref_logprobs, value_rows = [], []
         for start in range(0, len(input_ids), self.config.forward_batch_size):
             rows = slice(start, start + self.config.forward_batch_size)
             ids, attention = input_ids[rows], attention_mask[rows]
@@ -530,8 +552,9 @@ class PPOTrainer:
                 # prompt positions would be most of a small model's forward.
                 logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits
             ref_logprobs.append(self.response_logprobs(logits, responses[rows]))
-            values.append(model.values(ids, attention)[:, -width - 1 : -1])
-        return torch.cat(ref_logprobs), torch.cat(values)
+            if values:
+                value_rows.append(model.values(ids, attention)[:, -width - 1 : -1])
+        return torch.cat(ref_logprobs), torch.cat(value_rows) if values else None
 
     def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         # Position t predicts token t + 1: the response's tokens are predicted by the positions just before them.

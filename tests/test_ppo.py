@@ -224,7 +224,8 @@ def test_one_update_step_matches_a_reference_computation(tmp_path, tokenizer):
 
 def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
     """`shared_value_head`: no value model, a head on the policy's last hidden state that starts at zero; the
-    logits are the policy's own, and an update trains the head along with the policy."""
+    logits are the policy's own, an update trains the head along with the policy, and the rollout's values
+    (read during generation) equal a forward's."""
     policy, reference, _, helpful, safety = tiny_models(tokenizer)
     config = ppo_config(tmp_path, shared_value_head=True)
     trainer = PPOTrainer(config, policy, reference, None, helpful, safety, tokenizer, PROMPTS)
@@ -239,6 +240,13 @@ def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
     assert sorted({name.split(".")[0] for name, _ in trainer.model.named_parameters()}) == ["policy", "value_head"]
     trainer.update(rollout, {})
     assert model.value_head.weight.abs().sum() > 0
+    # The rollout reads the values off generate's steps; they are those of a forward over the whole sequence.
+    rollout, _ = trainer.rollout(trainer.batch_prompts(1), {})
+    width = rollout.mask.shape[1]
+    with torch.no_grad():
+        expected = model.values(rollout.input_ids, rollout.attention_mask)[:, -width - 1 : -1]
+    assert rollout.values[rollout.mask].abs().min() > 0
+    torch.testing.assert_close(rollout.values[rollout.mask], expected[rollout.mask], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="value_model: give one, or None with shared_value_head"):
         PPOTrainer(ppo_config(tmp_path), policy, reference, None, helpful, safety, tokenizer, PROMPTS)
 
