@@ -23,12 +23,14 @@ position (`align.generation.RowSeededSampling`), rewards and advantages are whit
 the mini-batches are drawn from the whole batch with losses divided by their token count over all processes.
 
 The value model is by default a separate model initialised from the helpfulness reward model (the paper's);
-`shared_value_head` puts a value head on the policy's trunk instead (`PolicyWithValueHead`), which saves one
-forward and one backward of a whole model per mini-batch at the cost of the two losses sharing a trunk.
+`shared_value_head` puts a value head on the policy's trunk instead (`PolicyWithValueHead`): the rollout reads
+the values off the generation steps, and each mini-batch runs one model's forward and backward instead of two,
+at the cost of the two losses sharing a trunk.
 
 Checkpoints (`checkpoint-N/`: policy, value model or head, optimizer and iteration; sampling is seeded per
-iteration) are written to a temporary folder and renamed into place; a restarted run resumes from the newest one. With `lora` set, the policy is
-trained through LoRA adapters and the reference policy is the same model with its adapters disabled (no copy).
+iteration) are written to a temporary folder and renamed into place; a restarted run resumes from the newest
+one. With `lora` set, the policy is trained through LoRA adapters and the reference policy is the same model
+with its adapters disabled (no copy).
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ class RejectionSamplingConfig:
     seed: int = field(default=0, metadata={"help": "run seed; each prompt's seed derives from it and its id"})
     finetune_lr: float = field(default=2e-5, metadata={"help": "SFT on the kept answers: peak learning rate"})
     finetune_epochs: float = field(default=2.0, metadata={"help": "SFT on the kept answers: epochs"})
-    finetune_batch_size: int = field(default=16, metadata={"help": "SFT on the kept answers: dialogues per step"})
+    finetune_batch_size: int = field(
+        default=16, metadata={"help": "SFT on the kept answers: dialogues per step, over all processes"}
+    )
     max_length: int = field(default=4096, metadata={"help": "SFT on the kept answers: tokens per dialogue"})
 
     def __post_init__(self) -> None:
@@ -73,13 +75,19 @@ class RejectionSamplingConfig:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
 
 
-def finetune_settings(config: RejectionSamplingConfig) -> dict[str, Any]:
+def finetune_settings(config: RejectionSamplingConfig, processes: int = 1) -> dict[str, Any]:
     """`SFTConfig` keywords of the fine-tune on the kept answers (built by the recipe and by the rounds, which
-    chain the two stages; the model, data and output folder are theirs to add)."""
+    chain the two stages; the model, data and output folder are theirs to add). `finetune_batch_size` is the
+    batch of a step over all `processes`, so the fine-tune takes the same steps on any number of them."""
+    if config.finetune_batch_size % processes:
+        raise ValueError(
+            f"finetune_batch_size: {config.finetune_batch_size} dialogues per step do not split over {processes} "
+            "processes; use a multiple of the process count"
+        )
     return dict(
         lr=config.finetune_lr,
         num_train_epochs=config.finetune_epochs,
-        per_device_batch_size=config.finetune_batch_size,
+        per_device_batch_size=config.finetune_batch_size // processes,
         gradient_accumulation_steps=1,
         max_length=config.max_length,
         seed=config.seed,

@@ -15,8 +15,9 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
    win rates, Elo; supplied by the recipe from `eval/`).
 
 Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a completion marker
-(`ROUND_STAGE_DONE.json`); a rerun skips finished stages and resumes an unfinished one from its own checkpoints. `manifest.json` records, per stage,
-its config, seed, parent checkpoint, output and metrics, plus the package versions. Each stage's settings
+(`ROUND_STAGE_DONE.json`); a rerun skips finished stages and resumes an unfinished one from its own
+checkpoints. `manifest.json` records, per stage, its config, seed, parent checkpoint, output and metrics, plus
+the package versions. Each stage's settings
 come from its own YAML config (the same files its recipe reads); the rounds set only what chains them
 (checkpoints, data, output folders, per-round seeds).
 
@@ -343,7 +344,7 @@ class Rounds:
             model=str(policy),
             output_dir=str(folder / "sft"),
             dataset=",".join([str(kept), *pool]),
-            **finetune_settings(config),
+            **finetune_settings(config, self.processes.num_processes),
         )
         final = sft(finetune)
         done = json.loads((folder / DONE_MARKER).read_text())

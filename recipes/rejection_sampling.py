@@ -64,7 +64,7 @@ def main() -> None:
                     model=config.policy,
                     output_dir=str(Path(config.output_dir) / "sft"),
                     dataset=sources,
-                    **finetune_settings(config),
+                    **finetune_settings(config, PartialState().num_processes),
                 )
             )
             print(f"fine-tuned policy: {final}")

@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from align.io import read_jsonl
-from align.rejection_sampling import RejectionSamplingConfig, best_of_k_curve, run_rejection_sampling
+from align.rejection_sampling import (
+    RejectionSamplingConfig,
+    best_of_k_curve,
+    finetune_settings,
+    run_rejection_sampling,
+)
 from conftest import launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,3 +100,12 @@ def test_bad_inputs_are_clear_errors(tmp_path, chat_model, reward_models):
         run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, safety_rm=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="helpfulness_rm: required"):
         RejectionSamplingConfig(policy="p", safety_rm="s")
+
+
+def test_the_finetune_batch_is_over_all_processes():
+    """`finetune_batch_size` dialogues per step in all: split over the processes, or a clear error."""
+    config = RejectionSamplingConfig(policy="p", helpfulness_rm="h", safety_rm="s", finetune_batch_size=16)
+    assert finetune_settings(config)["per_device_batch_size"] == 16
+    assert finetune_settings(config, 2)["per_device_batch_size"] == 8
+    with pytest.raises(ValueError, match="finetune_batch_size: 16 dialogues per step do not split over 3 processes"):
+        finetune_settings(config, 3)

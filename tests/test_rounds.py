@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 import align.rounds
+from align.io import atomic_write_jsonl, read_jsonl
+from align.reward_model import world_pairs
 from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,31 +128,77 @@ def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model,
     assert (round_dir / "evaluate" / ROUND_STAGE_MARKER).is_file()
 
 
-def test_a_round_runs_on_two_processes(tmp_path, chat_model, reward_models, stage_configs):
-    """`accelerate launch` with 2 processes (gloo): the training stages run on both (the PPO stage records 2),
-    collection and evaluation on the main one; markers, manifest and report are written once, as on one."""
+def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_models, stage_configs):
+    """`accelerate launch` with 2 processes (gloo) against one process: the training stages run on both
+    (the PPO stage records 2), collection and evaluation on the main one, markers, manifest and report are
+    written once; with the same global batches (the reward models' 2 x 8 rows against 8 rows x 2 accumulation
+    steps) the round ends with the same reward models, kept answers, policy and metrics.
+
+    The round's pairs come from files (the real-data path) with counts that fill whole global batches: on
+    several processes a last, partial batch is topped up with repeated examples (accelerate's even_batches),
+    which one process does not see, so sizes that do not divide differ by those repeats."""
     from conftest import launch_two_processes
 
+    for target in ("helpfulness", "safety"):
+        pairs = world_pairs(target, 40, "train", seed=11).select(range(32))
+        atomic_write_jsonl(tmp_path / f"{target}_1.jsonl", pairs.to_list())
+    rm = yaml.safe_load(Path(stage_configs["helpfulness_rm_config"]).read_text())
+    rs = yaml.safe_load(Path(stage_configs["rejection_sampling_config"]).read_text())
     options = {
-        "round": 1, "name": "two", "runs_dir": str(tmp_path / "runs"), "sft_model": str(chat_model),
+        "round": 1, "runs_dir": str(tmp_path / "runs"), "sft_model": str(chat_model),
         "helpfulness_rm": str(reward_models["helpfulness"]), "safety_rm": str(reward_models["safety"]),
-        "pairs_per_round": 40, "ppo_from_round": 1, "eval_prompts": 10,
-        **{k: v for k, v in stage_configs.items() if k not in ("pretrain_config", "sft_config")},
+        "ppo_from_round": 1, "eval_prompts": 10, "ppo_config": stage_configs["ppo_config"],
+        "helpfulness_pairs": str(tmp_path / "helpfulness_{round}.jsonl"),
+        "safety_pairs": str(tmp_path / "safety_{round}.jsonl"),
+        "rejection_sampling_config": write_yaml(tmp_path / "rs16.yaml", {**rs, "world_prompts": 16}),
     }  # fmt: skip
-    result = launch_two_processes("recipes/rlhf_round.py", *[f"--{k}={v}" for k, v in options.items()])
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "runs" / "two"
+    runs = {}
+    for processes, accumulation in ((2, 1), (1, 2)):
+        name = f"p{processes}"
+        # other_share 0.5: each RM mixes its 32 pairs with 32 of the other set, 64 pairs = 4 global batches.
+        update = write_yaml(tmp_path / f"{name}_rm.yaml", {**rm, "per_device_batch_size": 8, "other_share": 0.5,
+                                                           "gradient_accumulation_steps": accumulation})  # fmt: skip
+        args = [f"--{k}={v}" for k, v in {**options, "name": name, "rm_update_config": update}.items()]
+        if processes == 2:
+            result = launch_two_processes("recipes/rlhf_round.py", *args)
+        else:
+            result = subprocess.run([sys.executable, "recipes/rlhf_round.py", *args], cwd=ROOT, capture_output=True,
+                                    text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("[round 1] collect") == 1  # printed by the main process only
+        runs[processes] = tmp_path / "runs" / name
+
+    two, one = runs[2] / "round-1", runs[1] / "round-1"
     for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo"):
-        assert (run / "round-1" / stage / ROUND_STAGE_MARKER).is_file(), stage
-    assert json.loads((run / "round-1" / "ppo" / "DONE.json").read_text())["processes"] == 2
-    manifest = json.loads((run / "manifest.json").read_text())
+        assert (two / stage / ROUND_STAGE_MARKER).is_file(), stage
+    assert json.loads((two / "ppo" / "DONE.json").read_text())["processes"] == 2
+    manifest = json.loads((runs[2] / "manifest.json").read_text())
     assert set(manifest["rounds"]["1"]) == {"collect", "reward_model_helpfulness", "reward_model_safety",
                                             "rejection_sampling", "ppo", "evaluate"}  # fmt: skip
-    assert len((run / "round-1" / "collect" / "helpfulness.jsonl").read_text().splitlines()) > 0
-    metrics = json.loads((run / "round-1" / "evaluate" / "metrics.json").read_text())
-    assert metrics["prompts"] == 10 and 0 <= metrics["gold_helpfulness"] <= 1
-    assert result.stdout.count("[round 1] collect") == 1  # printed by the main process only
-    assert (run / "report.md").is_file() and "| 1 |" in (run / "report.md").read_text()
+    assert (runs[2] / "report.md").is_file() and "| 1 |" in (runs[2] / "report.md").read_text()
+
+    for target in ("helpfulness", "safety"):
+        assert len((two / "collect" / f"{target}.jsonl").read_text().splitlines()) == 32
+        assert_same_weights(two / f"reward_model_{target}" / "final", one / f"reward_model_{target}" / "final")
+    kept = [
+        sorted((r["id"], r["candidates"][r["best"]]) for r in read_jsonl(run / "rejection_sampling" / "kept.jsonl"))
+        for run in (two, one)
+    ]
+    assert kept[0] == kept[1]
+    assert_same_weights(two / "rejection_sampling" / "sft" / "final", one / "rejection_sampling" / "sft" / "final")
+    assert_same_weights(two / "ppo" / "final", one / "ppo" / "final")
+    metrics = [json.loads((run / "evaluate" / "metrics.json").read_text()) for run in (two, one)]
+    assert metrics[0]["prompts"] == 10 and 0 <= metrics[0]["gold_helpfulness"] <= 1
+    assert metrics[0]["judge"] == "reward models"  # real data: no gold annotator for the win rates
+    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
+        assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-6), name
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = (load_file(str(folder / "model.safetensors")) for folder in (first, second))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3, msg=lambda m, n=name: f"{first}: {n}: {m}")
 
 
 def test_bad_round_settings_are_one_line_errors(tmp_path):
