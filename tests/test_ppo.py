@@ -364,9 +364,11 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
     assert "mini_batch_size: 3 does not divide batch_size 8" in result.stderr
 
 
-def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer):
+@pytest.mark.parametrize("shared_value_head", [False, True])
+def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, shared_value_head):
     """With `lora`, pi_0 is the policy with its adapters disabled: no reference copy, KL 0 at the start (the
-    adapters start at zero), KL > 0 once trained, and the final checkpoint has the adapters merged."""
+    adapters start at zero), KL > 0 once trained, and the final checkpoint has the adapters merged (with a
+    value model, and with a value head on the LoRA policy's trunk)."""
     policy, _, value, helpful, safety = tiny_models(tokenizer)
     for name, model in (("policy", policy), ("helpful", helpful), ("safety", safety)):
         model.save_pretrained(tmp_path / name)
@@ -374,6 +376,7 @@ def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer):
     config = ppo_config(
         tmp_path, policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "helpful"),
         safety_rm=str(tmp_path / "safety"), lora={"r": 4, "alpha": 8, "dropout": 0.0}, num_iterations=3, lr=1e-2,
+        shared_value_head=shared_value_head,
     )  # fmt: skip
     trainer = PPOTrainer.from_config(config, PROMPTS)
     assert trainer.reference is None
