@@ -499,8 +499,8 @@ class PPOTrainer:
         timings["time/generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses, values=not shared_trunk)
-        values = values if values is not None else torch.cat(value_chunks)
+        ref_logprobs, values = self.forward_no_grad(input_ids, attention_mask, responses, with_values=not shared_trunk)
+        values = torch.cat(value_chunks) if shared_trunk else values
         answers = [a.strip() for a in tokenizer.batch_decode(responses, skip_special_tokens=True)]
         messages = [r["prompt"] for r in records]
         helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
@@ -513,7 +513,7 @@ class PPOTrainer:
         sequence_reward = sequence_reward[rank * local : (rank + 1) * local].to(logprobs.device)
         timings["time/scoring"] = time.perf_counter() - started
 
-        kl = (logprobs - ref_logprobs.masked_fill(~mask, 0.0)) * mask
+        kl = (logprobs - ref_logprobs) * mask
         rewards = -config.kl_coef * kl
         last = mask.long().sum(dim=1) - 1  # the index of each response's last token
         rewards[torch.arange(len(records)), last] += sequence_reward
@@ -538,9 +538,9 @@ class PPOTrainer:
         return rollout, stats
 
     def forward_no_grad(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor, values: bool = True
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor, with_values: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs of the responses under pi_0, and (with `values`) the value of each response position."""
+        """Log-probs of the responses under pi_0, and (`with_values`) the value of each response position."""
         model = self.accelerator.unwrap_model(self.model)
         width = responses.shape[1]
         # pi_0 is the frozen reference, or the policy with its LoRA adapters disabled.
@@ -554,9 +554,9 @@ class PPOTrainer:
                 # prompt positions would be most of a small model's forward.
                 logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits
             ref_logprobs.append(self.response_logprobs(logits, responses[rows]))
-            if values:
+            if with_values:
                 value_rows.append(model.values(ids, attention)[:, -width - 1 : -1])
-        return torch.cat(ref_logprobs), torch.cat(value_rows) if values else None
+        return torch.cat(ref_logprobs), torch.cat(value_rows) if with_values else None
 
     def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         # Position t predicts token t + 1: the response's tokens are predicted by the positions just before them.
