@@ -6,13 +6,15 @@
         --helpfulness_pairs data/round{round}_helpful.jsonl --safety_pairs data/round{round}_safety.jsonl
     python recipes/rlhf_round.py --round 3 --push_to_hub me/align-demo --hub_endpoint http://hub.local
     python recipes/rlhf_round.py --round 1 --name from_hub --from_hub me/align-demo@round-3-ppo
+    accelerate launch --multi_gpu --num_processes 2 recipes/rlhf_round.py --round 1 --name two   # 2 processes
 
 Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
 stage writes `runs/<name>/round-N/<stage>/` and a completion marker, so a rerun skips finished stages and a
 killed run resumes inside the stage it was in. Writes `runs/<name>/manifest.json` (after every stage) and, at
 the end, `runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own
 branch (`round-N-<stage>`), a local folder or an fsspec URL; `--from_hub repo@revision` starts from that
-checkpoint.
+checkpoint. On several processes the training stages are split over them; collecting and evaluating run on the
+main process.
 """
 
 import runpy
