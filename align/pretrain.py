@@ -29,7 +29,7 @@ from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .io import load_table
 from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
-from .modeling.configuration import PRESETS
+from .modeling import PRESETS
 from .tracking import JsonlMetricsCallback
 
 

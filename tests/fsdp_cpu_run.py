@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM
-from align.modeling.modeling import AlignLlamaDecoderLayer
+from align.modeling.modeling_align_llama import AlignLlamaDecoderLayer
 
 STEPS = 4
 BATCH, LENGTH = 4, 32

@@ -116,13 +116,13 @@ def test_every_shipped_config_file_builds_its_config(path):
 def test_shipped_accelerate_configs_load_and_name_our_layer(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
-    import align.modeling
+    import align.modeling.modeling_align_llama
 
     config = load_config_from_file(str(path))
     assert config.num_processes % config.num_machines == 0
     wrapped = (config.fsdp_config or {}).get("fsdp_transformer_layer_cls_to_wrap")
     if wrapped is not None:  # FSDP's unit must be our decoder layer class, by name
-        assert hasattr(align.modeling.modeling, wrapped)
+        assert hasattr(align.modeling.modeling_align_llama, wrapped)
     if config.distributed_type == "DEEPSPEED":
         assert config.deepspeed_config["zero_stage"] in (2, 3)
 

@@ -2,9 +2,9 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from .configuration import PRESETS, AlignLlamaConfig
+from .configuration_align_llama import AUTO_MAP, PRESETS, AlignLlamaConfig, llama_intermediate_size
 from .conversion import convert_mha_to_gqa, export_to_llama, from_llama_config, to_llama_config
-from .modeling import (
+from .modeling_align_llama import (
     AlignLlamaForCausalLM,
     AlignLlamaForSequenceClassification,
     AlignLlamaModel,
@@ -15,8 +15,17 @@ AutoConfig.register(AlignLlamaConfig.model_type, AlignLlamaConfig, exist_ok=True
 AutoModel.register(AlignLlamaConfig, AlignLlamaModel, exist_ok=True)
 AutoModelForCausalLM.register(AlignLlamaConfig, AlignLlamaForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(AlignLlamaConfig, AlignLlamaForSequenceClassification, exist_ok=True)
+# `save_pretrained` then copies the configuration and modeling files into every checkpoint (see AUTO_MAP).
+AlignLlamaConfig.register_for_auto_class()
+for _auto_class, _model_class in (
+    ("AutoModel", AlignLlamaModel),
+    ("AutoModelForCausalLM", AlignLlamaForCausalLM),
+    ("AutoModelForSequenceClassification", AlignLlamaForSequenceClassification),
+):
+    _model_class.register_for_auto_class(_auto_class)
 
 __all__ = [
+    "AUTO_MAP",
     "PRESETS",
     "AlignLlamaConfig",
     "AlignLlamaModel",
@@ -24,6 +33,7 @@ __all__ = [
     "AlignLlamaForCausalLM",
     "AlignLlamaForSequenceClassification",
     "convert_mha_to_gqa",
+    "llama_intermediate_size",
     "export_to_llama",
     "from_llama_config",
     "to_llama_config",

@@ -14,8 +14,8 @@ import os
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from .configuration import AlignLlamaConfig
-from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .configuration_align_llama import AlignLlamaConfig
+from .modeling_align_llama import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 
 _SHARED_CONFIG_FIELDS = (
     "vocab_size",

@@ -15,6 +15,12 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+def llama_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
+    """The SwiGLU width of Meta's reference code: int(2/3 * 4 * hidden_size) rounded up to `multiple_of`."""
+    width = int(2 * 4 * hidden_size / 3)
+    return multiple_of * ((width + multiple_of - 1) // multiple_of)
+
+
 # Model sizes are data (litgpt's `config.py` style). Source of the paper sizes: Touvron et al. 2023, Table 1 and
 # the released params.json files; see ../shared/PIPELINE.md §1. The CPU presets are ours.
 # fmt: off
@@ -28,14 +34,26 @@ PRESETS: dict[str, dict[str, int]] = {
                 intermediate_size=22016, vocab_size=32000),
     "70b": dict(hidden_size=8192, num_attention_heads=64, num_key_value_heads=8, num_hidden_layers=80,
                 intermediate_size=28672, vocab_size=32000),
-    # CPU presets: same architecture, GQA on so the grouped path is always exercised. The vocabulary matches
-    # the demo tokenizer built from the synthetic world (`data/`); override it for another tokenizer.
+    # CPU presets: same architecture, GQA on so the grouped path is always exercised. intermediate_size follows
+    # Meta's rule (2/3 of 4 x hidden, rounded up to `multiple_of`) with multiple_of 32, the block of bitsandbytes'
+    # 4-bit CPU kernels; the vocabulary is that of the demo tokenizer shipped in `data/tokenizer` (1,146 tokens),
+    # so no id decodes to nothing. Override vocab_size (and pad_token_id) for another tokenizer.
     "tiny": dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
-                 intermediate_size=176, vocab_size=4096),
+                 intermediate_size=llama_intermediate_size(64, multiple_of=32), vocab_size=1146),
     "small": dict(hidden_size=256, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=6,
-                  intermediate_size=688, vocab_size=4096),
+                  intermediate_size=llama_intermediate_size(256, multiple_of=32), vocab_size=1146),
 }
 # fmt: on
+
+# The Hugging Face convention for custom code: auto class -> "<file in the checkpoint>.<class>".
+AUTO_MAP = MappingProxyType(
+    {
+        "AutoConfig": "configuration_align_llama.AlignLlamaConfig",
+        "AutoModel": "modeling_align_llama.AlignLlamaModel",
+        "AutoModelForCausalLM": "modeling_align_llama.AlignLlamaForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_align_llama.AlignLlamaForSequenceClassification",
+    }
+)
 
 _POSITIVE_INT_FIELDS = (
     "vocab_size",
@@ -59,10 +77,7 @@ class AlignLlamaConfig(PretrainedConfig):
     """
 
     model_type = "align_llama"
-    keys_to_ignore_at_inference = ["past_key_values"]
-    # TRL's online trainers (RLOO, GRPO) read `config.auto_map` for architectures transformers does not ship;
-    # an empty (read-only) one sends them to the Auto classes, where `align` registers this model.
-    auto_map = MappingProxyType({})
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -84,6 +99,10 @@ class AlignLlamaConfig(PretrainedConfig):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         kwargs = self._fold_llama_options(kwargs)
+        # Where the classes live in a checkpoint: `save_pretrained` copies this file and the modeling file next to
+        # config.json, so `trust_remote_code=True` loads the model without `align` installed. TRL's online
+        # trainers also read it to pick `AutoModelForCausalLM` for an architecture transformers does not ship.
+        kwargs["auto_map"] = dict(AUTO_MAP)
         self.validate_shapes()
         super().__post_init__(**kwargs)
 

@@ -1,36 +1,73 @@
 """The Llama 2 decoder (PIPELINE.md §1) as transformers `PreTrainedModel`s.
 
-One file you can hold in your head, in the spirit of nanoGPT's `model.py`, with the parameter names of
-transformers' `modeling_llama.py` so that Llama checkpoints load unchanged:
+One file you can hold in your head, in the spirit of nanoGPT's `model.py`, written the way transformers' own
+`modeling_llama.py` is (parameter names, the `cache` argument, the attention interface, `create_causal_mask`), so
+that Llama checkpoints load unchanged and tools that run transformers models run this one:
 
     AlignLlamaModel                      embed_tokens -> N x AlignLlamaDecoderLayer -> norm
     AlignLlamaForCausalLM                + lm_head (untied), generate() via GenerationMixin
     AlignLlamaForSequenceClassification  + score head read at the last non-padding token (reward / value model)
 
-Differences from transformers' Llama that users can rely on:
-- attention always goes through `scaled_dot_product_attention` with `enable_gqa`, so grouped kv heads are never
-  materialised as repeated copies, and the KV cache (a transformers `DynamicCache`) holds `num_key_value_heads`;
-- with an `attention_mask` and no `position_ids`, positions are counted from the first real token of each row,
-  so left-padded batches (generation, reward scoring, PPO) get the same positions as unpadded ones;
-- a padded query position attends to itself, so its output is finite (it is garbage and must be ignored, as in
-  every padded model) and no NaN leaks into gradients.
+This file and `configuration_align_llama.py` import nothing but torch and transformers: `save_pretrained` copies
+both into every checkpoint (with `auto_map` in its config.json), so a checkpoint loads with
+`AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` where `align` is not installed.
+
+- Attention goes through transformers' attention interface: `attn_implementation="sdpa"` (the default;
+  `scaled_dot_product_attention`, grouped kv heads never materialised where the kernel allows), `"eager"`
+  (returns attention weights with `output_attentions=True`), `"flash_attention_2"` / `"flex_attention"` where
+  the machine has them. Masks come from `create_causal_mask` in the form each implementation needs, so packed
+  sequences (no attention mask, `position_ids` restarting at 0 per sequence) stay apart.
+- The KV cache (a transformers `DynamicCache`) holds `num_key_value_heads` heads: the 70B preset's 8 cut it 8x.
+- With an `attention_mask` and no `position_ids`, positions count from the first real token of each row, so
+  left-padded batches (generation, reward scoring, PPO) get the positions of unpadded rows.
+- An argument the model does not know raises `TypeError` naming it instead of being swallowed by `**kwargs`.
+
+transformers renamed the KV cache argument and output field from `past_key_values` to `cache` in 5.24; the
+forwards take both names (the old one while the oldest supported transformers passes it) and return the cache
+under the name the installed version uses.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import TransformersKwargs, can_return_tuple
 
-from .configuration import AlignLlamaConfig
+from .configuration_align_llama import AlignLlamaConfig
+
+# The output field that holds the KV cache in the installed transformers ("cache" from 5.24 on).
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# Keyword arguments transformers' trainers, `generate` and peft pass to a model's forward (`TransformersKwargs`:
+# loss normalisation, output flags, flash-attention varlen metadata). Anything else is a caller's mistake.
+_MODEL_KWARGS = frozenset(TransformersKwargs.__annotations__)
+
+
+def check_kwargs(method: str, kwargs: dict) -> None:
+    """Raise TypeError for a keyword argument `method` does not take, as Python would without `**kwargs`."""
+    unknown = sorted(set(kwargs) - _MODEL_KWARGS)
+    if unknown:
+        raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
+
+
+def one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache passed under its current name (`cache`) or the name of transformers < 5.24."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("pass the KV cache as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
 
 
 class AlignLlamaRMSNorm(nn.Module):
@@ -70,15 +107,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def eager_attention_forward(
+    module: AlignLlamaAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: softmax(q k^T * scaling + mask) v, returning the weights too.
+
+    query (B, nh, T, hd), key / value (B, n_kv, S, hd), attention_mask additive (B, 1, T, S) or None;
+    returns the output (B, T, nh, hd) and the weights (B, nh, T, S), the signature of transformers' interface.
+    """
+    key = key.repeat_interleave(module.num_key_value_groups, dim=1)  # (B, nh, S, hd)
+    value = value.repeat_interleave(module.num_key_value_groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 class AlignLlamaAttention(nn.Module):
     """Causal self-attention with grouped-query heads (Ainslie et al. 2023) and RoPE on q and k."""
 
     def __init__(self, config: AlignLlamaConfig, layer_idx: int) -> None:
         super().__init__()
+        self.config = config  # the attention interface reads `config._attn_implementation`
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_kv_heads  # read by transformers' kernels for GQA
         self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
@@ -87,23 +153,25 @@ class AlignLlamaAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
-        q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)  # (B, n_kv, T_past + T, hd)
-        # Without a mask, causal attention is only right when queries and keys start together (no cache, or a
-        # single new token that may see everything); `_attention_mask` returns a mask in every other case.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=self.num_kv_heads != self.num_heads
-        )  # (B, nh, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+        q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, n_kv, T_past + T, hd)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        y, weights = attention(
+            self, q, k, v, attention_mask, scaling=self.scaling, dropout=0.0, **kwargs
+        )  # y (B, T, nh, hd)
+        return self.o_proj(y.reshape(B, T, self.num_heads * self.head_dim)), weights
 
 
 class AlignLlamaMLP(nn.Module):
@@ -120,7 +188,7 @@ class AlignLlamaMLP(nn.Module):
 
 
 class AlignLlamaDecoderLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)). Returns (x, attention weights)."""
 
     def __init__(self, config: AlignLlamaConfig, layer_idx: int) -> None:
         super().__init__()
@@ -129,9 +197,10 @@ class AlignLlamaDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = AlignLlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = AlignLlamaMLP(config)
 
-    def forward(self, x, cos_sin, mask=None, past_key_values=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, past_key_values)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, position_embeddings, attention_mask=None, cache=None, **kwargs):
+        attended, weights = self.self_attn(self.input_layernorm(x), position_embeddings, attention_mask, cache, **kwargs)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
 
 
 class AlignLlamaPreTrainedModel(PreTrainedModel):
@@ -142,38 +211,22 @@ class AlignLlamaPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["AlignLlamaDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
+    # The attention implementations this model runs through transformers' attention interface.
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
     # Old Llama checkpoints carry a RoPE buffer we compute on the fly instead.
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
 
 
-def _positions_and_mask(
-    attention_mask: torch.Tensor | None, T: int, past_length: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Default position ids (B or 1, T) and the SDPA boolean mask (B, 1, T, past_length + T) or None.
-
-    `attention_mask` (B, past_length + T) marks real tokens with 1. None is returned for the mask when plain
-    causal attention is exact, which lets SDPA take its fastest kernel.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        positions = torch.arange(past_length, past_length + T, device=device)[None]  # (1, T)
-        if past_length == 0 or T == 1:
-            return positions, None
-        padding = None
-    else:
-        attention_mask = attention_mask.bool()
-        # Count positions from each row's first real token, as if the row had no left padding.
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]  # (B, T)
-        padding = attention_mask[:, None, None, :]  # (B, 1, 1, S)
-    S = past_length + T
-    query_index = torch.arange(past_length, S, device=device)[:, None]  # (T, 1)
-    key_index = torch.arange(S, device=device)[None, :]  # (1, S)
-    mask = (key_index <= query_index)[None, None]  # (1, 1, T, S)
-    if padding is not None:
-        # A query always sees itself, so rows of padding are not all -inf (which would give NaN).
-        mask = mask & (padding | (key_index == query_index))  # (B, 1, T, S)
-    return positions, mask
+def default_position_ids(attention_mask: torch.Tensor | None, T: int, past_length: int, device) -> torch.Tensor:
+    """Position ids (B or 1, T) of the T new tokens: counted from each row's first real token when a 2D
+    `attention_mask` (B, past_length + T) marks left padding, else past_length, ..., past_length + T - 1."""
+    if attention_mask is None or attention_mask.dim() != 2 or bool(attention_mask.all()):
+        return torch.arange(past_length, past_length + T, device=device)[None]  # (1, T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]  # (B, T)
 
 
 class AlignLlamaModel(AlignLlamaPreTrainedModel):
@@ -193,54 +246,78 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """Hidden states (B, T, C); `cache` (or the former `past_key_values`) continues a KV cache.
+
+        `**kwargs` takes transformers' model keywords only (`num_items_in_batch`, flash-attention's varlen
+        `cu_seq_lens_*` / `max_length_*`, ...), passed on to the attention function.
+        """
+        check_kwargs(f"{type(self).__name__}.forward", kwargs)
+        kwargs.pop("num_items_in_batch", None)  # for the loss, not the attention
+        cache = one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("AlignLlamaModel.forward: pass exactly one of input_ids or inputs_embeds")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T, _ = x.shape
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError(f"attention_mask: expected a 2D (batch, length) 0/1 tensor, got {attention_mask.dim()}D")
+        if output_attentions is None:
+            output_attentions = getattr(self.config, "output_attentions", False)
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions: attention weights need attn_implementation='eager', this model runs "
+                f"{self.config._attn_implementation!r}"
+            )
 
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             use_cache = False  # a cache would be filled twice by the recomputed forward
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        fresh_cache = use_cache and cache is None
+        if fresh_cache:
+            cache = DynamicCache(config=self.config)
         if not use_cache:
-            past_key_values = None
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+            cache = None
+        past_length = cache.get_seq_length() if cache is not None else 0
         if past_length + T > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {past_length + T} exceeds max_position_embeddings="
                 f"{self.config.max_position_embeddings}"
             )
 
-        default_positions, mask = _positions_and_mask(attention_mask, T, past_length, x.device)
+        # The mask in the form the attention implementation wants (None where plain causal attention is exact).
+        # An empty new cache changes nothing in it, so it is left out: without a cache and an attention mask,
+        # `position_ids` that restart at 0 mark packed sequences, which the mask then keeps apart. The cache is
+        # passed by position: its keyword is `past_key_values` before transformers 5.24 and `cache` after.
+        mask = create_causal_mask(self.config, x, attention_mask, None if fresh_cache else cache, position_ids)
         if position_ids is None:
-            position_ids = default_positions
+            position_ids = default_position_ids(attention_mask, T, past_length, x.device)
         if position_ids.dim() == 1:
             position_ids = position_ids[None]
         # Shared positions stay (1, T): the cos/sin tables are broadcast, not stored once per row.
-        cos_sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
+        position_embeddings = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
 
         all_hidden_states = (x,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            x = layer(x, cos_sin, mask, past_key_values)
+            x, weights = layer(x, position_embeddings, attention_mask=mask, cache=cache, **kwargs)
             if output_hidden_states:
                 all_hidden_states += (x,)
+            if output_attentions:
+                all_attentions += (weights,)
         x = self.norm(x)
         return BaseModelOutputWithPast(
-            last_hidden_state=x, past_key_values=past_key_values, hidden_states=all_hidden_states
+            last_hidden_state=x, hidden_states=all_hidden_states, attentions=all_attentions, **{CACHE_FIELD: cache}
         )
 
 
@@ -267,17 +344,18 @@ class AlignLlamaForCausalLM(AlignLlamaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
         logits_to_keep: int = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits (B, T, vocab); with `labels` (B, T, -100 = ignored) also the mean next-token cross-entropy.
@@ -286,14 +364,15 @@ class AlignLlamaForCausalLM(AlignLlamaPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (from transformers' Trainer) is forwarded to the loss so gradient accumulation
         averages over tokens, not over micro-batches.
         """
+        check_kwargs(f"{type(self).__name__}.forward", kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
+            **kwargs,
         )
         hidden = outputs.last_hidden_state
         if logits_to_keep:
@@ -308,7 +387,11 @@ class AlignLlamaForCausalLM(AlignLlamaPreTrainedModel, GenerationMixin):
                 num_items_in_batch=kwargs.get("num_items_in_batch"),
             )
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 
@@ -349,27 +432,29 @@ class AlignLlamaForSequenceClassification(AlignLlamaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         """Scores (B, num_labels) read at each row's last real token; optional loss against `labels`."""
+        check_kwargs(f"{type(self).__name__}.forward", kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
+            **kwargs,
         )
         hidden = outputs.last_hidden_state  # (B, T, C)
         B, T, _ = hidden.shape
@@ -379,5 +464,9 @@ class AlignLlamaForSequenceClassification(AlignLlamaPreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, pooled_logits=logits, config=self.config)
         return SequenceClassifierOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
