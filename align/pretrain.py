@@ -28,8 +28,7 @@ from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .io import load_table
-from .modeling import AlignLlamaConfig, AlignLlamaForCausalLM
-from .modeling import PRESETS
+from .modeling import PRESETS, AlignLlamaConfig, AlignLlamaForCausalLM
 from .tracking import JsonlMetricsCallback
 
 

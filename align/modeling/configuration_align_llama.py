@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+
 def llama_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
     """The SwiGLU width of Meta's reference code: int(2/3 * 4 * hidden_size) rounded up to `multiple_of`."""
     width = int(2 * 4 * hidden_size / 3)
