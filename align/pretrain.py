@@ -119,10 +119,10 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> A
     """A fresh model of the preset sized to the tokenizer, or the checkpoint of `init_from`."""
     if config.init_from:
         return AlignLlamaForCausalLM.from_pretrained(require_model_dir(config.init_from, "init_from"))
-    vocab_size = -(-len(tokenizer) // 64) * 64  # the tokenizer's size, rounded up for efficient matmuls
+    # Exactly the tokenizer's size, as Llama 2's 32,000: an id past the tokenizer would decode to nothing.
     model_config = AlignLlamaConfig.from_preset(
         config.model_preset,
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         max_position_embeddings=max(4096, config.seq_length),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
