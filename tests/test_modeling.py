@@ -21,6 +21,7 @@ from align.modeling import (
     export_to_llama,
     to_llama_config,
 )
+from align.modeling.modeling_align_llama import CACHE_FIELD
 
 ATOL = 1e-5
 
@@ -114,7 +115,7 @@ def test_kv_cache_holds_only_kv_heads():
     for num_kv_heads in (4, 1):
         config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, num_key_value_heads=num_kv_heads)
         model = AlignLlamaForCausalLM(config).eval()
-        cache = model(torch.randint(0, 256, (2, 10)), use_cache=True).past_key_values
+        cache = getattr(model(torch.randint(0, 256, (2, 10)), use_cache=True), CACHE_FIELD)
         layer = cache.layers[0]
         assert layer.keys.shape == (2, num_kv_heads, 10, config.head_dim)
         assert layer.values.shape == (2, num_kv_heads, 10, config.head_dim)
@@ -122,13 +123,64 @@ def test_kv_cache_holds_only_kv_heads():
     assert sizes[4] == 4 * sizes[1]  # memory scales with kv heads, not query heads
 
 
-def test_cached_decoding_equals_full_forward(tiny_model):
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_cached_decoding_equals_full_forward(tiny_model, name):
+    """The cache continues under its current name and under the name of transformers < 5.24."""
     ids = torch.randint(0, 256, (2, 12))
     full = tiny_model(ids).logits
     out = tiny_model(ids[:, :8], use_cache=True)
-    step = tiny_model(ids[:, 8:10], past_key_values=out.past_key_values, use_cache=True)
-    last = tiny_model(ids[:, 10:], past_key_values=step.past_key_values, use_cache=True)
+    step = tiny_model(ids[:, 8:10], **{name: getattr(out, CACHE_FIELD)}, use_cache=True)
+    last = tiny_model(ids[:, 10:], **{name: getattr(step, CACHE_FIELD)}, use_cache=True)
     torch.testing.assert_close(torch.cat([out.logits, step.logits, last.logits], 1), full, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model(ids[:, 10:], cache=getattr(step, CACHE_FIELD), past_key_values=getattr(step, CACHE_FIELD))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_eager_attention_returns_weights_and_the_logits_of_sdpa(side, tmp_path):
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, pad_token_id=0)
+    torch.manual_seed(0)
+    AlignLlamaForCausalLM(config).save_pretrained(tmp_path)
+    sdpa = AlignLlamaForCausalLM.from_pretrained(tmp_path).eval()
+    eager = AlignLlamaForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    ids, mask = padded_batch(256, [9, 5, 2], side)
+    out = eager(ids, attention_mask=mask, output_attentions=True)
+    real = mask.bool()
+    torch.testing.assert_close(out.logits[real], sdpa(ids, attention_mask=mask).logits[real], atol=ATOL, rtol=0)
+    assert len(out.attentions) == config.num_hidden_layers
+    weights = out.attentions[0]  # (B, heads, T, T)
+    assert weights.shape == (3, config.num_attention_heads, 9, 9)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, config.num_attention_heads, 9))
+    # A real query spreads its weight over real keys at or before it, nothing else.
+    query, key = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
+    allowed = (key <= query)[None] & real[:, None, :]  # (B, T, T)
+    for row in range(3):
+        on_real_queries = weights[row][:, real[row]]  # (heads, real T, T)
+        assert (on_real_queries[:, ~allowed[row][real[row]]] == 0).all()
+    with pytest.raises(ValueError, match="output_attentions: attention weights need attn_implementation='eager'"):
+        sdpa(ids, attention_mask=mask, output_attentions=True)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_sequences_by_position_ids_stay_apart(tiny_model, implementation):
+    """No attention mask and positions restarting at 0: each packed sequence gives its logits alone."""
+    tiny_model.set_attn_implementation(implementation)
+    first, second = torch.randint(1, 256, (1, 5)), torch.randint(1, 256, (1, 4))
+    packed = tiny_model(torch.cat([first, second], 1), position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]]))
+    torch.testing.assert_close(packed.logits[:, :5], tiny_model(first).logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(packed.logits[:, 5:], tiny_model(second).logits, atol=ATOL, rtol=0)
+
+
+def test_unknown_keyword_arguments_are_a_type_error(tiny_model):
+    ids = torch.randint(0, 256, (1, 5))
+    with pytest.raises(TypeError, match="AlignLlamaForCausalLM.forward\\(\\) got an unexpected keyword argument 'atention_mask'"):
+        tiny_model(ids, atention_mask=torch.ones_like(ids))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'token_type_ids'"):
+        tiny_model.model(ids, token_type_ids=torch.zeros_like(ids))
+    # What transformers' trainers and peft pass is taken: output flags, return_dict, the token count of the loss.
+    out = tiny_model(ids, labels=ids, output_hidden_states=True, num_items_in_batch=torch.tensor(4), return_dict=False)
+    assert isinstance(out, tuple) and out[0].ndim == 0
 
 
 def test_gradient_checkpointing_gives_same_gradients(tiny_config):
@@ -309,3 +361,65 @@ def test_fsdp_on_cpu_matches_one_process_resumes_from_a_sharded_checkpoint_and_l
     loaded = AlignLlamaForCausalLM.from_pretrained(tmp_path / "final")
     for name, value in model.state_dict().items():
         assert torch.allclose(loaded.state_dict()[name], value, atol=1e-4), name
+
+
+# A process in which `import align` fails, as for a user who only has transformers: it loads the checkpoint with
+# the code the checkpoint carries and prints the logits and greedy tokens of fixed inputs as JSON.
+_LOAD_WITHOUT_ALIGN = r"""
+import importlib.abc, json, sys
+class NoAlign(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "align" or name.startswith("align."):
+            raise ImportError(f"{name} is blocked in this process")
+sys.meta_path.insert(0, NoAlign())
+try:
+    import align  # noqa: F401
+    raise SystemExit("align was importable")
+except ImportError:
+    pass
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+path, head, ids, mask = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+ids, mask = torch.tensor(ids), torch.tensor(mask)
+auto = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
+model = auto.from_pretrained(path, trust_remote_code=True).eval()
+result = {"class": type(model).__module__ + "." + type(model).__name__}
+with torch.no_grad():
+    result["logits"] = model(ids, attention_mask=mask).logits.tolist()
+    if head == "causal":
+        kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        result["generated"] = model.generate(ids, **kwargs).tolist()
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("head", ["causal", "reward"])
+def test_a_checkpoint_loads_with_trust_remote_code_where_align_cannot_be_imported(head, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=256, pad_token_id=0, eos_token_id=None, num_labels=1)
+    torch.manual_seed(0)
+    model = (AlignLlamaForCausalLM if head == "causal" else AlignLlamaForSequenceClassification)(config).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_align_llama.AlignLlamaForCausalLM"
+    assert {"configuration_align_llama.py", "modeling_align_llama.py"} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+
+    ids, mask = padded_batch(256, [6, 3], "left")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_ALIGN, str(tmp_path / "ckpt"), head, json.dumps(ids.tolist()),
+         json.dumps(mask.tolist())],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout.strip().splitlines()[-1])
+    assert remote["class"].startswith("transformers_modules.") and "align." not in remote["class"]
+    with torch.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(torch.tensor(remote["logits"]), logits, atol=0, rtol=0)
+    if head == "causal":
+        kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert remote["generated"] == model.generate(ids, **kwargs).tolist()
