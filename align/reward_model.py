@@ -129,7 +129,13 @@ class RewardModelConfig(TrainerStageConfig):
 
 
 def world_pairs(
-    target: str, count: int, split: str, seed: int, world_seed: int = 0, quality_mix: dict[str, float] | None = None
+    target: str,
+    count: int,
+    split: str,
+    seed: int,
+    world_seed: int = 0,
+    quality_mix: dict[str, float] | None = None,
+    margin_scheme: str = "small",
 ) -> datasets.Dataset:
     """World pairs of one data set: helpfulness pairs on helpfulness prompts, safety pairs on safety prompts;
     `quality_mix` weighs the qualities of the scripted answers (default: the world's mix)."""
@@ -137,7 +143,8 @@ def world_pairs(
 
     world = World(seed=world_seed)
     prompts = world.prompts(count, split, seed=seed, mix=TARGET_PROMPT_MIX[target])
-    return load_preferences(world.preference_pairs(prompts, target, seed=seed, quality_mix=quality_mix))
+    pairs = world.preference_pairs(prompts, target, seed=seed, quality_mix=quality_mix)
+    return load_preferences(pairs, margin_scheme=margin_scheme)
 
 
 def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
@@ -151,9 +158,10 @@ def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
             seed=1 + TARGETS.index(target),
             world_seed=config.world_seed,
             quality_mix=config.helpfulness_quality_mix if target == "helpfulness" else None,
+            margin_scheme=config.margin_scheme,
         )
         if source == "world"
-        else load_preferences(source, format=config.data_format, target=target)
+        else load_preferences(source, format=config.data_format, target=target, margin_scheme=config.margin_scheme)
         for source in (s.strip() for s in sources if s.strip())
     ]
     if not parts:
@@ -173,7 +181,8 @@ def tokenize_pairs(
 ) -> datasets.Dataset:
     """Rows `chosen_ids`, `rejected_ids`, `margin` (+ `strength`, `is_safety`) for TRL's RewardTrainer.
 
-    An explicit `margin` in the data wins over the strength's margin. Pairs longer than `max_length` raise or
+    A pair's `margin` (the data's own, or its strength's under the stage's scheme, as `load_pairs` reads them)
+    is used as is; a pair without one gets its strength's margin under `scheme`. Pairs longer than `max_length` raise or
     are skipped and counted (logged).
     """
     rows, too_long = [], 0

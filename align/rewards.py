@@ -17,36 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.chat import Message
-from .data.preferences import STRENGTHS
-
-# Llama 2 paper, Table 28 (PIPELINE.md §5): margin by annotator strength, for the "small" and "large" schemes.
-MARGINS: dict[str, dict[str, float]] = {
-    "none": {strength: 0.0 for strength in STRENGTHS},
-    "small": {
-        "significantly_better": 1.0,
-        "better": 2 / 3,
-        "slightly_better": 1 / 3,
-        "negligibly_better": 0.0,
-        "unsure": 0.0,
-    },
-    "large": {
-        "significantly_better": 3.0,
-        "better": 2.0,
-        "slightly_better": 1.0,
-        "negligibly_better": 0.0,
-        "unsure": 0.0,
-    },
-}
-
-
-def margin_for_strength(strength: str, scheme: str = "small") -> float:
-    """The margin m(strength) of the ranking loss for a margin scheme ("none", "small" or "large")."""
-    if scheme not in MARGINS:
-        raise ValueError(f"scheme: unknown margin scheme {scheme!r}, expected one of {list(MARGINS)}")
-    if strength not in MARGINS[scheme]:
-        raise ValueError(f"strength: unknown strength {strength!r}, expected one of {list(STRENGTHS)}")
-    return MARGINS[scheme][strength]
-
+from .data.preferences import MARGINS, margin_for_strength  # noqa: F401  (the strength -> margin table lives with the data)
 
 def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Mean of -log sigmoid(r_chosen - r_rejected - margin) over the batch (PIPELINE.md §5)."""

@@ -265,7 +265,8 @@ class Rounds:
             counts = {}
             for target in ("helpfulness", "safety"):
                 source = getattr(self.config, f"{target}_pairs").format(round=n)
-                pairs = load_preferences(source, format=self.config.pairs_format, target=target)
+                # Saved with the data's own margins only: the reward-model update applies its margin scheme.
+                pairs = load_preferences(source, format=self.config.pairs_format, target=target, margin_scheme=None)
                 atomic_write_jsonl(folder / f"{target}.jsonl", pairs.to_list())
                 counts[target] = len(pairs)
             return {"pairs": counts, "source": "files", "parent": str(policy)}

@@ -27,8 +27,22 @@ def test_trl_conversational_json_keeps_annotations():
     # Implicit prompt: the shared turns of the two conversations.
     assert second["prompt"] == [{"role": "user", "content": "Is fire hot?"}]
     assert (second["chosen"][0]["content"], second["rejected"][0]["content"]) == ("Yes.", "No.")
-    assert second["strength"] == "slightly_better" and second["margin"] is None
+    # No margin of its own: the strength's margin under the paper's "small" scheme (Table 28), a number for TRL.
+    assert second["strength"] == "slightly_better" and second["margin"] == pytest.approx(1 / 3)
     assert first["source"].endswith("trl_conversational.json")
+
+
+def test_margins_come_from_the_data_else_from_the_strength_under_the_chosen_scheme():
+    rows = [
+        {"prompt": "p", "chosen": "a", "rejected": "b", "strength": "better"},
+        {"prompt": "p", "chosen": "a", "rejected": "b"},  # no strength label: unsure
+        {"prompt": "p", "chosen": "a", "rejected": "b", "strength": "better", "margin": 0.25},
+    ]
+    assert load_preferences(rows)["margin"] == [pytest.approx(2 / 3), 0.0, 0.25]
+    assert load_preferences(rows, margin_scheme="large")["margin"] == [2.0, 0.0, 0.25]
+    assert load_preferences(rows, margin_scheme=None)["margin"] == [None, None, 0.25]
+    with pytest.raises(ValueError, match="margin_scheme: expected one of"):
+        load_preferences(rows, margin_scheme="huge")
 
 
 def test_trl_standard_format_and_defaults():

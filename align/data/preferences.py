@@ -8,7 +8,10 @@ Llama 2 annotations (PIPELINE.md §5):
     rejected   [{"role": "assistant", "content": ...}]
     strength   "significantly_better" | "better" | "slightly_better" | "negligibly_better" | "unsure"
     is_safety  bool: the prompt is a safety prompt (gates the reward in PPO, picks the safety RM's data)
-    margin     float or None: an explicit margin from the data, else None (margins come from `strength`)
+    margin     float: the data's own `margin` where a record has one, else the margin of its strength under
+               `margin_scheme` (the paper's Table 28; "small" by default, so 0 for "unsure"), ready for TRL's
+               `RewardTrainer`. `margin_scheme=None` keeps only the data's own margins (None elsewhere), for pairs
+               that are saved and re-read by a stage with its own scheme
     source     where the record came from (its own `source` field, else the file or dataset name)
 
 Choices where the formats are silent (documented in the README too):
@@ -45,6 +48,35 @@ STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_be
 FORMATS = ("trl", "hh-rlhf", "pku-saferlhf", "ultrafeedback")
 TARGETS = ("helpfulness", "safety")
 COLUMNS = ("prompt", "chosen", "rejected", "strength", "is_safety", "margin", "source")
+
+# Llama 2 paper, Table 28 (PIPELINE.md §5): margin by annotator strength, for the "small" and "large" schemes.
+MARGINS: dict[str, dict[str, float]] = {
+    "none": {strength: 0.0 for strength in STRENGTHS},
+    "small": {
+        "significantly_better": 1.0,
+        "better": 2 / 3,
+        "slightly_better": 1 / 3,
+        "negligibly_better": 0.0,
+        "unsure": 0.0,
+    },
+    "large": {
+        "significantly_better": 3.0,
+        "better": 2.0,
+        "slightly_better": 1.0,
+        "negligibly_better": 0.0,
+        "unsure": 0.0,
+    },
+}
+
+
+def margin_for_strength(strength: str, scheme: str = "small") -> float:
+    """The margin m(strength) of the ranking loss for a margin scheme ("none", "small" or "large")."""
+    if scheme not in MARGINS:
+        raise ValueError(f"scheme: unknown margin scheme {scheme!r}, expected one of {list(MARGINS)}")
+    if strength not in MARGINS[scheme]:
+        raise ValueError(f"strength: unknown strength {strength!r}, expected one of {list(STRENGTHS)}")
+    return MARGINS[scheme][strength]
+
 
 # Score gaps (UltraFeedback's 1-10 scale) at which each strength starts, strongest first.
 ULTRAFEEDBACK_GAPS = (("significantly_better", 3.0), ("better", 2.0), ("slightly_better", 1.0))
@@ -308,11 +340,13 @@ def load_preferences(
     on_error: str = "raise",
     is_safety: bool | None = None,
     split: str = "train",
+    margin_scheme: str | None = "small",
 ) -> datasets.Dataset:
     """Load preference pairs from a local file (.jsonl/.json/.parquet), a `datasets` name, a Dataset or a list.
 
     `format`: one of `FORMATS`; `target`: "helpfulness" or "safety" (PKU-SafeRLHF picks the better or the safer
-    response by it); `on_error`: "raise" (default) or "skip"; `is_safety`: tag every record (overrides the data).
+    response by it); `on_error`: "raise" (default) or "skip"; `is_safety`: tag every record (overrides the data);
+    `margin_scheme`: how a pair without its own margin gets one ("none", "small", "large" or None).
     Columns and choices are described in the module docstring.
     """
     if format not in PARSERS:
@@ -321,6 +355,8 @@ def load_preferences(
         raise ValueError(f"target: expected one of {list(TARGETS)}, got {target!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+    if margin_scheme is not None and margin_scheme not in MARGINS:
+        raise ValueError(f"margin_scheme: expected one of {list(MARGINS)} or None, got {margin_scheme!r}")
     name, records = _records(source, split)
     parse = PARSERS[format]
     rows, skipped = [], Counter()
@@ -338,6 +374,8 @@ def load_preferences(
             continue
         if is_safety is not None:
             row["is_safety"] = is_safety
+        if row["margin"] is None and margin_scheme is not None:
+            row["margin"] = margin_for_strength(row["strength"], margin_scheme)
         row["source"] = str(record.get("source") or name)
         rows.append(row)
     if skipped:

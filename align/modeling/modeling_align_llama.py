@@ -443,9 +443,14 @@ class AlignLlamaForSequenceClassification(AlignLlamaPreTrainedModel):
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        margin: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
-        """Scores (B, num_labels) read at each row's last real token; optional loss against `labels`."""
+        """Scores (B, num_labels) read at each row's last real token; optional loss against `labels`.
+
+        `margin` is accepted and ignored: TRL's `RewardTrainer` passes its batch's margin column to the model
+        along with the inputs and applies it in its own loss.
+        """
         check_kwargs(f"{type(self).__name__}.forward", kwargs)
         outputs = self.model(
             input_ids=input_ids,
