@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .data.chat import Message
 from .data.preferences import MARGINS, margin_for_strength  # noqa: F401  (the strength -> margin table lives with the data)
 
+
 def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Mean of -log sigmoid(r_chosen - r_rejected - margin) over the batch (PIPELINE.md §5)."""
     return -F.logsigmoid(chosen - rejected - margin).mean()
