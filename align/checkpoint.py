@@ -73,9 +73,10 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-# Settings a resumed run may change: how long it runs and how it reports, not what it trains.
+# Settings a resumed run may change: how long it runs, how it reports and where it exports, not what it trains.
 RUN_LENGTH_FIELDS = {
-    "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume"
+    "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume",
+    "export_llama",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
 
@@ -127,6 +128,18 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
         )
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+EXPORT_LLAMA_HELP = "also write the final policy here as a plain transformers Llama directory (with its tokenizer)"
+
+
+def export_llama(checkpoint: str | os.PathLike, save_directory: str | os.PathLike) -> Path:
+    """Write the align checkpoint `checkpoint` as a plain `LlamaForCausalLM` directory with its tokenizer,
+    atomically (the recipes' `--export_llama`)."""
+    from .modeling import AlignLlamaForCausalLM, export_to_llama
+
+    model = AlignLlamaForCausalLM.from_pretrained(require_model_dir(checkpoint))
+    return write_directory_atomic(lambda staging: export_to_llama(model, staging), save_directory)
 
 
 def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:

@@ -57,12 +57,24 @@ tags: [align, llama-2, rlhf]
 
 A checkpoint of the `align` Llama 2 alignment pipeline (stage `{revision}`{f", from `{base}`" if base else ""}).
 
+With `align` installed (`pip install align`; importing it registers the model with transformers):
+
 ```python
-import align  # registers the model with transformers' Auto classes
+import align
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}")
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}")
 ```
+
+Without it, with transformers alone: the checkpoint carries its configuration and modeling code (`auto_map`).
+
+```python
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}", trust_remote_code=True)
+```
+
+A reward model loads the same way with `AutoModelForSequenceClassification`. For tools that only know Llama
+(serving engines, converters), `align.export_to_llama(model, "llama-dir")` writes a plain `LlamaForCausalLM`
+directory with the tokenizer.
 
 | metric | value |
 |---|---|

@@ -190,12 +190,12 @@ class Rounds:
     # -- the rounds --------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Run every round up to `config.round`; returns the manifest."""
-        policy = self.round_zero()
+        """Run every round up to `config.round`; returns the manifest. `self.policy` is then the last round's."""
+        self.policy = self.round_zero()
         if self.config.reward_model_init == "previous":
             self.base_reward_models = {target: self.base_reward_model(target) for target in ("helpfulness", "safety")}
         for round_number in range(1, self.config.round + 1):
-            policy = self.run_round(round_number, policy)
+            self.policy = self.run_round(round_number, self.policy)
         return Manifest(self.manifest.path).data  # as the main process wrote it
 
     def round_zero(self) -> Path:

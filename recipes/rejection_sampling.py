@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 
+from align.checkpoint import EXPORT_LLAMA_HELP, export_llama  # noqa: E402
 from align.config import exit_with_error, parse_config  # noqa: E402
 from align.io import read_jsonl  # noqa: E402
 from align.rejection_sampling import (  # noqa: E402
@@ -35,6 +36,7 @@ class RecipeConfig(RejectionSamplingConfig):
 
     finetune: bool = field(default=True, metadata={"help": "fine-tune the policy on the kept answers"})
     pool: str | None = field(default=None, metadata={"help": "comma-separated kept.jsonl files of earlier rounds"})
+    export_llama: str | None = field(default=None, metadata={"help": EXPORT_LLAMA_HELP})
 
 
 def write_report(kept: Path) -> None:
@@ -68,6 +70,8 @@ def main() -> None:
                 )
             )
             print(f"fine-tuned policy: {final}")
+            if config.export_llama and PartialState().is_main_process:
+                print(f"plain Llama directory: {export_llama(final, config.export_llama)}")
     except (FileNotFoundError, ValueError) as error:
         exit_with_error(str(error))
     print(f"kept answers: {kept}")

@@ -6,6 +6,7 @@
         --helpfulness_pairs data/round{round}_helpful.jsonl --safety_pairs data/round{round}_safety.jsonl
     python recipes/rlhf_round.py --round 3 --push_to_hub me/align-demo --hub_endpoint http://hub.local
     python recipes/rlhf_round.py --round 1 --name from_hub --from_hub me/align-demo@round-3-ppo
+    python recipes/rlhf_round.py --round 3 --export_llama runs/demo/llama   # round 3's policy as plain Llama
     accelerate launch --multi_gpu --num_processes 2 recipes/rlhf_round.py --round 1 --name two   # 2 processes
 
 Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
@@ -21,6 +22,7 @@ import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
 from align.config import exit_with_error, parse_config
 from align.hub import HubError, pull_checkpoint, push_checkpoint
 from align.rounds import Rounds, RoundsConfig
@@ -36,6 +38,7 @@ class RecipeConfig(RoundsConfig):
     push_to_hub: str | None = field(default=None, metadata={"help": "repo id, local folder or fsspec URL"})
     from_hub: str | None = field(default=None, metadata={"help": "start from repo@revision (a chat model)"})
     hub_endpoint: str | None = field(default=None, metadata={"help": "Hub URL (default: HF_ENDPOINT or the Hub)"})
+    export_llama: str | None = field(default=None, metadata={"help": EXPORT_LLAMA_HELP})
 
 
 def push_stages(config: RecipeConfig, manifest: dict) -> None:
@@ -76,6 +79,9 @@ def main() -> None:
         print(written.read_text())
         if config.push_to_hub:
             push_stages(config, manifest)
+        if config.export_llama:
+            print(f"round {config.round} policy as a plain Llama directory: "
+                  f"{export_llama(rounds.policy, config.export_llama)}")  # fmt: skip
     except (FileNotFoundError, ValueError, HubError) as error:
         exit_with_error(str(error))
     print(f"report: {written}")

@@ -244,6 +244,30 @@ def test_exports_to_a_transformers_llama_directory(tiny_model, tmp_path):
     torch.testing.assert_close(llama(ids).logits, tiny_model(ids).logits, atol=ATOL, rtol=0)
 
 
+def test_export_writes_the_tokenizer_and_generates_what_align_does(tokenizer, tmp_path):
+    """A checkpoint saved with its tokenizer exports with it; transformers' text-generation pipeline then gives
+    the same text from the plain Llama directory as from align's model."""
+    from transformers import AutoTokenizer, pipeline
+
+    config = AlignLlamaConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    torch.manual_seed(0)
+    AlignLlamaForCausalLM(config).save_pretrained(tmp_path / "align")
+    tokenizer.save_pretrained(tmp_path / "align")
+    ours = AlignLlamaForCausalLM.from_pretrained(tmp_path / "align")
+    export_to_llama(ours, tmp_path / "llama")  # the tokenizer is found beside the weights
+    llama_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "llama")
+    assert llama_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert llama_tokenizer.chat_template == tokenizer.chat_template
+    chat = [{"role": "user", "content": "What is 12 plus 30?"}]
+    texts = [
+        pipeline("text-generation", model=model, tokenizer=tok)(chat, max_new_tokens=10, do_sample=False)
+        for model, tok in ((ours, tokenizer), (LlamaForCausalLM.from_pretrained(tmp_path / "llama"), llama_tokenizer))
+    ]
+    assert texts[0] == texts[1] and texts[0][0]["generated_text"][-1]["role"] == "assistant"
+
+
 def test_refuses_llama_configs_that_are_not_llama_2():
     with pytest.raises(ValueError, match="rope_type"):
         AlignLlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})

@@ -160,6 +160,7 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
                                                            "gradient_accumulation_steps": accumulation})  # fmt: skip
         args = [f"--{k}={v}" for k, v in {**options, "name": name, "rm_update_config": update}.items()]
         if processes == 2:
+            args.append(f"--export_llama={tmp_path / 'llama'}")  # written once, by the main process
             result = launch_two_processes("recipes/rlhf_round.py", *args)
         else:
             result = subprocess.run([sys.executable, "recipes/rlhf_round.py", *args], cwd=ROOT, capture_output=True,
@@ -187,6 +188,12 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
     assert kept[0] == kept[1]
     assert_same_weights(two / "rejection_sampling" / "sft" / "final", one / "rejection_sampling" / "sft" / "final")
     assert_same_weights(two / "ppo" / "final", one / "ppo" / "final")
+    # --export_llama: the round's policy (PPO's) as a plain transformers Llama directory with its tokenizer.
+    assert json.loads((tmp_path / "llama" / "config.json").read_text())["model_type"] == "llama"
+    assert (tmp_path / "llama" / "tokenizer.json").is_file()
+    exported = load_file(str(tmp_path / "llama" / "model.safetensors"))
+    for name, value in load_file(str(two / "ppo" / "final" / "model.safetensors")).items():
+        assert torch.equal(exported[name], value), name
     metrics = [json.loads((run / "evaluate" / "metrics.json").read_text()) for run in (two, one)]
     assert metrics[0]["prompts"] == 10 and 0 <= metrics[0]["gold_helpfulness"] <= 1
     assert metrics[0]["judge"] == "reward models"  # real data: no gold annotator for the win rates

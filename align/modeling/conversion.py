@@ -2,20 +2,26 @@
 
 - Hugging Face `LlamaForCausalLM` directories load directly with `AlignLlamaForCausalLM.from_pretrained(dir)`:
   the parameter names are the same and `AlignLlamaConfig` folds a `model_type: llama` config into its own.
-- `export_to_llama(model, dir)` writes a plain `LlamaForCausalLM` directory for tools that only know Llama.
+- `export_to_llama(model, dir)` writes a plain `LlamaForCausalLM` directory (weights, config and the tokenizer)
+  for tools that only know Llama.
 - `convert_mha_to_gqa(model, n)` is the checkpoint conversion of Ainslie et al. 2023 (PIPELINE.md §1).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from .configuration_align_llama import AlignLlamaConfig
 from .modeling_align_llama import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+
+logger = logging.getLogger(__name__)
 
 _SHARED_CONFIG_FIELDS = (
     "vocab_size",
@@ -50,14 +56,25 @@ def from_llama_config(config: LlamaConfig) -> AlignLlamaConfig:
 
 
 def export_to_llama(
-    model: AlignLlamaForCausalLM | AlignLlamaForSequenceClassification, save_directory: str | os.PathLike
+    model: AlignLlamaForCausalLM | AlignLlamaForSequenceClassification,
+    save_directory: str | os.PathLike,
+    tokenizer: Any = None,
 ) -> None:
-    """Save `model` as a plain transformers Llama checkpoint (`model_type: llama`), weights unchanged."""
+    """Save `model` as a plain transformers Llama checkpoint (`model_type: llama`), weights unchanged, with its
+    tokenizer: `tokenizer` if given, else the one saved beside the model's weights (the directory it was loaded
+    from). A model built in code with no tokenizer given is exported without one, with a warning."""
     llama_class = LlamaForCausalLM if isinstance(model, AlignLlamaForCausalLM) else LlamaForSequenceClassification
     with torch.device("meta"):
         llama = llama_class(to_llama_config(model.config))
     llama.load_state_dict(model.state_dict(), assign=True, strict=True)
     llama.save_pretrained(save_directory)
+    source = Path(model.name_or_path or "")
+    if tokenizer is None and (source / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer is None:
+        logger.warning("export_to_llama: no tokenizer given or found beside the model; %s has none", save_directory)
+    else:
+        tokenizer.save_pretrained(save_directory)
 
 
 def convert_mha_to_gqa(model: AlignLlamaForCausalLM, num_key_value_heads: int) -> AlignLlamaForCausalLM:
