@@ -193,7 +193,7 @@ def trainer_kwargs(config: TrainerStageConfig) -> dict:
         adam_beta2=config.adam_beta2,
         adam_epsilon=config.adam_epsilon,
         max_grad_norm=config.max_grad_norm,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,

@@ -392,7 +392,7 @@ def measure_training_step(
 
     device = next(model.parameters()).device
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
     generator = torch.Generator().manual_seed(0)

@@ -251,20 +251,39 @@ def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
         PPOTrainer(ppo_config(tmp_path), policy, reference, None, helpful, safety, tokenizer, PROMPTS)
 
 
+def scores_on_iterations(trainer: PPOTrainer, iterations: range) -> list[float]:
+    """The reward models' mean gated score of the current policy's answers to the prompts of `iterations`, each
+    row sampled from the seed of that iteration and batch position (the same answers for the same policy)."""
+    current, scores = trainer.iteration, []
+    for iteration in iterations:
+        trainer.iteration = iteration  # the rows' sampling seeds come from it
+        scores.append(trainer.rollout(trainer.batch_prompts(iteration), {})[1]["objective/scores"])
+    trainer.iteration = current
+    return scores
+
+
 def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_path, chat_model, reward_models):
-    """The tiny chat model, PPO against the tiny world reward models: the RM score rises within a few iterations,
-    and the gold reward of the same answers is logged next to it."""
+    """The tiny chat model, PPO against the tiny world reward models: the trained policy scores higher than the
+    initial one on the same prompts with the same sampling seeds (a paired comparison over 4 batches, 128
+    answers), and the gold reward of the answers is logged next to the reward models' score.
+
+    Measured on the 2-core CPU (2026-11-30): the paired gain was +0.093, +0.052 and +0.055 for PPO seeds 0-2 (the
+    first batch improved in every run). Comparing the last iterations' logged scores with the first ones instead
+    mixes in how hard each batch's prompts are, and failed on one machine."""
     prompts = load_prompts("world", world_prompts=64, world_prompt_seed=7)
     config = ppo_config(
         tmp_path, policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
         safety_rm=str(reward_models["safety"]), num_iterations=10, batch_size=32, mini_batch_size=8, lr=2e-4,
         response_length=24, save_steps=100, forward_batch_size=32, report_to="tensorboard",
     )  # fmt: skip
-    PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
+    trainer = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts))
+    before = scores_on_iterations(trainer, range(4))
+    trainer.train()
+    after = scores_on_iterations(trainer, range(4))
+    assert sum(after) / 4 > sum(before) / 4, (before, after)
     metrics = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").open()]
-    scores = [m["objective/scores"] for m in metrics]
-    assert len(scores) == 10 and all(0 <= m["objective/gold"] <= 1 for m in metrics)
-    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3, scores
+    assert len(metrics) == 10 and all(0 <= m["objective/gold"] <= 1 for m in metrics)
+    assert metrics[0]["objective/scores"] == pytest.approx(before[0])  # iteration 0 logged what it sampled
     assert metrics[-1]["objective/kl"] > 0
     for name in ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/value_avg", "time/generation", "eps"):
         assert name in metrics[-1]
