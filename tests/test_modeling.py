@@ -322,6 +322,24 @@ def test_presets_are_the_paper_shapes():
     assert AlignLlamaConfig.from_preset("small", num_hidden_layers=3).num_hidden_layers == 3
 
 
+def test_cpu_presets_fit_the_shipped_tokenizer_and_bitsandbytes_blocks():
+    """The CPU presets' vocabulary is the demo tokenizer's (no id decodes to nothing) and their SwiGLU width is
+    Meta's rule rounded to 32, the block of bitsandbytes' 4-bit CPU kernels (7B's 11008 is the rule at 256)."""
+    from align.data import load_tokenizer
+    from align.modeling import llama_intermediate_size
+    from conftest import ROOT
+
+    tokenizer = load_tokenizer(f"{ROOT}/data/tokenizer")
+    for preset in ("tiny", "small"):
+        assert PRESETS[preset]["vocab_size"] == len(tokenizer)
+        hidden = PRESETS[preset]["hidden_size"]
+        assert PRESETS[preset]["intermediate_size"] == llama_intermediate_size(hidden, multiple_of=32)
+        assert PRESETS[preset]["intermediate_size"] % 32 == 0
+    assert llama_intermediate_size(4096) == PRESETS["7b"]["intermediate_size"] == 11008
+    assert llama_intermediate_size(5120) == PRESETS["13b"]["intermediate_size"] == 13824
+    assert tokenizer.decode([len(tokenizer) - 1]) != ""
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
