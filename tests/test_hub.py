@@ -50,6 +50,9 @@ def test_push_and_pull_round_trip_through_the_hub_keeps_weights_and_revisions(tm
     assert not same_weights(other, pulled)
     assert "gold_helpfulness | 0.7" in (pulled / "README.md").read_text()
     assert (pulled / "tokenizer.json").is_file()
+    # The model's code travels with it: a user without align loads it with trust_remote_code (the card says so).
+    assert {"configuration_align_llama.py", "modeling_align_llama.py"} <= {p.name for p in pulled.iterdir()}
+    assert "trust_remote_code=True" in (pulled / "README.md").read_text()
     assert same_weights(other, pull_checkpoint("me/align-demo@round-3-rs", tmp_path / "rs", endpoint=hub.endpoint))
     branches = set(hub.state.repos["me/align-demo"]["branches"])
     assert {"main", "round-3-ppo", "round-3-rs"} <= branches
