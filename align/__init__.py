@@ -5,11 +5,6 @@ Importing `align` registers the `align_llama` model type with transformers' Auto
 
 import logging
 
-# bitsandbytes (optional; peft imports it whenever it is installed) logs a warning when imported on a CPU with
-# AVX512-BF16 and no `kernels` package: it would fetch a faster 4-bit kernel from the Hub, which align never does
-# (no network at run time). Keep that line out of every command's output, where errors are one line.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
 from .modeling import (
     AlignLlamaConfig,
     AlignLlamaForCausalLM,
@@ -17,6 +12,11 @@ from .modeling import (
     convert_mha_to_gqa,
     export_to_llama,
 )
+
+# bitsandbytes (optional; peft imports it whenever it is installed) logs a warning when imported on a CPU with
+# AVX512-BF16 and no `kernels` package: it would fetch a faster 4-bit kernel from the Hub, which align never does
+# (no network at run time). Keep that line out of every command's output, where errors are one line.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 
