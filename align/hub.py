@@ -66,10 +66,12 @@ model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}")
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}")
 ```
 
-Without it, with transformers alone: the checkpoint carries its configuration and modeling code (`auto_map`).
+Without it, with transformers alone: the checkpoint carries its configuration and modeling code (`auto_map`);
+pass `trust_remote_code=True` to the tokenizer too, since it reads the same config.json.
 
 ```python
 model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}", trust_remote_code=True)
 ```
 
 A reward model loads the same way with `AutoModelForSequenceClassification`. For tools that only know Llama
