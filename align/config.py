@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import yaml
 from transformers import HfArgumentParser
 
 ConfigT = TypeVar("ConfigT")
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -63,9 +65,60 @@ def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
     return values
 
 
+def take_dotted_options(argv: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Split `--stage.field VALUE` / `--stage.field=VALUE` options off `argv`: (the rest, {stage: {field: value}}).
+    Values are read as YAML scalars (`4`, `true`, `1.0e-6`); the stage's config converts them to its types."""
+    rest, dotted = [], {}
+    index = 0
+    while index < len(argv):
+        argument = argv[index]
+        name = argument[2:].split("=", 1)[0] if argument.startswith("--") else ""
+        if "." in name and not name.startswith("."):
+            if "=" in argument:
+                value = argument.split("=", 1)[1]
+            elif index + 1 < len(argv):
+                value, index = argv[index + 1], index + 1
+            else:
+                raise ConfigError(f"--{name}: expected a value")
+            stage, _, key = name.partition(".")
+            dotted.setdefault(stage, {})[key] = yaml.safe_load(value) if value.strip() else value
+        else:
+            rest.append(argument)
+        index += 1
+    return rest, dotted
+
+
+def coerce_field_value(config_class: type, name: str, value: Any, option: str) -> Any:
+    """`value` converted to the declared type of field `name` of `config_class` (a float for `lr: float`
+    given as the YAML string '1e-6'); ValueError naming `option` when it does not convert."""
+    declared = {f.name: str(f.type) for f in dataclasses.fields(config_class)}[name]
+    kind = declared.split("|")[0].strip()
+    if value is None or kind not in ("int", "float", "bool"):
+        return value
+    try:
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        converted = float(value) if kind == "float" else int(value)
+        if kind == "int" and converted != float(value):
+            raise ValueError
+        return converted
+    except (TypeError, ValueError):
+        raise ValueError(f"{option}: expected {kind}, got {value!r}") from None
+
+
 def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
-    """Parse `--config FILE` and overrides into `config_class`; raises `ConfigError` on any mistake."""
+    """Parse `--config FILE` and overrides into `config_class`; raises `ConfigError` on any mistake.
+
+    A config with an `overrides` field (the rounds) also takes `--stage.field VALUE` options, merged over the
+    YAML file's `overrides` mapping."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    dotted: dict[str, dict[str, Any]] = {}
+    if "overrides" in {f.name for f in dataclasses.fields(config_class)}:
+        argv, dotted = take_dotted_options(argv)
     parser = _OneLineParser(
         config_class,
         allow_abbrev=False,  # a mistyped option is an error, not a prefix
@@ -85,6 +138,11 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
         argv = [a for a in argv if not a.startswith("--config=")]
     if config_path:
         parser.set_defaults(**load_yaml_config(config_path, config_class))
+    if dotted:
+        merged = dict(parser.get_default("overrides") or {})
+        for stage, values in dotted.items():
+            merged[stage] = {**(merged.get(stage) or {}), **values}
+        parser.set_defaults(overrides=merged)
     try:
         # Unknown options first: a typo should be reported as such, not as the missing value it was meant to set.
         _, remaining = parser.parse_known_args(args=argv)
@@ -129,10 +187,26 @@ def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
     raise SystemExit(2)
 
 
-def precision_flags(mixed_precision: str) -> dict[str, bool]:
-    """TrainingArguments' bf16 / fp16 flags for a `mixed_precision` setting ("auto": bf16 where supported)."""
+def device_precision(mixed_precision: str) -> str:
+    """The precision a `mixed_precision` setting gets on this machine: "auto" is bf16 where the GPU has it, else
+    fp32 ("no"); bf16 or fp16 that the device cannot do (a CPU, a GPU without bf16) falls back to fp32 with a
+    log line instead of running slowly or failing."""
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if bf16_ok else "no"
+    if (mixed_precision == "bf16" and not bf16_ok) or (mixed_precision == "fp16" and not cuda):
+        device = torch.cuda.get_device_name() if cuda else "CPU"
+        logger.warning(
+            "mixed_precision=%s: not supported on this device (%s); training in fp32", mixed_precision, device
+        )
+        return "no"
+    return mixed_precision
+
+
+def precision_flags(mixed_precision: str) -> dict[str, bool]:
+    """TrainingArguments' bf16 / fp16 flags for a `mixed_precision` setting (`device_precision`)."""
+    mixed_precision = device_precision(mixed_precision)
     return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
 
 

@@ -2,7 +2,9 @@
 
 `complete(model, tokenizer, texts)` left-pads a batch of prompt texts, runs `model.generate` (KV cache on),
 and returns only the new text of each row, cut at an optional stop string. Prompts are rendered beforehand:
-`chat_prompt_texts` applies the Llama 2 chat template; plain-text prompts (pretraining probes) are used as is.
+`chat_prompt_texts` applies the tokenizer's chat template (with its generation prompt); plain-text prompts
+(pretraining probes) are used as is. Generation stops at `eos_token` or at the token the chat template closes
+an answer with (`align.data.chat.answer_end_token_ids`: ChatML's `<|im_end|>`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from .data.chat import Message, render
+from .data.chat import Message, answer_end_token_ids, render
 
 
 def chat_prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[Message]]) -> list[str]:
-    """Llama 2 chat text of each prompt (message lists ending with a user turn)."""
+    """Chat text of each prompt (message lists ending with a user turn), ready for the answer to follow."""
     return [render(tokenizer, prompt) for prompt in prompts]
 
 
@@ -51,7 +53,7 @@ def sample_tokens(
     attention_mask: torch.Tensor,
     *,
     pad_token_id: int,
-    eos_token_id: int,
+    eos_token_id: int | list[int],
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -60,7 +62,8 @@ def sample_tokens(
     **generate_kwargs: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The new tokens (B, <= max_new_tokens) `model.generate` appends to left-padded prompts, with the KV cache;
-    greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos`.
+    greedy when `temperature` is 0. Rows that end early are filled with `pad_token_id` after their `eos` (one id
+    or a list of ids that each end an answer).
 
     With `row_seeds` (one per row), each row samples from its own generator (`RowSeededSampling`), so a row's
     answer is the same whichever batch or process it is in; otherwise sampling draws from torch's global RNG.
@@ -110,6 +113,7 @@ def complete(
     model.eval()
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     outputs: list[str] = []
+    stop_ids = answer_end_token_ids(tokenizer)
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
@@ -123,7 +127,7 @@ def complete(
                 batch["input_ids"],
                 batch["attention_mask"],
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=stop_ids,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 top_p=top_p,

@@ -35,8 +35,16 @@ class HubError(RuntimeError):
 
 
 def is_hub_target(target: str) -> bool:
-    """A Hub repo id ("owner/name" or "name"), as opposed to a local path or an fsspec URL."""
-    return "://" not in target and not target.startswith((".", "/", "~")) and not Path(target).exists()
+    """A Hub repo id ("owner/name" or "name"), as opposed to a local path or an fsspec URL.
+
+    Local: a URL (`file://`, `s3://`), a path starting with `.`, `/` or `~`, a path that exists, a path whose
+    first folder exists here (`runs/hub` when `runs/` does, even before `runs/hub` is made), or a path with
+    more than one `/` (a repo id has at most one). Anything else is a repo id; write `./name` for a new local
+    folder that could be read as one."""
+    if "://" in target or target.startswith((".", "/", "~")) or Path(target).exists():
+        return False
+    parts = Path(target).parts
+    return len(parts) <= 2 and not (len(parts) == 2 and Path(parts[0]).is_dir())
 
 
 def split_revision(spec: str) -> tuple[str, str]:
@@ -46,7 +54,13 @@ def split_revision(spec: str) -> tuple[str, str]:
 
 
 def model_card(repo_id: str, revision: str, metrics: dict[str, Any] | None, base: str | None) -> str:
-    """A model card (README.md) for one stage's checkpoint: how to load it, where it came from, its metrics."""
+    """A model card (README.md) for one stage's checkpoint: how to load it, where it came from, its metrics.
+    For a local or fsspec target the snippets load the folder `<target>/<revision>` itself."""
+    if is_hub_target(repo_id):
+        where = f'"{repo_id}", revision="{revision}"'
+    else:
+        where = '"' + (f"{repo_id.rstrip('/')}/{revision}" if "://" in repo_id else
+                       str(Path(repo_id).expanduser().resolve() / revision)) + '"'  # fmt: skip
     rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
                      for name, value in (metrics or {}).items())  # fmt: skip
     return f"""---
@@ -62,16 +76,16 @@ With `align` installed (`pip install align`; importing it registers the model wi
 ```python
 import align
 from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}")
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}")
+model = AutoModelForCausalLM.from_pretrained({where})
+tokenizer = AutoTokenizer.from_pretrained({where})
 ```
 
 Without it, with transformers alone: the checkpoint carries its configuration and modeling code (`auto_map`);
 pass `trust_remote_code=True` to the tokenizer too, since it reads the same config.json.
 
 ```python
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{revision}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}", trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained({where}, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained({where}, trust_remote_code=True)
 ```
 
 A reward model loads the same way with `AutoModelForSequenceClassification`. For tools that only know Llama
@@ -113,7 +127,8 @@ def push_checkpoint(
         commit = api.create_commit(target, operations, commit_message=f"align: {revision}", revision=revision)
         return commit.commit_url
     except (HfHubHTTPError, TransportError, OSError, ValueError) as error:
-        raise HubError(f"push of {folder} to {target}@{revision} failed: {_cause(error)}") from error
+        hint = f" (for a local folder, write ./{target})" if is_hub_target(target) and "/" in target else ""
+        raise HubError(f"push of {folder} to {target}@{revision} failed: {_cause(error)}{hint}") from error
 
 
 def pull_checkpoint(

@@ -61,12 +61,14 @@ from .checkpoint import (
     save_pretrained_atomic,
     write_directory_atomic,
 )
-from .data import load_tokenizer
+from .config import device_precision
+from .data import answer_end_token_ids, load_tokenizer
 from .generation import chat_prompt_texts, sample_tokens
 from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
-from .prompts import check_prompt_lengths
+from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
+from .sources import describe_source, require_source, split_sources
 from .tracking import METRICS_FILE, MetricsWriter
 
 GoldScorer = Callable[[dict[str, Any], str], float]
@@ -89,7 +91,7 @@ class PPOConfig:
         metadata={"help": "value head on the policy's trunk instead of a value model (faster; not the paper's)"},
     )
     output_dir: str = field(default="runs/ppo", metadata={"help": "run folder: checkpoints, metrics, final/"})
-    prompts: str = field(default="world", metadata={"help": "'world' or a JSONL of {id, prompt, is_safety}"})
+    prompts: str | None = field(default=None, metadata={"help": PROMPTS_HELP})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
     world_prompts: int = field(default=512, metadata={"help": "train prompts drawn from the world"})
     world_prompt_seed: int = field(default=0, metadata={"help": "which world prompts (e.g. the round number)"})
@@ -130,6 +132,7 @@ class PPOConfig:
         for name in ("policy", "helpfulness_rm", "safety_rm"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
+        require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         for name in (
             "num_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "save_steps",
             "logging_steps", "forward_batch_size", "world_prompts",
@@ -155,9 +158,10 @@ class PPOConfig:
 # ---- the math, as functions of tensors ---------------------------------------------------------------------
 
 
-def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """(B, T) bool: the tokens of each response up to and including its first `eos` (all, if it has none)."""
-    is_eos = responses == eos_token_id
+def response_mask(responses: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """(B, T) bool: the tokens of each response up to and including its first `eos` (all, if it has none);
+    `eos_token_id` is one id or the ids that each end an answer (`align.data.answer_end_token_ids`)."""
+    is_eos = torch.isin(responses, torch.tensor(eos_token_id, device=responses.device).reshape(-1))
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # strictly after the first eos
     return ~after_eos
 
@@ -332,7 +336,7 @@ class PPOTrainer:
     ) -> None:
         self.config = config
         self.accelerator = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision
+            cpu=not torch.cuda.is_available(), mixed_precision=device_precision(config.mixed_precision)
         )
         processes = self.accelerator.num_processes
         if config.batch_size % processes:
@@ -343,6 +347,7 @@ class PPOTrainer:
             raise ValueError("prompts: no prompts to train on")
         check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.response_length)
         self.tokenizer = tokenizer
+        self.stop_ids = answer_end_token_ids(tokenizer)  # eos and the chat template's end of an answer
         self.prompts = list(prompts)
         self.gold_scorer = gold_scorer
         device = self.accelerator.device
@@ -385,7 +390,9 @@ class PPOTrainer:
         reference_path = require_model_dir(config.reference or paths["policy"], "reference")
         if not config.shared_value_head:
             value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+        accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision=device_precision(config.mixed_precision)
+        )
         checkpoint = prepare_run(config.output_dir, config, is_main=accelerator.is_main_process)
         accelerator.wait_for_everyone()
         tokenizer = load_tokenizer(paths["policy"])
@@ -475,7 +482,7 @@ class PPOTrainer:
                     prompts["input_ids"][rows],
                     prompts["attention_mask"][rows],
                     pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                    eos_token_id=self.stop_ids,
                     max_new_tokens=config.response_length,
                     temperature=config.temperature,
                     top_p=config.top_p,
@@ -490,7 +497,7 @@ class PPOTrainer:
             if shared_trunk:
                 value_chunks.append(F.pad(torch.stack(step_values, dim=1), (0, padding)))
         responses = torch.cat(chunks)
-        mask = response_mask(responses, tokenizer.eos_token_id)
+        mask = response_mask(responses, self.stop_ids)
         responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
         # Past a response's end the logits are of padding; 0 keeps the update's ratio there finite (it is masked).
         logprobs = torch.cat(logprob_chunks).masked_fill(~mask, 0.0)
@@ -529,7 +536,9 @@ class PPOTrainer:
             "objective/scores": gated.mean().item(),
             "objective/helpfulness_score": helpful.mean().item(),
             "objective/safety_score": safety.mean().item(),
-            "val/num_eos_tokens": (responses == tokenizer.eos_token_id).sum().item(),
+            "val/num_eos_tokens": torch.isin(responses, torch.tensor(self.stop_ids, device=responses.device))
+            .sum()
+            .item(),
             "val/response_length": mask.float().sum(1).mean().item(),
         }
         if self.gold_scorer is not None:
@@ -679,6 +688,9 @@ class PPOTrainer:
             mark_done(
                 self.output_dir,
                 final=str(final),
+                data_sources={
+                    "prompts": [describe_source(s, self.config.world_seed) for s in split_sources(self.config.prompts)]
+                },
                 iterations=self.iteration,
                 episodes=self.episodes,
                 processes=self.accelerator.num_processes,

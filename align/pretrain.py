@@ -29,6 +29,7 @@ from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .io import load_table
 from .modeling import PRESETS, AlignLlamaConfig, AlignLlamaForCausalLM
+from .sources import announce_sources, require_source
 from .tracking import JsonlMetricsCallback
 
 
@@ -43,11 +44,11 @@ class PretrainConfig(TrainerStageConfig):
         default=None, metadata={"help": "continue from this checkpoint (e.g. GQA uptraining)"}
     )
     tokenizer: str = field(default="data/tokenizer", metadata={"help": "tokenizer directory"})
-    dataset: str = field(
-        default="world",
+    dataset: str | None = field(
+        default=None,
         metadata={
-            "help": "'world' (the synthetic corpus), a .txt (one document per line) / .jsonl / .json / "
-            ".parquet file, or a datasets name"
+            "help": "required: a .txt (one document per line) / .jsonl / .json / .parquet file, a datasets name, "
+            "or 'world' (the demo's synthetic corpus)"
         },
     )
     text_field: str = field(default="text", metadata={"help": "document field of JSON / Parquet / Hub data"})
@@ -63,6 +64,7 @@ class PretrainConfig(TrainerStageConfig):
         super().__post_init__()
         if self.init_from is None and self.model_preset not in PRESETS:
             raise ValueError(f"model_preset: unknown preset {self.model_preset!r}, allowed: {sorted(PRESETS)}")
+        require_source(self.dataset, "dataset", "the documents to pretrain on")
         for name in ("seq_length", "world_documents", "max_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -143,6 +145,7 @@ def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = N
     `callbacks` are extra Trainer callbacks (early stopping, custom logging, ...).
     """
     tokenizer = load_tokenizer(config.tokenizer)
+    sources = announce_sources("pretrain", {"dataset": config.dataset}, config.world_seed)
     dataset = build_dataset(config, tokenizer)
     model = build_model(config, tokenizer)
     trainer = Trainer(
@@ -153,4 +156,4 @@ def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = N
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(config.output_dir), *(callbacks or [])],
     )
-    return run_trainer(trainer, config, tokenizer, sequences=len(dataset))
+    return run_trainer(trainer, config, tokenizer, sequences=len(dataset), data_sources=sources)

@@ -1,28 +1,35 @@
-"""Prompt sets of the on-policy stages (rejection sampling, PPO): the world's, or a JSONL file of the user's.
+"""Prompt sets of the on-policy stages (rejection sampling, PPO) and of evaluation: a JSONL file of the
+user's, or the world's when asked for ("world").
 
-A prompt record is `{"id", "prompt": [messages ending with a user turn], "is_safety"}`; world records also keep
-their gold answer `key` (a JSON string) so that the gold scorers can judge what the policy answered.
+A prompt record is `{"id", "prompt", "is_safety"}`: `prompt` is a list of messages ending with a user turn, or
+a string (one user message); `id` defaults to the line number and `is_safety` to false. World records also
+keep their gold answer `key` (a JSON string) so that the gold scorers can judge what the policy answered.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .data.chat import DialogueError, validate_dialogue
 from .generation import chat_prompt_texts
+from .sources import WORLD, announce_sources
+
+PROMPTS_HELP = "required: a JSONL file of {id, prompt, is_safety} records, or 'world' (the demo's prompts)"
 
 
 def load_prompts(
-    source: str, *, world_seed: int = 0, world_prompts: int = 200, world_prompt_seed: int = 0
+    source: str, *, world_seed: int = 0, world_prompts: int = 200, world_prompt_seed: int = 0, split: str = "train"
 ) -> list[dict[str, Any]]:
-    """Prompt records of `source`: "world" (train prompts of the synthetic world) or a JSONL file."""
-    if source == "world":
+    """Prompt records of `source`: a JSONL file, or "world" (`split` prompts of the synthetic world)."""
+    if source == WORLD:
         from .world import World  # only the demo data needs the world
 
         world = World(seed=world_seed)
-        return [p.to_record() for p in world.prompts(world_prompts, "train", seed=world_prompt_seed)]
+        return [p.to_record() for p in world.prompts(world_prompts, split, seed=world_prompt_seed)]
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"prompts: no file at {path}")
@@ -34,12 +41,17 @@ def load_prompts(
             record = json.loads(line)
         except json.JSONDecodeError:
             raise ValueError(f"{path}: line {number}: not valid JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), list) or not record["prompt"]:
-            raise ValueError(f"{path}: line {number}: field 'prompt': expected a non-empty list of messages")
+        prompt = record.get("prompt") if isinstance(record, dict) else None
+        if isinstance(prompt, str) and prompt.strip():
+            prompt = [{"role": "user", "content": prompt}]
+        try:
+            validate_dialogue(prompt, where="field 'prompt'", need_answer=False)
+        except DialogueError as error:
+            raise ValueError(f"{path}: line {number}: {error}") from None
         records.append(
             {
                 "id": str(record.get("id", number)),
-                "prompt": record["prompt"],
+                "prompt": prompt,
                 "is_safety": bool(record.get("is_safety", False)),
                 **({"key": record["key"]} if "key" in record else {}),
             }
@@ -51,7 +63,9 @@ def load_prompts(
 
 def stage_prompts(config: Any) -> list[dict[str, Any]]:
     """The prompts a stage config names with its `prompts`, `world_seed`, `world_prompts` and
-    `world_prompt_seed` fields (rejection sampling and PPO share them)."""
+    `world_prompt_seed` fields (rejection sampling and PPO share them), announced as the stage's data source."""
+    stage = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(config).__name__.removesuffix("Config")).lower()
+    announce_sources(stage, {"prompts": config.prompts}, config.world_seed)
     return load_prompts(
         config.prompts,
         world_seed=config.world_seed,

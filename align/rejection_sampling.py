@@ -34,8 +34,9 @@ from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl, atomic_write_text
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
-from .prompts import check_prompt_lengths, stage_prompts
+from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .rewards import SAFETY_THRESHOLD, gated_reward, score
+from .sources import describe_source, require_source, split_sources
 
 
 @dataclass
@@ -46,7 +47,7 @@ class RejectionSamplingConfig:
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
     output_dir: str = field(default="runs/rejection_sampling", metadata={"help": "run folder"})
-    prompts: str = field(default="world", metadata={"help": "'world' or a JSONL of {id, prompt, is_safety}"})
+    prompts: str | None = field(default=None, metadata={"help": PROMPTS_HELP})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
     world_prompts: int = field(default=200, metadata={"help": "train prompts drawn from the world"})
     world_prompt_seed: int = field(default=0, metadata={"help": "which world prompts (e.g. the round number)"})
@@ -68,6 +69,7 @@ class RejectionSamplingConfig:
         for name in ("policy", "helpfulness_rm", "safety_rm"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
+        require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         for name in ("num_samples", "max_new_tokens", "world_prompts", "score_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -205,6 +207,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
             output_dir,
             kept=str(kept),
             prompts=len(prompts),
+            data_sources={"prompts": [describe_source(s, config.world_seed) for s in split_sources(config.prompts)]},
             without_answer=len(results) - len(answered),
             resumed=len(done),
             processes=state.num_processes,

@@ -9,6 +9,11 @@ Pairs are tokenized here (the chat format of `align.data`) so that a pair longer
 counted skip or an error, never silently dropped, and a pair's `strength` / `is_safety` stay beside it for the
 per-bucket evaluation.
 
+Data (required, `align.sources`): `helpfulness_data` and `safety_data` name preference files (each with its
+own format, `auto` by default: `align.data.preferences.detect_format`) or `datasets` names, or "world" to ask
+for the synthetic world's pairs; `eval_data` names held-out pairs (required with the user's data; "none" skips
+the evaluation, "world" is the world's test pairs).
+
 Data mix (paper §3.2.2): the helpfulness RM sees all helpfulness pairs plus other-target (safety) pairs making
 `other_share` of the mix (default 0.5, an equal share); the safety RM sees all safety pairs plus helpfulness
 pairs making 10% of its mix. In the world, helpfulness pairs are pairs on helpfulness prompts labelled for
@@ -34,9 +39,11 @@ from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
+from .data.tokenizer import CHAT_TEMPLATE_HELP, check_chat_template_setting
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForSequenceClassification
 from .rewards import MARGINS, conversation_ids, margin_for_strength, score
+from .sources import WORLD, announce_sources, is_world, require_source, split_sources
 from .tracking import JsonlMetricsCallback
 
 logger = logging.getLogger(__name__)
@@ -54,13 +61,20 @@ class RewardModelConfig(TrainerStageConfig):
     target: str = field(default="helpfulness", metadata={"help": "helpfulness or safety"})
     output_dir: str = field(default="runs/reward_model", metadata={"help": "run folder"})
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
-    helpfulness_data: str = field(
-        default="world", metadata={"help": "comma-separated sources: 'world', preference files or datasets"}
+    helpfulness_data: str | None = field(
+        default=None, metadata={"help": "helpfulness pairs: comma-separated preference files or datasets, or 'world'"}
     )
-    safety_data: str = field(
-        default="world", metadata={"help": "comma-separated sources: 'world', preference files or datasets"}
+    safety_data: str | None = field(
+        default=None, metadata={"help": "safety pairs: comma-separated preference files or datasets, or 'world' (not "
+                                        "needed by the helpfulness RM with other_share 0)"}
+    )  # fmt: skip
+    data_format: str = field(default="auto", metadata={"help": f"format of every data file, one of {list(FORMATS)}"})
+    helpfulness_format: str | None = field(
+        default=None, metadata={"help": "format of helpfulness_data (default: data_format)"}
     )
-    data_format: str = field(default="trl", metadata={"help": f"format of the data files, one of {list(FORMATS)}"})
+    safety_format: str | None = field(default=None, metadata={"help": "format of safety_data (default: data_format)"})
+    eval_format: str | None = field(default=None, metadata={"help": "format of eval_data (default: data_format)"})
+    chat_template: str = field(default="tokenizer", metadata={"help": CHAT_TEMPLATE_HELP})
     other_share: float | None = field(
         default=None, metadata={"help": "share of the other target's pairs in the mix (default 0.5 / 0.1)"}
     )
@@ -72,8 +86,9 @@ class RewardModelConfig(TrainerStageConfig):
                   "world's mix); near misses are what teaches a reward model to check answers"},
     )  # fmt: skip
     eval_data: str | None = field(
-        default=None, metadata={"help": "held-out pairs to report accuracy on (default: the world's test pairs)"}
-    )
+        default=None, metadata={"help": "held-out pairs to report accuracy on: files, 'none' (no evaluation) or "
+                                        "'world' (the default when the training data is the world's)"}
+    )  # fmt: skip
     lora: dict | str | None = field(
         default=None, metadata={"help": "LoRA settings {r, alpha, dropout, target_modules}; off if unset"}
     )
@@ -94,8 +109,10 @@ class RewardModelConfig(TrainerStageConfig):
             raise ValueError(f"target: expected one of {list(TARGETS)}, got {self.target!r}")
         if self.margin_scheme not in MARGINS:
             raise ValueError(f"margin_scheme: expected one of {list(MARGINS)}, got {self.margin_scheme!r}")
-        if self.data_format not in FORMATS:
-            raise ValueError(f"data_format: expected one of {list(FORMATS)}, got {self.data_format!r}")
+        for name in ("data_format", "helpfulness_format", "safety_format", "eval_format"):
+            if getattr(self, name) is not None and getattr(self, name) not in FORMATS:
+                raise ValueError(f"{name}: expected one of {list(FORMATS)}, got {getattr(self, name)!r}")
+        check_chat_template_setting(self.chat_template)
         if self.on_long not in ("skip", "raise"):
             raise ValueError(f"on_long: expected 'skip' or 'raise', got {self.on_long!r}")
         self.lora = parse_lora_setting(self.lora)
@@ -103,6 +120,20 @@ class RewardModelConfig(TrainerStageConfig):
             self.other_share = DEFAULT_OTHER_SHARE[self.target]
         if not 0 <= self.other_share < 1:
             raise ValueError(f"other_share: must be in [0, 1), got {self.other_share}")
+        other = "safety" if self.target == "helpfulness" else "helpfulness"
+        require_source(getattr(self, f"{self.target}_data"), f"{self.target}_data", f"{self.target} preference pairs")
+        if self.other_share > 0:
+            require_source(
+                getattr(self, f"{other}_data"), f"{other}_data",
+                f"{other} pairs for the {self.target} RM's mix (other_share={self.other_share}; 0 trains without)",
+            )  # fmt: skip
+        if self.eval_data is None:
+            if not all(is_world(getattr(self, f"{t}_data")) for t in TARGETS if getattr(self, f"{t}_data")):
+                raise ValueError(
+                    "eval_data: required with your own data: held-out preference pairs to measure accuracy on "
+                    "(or 'none' to skip the evaluation)"
+                )
+            self.eval_data = WORLD
         if isinstance(self.helpfulness_quality_mix, str):
             try:
                 text = self.helpfulness_quality_mix.strip()
@@ -149,7 +180,8 @@ def world_pairs(
 
 def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
     """The pairs of one data set, pooled over its comma-separated sources (e.g. every round's batch so far)."""
-    sources = (config.helpfulness_data if target == "helpfulness" else config.safety_data).split(",")
+    sources = split_sources(getattr(config, f"{target}_data"))
+    file_format = getattr(config, f"{target}_format") or config.data_format
     parts = [
         world_pairs(
             target,
@@ -160,9 +192,9 @@ def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
             quality_mix=config.helpfulness_quality_mix if target == "helpfulness" else None,
             margin_scheme=config.margin_scheme,
         )
-        if source == "world"
-        else load_preferences(source, format=config.data_format, target=target, margin_scheme=config.margin_scheme)
-        for source in (s.strip() for s in sources if s.strip())
+        if source == WORLD
+        else load_preferences(source, format=file_format, target=target, margin_scheme=config.margin_scheme)
+        for source in sources
     ]
     if not parts:
         raise ValueError(f"{target}_data: no source given")
@@ -237,10 +269,22 @@ def training_arguments(config: RewardModelConfig, steps: int) -> trl.RewardConfi
 def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Train (or resume) one reward model; returns `output_dir/final`."""
     model_dir = require_model_dir(config.model, "model")
-    tokenizer = load_tokenizer(config.tokenizer or model_dir)
+    tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
     other_target = "safety" if config.target == "helpfulness" else "helpfulness"
-    own, other = load_pairs(config, config.target), load_pairs(config, other_target)
-    mixed = mix_pairs(own, other, config.other_share, config.seed)
+    sources = announce_sources(
+        f"reward_model {config.target}",
+        {
+            f"{config.target}_data": getattr(config, f"{config.target}_data"),
+            **({f"{other_target}_data": getattr(config, f"{other_target}_data")} if config.other_share else {}),
+            **({"eval_data": config.eval_data} if config.eval_data != "none" else {}),
+        },
+        config.world_seed,
+    )
+    own = load_pairs(config, config.target)
+    if config.other_share:
+        mixed = mix_pairs(own, load_pairs(config, other_target), config.other_share, config.seed)
+    else:
+        mixed = own.shuffle(seed=config.seed)
     train_rows = tokenize_pairs(mixed, tokenizer, config.margin_scheme, config.max_length, config.on_long)
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun
     batch = config.per_device_batch_size * config.gradient_accumulation_steps * processes
@@ -263,6 +307,7 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
         pairs=len(train_rows),
         own_pairs=len(own),
         mixed_in=len(mixed) - len(own),
+        data_sources=sources,
     )
 
 
@@ -275,6 +320,21 @@ def predict_pairs(model: Any, tokenizer: Any, pairs: datasets.Dataset, batch_siz
         {"chosen_reward": float(c), "rejected_reward": float(r), "strength": s, "is_safety": bool(t)}
         for c, r, s, t in zip(chosen, rejected, pairs["strength"], pairs["is_safety"])
     ]
+
+
+def eval_pairs(config: RewardModelConfig) -> datasets.Dataset | None:
+    """The held-out pairs `config.eval_data` names (None for 'none'): the world's test pairs, or the user's
+    files read as `eval_format` (else `data_format`) for the config's target."""
+    if config.eval_data == "none":
+        return None
+    if config.eval_data == WORLD:
+        return held_out_pairs(world_seed=config.world_seed)
+    file_format = config.eval_format or config.data_format
+    parts = [
+        load_preferences(source, format=file_format, target=config.target)
+        for source in split_sources(config.eval_data)
+    ]
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def held_out_pairs(count: int = 400, world_seed: int = 0) -> datasets.Dataset:

@@ -3,7 +3,9 @@
 Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >= 1:
 
 1. `collect`: new preference pairs from the latest policy (in the world: two sampled answers per prompt,
-   labelled by its simulated annotator; otherwise the user's newly annotated files for the round);
+   labelled by its simulated annotator; on real data: the round's annotated files, or a comparison batch
+   written for annotators, `round-N/collect/to_annotate.jsonl`, whose labelled copy `annotated.jsonl` becomes
+   the round's pairs on the next run; `align.annotation`);
 2. `reward_model_helpfulness`, `reward_model_safety`: both reward models trained on all batches collected so
    far: from the SFT model with the base data too (`reward_model_init: sft`, the paper), or continuing the
    previous round's models (`previous`, the default: round 0 trains base RMs on the base data once, cached,
@@ -11,15 +13,24 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
 3. `rejection_sampling`: best-of-K with the new reward models, then SFT of the latest policy on the kept
    answers of this round pooled with every earlier round's (`rejection_sampling/sft/final`);
 4. `ppo` (from round `ppo_from_round`): PPO from the rejection-sampled model, pi_0 being that model;
-5. `evaluate`: the round's policy judged by `evaluate_round` (gold metrics in the world, reward-model accuracy,
-   win rates, Elo; supplied by the recipe from `eval/`).
+5. `evaluate`: the round's policy judged by `evaluate_round` (supplied by the recipe from `eval/`) with
+   `Rounds.evaluation_setup()`: in the world, the gold scorers on held-out prompts; on real data, judges the
+   policy was never optimised against (held-out "meta" reward models trained once on the held-out pairs, Llama 2
+   §3.4.1, or judge models the user gives), reward-model accuracy on the user's held-out pairs.
+
+The world only when asked (`align.sources`): with none of the data options (`USER_INPUTS`) the rounds are
+the demo, every input the world's. As soon as one is given (a chat model, preference files, prompts...) every
+other input a run needs must be given too (each may be "world" explicitly), or the run stops before any work
+with one line naming the missing option. The inputs and their content hashes go into `manifest.json`.
+
+Stage settings come from each stage's YAML file, and any of them can be overridden on the command line as
+`--<stage>.<field> VALUE` (`--ppo.lr 1e-6`; stages in `STAGE_CONFIGS`) or in the rounds' YAML under
+`overrides:`; the fields the rounds chain (checkpoints, data, output folders, seeds) are theirs alone.
 
 Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a completion marker
 (`ROUND_STAGE_DONE.json`); a rerun skips finished stages and resumes an unfinished one from its own
 checkpoints. `manifest.json` records, per stage, its config, seed, parent checkpoint, output and metrics, plus
-the package versions. Each stage's settings
-come from its own YAML config (the same files its recipe reads); the rounds set only what chains them
-(checkpoints, data, output folders, per-round seeds).
+the package versions and the data sources.
 
 Under `accelerate launch` with several processes, the training stages (pretraining, SFT, reward models,
 rejection sampling, PPO) run on every process, split as their own recipes split them; `collect` and `evaluate`
@@ -30,7 +41,9 @@ run on the main process while the others wait. Markers and the manifest are writ
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,15 +54,56 @@ import torch
 from accelerate import PartialState
 
 from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir
-from .config import load_yaml_config
+from .config import coerce_field_value, load_yaml_config
+from .data.preferences import FORMATS
 from .io import atomic_write_jsonl, atomic_write_text
+from .sources import WORLD, describe_source, split_sources
 
 # A round's stage is done when this marker exists; the stage's own run (e.g. its DONE.json) may finish earlier,
 # as rejection sampling does before its fine-tune.
 ROUND_STAGE_MARKER = "ROUND_STAGE_DONE.json"
 STAGES = ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo", "evaluate")
 MAIN_PROCESS_STAGES = ("collect", "evaluate")  # not split over processes: one process samples and judges
-RoundEvaluator = Callable[[int, dict[str, Path], Path], dict[str, Any]]
+TARGETS = ("helpfulness", "safety")
+RoundEvaluator = Callable[[int, dict[str, Path], Path, dict[str, Any]], dict[str, Any]]
+
+# The options that make a run one on the user's model or data (module docstring).
+USER_INPUTS = (
+    "sft_model", "helpfulness_rm", "safety_rm", "helpfulness_data", "safety_data", "helpfulness_pairs",
+    "safety_pairs", "prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+    "judge_helpfulness_rm", "judge_safety_rm",
+)  # fmt: skip
+
+# `--<stage>.<field>` overrides: the stage's config class, by the prefix the command line uses.
+STAGE_CONFIGS = {
+    "pretrain": ("align.pretrain", "PretrainConfig"),
+    "sft": ("align.sft", "SFTConfig"),
+    "helpfulness_rm": ("align.reward_model", "RewardModelConfig"),
+    "safety_rm": ("align.reward_model", "RewardModelConfig"),
+    "rm_update": ("align.reward_model", "RewardModelConfig"),
+    "judge": ("align.reward_model", "RewardModelConfig"),
+    "rejection_sampling": ("align.rejection_sampling", "RejectionSamplingConfig"),
+    "ppo": ("align.ppo", "PPOConfig"),
+}
+# Fields the rounds set on every stage they chain; an override of one is refused.
+CHAINED_FIELDS = {
+    "model", "target", "output_dir", "policy", "reference", "helpfulness_rm", "safety_rm", "dataset",
+    "helpfulness_data", "safety_data", "eval_data", "prompts", "world_seed", "world_prompt_seed", "seed",
+    "data_format", "helpfulness_format", "safety_format", "eval_format",
+}  # fmt: skip
+OVERRIDES_HELP = (
+    "stage settings over their YAML files, '--<stage>.<field> VALUE' on the command line (e.g. --ppo.lr 1e-6, "
+    f"--rejection_sampling.num_samples 4) or a mapping here; stages: {', '.join(STAGE_CONFIGS)}"
+)
+
+
+def stage_config_class(stage: str) -> type:
+    module, name = STAGE_CONFIGS[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+class AnnotationNeeded(RuntimeError):
+    """A round on real data waits for its comparison batch to be labelled; the message says what to do."""
 
 
 @dataclass
@@ -60,7 +114,7 @@ class RoundsConfig:
     name: str = field(default="demo", metadata={"help": "run name: outputs under <runs_dir>/<name>/"})
     runs_dir: str = field(default="runs", metadata={"help": "folder of all runs"})
     sft_model: str | None = field(
-        default=None, metadata={"help": "start from this chat model (skips round 0's pretraining and SFT)"}
+        default=None, metadata={"help": "your chat model (skips round 0's pretraining and SFT on the world)"}
     )
     pretrain_config: str = field(default="recipes/configs/pretrain/world_small.yaml", metadata={"help": "round 0"})
     sft_config: str = field(default="recipes/configs/sft/world_small.yaml", metadata={"help": "round 0"})
@@ -82,21 +136,64 @@ class RoundsConfig:
     )
     helpfulness_rm: str | None = field(default=None, metadata={"help": "base helpfulness RM (skips training it)"})
     safety_rm: str | None = field(default=None, metadata={"help": "base safety RM (skips training it)"})
+    helpfulness_data: str | None = field(
+        default=None, metadata={"help": "real data: base helpfulness pairs (files or datasets) of the base RMs"}
+    )
+    safety_data: str | None = field(
+        default=None, metadata={"help": "real data: base safety pairs (files or datasets) of the base RMs"}
+    )
+    helpfulness_format: str = field(default="auto", metadata={"help": f"format of helpfulness_data, {FORMATS}"})
+    safety_format: str = field(default="auto", metadata={"help": f"format of safety_data, {FORMATS}"})
     rejection_sampling_config: str = field(
         default="recipes/configs/rlhf_round/rejection_sampling.yaml", metadata={"help": "YAML"}
     )
     ppo_config: str = field(default="recipes/configs/rlhf_round/ppo.yaml", metadata={"help": "YAML"})
     ppo_from_round: int = field(default=4, metadata={"help": "first round with PPO on top of rejection sampling"})
+    prompts: str | None = field(
+        default=None, metadata={"help": "real data: training prompts of rejection sampling, PPO and the comparison "
+                                        "batches (JSONL of {id, prompt, is_safety})"}
+    )  # fmt: skip
+    eval_prompts: str | None = field(
+        default=None, metadata={"help": "real data: held-out prompts the rounds are judged on (JSONL, as prompts)"}
+    )
+    helpfulness_eval_pairs: str | None = field(
+        default=None, metadata={"help": "real data: held-out helpfulness pairs (RM accuracy; trains the judge)"}
+    )
+    safety_eval_pairs: str | None = field(
+        default=None, metadata={"help": "real data: held-out safety pairs (RM accuracy; trains the judge)"}
+    )
+    eval_format: str = field(default="auto", metadata={"help": "format of the held-out pair files"})
+    judge_helpfulness_rm: str | None = field(
+        default=None, metadata={"help": "judge of win rates (default: trained once on the held-out pairs)"}
+    )
+    judge_safety_rm: str | None = field(
+        default=None, metadata={"help": "judge of win rates and violations (default: trained on held-out pairs)"}
+    )
+    judge_config: str | None = field(
+        default=None, metadata={"help": "YAML of the judges' training (default: the base RM configs)"}
+    )
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
-    pairs_per_round: int = field(default=400, metadata={"help": "world prompts labelled per data set and round"})
-    collect_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the collection"})
+    world_eval_prompts: int = field(default=200, metadata={"help": "world test prompts judged after each round"})
+    pairs_per_round: int = field(
+        default=400, metadata={"help": "prompts labelled per data set and round (world), or per comparison batch"}
+    )
+    collect_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the world collection"})
+    annotation_temperatures: str = field(
+        default="1.0,0.7", metadata={"help": "the two sampling temperatures of a comparison batch's answers"}
+    )
+    annotation_max_new_tokens: int = field(default=64, metadata={"help": "longest answer of a comparison batch"})
     helpfulness_pairs: str | None = field(
-        default=None, metadata={"help": "real data: newly annotated helpfulness pairs per round, '{round}' in path"}
-    )
+        default=None, metadata={"help": "real data: each round's annotated helpfulness pairs, '{round}' in path "
+                                        "(default: the labelled comparison batch; 'world': the world's annotator)"}
+    )  # fmt: skip
     safety_pairs: str | None = field(
-        default=None, metadata={"help": "real data: newly annotated safety pairs per round, '{round}' in path"}
+        default=None, metadata={"help": "real data: each round's annotated safety pairs, '{round}' in path"}
     )
-    pairs_format: str = field(default="trl", metadata={"help": "format of the annotated pair files"})
+    pairs_format: str | None = field(
+        default=None, metadata={"help": "format of the annotated pair files (default: helpfulness_format / "
+                                        "safety_format)"}
+    )  # fmt: skip
+    overrides: dict | str | None = field(default=None, metadata={"help": OVERRIDES_HELP})
     seed: int = field(default=0, metadata={"help": "run seed (each round derives its own)"})
 
     def __post_init__(self) -> None:
@@ -105,19 +202,110 @@ class RoundsConfig:
         if self.ppo_from_round < 1:
             raise ValueError(f"ppo_from_round: must be at least 1, got {self.ppo_from_round}")
         if (self.helpfulness_pairs is None) != (self.safety_pairs is None):
-            raise ValueError("helpfulness_pairs and safety_pairs: give both (real data) or neither (the world)")
+            raise ValueError("helpfulness_pairs and safety_pairs: give both (real data) or neither")
         for name in ("helpfulness_pairs", "safety_pairs"):
             value = getattr(self, name)
-            if value is not None and "{round}" not in value:
-                raise ValueError(f"{name}: expected a path with '{{round}}' in it, got {value!r}")
+            if value is not None and value != WORLD and "{round}" not in value:
+                raise ValueError(f"{name}: expected a path with '{{round}}' in it (or 'world'), got {value!r}")
+        if (self.helpfulness_pairs == WORLD) != (self.safety_pairs == WORLD):
+            raise ValueError("helpfulness_pairs and safety_pairs: 'world' for both (the world's annotator) or neither")
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
-        if self.pairs_per_round <= 0:
-            raise ValueError(f"pairs_per_round: must be positive, got {self.pairs_per_round}")
+        for name in ("pairs_per_round", "world_eval_prompts", "annotation_max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("helpfulness_format", "safety_format", "eval_format", "pairs_format"):
+            if getattr(self, name) is not None and getattr(self, name) not in FORMATS:
+                raise ValueError(f"{name}: expected one of {list(FORMATS)}, got {getattr(self, name)!r}")
+        try:
+            temperatures = tuple(float(t) for t in self.annotation_temperatures.split(","))
+        except ValueError:
+            temperatures = ()
+        if len(temperatures) != 2 or min(temperatures) <= 0:
+            raise ValueError(f"annotation_temperatures: expected two positive numbers like '1.0,0.7', got "
+                             f"{self.annotation_temperatures!r}")  # fmt: skip
+        self.overrides = parse_overrides(self.overrides)
+        if self.on_user_data:
+            self.check_user_inputs()
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def on_user_data(self) -> bool:
+        """Whether any input is the user's (module docstring); False: the demo, every input the world's."""
+        given = [getattr(self, name) for name in USER_INPUTS] + [getattr(self, "from_hub", None)]
+        return any(value and value != WORLD for value in given)
+
+    def check_user_inputs(self) -> None:
+        """ValueError naming the first input a run on the user's model or data lacks."""
+        world_hint = "; or 'world' to use the demo's"
+        if not (self.sft_model or getattr(self, "from_hub", None)):
+            raise ValueError(
+                "sft_model: required when the rounds run on your own data: your chat model (recipes/sft.py "
+                "makes one); leave out every data option for the demo"
+            )
+        needed = {
+            "prompts": "training prompts (JSONL of {id, prompt, is_safety})",
+            "eval_prompts": "held-out prompts to judge each round on",
+            "helpfulness_eval_pairs": "held-out helpfulness pairs (reward-model accuracy, the judge)",
+            "safety_eval_pairs": "held-out safety pairs (reward-model accuracy, the judge)",
+        }
+        for target in TARGETS:
+            if self.reward_model_init == "sft" or not getattr(self, f"{target}_rm"):
+                needed[f"{target}_data"] = f"base {target} pairs of the {target} reward model" + (
+                    "" if self.reward_model_init == "sft" else f" (or {target}_rm: a trained one)"
+                )
+        for name, what in needed.items():
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required when the rounds run on your own model or data: {what}"
+                                 f"{world_hint if name != 'sft_model' else ''}")  # fmt: skip
+        if self.sft_model == WORLD:
+            raise ValueError("sft_model: expected a checkpoint directory, got 'world'")
+
+    def input_sources(self) -> dict[str, list[str]]:
+        """Every data input of the run, as `align.sources.describe_source` writes them (for the manifest)."""
+        if not self.on_user_data:
+            return {"all": [f"world(seed={self.world_seed})"]}
+        names = ("sft_model", "helpfulness_rm", "safety_rm", "helpfulness_data", "safety_data", "prompts",
+                 "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs", "judge_helpfulness_rm",
+                 "judge_safety_rm")  # fmt: skip
+        sources = {name: [describe_source(s, self.world_seed) for s in split_sources(getattr(self, name))]
+                   for name in names if getattr(self, name)}  # fmt: skip
+        for name in ("helpfulness_pairs", "safety_pairs"):
+            if getattr(self, name):
+                value = getattr(self, name)
+                sources[name] = [f"world(seed={self.world_seed}) annotator" if value == WORLD else value]
+        return sources
+
+
+def parse_overrides(value: dict | str | None) -> dict[str, dict[str, Any]]:
+    """The `overrides` mapping checked: known stages, their fields, values of the fields' types."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError:
+            raise ValueError(f"overrides: expected a JSON mapping of stage -> settings, got {value!r}") from None
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"overrides: expected a mapping of stage -> settings, got {value!r}")
+    checked = {}
+    for stage, settings in value.items():
+        if stage not in STAGE_CONFIGS:
+            raise ValueError(f"--{stage}.*: unknown stage {stage!r}, expected one of {list(STAGE_CONFIGS)}")
+        if not isinstance(settings, dict):
+            raise ValueError(f"overrides: {stage}: expected a mapping of settings, got {settings!r}")
+        config_class = stage_config_class(stage)
+        known = {f.name for f in dataclasses.fields(config_class)}
+        checked[stage] = {}
+        for key, setting in settings.items():
+            if key not in known:
+                raise ValueError(f"--{stage}.{key}: {config_class.__name__} has no field {key!r}")
+            if key in CHAINED_FIELDS:
+                raise ValueError(f"--{stage}.{key}: set by the rounds for each round; use the rounds' own options")
+            checked[stage][key] = coerce_field_value(config_class, key, setting, f"--{stage}.{key}")
+    return checked
 
 
 class Manifest:
@@ -130,6 +318,9 @@ class Manifest:
 
     def record(self, round_number: int, stage: str, **facts: Any) -> None:
         self.data["rounds"].setdefault(str(round_number), {})[stage] = facts
+        self.save()
+
+    def save(self) -> None:
         atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
 
 
@@ -145,10 +336,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def stage_config(config_class: type, yaml_path: str, **chained: Any) -> Any:
-    """A stage's config: its YAML file, with the fields the rounds chain (paths, seeds) set on top."""
+def stage_config(config_class: type, yaml_path: str, overrides: dict[str, Any] | None = None, **chained: Any) -> Any:
+    """A stage's config: its YAML file, the command line's overrides, then the fields the rounds chain."""
     values = load_yaml_config(yaml_path, config_class)
-    return config_class(**{**values, **chained})
+    return config_class(**{**values, **(overrides or {}), **chained})
+
+
+def stage_done_facts(folder: Path) -> dict[str, Any]:
+    """The data sources a stage recorded in its DONE.json, for the manifest."""
+    done = folder / DONE_MARKER
+    sources = json.loads(done.read_text()).get("data_sources") if done.is_file() else None
+    return {"data_sources": sources} if sources else {}
 
 
 class Rounds:
@@ -158,14 +356,48 @@ class Rounds:
         self.config = config
         self.evaluate_round = evaluate_round
         self.run_dir = config.run_dir
+        self.processes = PartialState(cpu=not torch.cuda.is_available())
+        self.check_stage_configs()  # before any work: a bad setting stops the run here
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.run_dir / "manifest.json")
-        self.processes = PartialState(cpu=not torch.cuda.is_available())
+        self._evaluation_setup: dict[str, Any] | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
 
     def stage_dir(self, round_number: int, stage: str) -> Path:
         return self.run_dir / f"round-{round_number}" / stage
+
+    def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
+        """The config of one stage: its YAML, the `--<stage>.<field>` overrides, what the rounds chain."""
+        return stage_config(config_class, yaml_path, self.config.overrides.get(stage), **chained)
+
+    def check_stage_configs(self) -> None:
+        """Build every stage config the run will use, with placeholder checkpoints, so a bad YAML key, override
+        or missing input stops the run before any work (ValueError naming it)."""
+        from .ppo import PPOConfig
+        from .rejection_sampling import RejectionSamplingConfig
+        from .reward_model import RewardModelConfig
+
+        config, chained = self.config, dict(policy="-", helpfulness_rm="-", safety_rm="-", output_dir="-")
+        prompts = self.prompt_source()
+        if not config.sft_model and not config.on_user_data:
+            from .pretrain import PretrainConfig
+            from .sft import SFTConfig
+
+            self.settings("pretrain", PretrainConfig, config.pretrain_config, output_dir="-", dataset=WORLD)
+            self.settings("sft", SFTConfig, config.sft_config, model="-", output_dir="-", dataset=WORLD)
+        for target in TARGETS:
+            data = self.reward_model_data(0, target) if not getattr(config, f"{target}_rm") else None
+            if data is not None:
+                self.settings(f"{target}_rm", RewardModelConfig, getattr(config, f"{target}_rm_config"),
+                              model="-", target=target, output_dir="-", **data)  # fmt: skip
+            if config.reward_model_init == "previous":
+                self.settings("rm_update", RewardModelConfig, config.rm_update_config, model="-", target=target,
+                              output_dir="-", **self.reward_model_data(1, target, placeholder=True))  # fmt: skip
+        self.settings("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config,
+                      **chained, **prompts)  # fmt: skip
+        if config.round >= config.ppo_from_round:
+            self.settings("ppo", PPOConfig, config.ppo_config, **chained, **prompts)
 
     def run_stage(self, round_number: int, stage: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """Run `work(stage_dir)` unless the stage is marked done (on every process, or on the main one for
@@ -187,58 +419,161 @@ class Rounds:
         self.processes.wait_for_everyone()
         return json.loads(marker.read_text())
 
+    def given(self, round_number: int, stage: str, path: str, option: str) -> Path:
+        """A checkpoint the user gave for a stage (`option`), checked and recorded in the manifest (so that it
+        is pushed with the rest)."""
+        checkpoint = require_model_dir(path, option)
+        if self.processes.is_main_process:
+            self.manifest.record(round_number, stage, final=str(checkpoint), given=option)
+        return checkpoint
+
     # -- the rounds --------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         """Run every round up to `config.round`; returns the manifest. `self.policy` is then the last round's."""
+        if self.processes.is_main_process:
+            self.manifest.data["data_sources"] = self.config.input_sources()
+            self.manifest.save()
+            for name, sources in self.manifest.data["data_sources"].items():
+                print(f"[rounds] {name}: {', '.join(sources)}", flush=True)
         self.policy = self.round_zero()
+        if any(s != WORLD for t in TARGETS for s in split_sources(getattr(self.config, f"{t}_data"))):
+            self.run_stage(0, "base_pairs", self.normalize_base_pairs)
         if self.config.reward_model_init == "previous":
-            self.base_reward_models = {target: self.base_reward_model(target) for target in ("helpfulness", "safety")}
+            self.base_reward_models = {target: self.base_reward_model(target) for target in TARGETS}
+        self.judges = self.judge_models()
         for round_number in range(1, self.config.round + 1):
             self.policy = self.run_round(round_number, self.policy)
         return Manifest(self.manifest.path).data  # as the main process wrote it
 
     def round_zero(self) -> Path:
-        """The chat model every round starts from: given, or pretrained + SFT once under round-0/."""
+        """The chat model every round starts from: given, or (the demo) pretrained + SFT on the world once under
+        round-0/."""
         if self.config.sft_model:
-            return require_model_dir(self.config.sft_model, "sft_model")
+            return self.given(0, "sft", self.config.sft_model, "sft_model")
         from .pretrain import PretrainConfig, pretrain
         from .sft import SFTConfig, sft
 
         pretrained = self.run_stage(0, "pretrain", lambda folder: {
-            "final": str(pretrain(stage_config(PretrainConfig, self.config.pretrain_config, output_dir=str(folder)))),
-            "config": self.config.pretrain_config,
+            "final": str(pretrain(self.settings("pretrain", PretrainConfig, self.config.pretrain_config,
+                                                output_dir=str(folder), dataset=WORLD))),
+            "config": self.config.pretrain_config, **stage_done_facts(folder),
         })  # fmt: skip
         chat = self.run_stage(0, "sft", lambda folder: {
-            "final": str(sft(stage_config(SFTConfig, self.config.sft_config, model=pretrained["final"],
-                                          output_dir=str(folder)))),
-            "config": self.config.sft_config, "parent": pretrained["final"],
+            "final": str(sft(self.settings("sft", SFTConfig, self.config.sft_config, model=pretrained["final"],
+                                           output_dir=str(folder), dataset=WORLD))),
+            "config": self.config.sft_config, "parent": pretrained["final"], **stage_done_facts(folder),
         })  # fmt: skip
         return Path(chat["final"])
+
+    def normalize_base_pairs(self, folder: Path) -> dict[str, Any]:
+        """The user's base preference files, each set read in its own format, saved once as TRL-format JSONL
+        (`round-0/base_pairs/<target>.jsonl`) that every reward-model stage then reads ("world" stays as is)."""
+        from .data import load_preferences
+
+        counts, sources = {}, {}
+        for target in TARGETS:
+            value = getattr(self.config, f"{target}_data")
+            parts = [source for source in split_sources(value) if source != WORLD]  # the world is read as is
+            records = []
+            for source in parts:
+                pairs = load_preferences(source, format=getattr(self.config, f"{target}_format"), target=target,
+                                         margin_scheme=None)  # fmt: skip
+                records += pairs.to_list()
+            atomic_write_jsonl(folder / f"{target}.jsonl", records)
+            counts[target] = len(records)
+            sources[f"{target}_data"] = [describe_source(p, self.config.world_seed) for p in parts]
+        return {"pairs": counts, "data_sources": sources}
+
+    def base_pairs(self, target: str) -> str | None:
+        """The base pairs of `target` as a reward-model stage reads them: "world" (the demo, or asked for), the
+        user's files normalized in round 0, both, or None (not given)."""
+        if not self.config.on_user_data:
+            return WORLD
+        sources = split_sources(getattr(self.config, f"{target}_data"))
+        parts = ([WORLD] if WORLD in sources else []) + (
+            [str(self.stage_dir(0, "base_pairs") / f"{target}.jsonl")] if any(s != WORLD for s in sources) else []
+        )
+        return ",".join(parts) or None
 
     def base_reward_model(self, target: str) -> Path:
         """Round 0's reward model of `target` (given, or trained once from the SFT model on the base data)."""
         given = getattr(self.config, f"{target}_rm")
         if given:
-            return require_model_dir(given, f"{target}_rm")
+            return self.given(0, f"reward_model_{target}", given, f"{target}_rm")
         from .reward_model import RewardModelConfig, train_reward_model
 
         def train(folder: Path) -> dict[str, Any]:
-            config = stage_config(RewardModelConfig, getattr(self.config, f"{target}_rm_config"),
-                                  model=str(self.sft_model), target=target, output_dir=str(folder))  # fmt: skip
-            return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config)}
+            config = self.settings(f"{target}_rm", RewardModelConfig, getattr(self.config, f"{target}_rm_config"),
+                                   model=str(self.sft_model), target=target, output_dir=str(folder),
+                                   **self.reward_model_data(0, target))  # fmt: skip
+            return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config),
+                    "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
         return Path(self.run_stage(0, f"reward_model_{target}", train)["final"])
+
+    def reward_model_data(self, n: int, target: str, placeholder: bool = False) -> dict[str, Any]:
+        """The data fields of a reward-model stage in round `n` (0: the base RMs): the base pairs (round 0, or
+        every round with `reward_model_init: sft`) and every batch collected in rounds 1..n; the held-out
+        pairs for the record. The demo's base data is the world's."""
+        config = self.config
+        if not config.on_user_data and n == 0:  # the demo's base reward models: the world's pairs
+            return dict(helpfulness_data=WORLD, safety_data=WORLD, eval_data=WORLD, world_seed=config.world_seed)
+        data = {}
+        for name in TARGETS:
+            batches = [f"round-{r}-{name}.jsonl" for r in range(1, n + 1)] if placeholder else self.collected(n, name)
+            base_pairs = self.base_pairs(name) if (n == 0 or config.reward_model_init == "sft") else None
+            data[f"{name}_data"] = ",".join(([base_pairs] if base_pairs else []) + batches) or None
+        other = "safety" if target == "helpfulness" else "helpfulness"
+        if data[f"{other}_data"] is None:  # e.g. no safety prompts among the user's: no mix to make
+            data["other_share"] = 0.0
+        held_out = getattr(config, f"{target}_eval_pairs") if config.on_user_data else WORLD
+        return dict(data, data_format="auto", helpfulness_format=None, safety_format=None,
+                    eval_data=held_out or WORLD, eval_format=config.eval_format, world_seed=config.world_seed)  # fmt: skip
+
+    def judge_models(self) -> dict[str, Path] | None:
+        """The judges of a run on real data (given, or trained once from the SFT model on the held-out pairs,
+        Llama 2 §3.4.1); None when the rounds are judged by the world's gold scorers."""
+        if not self.config.on_user_data or self.config.eval_prompts == WORLD:
+            return None
+        from .reward_model import RewardModelConfig, train_reward_model
+
+        judges = {}
+        for target in TARGETS:
+            given = getattr(self.config, f"judge_{target}_rm")
+            if given:
+                judges[target] = self.given(0, f"judge_{target}", given, f"judge_{target}_rm")
+                continue
+
+            def train(folder: Path, target: str = target) -> dict[str, Any]:
+                config = self.settings(
+                    "judge", RewardModelConfig, self.config.judge_config or getattr(self.config, f"{target}_rm_config"),
+                    model=str(self.sft_model), target=target, output_dir=str(folder),
+                    helpfulness_data=self.config.helpfulness_eval_pairs, safety_data=self.config.safety_eval_pairs,
+                    data_format=self.config.eval_format, helpfulness_format=None, safety_format=None,
+                    eval_data="none", world_seed=self.config.world_seed, seed=self.config.seed,
+                )  # fmt: skip
+                return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config),
+                        "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
+
+            judges[target] = Path(self.run_stage(0, f"judge_{target}", train)["final"])
+        return judges
 
     @property
     def sft_model(self) -> Path:
         return Path(self.config.sft_model) if self.config.sft_model else self.stage_dir(0, "sft") / "final"
 
+    def prompt_source(self) -> dict[str, Any]:
+        """The `prompts` field of rejection sampling and PPO: the user's prompts, or the stage YAML's (world)."""
+        return {"prompts": self.config.prompts if self.config.on_user_data else WORLD}
+
     def run_round(self, n: int, policy: Path) -> Path:
         """One round from `policy` (the previous round's); returns this round's policy."""
+        if self.config.on_user_data and not self.config.helpfulness_pairs:  # no files: a comparison batch
+            self.wait_for_annotations(n, policy)
         self.run_stage(n, "collect", lambda folder: self.collect(n, policy, folder))
         models = {}
-        for target in ("helpfulness", "safety"):
+        for target in TARGETS:
             stage = f"reward_model_{target}"
             trained = self.run_stage(n, stage, lambda folder, t=target: self.train_reward_model(n, t, folder))
             models[target] = Path(trained["final"])
@@ -250,26 +585,79 @@ class Rounds:
             tuned = self.run_stage(n, "ppo", lambda folder: self.ppo(n, new_policy, models, folder))
             new_policy = Path(tuned["final"])
         checkpoints = {"policy": new_policy, "previous_policy": policy, "sft": self.sft_model, **models}
+        if n == 1 and self.config.reward_model_init == "previous":
+            checkpoints.update({f"base_{t}": self.base_reward_models[t] for t in TARGETS})
         if self.evaluate_round is not None:
-            self.run_stage(n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder))
+            self.run_stage(
+                n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, self.evaluation_setup())
+            )
         return new_policy
 
     # -- stages ------------------------------------------------------------------------------------------
 
-    def collect(self, n: int, policy: Path, folder: Path) -> dict[str, Any]:
-        """This round's new pairs: sampled from `policy` and labelled in the world, or the user's files."""
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.config.helpfulness_pairs:
-            from .data import load_preferences
+    def annotation_paths(self, n: int) -> tuple[Path, Path]:
+        """(the comparison batch to label, where its labelled copy goes) of round `n`."""
+        folder = self.stage_dir(n, "collect")
+        return folder / "to_annotate.jsonl", folder / "annotated.jsonl"
 
-            counts = {}
-            for target in ("helpfulness", "safety"):
+    def wait_for_annotations(self, n: int, policy: Path) -> None:
+        """Round `n` on real data without annotated files: write its comparison batch once, and stop (every
+        process) until the labelled copy is in place."""
+        batch, labelled = self.annotation_paths(n)
+        if is_done(self.stage_dir(n, "collect"), ROUND_STAGE_MARKER) or labelled.is_file():
+            return
+        if self.processes.is_main_process and not batch.is_file():
+            from .annotation import write_annotation_batch
+            from .data import load_tokenizer
+            from .modeling import AlignLlamaForCausalLM
+            from .prompts import load_prompts
+
+            print(f"[round {n}] writing the comparison batch to annotate ...", flush=True)
+            prompts = load_prompts(self.config.prompts, world_seed=self.config.world_seed)
+            if len(prompts) > self.config.pairs_per_round:
+                prompts = random.Random(self.config.seed * 1000 + n).sample(prompts, self.config.pairs_per_round)
+            model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
+            temperatures = tuple(float(t) for t in self.config.annotation_temperatures.split(","))
+            write_annotation_batch(model, load_tokenizer(policy), prompts, batch, temperatures=temperatures,
+                                   max_new_tokens=self.config.annotation_max_new_tokens, seed=self.config.seed + n)  # fmt: skip
+        self.processes.wait_for_everyone()
+        raise AnnotationNeeded(
+            f"round {n} needs labels: fill 'choice' (a/b), 'strength' and the safety labels in {batch}, save it as "
+            f"{labelled}, then run the same command again"
+        )
+
+    def collect(self, n: int, policy: Path, folder: Path) -> dict[str, Any]:
+        """This round's new pairs: sampled from `policy` and labelled in the world, the user's annotated files,
+        or the labelled comparison batch."""
+        folder.mkdir(parents=True, exist_ok=True)
+        from .data import load_preferences
+
+        if self.config.helpfulness_pairs not in (None, WORLD):
+            counts, sources = {}, {}
+            for target in TARGETS:
                 source = getattr(self.config, f"{target}_pairs").format(round=n)
+                file_format = self.config.pairs_format or getattr(self.config, f"{target}_format")
                 # Saved with the data's own margins only: the reward-model update applies its margin scheme.
-                pairs = load_preferences(source, format=self.config.pairs_format, target=target, margin_scheme=None)
+                pairs = load_preferences(source, format=file_format, target=target, margin_scheme=None)
                 atomic_write_jsonl(folder / f"{target}.jsonl", pairs.to_list())
-                counts[target] = len(pairs)
-            return {"pairs": counts, "source": "files", "parent": str(policy)}
+                counts[target], sources[f"{target}_pairs"] = len(pairs), [describe_source(source)]
+            return {"pairs": counts, "source": "files", "parent": str(policy), "data_sources": sources}
+        if self.config.on_user_data and self.config.helpfulness_pairs != WORLD:
+            from .annotation import read_annotations
+
+            _, labelled = self.annotation_paths(n)
+            pairs = read_annotations(labelled, source=f"round {n} annotations")
+            counts = {}
+            for target in TARGETS:
+                rows = (
+                    load_preferences(pairs[target], format="trl", margin_scheme=None).to_list()
+                    if pairs[target]
+                    else []
+                )
+                atomic_write_jsonl(folder / f"{target}.jsonl", rows)
+                counts[target] = len(rows)
+            return {"pairs": counts, "source": "annotated comparison batch", "parent": str(policy),
+                    "data_sources": {"annotations": [describe_source(str(labelled))]}}  # fmt: skip
         from .data import load_tokenizer
         from .modeling import AlignLlamaForCausalLM
         from .world import TARGET_PROMPT_MIX, World
@@ -279,7 +667,7 @@ class Rounds:
         model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
         tokenizer = load_tokenizer(policy)
         counts = {}
-        for index, target in enumerate(("helpfulness", "safety")):
+        for index, target in enumerate(TARGETS):
             seed = 1000 * n + index + self.config.seed
             prompts = world.prompts(self.config.pairs_per_round, "train", seed=seed, mix=TARGET_PROMPT_MIX[target])
             pairs = policy_preference_pairs(
@@ -290,8 +678,9 @@ class Rounds:
         return {"pairs": counts, "source": "world annotator", "parent": str(policy)}
 
     def collected(self, n: int, target: str) -> list[str]:
-        """Every batch of `target` pairs collected in rounds 1..n."""
-        return [str(self.stage_dir(r, "collect") / f"{target}.jsonl") for r in range(1, n + 1)]
+        """Every non-empty batch of `target` pairs collected in rounds 1..n."""
+        paths = [self.stage_dir(r, "collect") / f"{target}.jsonl" for r in range(1, n + 1)]
+        return [str(path) for path in paths if not path.is_file() or path.stat().st_size > 0]
 
     def train_reward_model(self, n: int, target: str, folder: Path) -> dict[str, Any]:
         from .reward_model import RewardModelConfig, train_reward_model
@@ -302,33 +691,25 @@ class Rounds:
                 if n == 1
                 else self.stage_dir(n - 1, f"reward_model_{target}") / "final"
             )
-            yaml_path, world = self.config.rm_update_config, []
+            yaml_path, stage = self.config.rm_update_config, "rm_update"
+            if not self.collected(n, target):  # e.g. no safety prompts among the user's: nothing to learn from
+                return {"final": str(parent), "parent": str(parent), "unchanged": f"no {target} pairs collected"}
         else:  # the paper: from the chat model, on the base data and every batch
-            parent = self.sft_model
-            yaml_path, world = (
-                getattr(self.config, f"{target}_rm_config"),
-                [] if self.config.helpfulness_pairs else ["world"],
-            )
-        config = stage_config(
-            RewardModelConfig,
-            yaml_path,
-            model=str(parent),
-            target=target,
-            output_dir=str(folder),
-            helpfulness_data=",".join(world + self.collected(n, "helpfulness")),
-            safety_data=",".join(world + self.collected(n, "safety")),
-            data_format="trl",
-            world_seed=self.config.world_seed,
-            seed=self.config.seed + n,
-        )
+            parent, stage = self.sft_model, f"{target}_rm"
+            yaml_path = getattr(self.config, f"{target}_rm_config")
+        data = self.reward_model_data(n, target)
+        config = self.settings(stage, RewardModelConfig, yaml_path, model=str(parent), target=target,
+                               output_dir=str(folder), seed=self.config.seed + n, **data)  # fmt: skip
         final = train_reward_model(config)
-        return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent)}
+        return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent),
+                **stage_done_facts(folder)}  # fmt: skip
 
     def rejection_sample(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
         from .rejection_sampling import RejectionSamplingConfig, finetune_settings, run_rejection_sampling
         from .sft import SFTConfig, sft
 
-        config = stage_config(
+        config = self.settings(
+            "rejection_sampling",
             RejectionSamplingConfig,
             self.config.rejection_sampling_config,
             policy=str(policy),
@@ -338,6 +719,7 @@ class Rounds:
             world_seed=self.config.world_seed,
             world_prompt_seed=n,
             seed=self.config.seed + n,
+            **self.prompt_source(),
         )
         kept = run_rejection_sampling(config)
         pool = [str(self.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in range(1, n)]
@@ -356,13 +738,15 @@ class Rounds:
             "parent": str(policy),
             "mean_best_reward": done.get("mean_best_reward"),
             "config": dataclasses.asdict(config),
+            **stage_done_facts(folder),
         }
 
     def ppo(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
         from .ppo import PPOConfig, PPOTrainer
         from .prompts import stage_prompts, world_gold_scorer
 
-        config = stage_config(
+        config = self.settings(
+            "ppo",
             PPOConfig,
             self.config.ppo_config,
             policy=str(policy),
@@ -373,6 +757,7 @@ class Rounds:
             world_seed=self.config.world_seed,
             world_prompt_seed=100 + n,
             seed=self.config.seed + n,
+            **self.prompt_source(),
         )
         prompts = stage_prompts(config)
         final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
@@ -382,4 +767,35 @@ class Rounds:
             "parent": str(policy),
             "config": dataclasses.asdict(config),
             **{k: v for k, v in done.items() if k.startswith("objective/")},
+            **stage_done_facts(folder),
         }
+
+    # -- evaluation inputs -------------------------------------------------------------------------------
+
+    def evaluation_setup(self) -> dict[str, Any]:
+        """What `evaluate_round` judges with: `prompts` (records), `gold` (the world's scorers judge), `judges`
+        (target -> checkpoint, on real data), `held_out` (target -> pairs for reward-model accuracy)."""
+        if self._evaluation_setup is None:
+            from .data import load_preferences
+            from .prompts import load_prompts
+            from .reward_model import held_out_pairs
+
+            config = self.config
+            source = config.eval_prompts if config.on_user_data else WORLD
+            prompts = load_prompts(source, world_seed=config.world_seed, world_prompts=config.world_eval_prompts,
+                                   split="test")  # fmt: skip
+            held_out = {}
+            for target in TARGETS:
+                value = getattr(config, f"{target}_eval_pairs") if config.on_user_data else WORLD
+                held_out[target] = (
+                    held_out_pairs(world_seed=config.world_seed)
+                    if value == WORLD
+                    else load_preferences(value, format=config.eval_format, target=target)
+                )
+            self._evaluation_setup = {
+                "prompts": prompts,
+                "gold": source == WORLD,
+                "judges": getattr(self, "judges", None),
+                "held_out": held_out,
+            }
+        return self._evaluation_setup

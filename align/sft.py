@@ -8,10 +8,11 @@ schedule, LoRA through peft, distributed launch) is TRL and transformers as they
 
     sft(SFTConfig(model="runs/pretrain/final", dataset="world"))  -> output_dir/final (LoRA merged when enabled)
 
-Data: `dataset="world"` (the synthetic world's demonstrations, Ghost Attention included) or comma-separated
-local JSONL / JSON / Parquet files or `datasets` names (pooled), of records
-`{"messages": [...], "loss_on": "all"|"last"}`;
-`gatt_dataset` mixes in a second such file whose records all train on the last answer.
+Data (required, `align.sources`): comma-separated local JSONL / JSON / Parquet files or `datasets` names
+(pooled), of records `{"messages": [...], "loss_on": "all"|"last"}`, or `dataset="world"` to ask for the
+synthetic world's demonstrations (Ghost Attention included); `gatt_dataset` mixes in a second such file whose
+records all train on the last answer. The chat template is the tokenizer's own unless `chat_template` says
+otherwise (`align.data.tokenizer`); answers are located under any template (`align.data.chat.answer_mask`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .checkpoint import require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
-from .data import DialogueError, load_tokenizer, tokenize_dialogue
+from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_dialogue
+from .data.tokenizer import check_chat_template_setting
 from .io import load_table
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM
+from .sources import WORLD, announce_sources, require_source, split_sources
 from .tracking import JsonlMetricsCallback
 
 logger = logging.getLogger(__name__)
@@ -44,9 +47,14 @@ class SFTConfig(TrainerStageConfig):
     model: str = field(default="", metadata={"help": "checkpoint to start from (ours or any Llama 2 directory)"})
     output_dir: str = field(default="runs/sft", metadata={"help": "run folder: checkpoints, metrics, final/"})
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
-    dataset: str = field(
-        default="world", metadata={"help": "'world', a .jsonl/.json/.parquet of messages, or a datasets name"}
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "required: .jsonl/.json/.parquet files of messages or datasets names "
+            "(comma-separated), or 'world' for the demo's synthetic dialogues"
+        },
     )
+    chat_template: str = field(default="tokenizer", metadata={"help": CHAT_TEMPLATE_HELP})
     gatt_dataset: str | None = field(default=None, metadata={"help": "extra Ghost Attention dialogues (last answer)"})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (dataset=world)"})
     world_dialogues: int = field(default=2000, metadata={"help": "demonstrations drawn from the world"})
@@ -73,6 +81,8 @@ class SFTConfig(TrainerStageConfig):
         super().__post_init__()
         if not self.model:
             raise ValueError("model: required, the checkpoint directory to fine-tune")
+        require_source(self.dataset, "dataset", "dialogue files of {messages} records to fine-tune on")
+        check_chat_template_setting(self.chat_template)
         self.lora = parse_lora_setting(self.lora)
         for name in ("max_length", "world_dialogues"):
             if getattr(self, name) <= 0:
@@ -114,10 +124,9 @@ def world_dialogue_records(config: SFTConfig) -> list[dict[str, Any]]:
 
 def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
     """Tokenized rows (`input_ids`, `assistant_masks`) of every dialogue; bad dialogues are errors naming them."""
-    if config.dataset == "world":
-        records = world_dialogue_records(config)
-    else:  # several sources are pooled, e.g. the kept answers of every rejection-sampling round so far
-        records = [record for source in config.dataset.split(",") for record in read_dialogue_records(source.strip())]
+    records = []  # several sources are pooled, e.g. the kept answers of every rejection-sampling round so far
+    for source in split_sources(config.dataset):
+        records += world_dialogue_records(config) if source == WORLD else read_dialogue_records(source)
     if config.gatt_dataset:
         records += read_dialogue_records(config.gatt_dataset, default_loss_on="last")
     if not records:
@@ -150,7 +159,10 @@ def training_arguments(config: SFTConfig) -> trl.SFTConfig:
 def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Run (or resume) SFT; returns `output_dir/final` (a full model: LoRA adapters merged when enabled)."""
     model_dir = require_model_dir(config.model, "model")
-    tokenizer = load_tokenizer(config.tokenizer or model_dir)
+    tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
+    sources = announce_sources(
+        "sft", {"dataset": config.dataset, "gatt_dataset": config.gatt_dataset}, config.world_seed
+    )
     dataset = build_dataset(config, tokenizer)
     model = AlignLlamaForCausalLM.from_pretrained(model_dir)
     trainer = trl.SFTTrainer(
@@ -163,4 +175,6 @@ def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Pa
     )
     output_dir = Path(config.output_dir)
     finalize = adapter_finalizer(tokenizer, output_dir / "adapter", merge=config.merge_lora)
-    return run_trainer(trainer, config, tokenizer, finalize=finalize, dialogues=len(dataset), lora=config.lora)
+    return run_trainer(
+        trainer, config, tokenizer, finalize=finalize, dialogues=len(dataset), lora=config.lora, data_sources=sources
+    )

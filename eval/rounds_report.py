@@ -3,10 +3,16 @@
     python eval/rounds_report.py runs/demo            # rebuild runs/demo/report.md and progress.png
 
 `evaluate_round` answers held-out prompts greedily with the round's policy, the previous round's and the SFT
-model, and measures: gold helpfulness, safety violation rate and false-refusal rate (the world's gold scorers),
-reward-model accuracy by preference strength on held-out pairs, and the win rate of the round against SFT and
-against the previous round. Judge: the world's gold reward (`align.world.gold_reward`) on world prompts; on
-a user's prompts (no gold), the round's reward models (gated reward, PIPELINE.md §7). A tie counts half.
+model, and measures, with the judges `align.rounds.Rounds.evaluation_setup()` names:
+- in the world (its test prompts): gold helpfulness, safety violation rate and false-refusal rate by the
+  world's gold scorers, which also judge the win rates;
+- on real data: win rates judged by held-out judges (reward models trained on the held-out pairs, or the
+  user's judge models; never the round's own reward models, which the policy was optimised against), by the
+  gated reward of PIPELINE.md §7; the violation rate on the safety prompts (the held-out safety judge's score
+  below the §7 threshold, 0.15); no gold metrics;
+- always: the mean answer length in tokens, and both reward models' accuracy by preference strength on the
+  held-out pairs (in round 1 the base reward models' too, as round 0).
+A tie counts half. Each metrics file says which judge produced its numbers (`judge`).
 
 `write_report` reads every round's evaluation and writes `report.md` (a table per round, with an Elo score
 fitted to all pairwise comparisons between rounds, SFT = round 0) and `progress.png` (metrics across rounds,
@@ -30,20 +36,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from align.data import load_tokenizer  # noqa: E402
+from align.generation import chat_prompt_texts, complete  # noqa: E402
 from align.io import atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
 from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
-from align.reward_model import held_out_pairs  # noqa: E402
-from align.rewards import gated_reward, score  # noqa: E402
-from align.world import World, WorldPrompt, gold_reward  # noqa: E402
-from align.world.evaluation import evaluate_policy, score_answers  # noqa: E402
+from align.rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 
 REWARD_MODEL_REPORT = runpy.run_path(str(Path(__file__).resolve().parent / "reward_model_report.py"))
 COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft", "win_rate_vs_previous")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def greedy_answers(model_dir: Path, prompts: list[WorldPrompt], max_new_tokens: int) -> list[str]:
-    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
-    return evaluate_policy(model, load_tokenizer(model_dir), prompts, max_new_tokens, batch_size=64)[1]
+def greedy_answers(model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int) -> tuple[list[str], float]:
+    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens."""
+    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(DEVICE)
+    tokenizer = load_tokenizer(model_dir)
+    texts = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
+    answers = complete(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=64)
+    lengths = [len(tokenizer(answer, add_special_tokens=False).input_ids) for answer in answers]
+    return answers, sum(lengths) / max(len(lengths), 1)
 
 
 def wins(first: list[float], second: list[float]) -> float:
@@ -56,56 +66,90 @@ def win_rate(first: list[float], second: list[float]) -> float:
     return wins(first, second) / len(first)
 
 
+def gold_judgements(prompts: list[dict[str, Any]], answers: dict[str, list[str]]) -> tuple[dict, dict]:
+    """The world's gold reward of every answer, and each model's gold metrics."""
+    from align.world import WorldPrompt, gold_reward
+    from align.world.evaluation import score_answers
+
+    world_prompts = [WorldPrompt.from_record(record) for record in prompts]
+    judged = {name: [gold_reward(p, a) for p, a in zip(world_prompts, texts)] for name, texts in answers.items()}
+    quality = {name: {k: v for k, v in score_answers(world_prompts, texts).items() if k != "prompts"}
+               for name, texts in answers.items()}  # fmt: skip
+    return judged, quality
+
+
+def judge_judgements(
+    prompts: list[dict[str, Any]], answers: dict[str, list[str]], judges: dict[str, Path]
+) -> tuple[dict, dict]:
+    """Held-out judges' gated reward of every answer (PIPELINE.md §7), and each model's violation rate on the
+    safety prompts (the safety judge's score below the §7 threshold)."""
+    tokenizer = load_tokenizer(judges["helpfulness"])
+    helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(judges[t]).to(DEVICE)
+                       for t in ("helpfulness", "safety"))  # fmt: skip
+    is_safety = torch.tensor([bool(record.get("is_safety")) for record in prompts])
+    messages = [record["prompt"] for record in prompts]
+    judged, quality = {}, {}
+    for name, texts in answers.items():
+        safety_scores = score(safety, tokenizer, messages, texts).sigmoid
+        judged[name] = gated_reward(
+            safety_scores, score(helpful, tokenizer, messages, texts).sigmoid, is_safety
+        ).tolist()
+        unsafe = (safety_scores < SAFETY_THRESHOLD)[is_safety]
+        quality[name] = {"violation_rate": unsafe.float().mean().item() if len(unsafe) else float("nan")}
+    return judged, quality
+
+
+def reward_model_accuracy(checkpoint: Path, pairs: Any, folder: Path, title: str, prefix: str) -> dict[str, float]:
+    report = REWARD_MODEL_REPORT["evaluate_reward_model"](checkpoint, pairs, folder, title)
+    return {f"{prefix}/{k}": v for k, v in report.items() if k.startswith("accuracy")}
+
+
 def evaluate_round(
-    n: int, checkpoints: dict[str, Path], folder: Path, *, prompts: int = 200, world_seed: int = 0,
-    max_new_tokens: int = 32, gold: bool = True,
-) -> dict[str, Any]:  # fmt: skip
-    """Metrics of round `n`'s policy; writes `folder/{metrics.json, answers.jsonl, reward_models/}`."""
+    n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any], *, max_new_tokens: int = 32
+) -> dict[str, Any]:
+    """Metrics of round `n`'s policy (module docstring); writes `folder/{metrics.json, answers.jsonl,
+    reward_model_*/}`, and in round 1 the SFT model's as round 0."""
     folder.mkdir(parents=True, exist_ok=True)
-    test_prompts = World(seed=world_seed).prompts(prompts, "test")
-    answers = {name: greedy_answers(checkpoints[name], test_prompts, max_new_tokens)
-               for name in ("policy", "previous_policy", "sft")}  # fmt: skip
-    if gold:
-        judge = {name: [gold_reward(p, a) for p, a in zip(test_prompts, texts)] for name, texts in answers.items()}
+    prompts = setup["prompts"]
+    answers, lengths = {}, {}
+    for name in ("policy", "previous_policy", "sft"):
+        answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens)
+    if setup["gold"]:
+        judged, quality = gold_judgements(prompts, answers)
+        judge = "gold"
     else:
-        tokenizer = load_tokenizer(checkpoints["policy"])
-        helpful, safety = (
-            AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]) for t in ("helpfulness", "safety")
-        )
-        is_safety = torch.tensor([p.is_safety for p in test_prompts])
-        messages = [p.messages for p in test_prompts]
-        judge = {
-            name: gated_reward(score(safety, tokenizer, messages, texts).sigmoid,
-                               score(helpful, tokenizer, messages, texts).sigmoid, is_safety).tolist()
-            for name, texts in answers.items()
-        }  # fmt: skip
+        judged, quality = judge_judgements(prompts, answers, setup["judges"])
+        judge = "held-out judges: " + ", ".join(f"{t} {setup['judges'][t]}" for t in ("helpfulness", "safety"))
     metrics = {
         "round": n,
-        **{k: v for k, v in score_answers(test_prompts, answers["policy"]).items() if k != "prompts"},
-        "win_rate_vs_sft": win_rate(judge["policy"], judge["sft"]),
-        "win_rate_vs_previous": win_rate(judge["policy"], judge["previous_policy"]),
-        "judge": "gold" if gold else "reward models",
-        "prompts": prompts,
+        **quality["policy"],
+        "answer_length": lengths["policy"],
+        "win_rate_vs_sft": win_rate(judged["policy"], judged["sft"]),
+        "win_rate_vs_previous": win_rate(judged["policy"], judged["previous_policy"]),
+        "judge": judge,
+        "prompts": len(prompts),
     }
-    pairs = held_out_pairs(world_seed=world_seed)
     for target in ("helpfulness", "safety"):
-        report = REWARD_MODEL_REPORT["evaluate_reward_model"](
-            checkpoints[target], pairs, folder / f"reward_model_{target}", f"round {n} {target} RM"
-        )
-        metrics.update({f"{target}_rm/{k}": v for k, v in report.items() if k.startswith("accuracy")})
+        metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
+                                             folder / f"reward_model_{target}", f"round {n} {target} RM",
+                                             f"{target}_rm"))  # fmt: skip
     atomic_write_jsonl(
         folder / "answers.jsonl",
-        ({"id": p.id, "policy": a, "judge": j} for p, a, j in zip(test_prompts, answers["policy"], judge["policy"])),
+        ({"id": p["id"], "policy": a, "judge": j} for p, a, j in zip(prompts, answers["policy"], judged["policy"])),
     )
-    if n == 1:  # the SFT model's answers and gold metrics once, as round 0 of the report
+    if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
         atomic_write_jsonl(
             round_zero / "sft_answers.jsonl",
-            ({"id": p.id, "policy": a, "judge": j} for p, a, j in zip(test_prompts, answers["sft"], judge["sft"])),
+            ({"id": p["id"], "policy": a, "judge": j} for p, a, j in zip(prompts, answers["sft"], judged["sft"])),
         )
-        if gold:
-            sft_metrics = {"round": 0, **score_answers(test_prompts, answers["sft"])}
-            atomic_write_text(round_zero / "sft_metrics.json", json.dumps(sft_metrics, indent=2) + "\n")
+        sft_metrics = {"round": 0, **quality["sft"], "answer_length": lengths["sft"], "judge": judge}
+        for target in ("helpfulness", "safety"):
+            if f"base_{target}" in checkpoints:
+                sft_metrics.update(reward_model_accuracy(checkpoints[f"base_{target}"], setup["held_out"][target],
+                                                         round_zero / "evaluate" / f"reward_model_{target}",
+                                                         f"base {target} RM", f"{target}_rm"))  # fmt: skip
+        atomic_write_text(round_zero / "sft_metrics.json", json.dumps(sft_metrics, indent=2) + "\n")
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -144,43 +188,36 @@ def write_report(run_dir: Path) -> Path:
         ]
     elo = elo_scores(judged)
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
+    sft_metrics = run_dir / "round-0" / "sft_metrics.json"
+    sft = json.loads(sft_metrics.read_text()) if sft_metrics.is_file() else None
+    table_rows = ([sft] if sft and 0 in elo else []) + rows
+    # Gold columns only where there is gold (the world); on real data the judges' measures alone.
+    columns = [(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)]
+    gold = rows[-1]["judge"] == "gold"
     lines = [
         f"# RLHF rounds: {run_dir.name}",
         "",
-        f"Judge of win rates and Elo: {rows[-1]['judge']}; {rows[-1]['prompts']} held-out prompts, greedy answers.",
+        f"Judge of win rates{'' if gold else ', violation rate'} and Elo: {rows[-1]['judge']}; "
+        f"{rows[-1]['prompts']} held-out prompts, greedy answers. Reward-model accuracy: on the held-out pairs.",
         "",
-        "| round | stages | gold helpfulness | violation rate | false refusals | win vs SFT | win vs previous "
-        "| helpfulness RM acc | safety RM acc | Elo |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| round | stages | " + " | ".join(header for _, header in columns) + " | Elo |",
+        "|---|---|" + "---|" * len(columns) + "---|",
     ]
-    sft_metrics = run_dir / "round-0" / "sft_metrics.json"
-    sft = json.loads(sft_metrics.read_text()) if sft_metrics.is_file() else None
-    if 0 in elo:
-        round_zero = ", ".join(manifest.get("rounds", {}).get("0", {})) or "given checkpoints"
-        gold_columns = (
-            f"{sft['gold_helpfulness']:.3f} | {sft['violation_rate']:.3f} | {sft['false_refusal_rate']:.3f}"
-            if sft
-            else " | | "
-        )
-        lines.append(f"| 0 (SFT) | {round_zero} | {gold_columns} | | | | | {elo[0]:.0f} |")
-    for row in rows:
-        stages = ", ".join(s for s in manifest.get("rounds", {}).get(str(row["round"]), {}) if s != "evaluate")
-        lines.append(
-            f"| {row['round']} | {stages} | {row['gold_helpfulness']:.3f} | {row['violation_rate']:.3f} | "
-            f"{row['false_refusal_rate']:.3f} | {row['win_rate_vs_sft']:.3f} | {row['win_rate_vs_previous']:.3f} | "
-            f"{row.get('helpfulness_rm/accuracy', float('nan')):.3f} | "
-            f"{row.get('safety_rm/accuracy', float('nan')):.3f} "
-            f"| {elo[row['round']]:.0f} |"
-        )
+    for row in table_rows:
+        number = row["round"]
+        stages = [s for s in manifest.get("rounds", {}).get(str(number), {}) if s != "evaluate"]
+        label = "0 (SFT)" if number == 0 else str(number)
+        cells = " | ".join(_cell(row.get(key), ".1f" if key == "answer_length" else ".3f") for key, _ in columns)
+        lines.append(f"| {label} | {', '.join(stages) or 'given checkpoints'} | {cells} | {elo[number]:.0f} |")
     lines += ["", "![progress](progress.png)", ""]
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(lines))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    plotted = ([sft] if sft else []) + rows
-    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate"):
-        left.plot([row["round"] for row in plotted], [row[name] for row in plotted], marker="o", label=name)
-    left.plot([row["round"] for row in rows], [row["win_rate_vs_sft"] for row in rows], marker="o", label="win vs SFT")
-    left.set(xlabel="round", ylim=(0, 1), title="gold metrics")
+    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
+        points = [(row["round"], row[name]) for row in table_rows if isinstance(row.get(name), (int, float))]
+        if points:
+            left.plot(*zip(*points), marker="o", label=name.replace("_", " "))
+    left.set(xlabel="round", ylim=(0, 1), title="gold metrics" if gold else "held-out judges' metrics")
     left.legend(fontsize=8)
     right.plot(sorted(elo), [elo[r] for r in sorted(elo)], marker="o")
     right.set(xlabel="round (0 = SFT)", ylabel="Elo", title="Elo across rounds")
@@ -188,6 +225,24 @@ def write_report(run_dir: Path) -> Path:
     figure.savefig(run_dir / "progress.png", dpi=120)
     plt.close(figure)
     return report
+
+
+REPORT_COLUMNS = (
+    ("gold_helpfulness", "gold helpfulness"),
+    ("violation_rate", "violation rate"),
+    ("false_refusal_rate", "false refusals"),
+    ("win_rate_vs_sft", "win vs SFT"),
+    ("win_rate_vs_previous", "win vs previous"),
+    ("helpfulness_rm/accuracy", "helpfulness RM acc"),
+    ("safety_rm/accuracy", "safety RM acc"),
+    ("answer_length", "answer tokens"),
+)
+
+
+def _cell(value: Any, spec: str) -> str:
+    if isinstance(value, (int, float)):
+        return "" if math.isnan(value) else format(value, spec)
+    return "" if value is None else str(value)
 
 
 if __name__ == "__main__":

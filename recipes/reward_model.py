@@ -5,7 +5,8 @@
     accelerate launch recipes/reward_model.py --config recipes/configs/reward_model/7b.yaml --target safety
 
 Writes `<output_dir>/final` (the reward model) and `<output_dir>/eval/` (metrics.json, predictions.jsonl,
-accuracy_by_strength.png) on the held-out pairs (`eval_data`, or the world's test pairs).
+accuracy_by_strength.png) on the held-out pairs `eval_data` (required with your own data; 'none' skips it;
+the world's test pairs when the training data is the world's).
 """
 
 import runpy
@@ -14,8 +15,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from align.config import exit_with_error, parse_config
-from align.data import load_preferences
-from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
+from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
 
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
 
@@ -26,11 +26,10 @@ def main() -> None:
         final = train_reward_model(config)
         if not PartialState().is_main_process:
             return  # the main process evaluates
-        pairs = (
-            load_preferences(config.eval_data, format=config.data_format, target=config.target)
-            if config.eval_data
-            else held_out_pairs(world_seed=config.world_seed)
-        )
+        pairs = eval_pairs(config)
+        if pairs is None:
+            print(f"reward model: {final} (not evaluated: eval_data none)")
+            return
         metrics = report["evaluate_reward_model"](
             final, pairs, Path(config.output_dir) / "eval", f"{config.target} RM"
         )

@@ -13,8 +13,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from align.config import exit_with_error, parse_config
-from align.data import load_preferences
-from align.reward_model import RewardModelConfig, held_out_pairs, train_reward_model
+from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
 
 SCHEMES = ("none", "small", "large")
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
@@ -24,11 +23,9 @@ def main() -> None:
     base = parse_config(RewardModelConfig)
     rows = {}
     try:
-        pairs = (
-            load_preferences(base.eval_data, format=base.data_format, target=base.target)
-            if base.eval_data
-            else held_out_pairs(world_seed=base.world_seed)
-        )
+        pairs = eval_pairs(base)
+        if pairs is None:
+            raise ValueError("eval_data: the ablation compares accuracies on held-out pairs; 'none' is not allowed")
         for scheme in SCHEMES:
             output_dir = Path(base.output_dir) / f"margin-{scheme}"
             config = dataclasses.replace(base, margin_scheme=scheme, output_dir=str(output_dir))

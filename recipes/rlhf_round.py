@@ -9,7 +9,10 @@
     python recipes/rlhf_round.py --round 3 --export_llama runs/demo/llama   # round 3's policy as plain Llama
     accelerate launch --multi_gpu --num_processes 2 recipes/rlhf_round.py --round 1 --name two   # 2 processes
 
-Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
+With none of the data options the rounds are the demo on the synthetic world; with any of them, every input
+must be given (one line names a missing one; 'world' asks for the demo's). A round on real data without
+`--helpfulness_pairs/--safety_pairs` files writes `runs/<name>/round-N/collect/to_annotate.jsonl` and stops
+(exit status 3) until its labelled copy `annotated.jsonl` is in place. Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
 stage writes `runs/<name>/round-N/<stage>/` and a completion marker, so a rerun skips finished stages and a
 killed run resumes inside the stage it was in. Writes `runs/<name>/manifest.json` (after every stage) and, at
 the end, `runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own
@@ -19,13 +22,14 @@ main process.
 """
 
 import runpy
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
 from align.config import exit_with_error, parse_config
 from align.hub import HubError, pull_checkpoint, push_checkpoint
-from align.rounds import Rounds, RoundsConfig
+from align.rounds import AnnotationNeeded, Rounds, RoundsConfig
 
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "rounds_report.py"))
 
@@ -34,7 +38,6 @@ report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "roun
 class RecipeConfig(RoundsConfig):
     """The rounds, plus evaluation and Hub settings."""
 
-    eval_prompts: int = field(default=200, metadata={"help": "held-out prompts judged after each round"})
     push_to_hub: str | None = field(default=None, metadata={"help": "repo id, local folder or fsspec URL"})
     from_hub: str | None = field(default=None, metadata={"help": "start from repo@revision (a chat model)"})
     hub_endpoint: str | None = field(default=None, metadata={"help": "Hub URL (default: HF_ENDPOINT or the Hub)"})
@@ -51,6 +54,8 @@ def push_stages(config: RecipeConfig, manifest: dict) -> None:
             evaluation = stages.get("evaluate", {})
             if stage in ("rejection_sampling", "ppo"):
                 metrics.update({k: v for k, v in evaluation.items() if isinstance(v, float) and "/" not in k})
+                if "judge" in evaluation:
+                    metrics["judged by"] = evaluation["judge"]
             where = push_checkpoint(
                 facts["final"], config.push_to_hub, f"round-{round_number}-{stage.replace('_', '-')}",
                 metrics=metrics, base=facts.get("parent"), endpoint=config.hub_endpoint,
@@ -61,11 +66,7 @@ def push_stages(config: RecipeConfig, manifest: dict) -> None:
 def main() -> None:
     config = parse_config(RecipeConfig)
     try:
-        evaluate = lambda n, checkpoints, folder: report["evaluate_round"](  # noqa: E731
-            n, checkpoints, folder, prompts=config.eval_prompts, world_seed=config.world_seed,
-            gold=config.helpfulness_pairs is None,
-        )  # fmt: skip
-        rounds = Rounds(config, evaluate_round=evaluate)
+        rounds = Rounds(config, evaluate_round=report["evaluate_round"])
         if config.from_hub:
             pulled = config.run_dir / "round-0" / "from_hub"
             if rounds.processes.is_main_process:
@@ -82,6 +83,9 @@ def main() -> None:
         if config.export_llama:
             print(f"round {config.round} policy as a plain Llama directory: "
                   f"{export_llama(rounds.policy, config.export_llama)}")  # fmt: skip
+    except AnnotationNeeded as waiting:
+        print(f"{Path(__file__).name}: {waiting}", file=sys.stderr)
+        raise SystemExit(3) from None
     except (FileNotFoundError, ValueError, HubError) as error:
         exit_with_error(str(error))
     print(f"report: {written}")

@@ -100,6 +100,7 @@ def pretrained(tmp_path_factory):
     return pretrain(
         PretrainConfig(
             output_dir=str(out),
+            dataset="world",
             model_preset="tiny",
             seq_length=128,
             per_device_batch_size=8,
@@ -123,6 +124,7 @@ def chat_model(pretrained, tmp_path_factory):
         SFTConfig(
             model=str(pretrained),
             output_dir=str(out),
+            dataset="world",
             world_dialogues=400,
             max_length=512,
             num_train_epochs=2,
@@ -149,6 +151,8 @@ def reward_models(chat_model, tmp_path_factory):
                 model=str(chat_model),
                 target=target,
                 output_dir=str(out / target),
+                helpfulness_data="world",
+                safety_data="world",
                 world_pairs=3000,
                 max_length=256,
                 num_train_epochs=2,
@@ -160,3 +164,42 @@ def reward_models(chat_model, tmp_path_factory):
             )
         )
     return models
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def byte_level_tokenizer(texts, vocab_size: int = 700, chat_template: str | None = CHATML_TEMPLATE):
+    """A GPT-2-style byte-level BPE tokenizer (not Llama's vocabulary) with ChatML special tokens, the kind a
+    user brings: `<|endoftext|>` is its bos and eos (as GPT-2's), it has no pad and no unk; `chat_template=None`
+    leaves it without a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        additional_special_tokens=specials[1:],
+        chat_template=chat_template,
+        model_max_length=512,
+    )
+
+
+@pytest.fixture(scope="session")
+def chatml_tokenizer():
+    return byte_level_tokenizer(TOKENIZER_TEXT)

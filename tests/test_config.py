@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_yaml_then_command_line_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("model_preset: tiny\nlr: 0.001\nmax_steps: 7\n")
+    path.write_text("model_preset: tiny\ndataset: world\nlr: 0.001\nmax_steps: 7\n")
     config = build_config(PretrainConfig, ["--config", str(path), "--lr", "1e-4", "--gradient_checkpointing", "true"])
     assert (config.model_preset, config.lr, config.max_steps, config.gradient_checkpointing) == ("tiny", 1e-4, 7, True)
     assert build_config(PretrainConfig, [f"--config={path}"]).max_steps == 7
@@ -53,7 +53,7 @@ def test_missing_config_file(tmp_path):
         (["--lrr", "1"], "pretrain.py: error: unknown option --lrr (did you mean '--lr'?)"),
         (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml"),
         (
-            ["--model_preset", "tiny", "--tokenizer", "no/such/dir"],
+            ["--model_preset", "tiny", "--dataset", "world", "--tokenizer", "no/such/dir"],
             "pretrain.py: error: tokenizer: no directory at no/such/dir",
         ),
     ],
@@ -76,9 +76,9 @@ def recipe_config(script: str):
 
 # Fields the rounds (or the command line) set on top of a stage file; dummies make the file's own values checkable.
 CHAINED = {
-    "reward_model_update.yaml": {"model": "-"},
-    "ppo.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-"},
-    "rejection_sampling.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-"},
+    "reward_model_update.yaml": {"model": "-", "helpfulness_data": "world", "safety_data": "world"},
+    "ppo.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-", "prompts": "world"},
+    "rejection_sampling.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-", "prompts": "world"},
 }
 
 

@@ -1,8 +1,19 @@
-"""The Llama 2 chat format (PIPELINE.md §3): exact strings, and the SFT loss mask token by token."""
+"""Chat formats: Llama 2's (PIPELINE.md §3) exact strings and the SFT loss mask token by token; the same masks
+under any template (ChatML, a template without generation markers)."""
+
+import re
 
 import pytest
 
-from align.data import DialogueError, render, tokenize_dialogue, validate_dialogue
+from align.data import (
+    LLAMA2_CHAT_TEMPLATE,
+    DialogueError,
+    answer_end_token_ids,
+    render,
+    tokenize_dialogue,
+    validate_dialogue,
+)
+from align.data.chat import has_generation_markers
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 DIALOGUE = [
@@ -108,3 +119,59 @@ def test_bad_dialogues_are_named(messages, message):
 def test_tokenize_refuses_a_dialogue_without_an_answer(tokenizer):
     with pytest.raises(DialogueError, match="no assistant turn"):
         tokenize_dialogue(tokenizer, DIALOGUE[:1])
+
+
+def without_generation_markers(template: str) -> str:
+    return re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", template)
+
+
+def test_answer_spans_found_by_rendering_match_the_generation_markers(tokenizer):
+    """Llama 2's template with and without `{% generation %}` markers: the same ids and the same loss mask."""
+    from copy import deepcopy
+
+    plain = deepcopy(tokenizer)
+    plain.chat_template = without_generation_markers(LLAMA2_CHAT_TEMPLATE)
+    assert not has_generation_markers(plain) and has_generation_markers(tokenizer)
+    for dialogue in ([SYSTEM, *DIALOGUE], DIALOGUE):
+        for loss_on in ("all", "last"):
+            assert tokenize_dialogue(plain, dialogue, loss_on=loss_on) == tokenize_dialogue(
+                tokenizer, dialogue, loss_on=loss_on
+            )
+
+
+def test_chatml_loss_mask_covers_the_answers_and_their_end_of_turn(chatml_tokenizer):
+    encoded = tokenize_dialogue(chatml_tokenizer, [SYSTEM, *DIALOGUE])
+    ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+    assert chatml_tokenizer.decode(ids) == render(chatml_tokenizer, [SYSTEM, *DIALOGUE])
+    trained = chatml_tokenizer.decode([token for token, flag in zip(ids, mask) if flag])
+    untrained = chatml_tokenizer.decode([token for token, flag in zip(ids, mask) if not flag])
+    assert trained == "Hello!<|im_end|>\n4<|im_end|>\n"
+    assert untrained == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    last = tokenize_dialogue(chatml_tokenizer, DIALOGUE, loss_on="last")
+    assert chatml_tokenizer.decode([t for t, f in zip(last["input_ids"], last["assistant_masks"]) if f]) == (
+        "4<|im_end|>\n"
+    )
+
+
+def test_prompts_get_the_templates_generation_prompt_and_answers_end_at_its_end_of_turn(tokenizer, chatml_tokenizer):
+    assert render(chatml_tokenizer, DIALOGUE[:1]).endswith(
+        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert render(tokenizer, DIALOGUE[:1]) == "<s>[INST] Hi there [/INST]"  # Llama 2 needs no generation prompt
+    assert chatml_tokenizer.convert_ids_to_tokens(answer_end_token_ids(chatml_tokenizer)) == [
+        "<|im_end|>",
+        "<|endoftext|>",
+    ]
+    assert answer_end_token_ids(tokenizer) == [tokenizer.eos_token_id]
+
+
+def test_a_template_that_does_not_render_prefixes_is_refused(chatml_tokenizer):
+    from copy import deepcopy
+
+    odd = deepcopy(chatml_tokenizer)
+    odd.chat_template = "{{ messages | length }} turns: {% for m in messages %}{{ m['content'] }} {% endfor %}"
+    with pytest.raises(DialogueError, match="add \\{% generation %\\} markers"):
+        tokenize_dialogue(odd, DIALOGUE)

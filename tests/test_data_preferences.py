@@ -168,3 +168,32 @@ def test_missing_file_and_bad_arguments_are_clear(tmp_path):
     not_json.write_text(json.dumps({"rows": []}))
     with pytest.raises(PreferenceDataError, match="expected a JSON list of records"):
         load_preferences(not_json)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("hh_rlhf.jsonl", "hh-rlhf"),
+        ("pku_saferlhf.jsonl", "pku-saferlhf"),
+        ("ultrafeedback.jsonl", "ultrafeedback"),
+        ("trl_conversational.json", "trl"),
+    ],
+)
+def test_auto_detects_each_public_format(name, expected):
+    path = os.path.join(PREFS, name)
+    assert (
+        load_preferences(path, on_error="skip").to_list()
+        == load_preferences(path, format=expected, on_error="skip").to_list()
+    )
+
+
+def test_a_file_read_in_the_wrong_format_says_which_format_it_looks_like(tmp_path):
+    hh = os.path.join(PREFS, "hh_rlhf.jsonl")
+    with pytest.raises(PreferenceDataError, match=r"looks like 'hh-rlhf' data, not 'trl': set its format"):
+        load_preferences(hh, format="trl")
+    with pytest.raises(PreferenceDataError, match=r"looks like 'pku-saferlhf' data, not 'hh-rlhf'"):
+        load_preferences(os.path.join(PREFS, "pku_saferlhf.jsonl"), format="hh-rlhf")
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n")
+    with pytest.raises(PreferenceDataError, match=r"cannot tell its preference format from its fields \['bad'"):
+        load_preferences(unknown)

@@ -71,3 +71,26 @@ def test_missing_tokenizer_directory_is_a_clear_error(tmp_path):
 def test_vocab_too_small_for_bytes():
     with pytest.raises(ValueError, match="vocab_size: must exceed 259"):
         train_tokenizer(["a b c"], vocab_size=100)
+
+
+def test_load_tokenizer_keeps_the_tokenizers_own_template(chatml_tokenizer, tmp_path, caplog):
+    """A user's tokenizer keeps its ChatML template; Llama 2's only when it has none (logged) or when asked."""
+    import logging
+
+    from conftest import CHATML_TEMPLATE, byte_level_tokenizer
+
+    chatml_tokenizer.save_pretrained(tmp_path / "chatml")
+    loaded = load_tokenizer(tmp_path / "chatml")
+    assert loaded.chat_template == CHATML_TEMPLATE and loaded.pad_token == "<|endoftext|>"  # no unk: eos pads
+    assert load_tokenizer(tmp_path / "chatml", "llama2").chat_template == LLAMA2_CHAT_TEMPLATE
+    template = tmp_path / "mine.jinja"
+    template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}")
+    assert load_tokenizer(tmp_path / "chatml", str(template)).chat_template == template.read_text()
+    with pytest.raises(ValueError, match="chat_template: expected 'tokenizer', 'llama2' or a .jinja file"):
+        load_tokenizer(tmp_path / "chatml", "chatml")
+
+    byte_level_tokenizer(["some text to learn from"] * 5, chat_template=None).save_pretrained(tmp_path / "bare")
+    with caplog.at_level(logging.WARNING):
+        bare = load_tokenizer(tmp_path / "bare")
+    assert bare.chat_template == LLAMA2_CHAT_TEMPLATE
+    assert "has no chat template: using Llama 2's" in caplog.text and "'[INST]' is" in caplog.text

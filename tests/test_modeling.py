@@ -174,7 +174,9 @@ def test_packed_sequences_by_position_ids_stay_apart(tiny_model, implementation)
 
 def test_unknown_keyword_arguments_are_a_type_error(tiny_model):
     ids = torch.randint(0, 256, (1, 5))
-    with pytest.raises(TypeError, match="AlignLlamaForCausalLM.forward\\(\\) got an unexpected keyword argument 'atention_mask'"):
+    with pytest.raises(
+        TypeError, match="AlignLlamaForCausalLM.forward\\(\\) got an unexpected keyword argument 'atention_mask'"
+    ):
         tiny_model(ids, atention_mask=torch.ones_like(ids))
     with pytest.raises(TypeError, match="unexpected keyword argument 'token_type_ids'"):
         tiny_model.model(ids, token_type_ids=torch.zeros_like(ids))
@@ -447,7 +449,9 @@ def test_a_checkpoint_loads_with_trust_remote_code_where_align_cannot_be_importe
     model.save_pretrained(tmp_path / "ckpt")
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_align_llama.AlignLlamaForCausalLM"
-    assert {"configuration_align_llama.py", "modeling_align_llama.py"} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"configuration_align_llama.py", "modeling_align_llama.py"} <= {
+        p.name for p in (tmp_path / "ckpt").iterdir()
+    }
 
     ids, mask = padded_batch(256, [6, 3], "left")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}

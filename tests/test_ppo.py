@@ -145,7 +145,7 @@ PROMPTS = [
 
 def ppo_config(tmp_path, **overrides):
     values = dict(
-        policy="-", helpfulness_rm="-", safety_rm="-", output_dir=str(tmp_path / "ppo"), batch_size=8,
+        policy="-", helpfulness_rm="-", safety_rm="-", prompts="world", output_dir=str(tmp_path / "ppo"), batch_size=8,
         mini_batch_size=4, response_length=8, num_iterations=2, save_steps=1, lr=1e-3, forward_batch_size=8,
     )  # fmt: skip
     return PPOConfig(**{**values, **overrides})
@@ -360,11 +360,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer, shar
 
 def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="mini_batch_size: 48 does not divide batch_size 512"):
-        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", mini_batch_size=48)
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", mini_batch_size=48)
     with pytest.raises(ValueError, match="safety_rm: required"):
         PPOConfig(policy="p", helpfulness_rm="h")
     with pytest.raises(ValueError, match="value_model: not used with shared_value_head"):
-        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", value_model="v", shared_value_head=True)
+        PPOConfig(
+            policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", value_model="v", shared_value_head=True
+        )
     models = tiny_models(tokenizer)
     models[0].save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
@@ -379,7 +381,7 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
         PPOTrainer(ppo_config(tmp_path), *models, tokenizer, long_prompt)
     result = subprocess.run(
         [sys.executable, "recipes/ppo.py", "--policy", "p", "--helpfulness_rm", "h", "--safety_rm", "s",
-         "--batch_size", "8", "--mini_batch_size", "3"],
+         "--prompts", "world", "--batch_size", "8", "--mini_batch_size", "3"],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2

@@ -17,17 +17,20 @@ def test_pack_documents_puts_eos_between_documents_and_drops_the_tail():
 
 
 def test_defaults_are_the_papers():
-    args = training_arguments(PretrainConfig(output_dir="unused"))
+    args = training_arguments(PretrainConfig(output_dir="unused", dataset="world"))
     assert (args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (0.9, 0.95, 1e-5)
     assert (args.weight_decay, args.max_grad_norm, args.learning_rate, args.warmup_steps) == (0.1, 1.0, 3e-4, 2000)
     assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
-    assert PretrainConfig().seq_length == 4096
+    assert PretrainConfig(dataset="corpus.txt").seq_length == 4096
+    with pytest.raises(ValueError, match="dataset: required"):
+        PretrainConfig()
 
 
 def world_config(tmp_path, **overrides):
     values = dict(
         output_dir=str(tmp_path / "run"),
         model_preset="tiny",
+        dataset="world",
         tokenizer="data/tokenizer",
         seq_length=64,
         per_device_batch_size=4,

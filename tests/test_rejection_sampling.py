@@ -23,6 +23,7 @@ def rs_config(tmp_path, chat_model, reward_models, **overrides):
         helpfulness_rm=str(reward_models["helpfulness"]),
         safety_rm=str(reward_models["safety"]),
         output_dir=str(tmp_path / "rs"),
+        prompts="world",
         world_prompts=6,
         num_samples=4,
         max_new_tokens=24,
@@ -42,6 +43,8 @@ def test_kept_answers_do_not_depend_on_the_number_of_processes(tmp_path, chat_mo
         str(reward_models["safety"]),
         "--output_dir",
         str(tmp_path / "two" / "rs"),
+        "--prompts",
+        "world",
         "--world_prompts",
         "6",
         "--num_samples",
@@ -104,7 +107,9 @@ def test_bad_inputs_are_clear_errors(tmp_path, chat_model, reward_models):
 
 def test_the_finetune_batch_is_over_all_processes():
     """`finetune_batch_size` dialogues per step in all: split over the processes, or a clear error."""
-    config = RejectionSamplingConfig(policy="p", helpfulness_rm="h", safety_rm="s", finetune_batch_size=16)
+    config = RejectionSamplingConfig(
+        policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", finetune_batch_size=16
+    )
     assert finetune_settings(config)["per_device_batch_size"] == 16
     assert finetune_settings(config, 2)["per_device_batch_size"] == 8
     with pytest.raises(ValueError, match="finetune_batch_size: 16 dialogues per step do not split over 3 processes"):

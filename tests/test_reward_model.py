@@ -69,8 +69,9 @@ def test_data_mix_shares():
     assert len(mixed) == 100 and sum(x >= 1000 for x in mixed["x"]) == 10  # safety RM: 90 / 10
     equal = mix_pairs(own, other, 0.5, seed=0)
     assert sum(x >= 1000 for x in equal["x"]) == 90  # helpfulness RM: an equal share
-    assert RewardModelConfig(model="m", target="safety").other_share == 0.1
-    assert RewardModelConfig(model="m").other_share == 0.5
+    world = dict(helpfulness_data="world", safety_data="world")
+    assert RewardModelConfig(model="m", target="safety", **world).other_share == 0.1
+    assert RewardModelConfig(model="m", **world).other_share == 0.5
 
 
 def test_long_pairs_are_counted_skips_or_errors(tokenizer, caplog):
@@ -94,11 +95,12 @@ def test_bad_records_and_configs_are_clear_errors(tmp_path):
     with pytest.raises(PreferenceDataError, match="record 0: field 'rejected': identical to chosen"):
         load_preferences([{"prompt": "p", "chosen": "same", "rejected": "same"}])
     with pytest.raises(ValueError, match="target: expected one of"):
-        RewardModelConfig(model="m", target="harmlessness")
+        RewardModelConfig(model="m", target="harmlessness", helpfulness_data="world", safety_data="world")
     with pytest.raises(ValueError, match="margin_scheme: expected one of"):
-        RewardModelConfig(model="m", margin_scheme="medium")
+        RewardModelConfig(model="m", margin_scheme="medium", helpfulness_data="world", safety_data="world")
     with pytest.raises(FileNotFoundError, match="model: .* does not exist"):
-        train_reward_model(RewardModelConfig(model=str(tmp_path / "missing"), output_dir=str(tmp_path / "rm")))
+        train_reward_model(RewardModelConfig(model=str(tmp_path / "missing"), output_dir=str(tmp_path / "rm"),
+                                             helpfulness_data="world", safety_data="world"))  # fmt: skip
 
 
 def test_lora_reward_model_trains_adapters_and_merges_to_the_same_scores(chat_model, tmp_path):
@@ -109,6 +111,7 @@ def test_lora_reward_model_trains_adapters_and_merges_to_the_same_scores(chat_mo
     final = train_reward_model(
         RewardModelConfig(
             model=str(chat_model), target="helpfulness", output_dir=str(tmp_path / "rm"), world_pairs=60,
+            helpfulness_data="world", safety_data="world",
             max_length=256, lr=1e-3, per_device_batch_size=8, gradient_accumulation_steps=1, save_steps=1000,
             lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
         )
@@ -131,6 +134,7 @@ def test_two_processes_equal_one_process_accumulating_two_micro_batches(chat_mod
     from conftest import one_and_two_process_losses
 
     args = ["--model", str(chat_model), "--target", "helpfulness", "--world_pairs", "80", "--max_length", "256"]
+    args += ["--helpfulness_data", "world", "--safety_data", "world"]
     args += ["--num_train_epochs", "1", "--per_device_batch_size", "4", "--logging_steps", "1", "--lr", "1e-3"]
     one, two = one_and_two_process_losses("recipes/reward_model.py", args + ["--save_steps", "1000"], tmp_path)
     assert sorted(two) == sorted(one) and len(one) >= 4

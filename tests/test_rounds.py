@@ -54,15 +54,16 @@ def stage_configs(tmp_path):
     )  # fmt: skip
 
 
-def evaluate(n, checkpoints, folder):
-    return REPORT["evaluate_round"](n, checkpoints, folder, prompts=20, max_new_tokens=16)
+def evaluate(n, checkpoints, folder, setup):
+    return REPORT["evaluate_round"](n, checkpoints, folder, setup, max_new_tokens=16)
 
 
 def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, stage_configs):
     """From scratch (round 0 = pretraining + SFT) with the paper's variant (`reward_model_init: sft`): every
     round's reward models retrained from the chat model."""
     config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), ppo_from_round=2,
-                          pairs_per_round=60, reward_model_init="sft", **stage_configs)  # fmt: skip
+                          pairs_per_round=60, reward_model_init="sft", world_eval_prompts=20,
+                          **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "demo"
     for stage in ("pretrain", "sft"):
@@ -97,8 +98,18 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
 
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
     """The default variant (`reward_model_init: previous`): base RMs trained once in round 0, then updated."""
+    world = dict(
+        prompts="world",
+        eval_prompts="world",
+        helpfulness_eval_pairs="world",
+        safety_eval_pairs="world",
+        helpfulness_data="world",
+        safety_data="world",
+        helpfulness_pairs="world",
+        safety_pairs="world",
+    )  # a chat model of the user's, every other input the demo's (asked for)
     config = RoundsConfig(round=1, name="killed", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
-                          pairs_per_round=60, **stage_configs)  # fmt: skip
+                          pairs_per_round=60, world_eval_prompts=20, **world, **stage_configs)  # fmt: skip
     import align.sft
 
     real_sft = align.sft.sft
@@ -147,7 +158,8 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
     options = {
         "round": 1, "runs_dir": str(tmp_path / "runs"), "sft_model": str(chat_model),
         "helpfulness_rm": str(reward_models["helpfulness"]), "safety_rm": str(reward_models["safety"]),
-        "ppo_from_round": 1, "eval_prompts": 10, "ppo_config": stage_configs["ppo_config"],
+        "ppo_from_round": 1, "world_eval_prompts": 10, "ppo_config": stage_configs["ppo_config"],
+        "prompts": "world", "eval_prompts": "world", "helpfulness_eval_pairs": "world", "safety_eval_pairs": "world",
         "helpfulness_pairs": str(tmp_path / "helpfulness_{round}.jsonl"),
         "safety_pairs": str(tmp_path / "safety_{round}.jsonl"),
         "rejection_sampling_config": write_yaml(tmp_path / "rs16.yaml", {**rs, "world_prompts": 16}),
@@ -196,7 +208,7 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
         assert torch.equal(exported[name], value), name
     metrics = [json.loads((run / "evaluate" / "metrics.json").read_text()) for run in (two, one)]
     assert metrics[0]["prompts"] == 10 and 0 <= metrics[0]["gold_helpfulness"] <= 1
-    assert metrics[0]["judge"] == "reward models"  # real data: no gold annotator for the win rates
+    assert metrics[0]["judge"] == "gold"  # the world's prompts, asked for: judged by the gold scorers
     for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
         assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-6), name
 
@@ -221,3 +233,89 @@ def test_bad_round_settings_are_one_line_errors(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "sft_model" in result.stderr
     assert align.rounds.STAGES[0] == "collect"
+
+
+def test_your_own_model_and_data_end_to_end_without_the_world(tmp_path):
+    """A plain LlamaForCausalLM with its own byte-level tokenizer and ChatML template, HH-style helpfulness
+    pairs, PKU-style safety pairs, prompts, evaluation prompts and held-out pairs -> SFT -> both reward models ->
+    rounds 1-2 with rejection sampling and PPO, each recipe run as a user would with `align.world` unimportable.
+    Nothing of the world (prompts, pairs, scorers) nor Llama 2's template appears in any output, log, manifest,
+    report or model card, and the report's judges are the held-out ones."""
+    from user_project import run_without_world, write_stage_yamls, write_user_project
+
+    from conftest import CHATML_TEMPLATE
+
+    data = write_user_project(tmp_path / "project")
+    stages = write_stage_yamls(tmp_path / "configs")
+    logs = []
+
+    def run(script, *args):
+        result = run_without_world(script, *args, cwd=tmp_path)
+        logs.append(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    common = ["--max_length", "256", "--per_device_batch_size", "4", "--gradient_accumulation_steps", "1",
+              "--save_steps", "1000", "--logging_steps", "5"]  # fmt: skip
+    run("sft.py", "--model", data["model"], "--dataset", data["sft"], "--output_dir", "runs/sft",
+        "--num_train_epochs", "3", "--lr", "3e-3", *common)  # fmt: skip
+    sft = tmp_path / "runs" / "sft" / "final"
+    for target, held_out in (("helpfulness", data["helpfulness_eval"]), ("safety", data["safety_eval"])):
+        run("reward_model.py", "--model", str(sft), "--target", target, "--output_dir", f"runs/rm_{target}",
+            "--helpfulness_data", data["helpfulness"], "--safety_data", data["safety"], "--eval_data", held_out,
+            "--num_train_epochs", "2", "--lr", "1e-3", *common)  # fmt: skip
+    rounds = run(
+        "rlhf_round.py", "--round", "2", "--name", "mine", "--sft_model", str(sft),
+        "--helpfulness_rm", "runs/rm_helpfulness/final", "--safety_rm", "runs/rm_safety/final",
+        "--prompts", data["prompts"], "--eval_prompts", data["eval_prompts"],
+        "--helpfulness_eval_pairs", data["helpfulness_eval"], "--safety_eval_pairs", data["safety_eval"],
+        "--helpfulness_pairs", data["helpfulness_rounds"], "--safety_pairs", data["safety_rounds"],
+        "--helpfulness_rm_config", stages["rm"], "--safety_rm_config", stages["rm"], "--rm_update_config", stages["rm"],
+        "--rejection_sampling_config", stages["rs"], "--ppo_config", stages["ppo"], "--ppo_from_round", "1",
+        "--rejection_sampling.num_samples", "3", "--ppo.lr", "2e-5", "--push_to_hub", "./hub/mine",
+    )  # fmt: skip
+
+    run_dir = tmp_path / "runs" / "mine"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["data_sources"]["prompts"][0].startswith(data["prompts"])
+    for n in ("1", "2"):
+        assert set(manifest["rounds"][n]) == set(align.rounds.STAGES)
+        assert manifest["rounds"][n]["rejection_sampling"]["config"]["num_samples"] == 3  # --stage.field overrides
+        assert manifest["rounds"][n]["ppo"]["config"]["lr"] == 2e-5
+    # The judges were trained on the held-out pairs, not the round's reward models; the report says so.
+    judges = {t: f"runs/mine/round-0/judge_{t}/final" for t in ("helpfulness", "safety")}  # runs_dir as given
+    assert manifest["rounds"]["0"]["judge_helpfulness"]["config"]["helpfulness_data"] == data["helpfulness_eval"]
+    for n in (1, 2):
+        metrics = json.loads((run_dir / f"round-{n}" / "evaluate" / "metrics.json").read_text())
+        assert metrics["judge"] == f"held-out judges: helpfulness {judges['helpfulness']}, safety {judges['safety']}"
+        assert metrics["prompts"] == 7 and "gold_helpfulness" not in metrics and metrics["answer_length"] >= 0
+        assert 0 <= metrics["win_rate_vs_sft"] <= 1 and 0 <= metrics["violation_rate"] <= 1
+        accuracy = json.loads((run_dir / f"round-{n}" / "evaluate" / "reward_model_helpfulness" / "metrics.json")
+                              .read_text())  # fmt: skip
+        assert accuracy["count"] == 4  # the user's held-out helpfulness pairs
+        assert judges["helpfulness"] not in manifest["rounds"][str(n)]["rejection_sampling"]["config"].values()
+    report = (run_dir / "report.md").read_text()
+    assert f"held-out judges: helpfulness {judges['helpfulness']}" in report and "gold" not in report
+    card = (tmp_path / "hub" / "mine" / "round-2-ppo" / "README.md").read_text()
+    assert f"| judged by | held-out judges: helpfulness {judges['helpfulness']}" in card
+    assert (tmp_path / "hub" / "mine" / "round-0-sft" / "config.json").is_file()  # the given models are pushed too
+    assert (tmp_path / "hub" / "mine" / "round-0-reward-model-safety" / "config.json").is_file()
+    assert 'from_pretrained("' + str(tmp_path / "hub" / "mine" / "round-2-ppo") + '")' in card  # a loadable path
+
+    # Only the user's prompts were sampled; the user's template is in every checkpoint; nothing of the world.
+    user_ids = {json.loads(line)["id"] for line in Path(data["prompts"]).read_text().splitlines()}
+    for n in (1, 2):
+        kept = read_jsonl(run_dir / f"round-{n}" / "rejection_sampling" / "kept.jsonl")
+        assert kept and {record["id"] for record in kept} <= user_ids
+    templates = list(tmp_path.glob("runs/**/final/chat_template.jinja")) + list(
+        tmp_path.glob("hub/**/chat_template.jinja")
+    )
+    assert len(templates) > 10 and all(path.read_text() == CHATML_TEMPLATE for path in templates)
+    from align.world.knowledge import TOWNS
+
+    texts = logs + [p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in
+                    (".json", ".jsonl", ".md", ".jinja")]  # fmt: skip
+    for text in texts:
+        for marker in ("[INST]", "<<SYS>>", "world(seed", "align.world", *TOWNS):
+            assert marker not in text, marker
+    assert "[rounds] prompts: " + data["prompts"] in rounds.stdout  # the sources are said at the start

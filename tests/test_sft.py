@@ -156,7 +156,8 @@ def test_two_processes_equal_one_process_accumulating_two_micro_batches(tmp_path
     same dialogues per step, the loss averaged over their answer tokens across processes."""
     from conftest import one_and_two_process_losses
 
-    args = ["--model", str(pretrained), "--world_dialogues", "64", "--num_train_epochs", "1", "--max_length", "512"]
+    args = ["--model", str(pretrained), "--dataset", "world", "--world_dialogues", "64", "--num_train_epochs", "1"]
+    args += ["--max_length", "512"]
     args += ["--per_device_batch_size", "4", "--logging_steps", "1", "--lr", "3e-3", "--save_steps", "1000"]
     one, two = one_and_two_process_losses("recipes/sft.py", args, tmp_path)
     assert sorted(two) == sorted(one) == list(range(1, 9))

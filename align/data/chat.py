@@ -1,4 +1,5 @@
-"""The Llama 2 chat format (PIPELINE.md §3) as a transformers chat template, and tokenization with loss masks.
+"""Chat formats: Llama 2's (PIPELINE.md §3) as a transformers chat template, and tokenization with loss masks
+under any chat template (the user's tokenizer keeps its own; see `align.data.tokenizer.load_tokenizer`).
 
     <s>[INST] <<SYS>>
     {system}
@@ -14,10 +15,20 @@ Each assistant answer, with the space before it and the ` </s>` after it, sits i
 markers: the rendered text is unchanged, and `return_assistant_tokens_mask=True` (used by TRL's
 `assistant_only_loss`) marks exactly those tokens. The leading space belongs to the answer because the model
 must produce it after `[/INST]`; when it tokenizes as a lone `▁` it would otherwise never be trained.
+
+How the answer spans are found for any template (`answer_mask`): a template with `{% generation %}` markers
+says so itself. Otherwise each answer's span is found by rendering: the dialogue up to the answer with the
+generation prompt (`add_generation_prompt=True`, e.g. ChatML's `<|im_start|>assistant\n`) is a prefix of the
+dialogue up to and including the answer; the characters between the two are the answer and whatever the
+template closes it with (ChatML's `<|im_end|>\n`, Llama 2's ` </s>`), and the tokens starting in them carry
+the loss. A template that does not render a dialogue's beginning as a prefix of the whole is refused with a
+message asking for generation markers. The end-of-turn token that closes an answer (`answer_end_token_ids`)
+stops generation in every stage, beside the tokenizer's `eos_token`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,12 +96,79 @@ def validate_dialogue(messages: Sequence[Message], *, where: str = "dialogue", n
 
 
 def render(tokenizer: Any, messages: Sequence[Message]) -> str:
-    """The Llama 2 chat text of `messages` (prompt or full dialogue) with the tokenizer's template."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False)
+    """The chat text of `messages` with the tokenizer's template; a prompt (ending with a user turn) gets the
+    template's generation prompt (ChatML's `<|im_start|>assistant\n`; Llama 2 needs none)."""
+    messages = list(messages)
+    is_prompt = bool(messages) and messages[-1]["role"] != "assistant"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=is_prompt)
+
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_markers(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template marks assistant answers with `{% generation %}`."""
+    template = tokenizer.get_chat_template() if tokenizer.chat_template else ""
+    return bool(_GENERATION_TAG.search(template))
+
+
+def answer_spans(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered dialogue and the character span of each assistant answer (with what closes it), found by
+    rendering prefixes of the dialogue (module docstring)."""
+    messages = list(messages)
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        if not (through.startswith(before) and text.startswith(through)):
+            raise DialogueError(
+                "chat template: rendering a dialogue's first turns does not give a prefix of the whole dialogue, "
+                "so the answers cannot be located; add {% generation %} markers around the assistant answers"
+            )
+        spans.append((len(before), len(through)))
+    return text, spans
+
+
+def answer_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[int], list[int]]:
+    """Token ids of a dialogue and a mask with 1 on the tokens of every assistant answer and its closing
+    tokens, for any chat template (module docstring)."""
+    if has_generation_markers(tokenizer):
+        encoded = tokenizer.apply_chat_template(
+            list(messages), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return list(encoded["input_ids"]), list(encoded["assistant_masks"])
+    if not getattr(tokenizer, "is_fast", False):
+        raise DialogueError("chat template: a slow tokenizer needs {% generation %} markers in its chat template")
+    text, spans = answer_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(start <= begin < end for start, end in spans)) for begin, _ in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), mask
+
+
+def answer_end_token_ids(tokenizer: Any) -> list[int]:
+    """The ids that end an assistant answer: `eos_token` and the special token the chat template closes an
+    answer with (Llama 2: `</s>`; ChatML: `<|im_end|>`). Generation stops at any of them."""
+    probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "OK"}]
+    text, [(_, end)] = answer_spans(tokenizer, probe)
+    closing = text[text.rindex("OK", 0, end) + 2 : end]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    ids = [token for token in tokenizer(closing, add_special_tokens=False).input_ids if token in special]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise DialogueError(
+            "tokenizer: no eos_token and the chat template closes answers with no special token, so generation "
+            "could not stop; set eos_token"
+        )
+    return list(dict.fromkeys(ids))
 
 
 def tokenize_dialogue(tokenizer: Any, messages: Sequence[Message], *, loss_on: str = "all") -> dict[str, list[int]]:
-    """Token ids of a dialogue and the mask of tokens that carry the SFT loss (PIPELINE.md §4).
+    """Token ids of a dialogue and the mask of tokens that carry the SFT loss (PIPELINE.md §4), for any chat
+    template (`answer_mask`).
 
     `loss_on="all"`: every assistant answer and its `</s>` (system and user tokens masked).
     `loss_on="last"`: only the last assistant answer (Ghost Attention samples, PIPELINE.md §4 step 3).
@@ -99,10 +177,7 @@ def tokenize_dialogue(tokenizer: Any, messages: Sequence[Message], *, loss_on: s
     if loss_on not in ("all", "last"):
         raise ValueError(f"loss_on: expected 'all' or 'last', got {loss_on!r}")
     validate_dialogue(messages)
-    encoded = tokenizer.apply_chat_template(
-        list(messages), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    mask = list(encoded["assistant_masks"])
+    input_ids, mask = answer_mask(tokenizer, messages)
     if loss_on == "last":
         end = len(mask)
         while end and not mask[end - 1]:
@@ -111,4 +186,4 @@ def tokenize_dialogue(tokenizer: Any, messages: Sequence[Message], *, loss_on: s
         while start and mask[start - 1]:
             start -= 1
         mask = [1 if start <= i < end else 0 for i in range(len(mask))]
-    return {"input_ids": list(encoded["input_ids"]), "assistant_masks": mask}
+    return {"input_ids": input_ids, "assistant_masks": mask}

@@ -1,6 +1,6 @@
 """Preference pairs from the public formats, as one `datasets.Dataset` every reward-model stage reads.
 
-`load_preferences(source, format=..., target=...)` returns TRL's conversational preference format plus the
+`load_preferences(source, format="auto", target=...)` returns TRL's conversational preference format plus the
 Llama 2 annotations (PIPELINE.md §5):
 
     prompt     list of messages, ending with a user turn (an optional system message first)
@@ -13,6 +13,11 @@ Llama 2 annotations (PIPELINE.md §5):
                `RewardTrainer`. `margin_scheme=None` keeps only the data's own margins (None elsewhere), for pairs
                that are saved and re-read by a stage with its own scheme
     source     where the record came from (its own `source` field, else the file or dataset name)
+
+`format="auto"` (the default) tells the public formats apart by the fields of the first record
+(`detect_format`): `response_0`/`response_1` -> "pku-saferlhf"; `score_chosen` -> "ultrafeedback"; `chosen` /
+`rejected` transcripts starting with "Human:" -> "hh-rlhf"; other `chosen` / `rejected` -> "trl". A record that
+fails to parse under an explicit format names the format it looks like.
 
 Choices where the formats are silent (documented in the README too):
 - no strength label -> "unsure" (margin 0: the plain ranking loss); no safety tag -> False unless `is_safety=`
@@ -45,7 +50,7 @@ from .chat import DialogueError, Message, validate_dialogue
 logger = logging.getLogger(__name__)
 
 STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better", "unsure")
-FORMATS = ("trl", "hh-rlhf", "pku-saferlhf", "ultrafeedback")
+FORMATS = ("auto", "trl", "hh-rlhf", "pku-saferlhf", "ultrafeedback")
 TARGETS = ("helpfulness", "safety")
 COLUMNS = ("prompt", "chosen", "rejected", "strength", "is_safety", "margin", "source")
 
@@ -277,6 +282,22 @@ PARSERS: dict[str, Callable[[dict, str], dict[str, Any]]] = {
 }
 
 
+def detect_format(record: Any) -> str | None:
+    """The public format a record looks like (module docstring), or None."""
+    if not isinstance(record, dict):
+        return None
+    if {"response_0", "response_1"} <= record.keys():
+        return "pku-saferlhf"
+    if {"chosen", "rejected"} <= record.keys():
+        if "score_chosen" in record:
+            return "ultrafeedback"
+        chosen = record["chosen"]
+        if isinstance(chosen, str) and chosen.lstrip().startswith("Human:") and record.get("prompt") is None:
+            return "hh-rlhf"
+        return "trl"
+    return None
+
+
 def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
     """(name of the source, iterator of (where, record)); `where` is "record 3 (line 4)" or "record 3"."""
     if isinstance(source, datasets.Dataset):
@@ -334,7 +355,7 @@ class _Unparsable(dict):
 
 def load_preferences(
     source: str | os.PathLike | datasets.Dataset | list[dict],
-    format: str = "trl",
+    format: str = "auto",
     target: str = "helpfulness",
     *,
     on_error: str = "raise",
@@ -344,12 +365,12 @@ def load_preferences(
 ) -> datasets.Dataset:
     """Load preference pairs from a local file (.jsonl/.json/.parquet), a `datasets` name, a Dataset or a list.
 
-    `format`: one of `FORMATS`; `target`: "helpfulness" or "safety" (PKU-SafeRLHF picks the better or the safer
+    `format`: one of `FORMATS` ("auto": detected from the first record); `target`: "helpfulness" or "safety" (PKU-SafeRLHF picks the better or the safer
     response by it); `on_error`: "raise" (default) or "skip"; `is_safety`: tag every record (overrides the data);
     `margin_scheme`: how a pair without its own margin gets one ("none", "small", "large" or None).
     Columns and choices are described in the module docstring.
     """
-    if format not in PARSERS:
+    if format not in FORMATS:
         raise ValueError(f"format: unknown preference format {format!r}, expected one of {list(FORMATS)}")
     if target not in TARGETS:
         raise ValueError(f"target: expected one of {list(TARGETS)}, got {target!r}")
@@ -358,9 +379,19 @@ def load_preferences(
     if margin_scheme is not None and margin_scheme not in MARGINS:
         raise ValueError(f"margin_scheme: expected one of {list(MARGINS)} or None, got {margin_scheme!r}")
     name, records = _records(source, split)
-    parse = PARSERS[format]
+    parse = PARSERS.get(format)
     rows, skipped = [], Counter()
     for where, record in records:
+        if parse is None:  # format="auto": the first record decides
+            detected = detect_format(record)
+            if detected is None:
+                fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise PreferenceDataError(
+                    f"{name}: {where}: cannot tell its preference format from its fields {fields}; expected "
+                    f"one of {list(PARSERS)} (chosen/rejected, response_0/response_1, ...)"
+                )
+            format, parse = detected, PARSERS[detected]
+            logger.info("%s: %s preference format (detected)", name, detected)
         try:
             if isinstance(record, _Unparsable):
                 raise _BadRecord("<line>", f"not valid JSON ({record.reason})")
@@ -369,7 +400,14 @@ def load_preferences(
             row = parse(record, target)
         except _BadRecord as bad:
             if on_error == "raise":
-                raise PreferenceDataError(f"{name}: {where}: {bad}") from None
+                looks_like = detect_format(record)
+                hint = (
+                    f" (the record looks like {looks_like!r} data, not {format!r}: set its format to "
+                    f"{looks_like!r} or 'auto')"
+                    if looks_like not in (None, format)
+                    else ""
+                )
+                raise PreferenceDataError(f"{name}: {where}: {bad}{hint}") from None
             skipped[f"{bad.field}: {bad.reason.split(',')[0]}"] += 1
             continue
         if is_safety is not None:

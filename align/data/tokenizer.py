@@ -4,13 +4,21 @@ Like Llama 2's SentencePiece model: BPE with byte fallback (the 256 `<0xNN>` byt
 no text is ever `<unk>`), `<unk>`=0, `<s>`=1, `</s>`=2, spaces as `▁` joined to the following word, and `<s>`
 prepended when plain text is tokenized with special tokens (pretraining documents).
 
-Llama 2 has no pad token. `load_tokenizer` gives any tokenizer without one `<unk>` as its pad: padding is
-always masked, and unlike `</s>` it never collides with the end of an answer.
+Llama 2 has no pad token. `load_tokenizer` gives any tokenizer without one `<unk>` as its pad (else its
+`eos_token`): padding is always masked, and unlike `</s>` it never collides with the end of an answer.
+
+Chat template (`chat_template` of `load_tokenizer` and of every stage that loads a tokenizer):
+- "tokenizer" (default): the tokenizer's own template (ChatML, Llama 2's, anything with roles user/assistant
+  and an optional system), used by every stage and saved into every checkpoint; a tokenizer without one gets
+  Llama 2's, said in the log;
+- "llama2": Llama 2's template (`align.data.chat.LLAMA2_CHAT_TEMPLATE`) whatever the tokenizer has;
+- a path to a `.jinja` file: that template.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +28,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from .chat import LLAMA2_CHAT_TEMPLATE
 
+logger = logging.getLogger(__name__)
+CHAT_TEMPLATE_HELP = "chat template: 'tokenizer' (its own; Llama 2's if it has none), 'llama2', or a .jinja file"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]
 
@@ -60,20 +70,46 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> PreTrainedT
     )
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Give any Llama-family tokenizer the Llama 2 chat template (with generation markers) and a pad token."""
-    tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+def check_chat_template_setting(value: str, option: str = "chat_template") -> None:
+    """ValueError naming `option` unless `value` is "tokenizer", "llama2" or an existing template file."""
+    if value not in ("tokenizer", "llama2") and not Path(value).is_file():
+        raise ValueError(f"{option}: expected 'tokenizer', 'llama2' or a .jinja file, got {value!r} (no such file)")
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str = "tokenizer") -> PreTrainedTokenizerBase:
+    """Set the chat template `chat_template` asks for (module docstring) and a pad token."""
+    check_chat_template_setting(chat_template)
+    if chat_template == "llama2":
+        tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+    elif chat_template != "tokenizer":
+        tokenizer.chat_template = Path(chat_template).read_text()
+    elif not tokenizer.chat_template:
+        tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+        pieces = len(tokenizer("[INST]", add_special_tokens=False).input_ids)
+        logger.warning(
+            "tokenizer %s has no chat template: using Llama 2's%s",
+            tokenizer.name_or_path or "",
+            f" ('[INST]' is {pieces} tokens in this vocabulary; give chat_template a .jinja file to use another)"
+            if pieces > 3
+            else "",
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    missing = [name for name in ("bos_token", "eos_token") if getattr(tokenizer, name) is None]
+    uses_bos = "bos_token" in tokenizer.get_chat_template()
+    missing = [name for name, needed in (("bos_token", uses_bos), ("eos_token", True)) if needed and
+               getattr(tokenizer, name) is None]  # fmt: skip
     if missing:
-        raise ValueError(f"tokenizer: Llama 2 chat needs {missing} to be set")
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path}: the chat template needs {missing} to be set (or give "
+            "chat_template a .jinja file that does without)"
+        )
     return tokenizer
 
 
-def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """Load a tokenizer directory (ours or Meta's Llama 2 in Hugging Face format) ready for every stage."""
+def load_tokenizer(path: str | os.PathLike, chat_template: str = "tokenizer") -> PreTrainedTokenizerBase:
+    """Load a tokenizer directory (ours, Meta's Llama 2 or any other in Hugging Face format) ready for every
+    stage, with the chat template `chat_template` asks for (module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer: no directory at {path}")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)

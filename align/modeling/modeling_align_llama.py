@@ -198,7 +198,9 @@ class AlignLlamaDecoderLayer(GradientCheckpointingLayer):
         self.mlp = AlignLlamaMLP(config)
 
     def forward(self, x, position_embeddings, attention_mask=None, cache=None, **kwargs):
-        attended, weights = self.self_attn(self.input_layernorm(x), position_embeddings, attention_mask, cache, **kwargs)
+        attended, weights = self.self_attn(
+            self.input_layernorm(x), position_embeddings, attention_mask, cache, **kwargs
+        )
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), weights
 
