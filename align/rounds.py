@@ -56,7 +56,7 @@ from accelerate import PartialState
 from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir
 from .config import coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
-from .io import atomic_write_jsonl, atomic_write_text
+from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
 from .sources import WORLD, describe_source, split_sources
 
 # A round's stage is done when this marker exists; the stage's own run (e.g. its DONE.json) may finish earlier,
@@ -379,6 +379,15 @@ class Rounds:
         from .reward_model import RewardModelConfig
 
         config, chained = self.config, dict(policy="-", helpfulness_rm="-", safety_rm="-", output_dir="-")
+        if not getattr(config, "from_hub", None):  # a pulled model arrives later
+            for name in ("sft_model", "helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
+                if getattr(config, name):
+                    require_model_dir(getattr(config, name), name)
+        for name in ("prompts", "eval_prompts", "helpfulness_data", "safety_data", "helpfulness_eval_pairs",
+                     "safety_eval_pairs"):  # fmt: skip
+            for source in split_sources(getattr(config, name)):
+                if Path(source).suffix in TABLE_SUFFIXES and not Path(source).is_file():
+                    raise FileNotFoundError(f"{name}: no file at {source}")
         prompts = self.prompt_source()
         if not config.sft_model and not config.on_user_data:
             from .pretrain import PretrainConfig

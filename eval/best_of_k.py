@@ -41,7 +41,7 @@ from align.world import World, WorldPrompt, gold_helpfulness, is_violation  # no
 def sweep(models: dict, tokenizer, prompts: list[WorldPrompt], k: int, temperature: float, args) -> dict:
     """Best-of-k curves at one temperature."""
     config = RejectionSamplingConfig(
-        policy="-", helpfulness_rm="-", safety_rm="-", num_samples=k, temperature=temperature, top_p=args.top_p,
+        policy="-", helpfulness_rm="-", safety_rm="-", prompts="world", num_samples=k, temperature=temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, seed=args.seed,
     )  # fmt: skip
     records = []

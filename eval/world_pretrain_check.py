@@ -47,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     config = PretrainConfig(
         output_dir=str(args.out / "pretrain"),
+        dataset="world",
         model_preset=args.preset,
         seq_length=args.seq_length,
         per_device_batch_size=args.batch,

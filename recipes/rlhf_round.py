@@ -5,7 +5,7 @@
     python recipes/rlhf_round.py --round 2 --sft_model runs/my_chat/final \\
         --helpfulness_pairs data/round{round}_helpful.jsonl --safety_pairs data/round{round}_safety.jsonl
     python recipes/rlhf_round.py --round 3 --push_to_hub me/align-demo --hub_endpoint http://hub.local
-    python recipes/rlhf_round.py --round 1 --name from_hub --from_hub me/align-demo@round-3-ppo
+    python recipes/rlhf_round.py --round 1 --name more --from_hub me/align-demo@round-3-ppo ... (+ the data options)
     python recipes/rlhf_round.py --round 3 --export_llama runs/demo/llama   # round 3's policy as plain Llama
     accelerate launch --multi_gpu --num_processes 2 recipes/rlhf_round.py --round 1 --name two   # 2 processes
 

@@ -203,3 +203,28 @@ def byte_level_tokenizer(texts, vocab_size: int = 700, chat_template: str | None
 @pytest.fixture(scope="session")
 def chatml_tokenizer():
     return byte_level_tokenizer(TOKENIZER_TEXT)
+
+
+@pytest.fixture(scope="session")
+def user_models(tmp_path_factory):
+    """A user's project (`tests/user_project.py`) with its chat model and both reward models, trained by the
+    library on the user's files only (about 15 s): (data paths, {"sft", "helpfulness", "safety"})."""
+    from pathlib import Path
+
+    from user_project import write_user_project
+
+    from align.reward_model import RewardModelConfig, train_reward_model
+    from align.sft import SFTConfig, sft
+
+    out = Path(tmp_path_factory.mktemp("user"))
+    data = write_user_project(out / "project")
+    small = dict(max_length=256, per_device_batch_size=4, gradient_accumulation_steps=1, save_steps=1000)
+    chat = sft(SFTConfig(model=data["model"], dataset=data["sft"], output_dir=str(out / "sft"), num_train_epochs=3,
+                         lr=3e-3, **small))  # fmt: skip
+    models = {"sft": str(chat)}
+    for target in ("helpfulness", "safety"):
+        models[target] = str(train_reward_model(RewardModelConfig(
+            model=str(chat), target=target, output_dir=str(out / target), helpfulness_data=data["helpfulness"],
+            safety_data=data["safety"], eval_data=data[f"{target}_eval"], num_train_epochs=2, lr=1e-3, **small,
+        )))  # fmt: skip
+    return data, models

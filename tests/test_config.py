@@ -105,6 +105,7 @@ def test_every_shipped_config_file_builds_its_config(path):
             "rejection_sampling.yaml": RejectionSamplingConfig,
             "ppo.yaml": PPOConfig,
             "world_small.yaml": recipe_config("rlhf_round.py"),
+            "7b.yaml": recipe_config("rlhf_round.py"),
         }[path.name]
     values = {**load_yaml_config(path, config_class), **CHAINED.get(path.name, {})}
     config_class(**values)
@@ -148,3 +149,17 @@ def test_a_lone_cpu_process_launched_by_accelerate_uses_every_core(monkeypatch, 
         assert torch.get_num_threads() == (cores if expected_threads == "every core" else expected_threads)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_precision_the_device_cannot_do_falls_back_to_fp32_with_a_log_line(caplog):
+    import logging
+
+    from align.config import device_precision, precision_flags
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU fallback")
+    with caplog.at_level(logging.WARNING):
+        assert device_precision("bf16") == "no" and precision_flags("fp16") == {"bf16": False, "fp16": False}
+    assert "mixed_precision=bf16: not supported on this device (CPU); training in fp32" in caplog.text
+    assert "mixed_precision=fp16" in caplog.text
+    assert device_precision("auto") == "no" and device_precision("no") == "no"

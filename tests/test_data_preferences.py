@@ -197,3 +197,13 @@ def test_a_file_read_in_the_wrong_format_says_which_format_it_looks_like(tmp_pat
     unknown.write_text(json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n")
     with pytest.raises(PreferenceDataError, match=r"cannot tell its preference format from its fields \['bad'"):
         load_preferences(unknown)
+
+
+def test_gzipped_jsonl_as_the_hub_ships_hh_rlhf(tmp_path):
+    import gzip
+
+    source = os.path.join(PREFS, "hh_rlhf.jsonl")
+    packed = tmp_path / "train.jsonl.gz"
+    with open(source, "rb") as plain, gzip.open(packed, "wb") as zipped:
+        zipped.write(plain.read())
+    assert len(load_preferences(packed, on_error="skip")) == len(load_preferences(source, on_error="skip")) == 2

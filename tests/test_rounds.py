@@ -1,6 +1,7 @@
 """RLHF rounds end to end on tiny models: markers, manifest, report, gold metrics; a killed round resumes."""
 
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -225,13 +226,22 @@ def test_bad_round_settings_are_one_line_errors(tmp_path):
         RoundsConfig(round=0)
     with pytest.raises(ValueError, match="give both"):
         RoundsConfig(helpfulness_pairs="data/h{round}.jsonl")
-    result = subprocess.run(
-        [sys.executable, "recipes/rlhf_round.py", "--round", "1", "--sft_model", str(tmp_path / "missing"),
-         "--name", "x", "--runs_dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().count("\n") == 0 and "sft_model" in result.stderr
+    world = [a for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                            "helpfulness_data", "safety_data") for a in (f"--{name}", "world")]  # fmt: skip
+    for extra, message in (
+        ([], "sft_model: .*missing does not exist"),
+        (["--ppo.lrr", "1"], "--ppo.lrr: PPOConfig has no field 'lrr'"),
+        (["--ppo.lr", "fast"], "--ppo.lr: expected float, got 'fast'"),
+        (["--ppo.policy", "x"], "--ppo.policy: set by the rounds"),
+        (["--sampling.num_samples", "4"], "unknown stage 'sampling'"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "recipes/rlhf_round.py", "--round", "1", "--sft_model", str(tmp_path / "missing"),
+             "--name", "x", "--runs_dir", str(tmp_path), *world, *extra],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().count("\n") == 0 and re.search(message, result.stderr), result.stderr
     assert align.rounds.STAGES[0] == "collect"
 
 

@@ -34,6 +34,7 @@ summary; nothing vanishes silently.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -308,7 +309,7 @@ def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
     name = str(source)
     suffix = path.suffix.lower()
     if path.exists():
-        if suffix == ".jsonl":
+        if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):  # HH-RLHF ships train.jsonl.gz
             return name, _jsonl_records(path)
         if suffix == ".json":
             try:
@@ -323,7 +324,9 @@ def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
         if suffix == ".parquet":
             table = load_table(name)
             return name, ((f"record {i}", row) for i, row in enumerate(table))
-        raise PreferenceDataError(f"{name}: unsupported file type {suffix!r}, expected .jsonl, .json or .parquet")
+        raise PreferenceDataError(
+            f"{name}: unsupported file type {suffix!r}, expected .jsonl, .jsonl.gz, .json or .parquet"
+        )
     if suffix in (".jsonl", ".json", ".parquet") or os.sep in name or name.startswith("."):
         raise FileNotFoundError(f"preferences: no file at {name}")
     # Anything else is a dataset name on the Hub (needs network; offline it fails with datasets' own error).
@@ -332,7 +335,7 @@ def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open() as lines:
+    with gzip.open(path, "rt") if path.suffix.lower() == ".gz" else path.open() as lines:
         index = 0
         for number, line in enumerate(lines, start=1):
             if not line.strip():

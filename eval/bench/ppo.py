@@ -54,6 +54,7 @@ def run_ours(paths, tokenizer, prompts, args, folder: Path, shared_value_head: b
         helpfulness_rm=str(paths["helpfulness_rm"]),
         safety_rm=str(paths["safety_rm"]),
         output_dir=str(folder / ("ours_shared" if shared_value_head else "ours")),
+        prompts="world",  # the world's prompts, passed in below
         shared_value_head=shared_value_head,
         batch_size=args.batch_size,
         mini_batch_size=args.mini_batch_size,
