@@ -102,3 +102,22 @@ def test_a_lora_adapter_is_pushed_pulled_and_merged_to_the_same_logits(tmp_path,
         expected, got = model.eval()(input_ids=ids).logits, merged.eval()(input_ids=ids).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(got, AlignLlamaForCausalLM.from_pretrained(checkpoint)(input_ids=ids).logits)
+
+
+def test_local_targets_are_told_from_repo_ids_and_their_cards_load_the_folder(tmp_path, checkpoint, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from align.hub import is_hub_target
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert is_hub_target("me/align-demo") and is_hub_target("align-demo")
+    for local in ("runs/hub", "./hub/mine", "/abs/hub", "~/hub", "a/b/c", "file:///tmp/x", "s3://bucket/x"):
+        assert not is_hub_target(local), local  # runs/hub: its first folder exists here, though it does not yet
+    push_checkpoint(checkpoint, "runs/hub", "round-1-sft")  # created, not sent to the Hub
+    card = (tmp_path / "runs" / "hub" / "round-1-sft" / "README.md").read_text()
+    path = str(tmp_path / "runs" / "hub" / "round-1-sft")
+    assert f'AutoModelForCausalLM.from_pretrained("{path}")' in card and "revision=" not in card
+    AutoModelForCausalLM.from_pretrained(path)  # the card's snippet works
+    with pytest.raises(HubError, match=r"for a local folder, write \./hub/new"):
+        push_checkpoint(checkpoint, "hub/new", "round-1-sft")  # offline: an "owner/name" goes to the Hub

@@ -82,6 +82,9 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert manifest["rounds"]["2"]["rejection_sampling"]["pooled"][0].endswith("round-1/rejection_sampling/kept.jsonl")
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
     assert "torch" in manifest["versions"]
+    assert manifest["data_sources"] == {"all": ["world(seed=0)"]}  # the demo: no data options, the world's
+    sft_done = json.loads((run / "round-0" / "sft" / "DONE.json").read_text())
+    assert sft_done["data_sources"] == {"dataset": ["world(seed=0)"]}
     on_disk = json.loads((run / "manifest.json").read_text())
     assert set(on_disk["rounds"]) == {"0", "1", "2"}
     for n in (1, 2):
