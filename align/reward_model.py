@@ -327,13 +327,21 @@ def eval_pairs(config: RewardModelConfig) -> datasets.Dataset | None:
     files read as `eval_format` (else `data_format`) for the config's target."""
     if config.eval_data == "none":
         return None
-    if config.eval_data == WORLD:
-        return held_out_pairs(world_seed=config.world_seed)
-    file_format = config.eval_format or config.data_format
+    return named_held_out_pairs(config.eval_data, config.eval_format or config.data_format, config.target,
+                                config.world_seed)  # fmt: skip
+
+
+def named_held_out_pairs(value: str, file_format: str, target: str, world_seed: int = 0) -> datasets.Dataset:
+    """The held-out pairs an option names: comma-separated files read as `file_format` for `target`, or "world"
+    (the world's test pairs, `held_out_pairs`)."""
     parts = [
-        load_preferences(source, format=file_format, target=config.target)
-        for source in split_sources(config.eval_data)
+        held_out_pairs(world_seed=world_seed)
+        if source == WORLD
+        else load_preferences(source, format=file_format, target=target)
+        for source in split_sources(value)
     ]
+    if not parts:
+        raise ValueError("held-out pairs: no source given")
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 

@@ -785,22 +785,22 @@ class Rounds:
         """What `evaluate_round` judges with: `prompts` (records), `gold` (the world's scorers judge), `judges`
         (target -> checkpoint, on real data), `held_out` (target -> pairs for reward-model accuracy)."""
         if self._evaluation_setup is None:
-            from .data import load_preferences
             from .prompts import load_prompts
-            from .reward_model import held_out_pairs
+            from .reward_model import named_held_out_pairs
 
             config = self.config
             source = config.eval_prompts if config.on_user_data else WORLD
             prompts = load_prompts(source, world_seed=config.world_seed, world_prompts=config.world_eval_prompts,
                                    split="test")  # fmt: skip
-            held_out = {}
-            for target in TARGETS:
-                value = getattr(config, f"{target}_eval_pairs") if config.on_user_data else WORLD
-                held_out[target] = (
-                    held_out_pairs(world_seed=config.world_seed)
-                    if value == WORLD
-                    else load_preferences(value, format=config.eval_format, target=target)
-                )
+            held_out = {
+                target: named_held_out_pairs(
+                    getattr(config, f"{target}_eval_pairs") if config.on_user_data else WORLD,
+                    config.eval_format,
+                    target,
+                    config.world_seed,
+                )  # fmt: skip
+                for target in TARGETS
+            }
             self._evaluation_setup = {
                 "prompts": prompts,
                 "gold": source == WORLD,
