@@ -402,7 +402,7 @@ class Rounds:
                               model="-", target=target, output_dir="-", **data)  # fmt: skip
             if config.reward_model_init == "previous":
                 self.settings("rm_update", RewardModelConfig, config.rm_update_config, model="-", target=target,
-                              output_dir="-", **self.reward_model_data(1, target, placeholder=True))  # fmt: skip
+                              output_dir="-", helpfulness_data="-", safety_data="-", eval_data="-")  # fmt: skip
         self.settings("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config,
                       **chained, **prompts)  # fmt: skip
         if config.round >= config.ppo_from_round:
@@ -521,7 +521,7 @@ class Rounds:
 
         return Path(self.run_stage(0, f"reward_model_{target}", train)["final"])
 
-    def reward_model_data(self, n: int, target: str, placeholder: bool = False) -> dict[str, Any]:
+    def reward_model_data(self, n: int, target: str) -> dict[str, Any]:
         """The data fields of a reward-model stage in round `n` (0: the base RMs): the base pairs (round 0, or
         every round with `reward_model_init: sft`) and every batch collected in rounds 1..n; the held-out
         pairs for the record. The demo's base data is the world's."""
@@ -530,7 +530,7 @@ class Rounds:
             return dict(helpfulness_data=WORLD, safety_data=WORLD, eval_data=WORLD, world_seed=config.world_seed)
         data = {}
         for name in TARGETS:
-            batches = [f"round-{r}-{name}.jsonl" for r in range(1, n + 1)] if placeholder else self.collected(n, name)
+            batches = self.collected(n, name)
             base_pairs = self.base_pairs(name) if (n == 0 or config.reward_model_init == "sft") else None
             data[f"{name}_data"] = ",".join(([base_pairs] if base_pairs else []) + batches) or None
         other = "safety" if target == "helpfulness" else "helpfulness"
