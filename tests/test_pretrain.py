@@ -113,3 +113,10 @@ def test_two_processes_equal_one_process_accumulating_two_micro_batches(tmp_path
     assert sorted(two) == sorted(one) == [1, 2, 3, 4, 5, 6]
     for step, loss in one.items():
         assert two[step] == pytest.approx(loss, rel=1e-3), step
+
+
+def test_packing_a_long_document_gives_the_same_rows_as_cutting_it_row_by_row():
+    document = list(range(3, 3 + 10_000))
+    rows = pack_documents(iter([document, [5, 6]]), seq_length=64, eos_token_id=2)
+    stream = document + [2, 5, 6, 2]
+    assert rows == [stream[i : i + 64] for i in range(0, len(stream) - 63, 64)]
