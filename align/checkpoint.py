@@ -142,12 +142,34 @@ def export_llama(checkpoint: str | os.PathLike, save_directory: str | os.PathLik
     return write_directory_atomic(lambda staging: export_to_llama(model, staging), save_directory)
 
 
+# Weight files that unpickle (run code) when loaded; align reads safetensors only.
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+SAFETENSORS_HOWTO = (
+    "convert them once with `model = AutoModelForCausalLM.from_pretrained(dir); "
+    "model.save_pretrained(new_dir)` (writes model.safetensors) in an environment you trust"
+)
+
+
+def pickle_weight_files(folder: Path) -> list[str]:
+    """The pickle weight files in `folder` (not in subfolders)."""
+    return sorted(path.name for pattern in PICKLE_WEIGHTS for path in folder.glob(pattern))
+
+
 def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:
-    """Check `path` is a saved model directory (config.json inside); FileNotFoundError naming it otherwise."""
+    """Check `path` is a saved model directory (config.json and safetensors weights inside); FileNotFoundError
+    naming it otherwise, and ValueError for a folder whose only weights are pickle files (never loaded)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         reason = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"{what}: {path} {reason}; expected a directory written by save_pretrained")
+    if not any(path.glob("*.safetensors")):
+        pickled = pickle_weight_files(path)
+        if pickled:
+            raise ValueError(
+                f"{what}: {path} holds pickle weights only ({', '.join(pickled)}), which align does not load; "
+                f"{SAFETENSORS_HOWTO}"
+            )
+        raise FileNotFoundError(f"{what}: {path} has no weights (model.safetensors); expected a saved model")
     return path
 
 

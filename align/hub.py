@@ -22,7 +22,7 @@ import fsspec
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from .checkpoint import require_model_dir, write_directory_atomic
+from .checkpoint import SAFETENSORS_HOWTO, pickle_weight_files, require_model_dir, write_directory_atomic
 
 try:  # the HTTP library huggingface_hub talks through: httpx2 in huggingface_hub 2.x, httpx before
     from httpx2 import HTTPError as TransportError
@@ -143,13 +143,13 @@ def pull_checkpoint(
             filesystem, path = fsspec.core.url_to_fs(source)
             if not filesystem.exists(path):
                 raise FileNotFoundError(f"no checkpoint at {source}")
-            write_directory_atomic(lambda staging: filesystem.get(f"{path}/", str(staging), recursive=True), local_dir)
+            write_directory_atomic(lambda staging: _get_safe_files(filesystem, path, staging, spec), local_dir)
         else:
             write_directory_atomic(
-                lambda staging: snapshot_download(
+                lambda staging: _refuse_pickle_weights(snapshot_download(
                     target, revision=revision, local_dir=staging, endpoint=endpoint or os.environ.get("HF_ENDPOINT"),
                     token=token,
-                ),
+                ), spec),
                 local_dir,
             )  # fmt: skip
             shutil.rmtree(local_dir / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
@@ -164,6 +164,18 @@ def require_checkpoint_dir(path: str | os.PathLike, what: str) -> Path:
     if (path / "adapter_config.json").is_file():
         return path
     return require_model_dir(path, what)
+
+
+def _refuse_pickle_weights(folder: str | os.PathLike, spec: str) -> None:
+    """ValueError (the pull fails, nothing is kept) when a pulled checkpoint carries pickle weight files."""
+    pickled = pickle_weight_files(Path(folder))
+    if pickled:
+        raise ValueError(f"{spec} carries pickle weights ({', '.join(pickled)}), refused: {SAFETENSORS_HOWTO}")
+
+
+def _get_safe_files(filesystem: Any, path: str, staging: Path, spec: str) -> None:
+    filesystem.get(f"{path}/", str(staging), recursive=True)
+    _refuse_pickle_weights(staging, spec)
 
 
 def _copy_to_storage(folder: Path, target: str, revision: str, card: str) -> str:

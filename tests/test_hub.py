@@ -121,3 +121,27 @@ def test_local_targets_are_told_from_repo_ids_and_their_cards_load_the_folder(tm
     AutoModelForCausalLM.from_pretrained(path)  # the card's snippet works
     with pytest.raises(HubError, match=r"for a local folder, write \./hub/new"):
         push_checkpoint(checkpoint, "hub/new", "round-1-sft")  # offline: an "owner/name" goes to the Hub
+
+
+def test_pickle_weights_are_refused_on_pull_and_on_load(tmp_path, checkpoint):
+    """Only safetensors come in: a pulled checkpoint with a pickle weight file fails the pull (nothing kept), a
+    folder whose only weights are pickle files is refused by every loader, with how to convert."""
+    import shutil
+
+    from align.checkpoint import require_model_dir
+
+    store = tmp_path / "store"
+    push_checkpoint(checkpoint, str(store), "round-1-sft")
+    torch.save({"x": torch.zeros(1)}, store / "round-1-sft" / "pytorch_model.bin")
+    with pytest.raises(HubError, match=r"carries pickle weights \(pytorch_model.bin\), refused: convert them"):
+        pull_checkpoint(f"{store}@round-1-sft", tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(checkpoint, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pickled holds pickle weights only \(pytorch_model.bin\), which align"):
+        require_model_dir(pickled, "sft_model")
+    (pickled / "pytorch_model.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"sft_model: .*pickled has no weights \(model.safetensors\)"):
+        require_model_dir(pickled, "sft_model")
