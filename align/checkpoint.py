@@ -6,15 +6,26 @@
   `last_complete_checkpoint(dir)` returns the newest one that has it, so a run killed while saving resumes
   from the previous complete checkpoint instead of failing on the partial one.
 - `mark_done` / `is_done`: a stage's completion marker (a small JSON file written atomically).
+
+A run owns its folder (`prepare_run`): the main process holds `<output_dir>/.align.lock` (host, pid, start) for
+the run's life, so a second run on the same folder stops at once with one line; a lock left by a process that
+is gone (same host) is taken over with a log line. A folder holding a run with another config is refused; a
+finished run is not trained again (`finished_run`: its result is returned; `extend: true` continues it);
+`resume: false` moves the previous run's checkpoints and result aside (`.previous-<time>/`) so they can never
+be picked up; staging folders a killed save left behind are removed at start; checkpoints are rotated by step
+number, never deleting the newest complete one (`rotate_checkpoints`).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +36,14 @@ from .io import atomic_write_text
 
 TRAINER_STATE = "trainer_state.json"
 DONE_MARKER = "DONE.json"
+LOCK_FILE = ".align.lock"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_STAGING = re.compile(r"^\..+\.(tmp|old)-")  # write_directory_atomic's temporary and retired folders
+logger = logging.getLogger(__name__)
+
+
+class RunFolderError(ValueError):
+    """An output folder that this run cannot use (in use, another run's, not a folder); names the folder."""
 
 
 def write_directory_atomic(write: Callable[[Path], Any], path: str | os.PathLike) -> Path:
@@ -76,32 +94,182 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 # Settings a resumed run may change: how long it runs, how it reports and where it exports, not what it trains.
 RUN_LENGTH_FIELDS = {
     "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume",
-    "export_llama",
+    "export_llama", "extend", "save_total_limit",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
+_HELD_LOCKS: dict[Path, Path] = {}  # output folder -> its lock file, held by this process
 
 
-def prepare_run(output_dir: str | os.PathLike, config: Any, *, is_main: bool = True) -> Path | None:
-    """Record the run's config in `output_dir` and return the checkpoint to resume from (None: start fresh).
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def acquire_run_lock(output_dir: str | os.PathLike) -> None:
+    """Make this process the owner of `output_dir` (module docstring); RunFolderError if another live run is."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunFolderError(f"output_dir {output_dir}: is a file, expected a folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock, host = output_dir / LOCK_FILE, socket.gethostname()
+    me = {"host": host, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}  # written by a process killed between creating and filling it
+            if holder.get("host") == host and holder.get("pid") == os.getpid():
+                _HELD_LOCKS[output_dir] = lock  # this process already owns it (an earlier stage call)
+                return
+            if holder and (holder.get("host") != host or _process_alive(int(holder.get("pid", -1)))):
+                raise RunFolderError(
+                    f"output_dir {output_dir}: in use by another run (pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {holder.get('since')}); wait for it to end or use another "
+                    f"output_dir (if that run is gone, delete {lock})"
+                ) from None
+            logger.warning("output_dir %s: taking over the lock of a run that is gone (%s)", output_dir, holder or "empty")
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(json.dumps(me) + "\n")
+        if not _HELD_LOCKS:
+            atexit.register(release_run_locks)
+        _HELD_LOCKS[output_dir] = lock
+        return
+
+
+def release_run_lock(output_dir: str | os.PathLike) -> None:
+    """Give up `output_dir` if this process holds it."""
+    lock = _HELD_LOCKS.pop(Path(output_dir), None)
+    if lock is not None:
+        try:
+            if json.loads(lock.read_text()).get("pid") == os.getpid():
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def release_run_locks() -> None:
+    for output_dir in list(_HELD_LOCKS):
+        release_run_lock(output_dir)
+
+
+def remove_stale_staging(output_dir: Path) -> None:
+    """Delete the temporary folders of saves that were killed (`.checkpoint-N.tmp-*`, `.final.old-*`)."""
+    for child in output_dir.iterdir() if output_dir.is_dir() else ():
+        if child.is_dir() and _STAGING.match(child.name):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _recorded_config(path: Path) -> dict[str, Any]:
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise RunFolderError(f"output_dir {path.parent}: {path.name} is unreadable; move the folder aside or delete it")
+    return recorded
+
+
+def prior_work(output_dir: Path) -> list[Path]:
+    """What a previous run left in `output_dir`: checkpoints, its result, its completion marker."""
+    names = [child for child in output_dir.iterdir() if _CHECKPOINT.match(child.name)] if output_dir.is_dir() else []
+    return sorted(names) + [output_dir / name for name in ("final", DONE_MARKER, "kept.jsonl", "shards", "adapter")
+                            if (output_dir / name).exists()]  # fmt: skip
+
+
+def prepare_run(
+    output_dir: str | os.PathLike, config: Any, *, is_main: bool = True, extra_work: bool = False
+) -> Path | None:
+    """Take the folder for this run (module docstring), record the run's config in it and return the checkpoint
+    to resume from (None: start fresh). `extra_work`: the stage's own resumable output exists (e.g. rejection
+    sampling's shards), which makes a config comparison due as a checkpoint would.
 
     A folder that holds a run with a different config (other than its length or logging) is refused with a
-    ValueError naming the first differing field, instead of silently continuing someone else's run.
+    RunFolderError naming the first differing field, instead of silently continuing someone else's run.
     """
     output_dir = Path(output_dir)
+    if is_main:
+        acquire_run_lock(output_dir)
+        remove_stale_staging(output_dir)
     current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     recorded_path = output_dir / RUN_CONFIG
-    checkpoint = last_complete_checkpoint(output_dir) if current.get("resume", True) else None
-    if checkpoint is not None and recorded_path.is_file():
-        recorded = json.loads(recorded_path.read_text())
-        for name in sorted(set(recorded) | set(current)):
-            if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
-                raise ValueError(
-                    f"output_dir {output_dir} holds a run with {name}={recorded.get(name)!r}, this config has "
-                    f"{current.get(name)!r}; use another output_dir, or resume=false to start over"
-                )
+    previous = prior_work(output_dir)
+    if not current.get("resume", True):
+        if previous and is_main:  # a fresh run: the old one's checkpoints must never be resumed from again
+            aside = output_dir / f".previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            aside.mkdir()
+            for path in previous + ([recorded_path] if recorded_path.is_file() else []):
+                os.rename(path, aside / path.name)
+            logger.warning("resume=false: moved the previous run in %s aside to %s", output_dir, aside)
+        checkpoint = None
+    else:
+        checkpoint = last_complete_checkpoint(output_dir)
+        if (previous or extra_work) and recorded_path.is_file():
+            recorded = _recorded_config(recorded_path)
+            for name in sorted(set(recorded) | set(current)):
+                if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
+                    raise RunFolderError(
+                        f"output_dir {output_dir} holds a run with {name}={recorded.get(name)!r}, this config has "
+                        f"{current.get(name)!r}; use another output_dir, or resume=false to start over (the old "
+                        "run is moved aside, not deleted)"
+                    )
     if is_main:
         atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
     return checkpoint
+
+
+def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "final") -> Path | None:
+    """The result of a finished run of this config in `output_dir` (its completion marker is there), or None.
+
+    A finished run is not trained again: the stages return this result after saying where it is, unless the
+    config asks to `extend` it (continue from its last checkpoint, e.g. with more steps) or not to `resume`.
+    A finished run with another config is refused like an unfinished one (RunFolderError)."""
+    output_dir = Path(output_dir)
+    if not is_done(output_dir) or getattr(config, "extend", False) or not getattr(config, "resume", True):
+        return None
+    recorded_path = output_dir / RUN_CONFIG
+    if recorded_path.is_file():
+        recorded = _recorded_config(recorded_path)
+        current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+        for name in sorted(set(recorded) | set(current)):
+            if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
+                raise RunFolderError(
+                    f"output_dir {output_dir} holds a finished run with {name}={recorded.get(name)!r}, this config "
+                    f"has {current.get(name)!r}; use another output_dir, or resume=false to start over (the old "
+                    "run is moved aside, not deleted)"
+                )
+    path = output_dir / result
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{output_dir}: finished already (DONE.json); its result is {path} (extend: true continues it)", flush=True)
+    return path
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
+    """Keep the `keep` newest complete checkpoints by step number (never the newest complete one's removal);
+    incomplete ones older than the newest complete checkpoint are debris of killed saves and go too."""
+    output_dir = Path(output_dir)
+    checkpoints = sorted(
+        (int(match.group(1)), child)
+        for child in output_dir.iterdir()
+        if (match := _CHECKPOINT.match(child.name)) and child.is_dir()
+    )
+    complete = [path for _, path in checkpoints if (path / TRAINER_STATE).is_file()]
+    if not complete:
+        return
+    newest = int(complete[-1].name.split("-")[1])
+    doomed = complete[: -max(keep or 0, 1)] if keep else []
+    doomed += [path for step, path in checkpoints if step < newest and not (path / TRAINER_STATE).is_file()]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None, **facts: Any) -> Path:
@@ -110,22 +278,38 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
     `finalize(model) -> model` runs on the main process before saving (e.g. merging LoRA adapters); `facts`
     are recorded in the completion marker. Returns the final folder on every process.
     """
+    from transformers import TrainerCallback
+
+    from .tracking import METRICS_FILE, resume_points, whole_run_mean
+
+    class RotateByStep(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                rotate_checkpoints(output_dir, config.save_total_limit)
+
     output_dir = Path(config.output_dir)
     checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
+    trainer.add_callback(RotateByStep())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output_dir / "final"
     if trainer.is_world_process_zero():
         model = finalize(trainer.model) if finalize else trainer.model
         save_pretrained_atomic(model, tokenizer, final)
+        resumes = resume_points(output_dir / METRICS_FILE)
+        # After a resume, Trainer's training_loss covers the resumed part only; the logged losses cover it all.
+        whole = whole_run_mean(output_dir / METRICS_FILE) if resumes else None
         mark_done(
             output_dir,
             final=str(final),
-            train_loss=result.training_loss,
+            train_loss=whole if whole is not None else result.training_loss,
+            **({"train_loss_last_attempt": result.training_loss} if resumes else {}),
             steps=result.global_step,
             processes=trainer.args.world_size,
             resumed_from=str(checkpoint) if checkpoint else None,
+            resume_points=resumes,
             **facts,
         )
+        release_run_lock(output_dir)
     trainer.accelerator.wait_for_everyone()
     return final
 

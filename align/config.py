@@ -236,7 +236,14 @@ class TrainerStageConfig:
     logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
     report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
     seed: int = field(default=0, metadata={"help": "seed of model init and data order"})
-    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+    resume: bool = field(
+        default=True,
+        metadata={"help": "resume from the last complete checkpoint if any; false: a fresh run (the previous one "
+                  "is moved aside to .previous-<time>/)"},
+    )  # fmt: skip
+    extend: bool = field(
+        default=False, metadata={"help": "continue a finished run from its last checkpoint (e.g. with more steps)"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
@@ -270,7 +277,7 @@ def trainer_kwargs(config: TrainerStageConfig) -> dict:
         activation_checkpointing=config.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         save_strategy="steps",
         save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
+        save_total_limit=None,  # rotated by step number by align.checkpoint.rotate_checkpoints (not by mtime)
         logging_steps=config.logging_steps,
         report_to=[] if config.report_to == "none" else [config.report_to],
         seed=config.seed,

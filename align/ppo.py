@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -55,9 +54,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (
     TRAINER_STATE,
+    finished_run,
     mark_done,
     prepare_run,
+    release_run_lock,
     require_model_dir,
+    rotate_checkpoints,
     save_pretrained_atomic,
     write_directory_atomic,
 )
@@ -69,7 +71,7 @@ from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
 from .sources import describe_source, require_source, split_sources
-from .tracking import METRICS_FILE, MetricsWriter
+from .tracking import METRICS_FILE, MetricsWriter, mark_resume, resume_points
 
 GoldScorer = Callable[[dict[str, Any], str], float]
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -126,7 +128,14 @@ class PPOConfig:
     logging_steps: int = field(default=1, metadata={"help": "log metrics every N iterations"})
     report_to: str = field(default="none", metadata={"help": "none, or tensorboard (<output_dir>/runs) too"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order and sampling"})
-    resume: bool = field(default=True, metadata={"help": "resume from the last complete checkpoint if any"})
+    resume: bool = field(
+        default=True,
+        metadata={"help": "resume from the last complete checkpoint if any; false: a fresh run (the previous one "
+                  "is moved aside to .previous-<time>/)"},
+    )  # fmt: skip
+    extend: bool = field(
+        default=False, metadata={"help": "continue a finished run from its last checkpoint (more num_iterations)"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("policy", "helpfulness_rm", "safety_rm"):
@@ -348,6 +357,7 @@ class PPOTrainer:
         check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.response_length)
         self.tokenizer = tokenizer
         self.stop_ids = answer_end_token_ids(tokenizer)  # eos and the chat template's end of an answer
+        self.resumed_from: int | None = None  # the iteration of the checkpoint loaded, if any
         self.prompts = list(prompts)
         self.gold_scorer = gold_scorer
         device = self.accelerator.device
@@ -659,8 +669,13 @@ class PPOTrainer:
     # -- the loop, checkpoints -------------------------------------------------------------------------------
 
     def train(self) -> Path:
-        """Run the remaining iterations, checkpointing every `save_steps`; saves and returns `output_dir/final`."""
+        """Run the remaining iterations, checkpointing every `save_steps`; saves and returns `output_dir/final`.
+        A finished run (DONE.json) is not run again: its final model is returned (`extend: true` continues it)."""
         config = self.config
+        if (done := finished_run(self.output_dir, config)) is not None:
+            return done
+        if self.resumed_from is not None and self.accelerator.is_main_process:
+            mark_resume(self.output_dir / METRICS_FILE, self.resumed_from)  # what a killed attempt logged after
         progress = tqdm(
             total=config.num_iterations,
             initial=self.iteration,
@@ -695,7 +710,9 @@ class PPOTrainer:
                 episodes=self.episodes,
                 processes=self.accelerator.num_processes,
                 **{k: v for k, v in metrics.items() if k.startswith("objective/")},
+                resume_points=resume_points(self.output_dir / METRICS_FILE),
             )
+            release_run_lock(self.output_dir)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -716,15 +733,14 @@ class PPOTrainer:
                 (path / TRAINER_STATE).write_text(json.dumps(state))  # last: marks the checkpoint complete
 
             write_directory_atomic(write, self.output_dir / f"checkpoint-{self.iteration}")
-            checkpoints = sorted(self.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            for old in checkpoints[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            rotate_checkpoints(self.output_dir, self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
 
     def load_state(self, checkpoint: Path) -> None:
         """Restore the optimizer and counters of `checkpoint` (and a shared value head; the models' weights are
         loaded by `from_config`)."""
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        self.resumed_from = state["iteration"]
         model = self.accelerator.unwrap_model(self.model)
         if isinstance(model, PolicyWithValueHead):
             model.value_head.load_state_dict(

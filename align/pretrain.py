@@ -24,7 +24,7 @@ from transformers import (
     default_data_collator,
 )
 
-from .checkpoint import require_model_dir, run_trainer
+from .checkpoint import finished_run, require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .io import load_table
@@ -148,6 +148,8 @@ def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = N
 
     `callbacks` are extra Trainer callbacks (early stopping, custom logging, ...).
     """
+    if (done := finished_run(config.output_dir, config)) is not None:
+        return done
     tokenizer = load_tokenizer(config.tokenizer)
     sources = announce_sources("pretrain", {"dataset": config.dataset}, config.world_seed)
     dataset = build_dataset(config, tokenizer)

@@ -21,7 +21,7 @@ import json
 import os
 import statistics
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .checkpoint import mark_done, require_model_dir
+from .checkpoint import finished_run, mark_done, prepare_run, release_run_lock, require_model_dir
 from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
-from .io import atomic_write_jsonl, atomic_write_text
+from .io import atomic_write_jsonl
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .rewards import SAFETY_THRESHOLD, gated_reward, score
@@ -169,8 +169,12 @@ def best_of_k(
 
 
 def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
-    """Best-of-K for every prompt, sharded over the processes; returns `output_dir/kept.jsonl`."""
+    """Best-of-K for every prompt, sharded over the processes; returns `output_dir/kept.jsonl`. A finished run
+    (DONE.json) of the same config returns its kept answers; shards of a run with another config are refused."""
     state = PartialState(cpu=not torch.cuda.is_available())  # without a GPU: one gloo group (MULTI_CPU)
+    output_dir = Path(config.output_dir)
+    if (done := finished_run(output_dir, config, result="kept.jsonl")) is not None:
+        return done
     models = {
         name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
     }
@@ -181,11 +185,10 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 
-    output_dir = Path(config.output_dir)
     shard_dir = output_dir / "shards"
+    prepare_run(output_dir, config, is_main=state.is_main_process, extra_work=any(shard_dir.glob("shard-*.jsonl")))
     if state.is_main_process:
         shard_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / "run_config.json", json.dumps(asdict(config), indent=2) + "\n")
     state.wait_for_everyone()
     done = read_shards(shard_dir)
     mine = [r for r in prompts[state.process_index :: state.num_processes] if r["id"] not in done]
@@ -213,6 +216,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
             processes=state.num_processes,
             mean_best_reward=statistics.fmean(r["rewards"][r["best"]] for r in answered) if answered else None,
         )
+        release_run_lock(output_dir)
     state.wait_for_everyone()
     return kept
 

@@ -35,7 +35,7 @@ import datasets
 import trl
 from transformers import TrainerCallback, set_seed
 
-from .checkpoint import require_model_dir, run_trainer
+from .checkpoint import finished_run, require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
@@ -268,6 +268,8 @@ def training_arguments(config: RewardModelConfig, steps: int) -> trl.RewardConfi
 
 def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Train (or resume) one reward model; returns `output_dir/final`."""
+    if (done := finished_run(config.output_dir, config)) is not None:
+        return done
     model_dir = require_model_dir(config.model, "model")
     tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
     other_target = "safety" if config.target == "helpfulness" else "helpfulness"

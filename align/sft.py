@@ -26,7 +26,7 @@ import datasets
 import trl
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .checkpoint import require_model_dir, run_trainer
+from .checkpoint import finished_run, require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_dialogue
 from .data.tokenizer import check_chat_template_setting
@@ -158,6 +158,8 @@ def training_arguments(config: SFTConfig) -> trl.SFTConfig:
 
 def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Run (or resume) SFT; returns `output_dir/final` (a full model: LoRA adapters merged when enabled)."""
+    if (done := finished_run(config.output_dir, config)) is not None:
+        return done
     model_dir = require_model_dir(config.model, "model")
     tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
     sources = announce_sources(

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .io import read_jsonl
+from .io import atomic_write_text, read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -54,12 +54,45 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return read_jsonl(path) if Path(path).exists() else []
 
 
+def mark_resume(path: str | os.PathLike, step: int) -> None:
+    """A run resumes at `step`: drop the records a killed attempt logged after that step (they are logged again),
+    and append `{"step": step, "resumed_from_step": step}`, so the file has each step once and lists the resume
+    points."""
+    path = Path(path)
+    kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
+    kept.append({"step": step, "time": round(time.time(), 3), "resumed_from_step": step})
+    atomic_write_text(path, "".join(json.dumps(record, default=float) + "\n" for record in kept))
+
+
+def resume_points(path: str | os.PathLike) -> list[int]:
+    """The steps a run resumed from, as `mark_resume` recorded them."""
+    return [record["resumed_from_step"] for record in read_metrics(path) if "resumed_from_step" in record]
+
+
+def whole_run_mean(path: str | os.PathLike, key: str = "loss") -> float | None:
+    """The step-weighted mean of a logged metric over the whole run (each logged value is the mean since the
+    previous log), across resumes; None when it was never logged."""
+    total, steps, previous = 0.0, 0, 0
+    for record in read_metrics(path):
+        if "resumed_from_step" in record:
+            previous = record["step"]
+        elif key in record and isinstance(record[key], (int, float)):
+            span = max(record["step"] - previous, 1)
+            total, steps, previous = total + record[key] * span, steps + span, record["step"]
+    return total / steps if steps else None
+
+
 class JsonlMetricsCallback(TrainerCallback):
-    """Write every Trainer log (loss, learning_rate, grad_norm, eval metrics) to `<output_dir>/metrics.jsonl`."""
+    """Write every Trainer log (loss, learning_rate, grad_norm, eval metrics) to `<output_dir>/metrics.jsonl`;
+    a resumed run first marks the resume (`mark_resume`)."""
 
     def __init__(self, output_dir: str | os.PathLike) -> None:
         self.output_dir = Path(output_dir)
         self.writer: MetricsWriter | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0 and state.is_world_process_zero:  # the state of the checkpoint resumed from
+            mark_resume(self.output_dir / METRICS_FILE, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.writer is None:

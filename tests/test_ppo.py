@@ -343,7 +343,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer, shar
     straight.train()
     first = PPOTrainer.from_config(ppo_config(tmp_path / "b", num_iterations=2, save_steps=2, **paths), PROMPTS)
     first.train()
-    resumed = PPOTrainer.from_config(ppo_config(tmp_path / "b", num_iterations=4, save_steps=2, **paths), PROMPTS)
+    # A finished run is not run again unless extended (the same path as a killed one: from its last checkpoint).
+    again = ppo_config(tmp_path / "b", num_iterations=4, save_steps=2, **paths)
+    assert PPOTrainer.from_config(again, PROMPTS).train() == tmp_path / "b" / "ppo" / "final"
+    assert json.loads((tmp_path / "b" / "ppo" / "DONE.json").read_text())["iterations"] == 2
+    resumed = PPOTrainer.from_config(
+        ppo_config(tmp_path / "b", num_iterations=4, save_steps=2, extend=True, **paths), PROMPTS
+    )
     assert resumed.iteration == 2
     checkpoint = tmp_path / "b" / "ppo" / "checkpoint-2"
     assert (checkpoint / "value_head.safetensors").exists() == shared_value_head
@@ -354,8 +360,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer, shar
     a, b = saved_weights(tmp_path / "a" / "ppo" / "final"), saved_weights(tmp_path / "b" / "ppo" / "final")
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
-    lines = (tmp_path / "b" / "ppo" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+    records = [json.loads(line) for line in (tmp_path / "b" / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "objective/kl" in r] == [1, 2, 3, 4]
+    assert [r["resumed_from_step"] for r in records if "resumed_from_step" in r] == [2] == done["resume_points"]
 
 
 def test_bad_configs_give_clear_errors(tmp_path, tokenizer):

@@ -1,0 +1,162 @@
+"""A run owns its folder: one run at a time, finished runs are not trained again, `resume: false` never picks up
+the old run, config mismatches are refused (rejection-sampling shards too), rotation by step number, stale
+staging folders removed, honest records across resumes."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from align.checkpoint import (
+    LOCK_FILE,
+    RunFolderError,
+    acquire_run_lock,
+    release_run_lock,
+    rotate_checkpoints,
+)
+from align.pretrain import PretrainConfig, pretrain
+from align.tracking import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_pretrain(output_dir: Path, **overrides) -> PretrainConfig:
+    values = dict(
+        output_dir=str(output_dir), dataset="world", model_preset="tiny", tokenizer="data/tokenizer", seq_length=64,
+        per_device_batch_size=4, max_steps=12, warmup_steps=2, lr=2e-3, logging_steps=1, save_steps=4,
+        world_documents=300, seed=0,
+    )  # fmt: skip
+    return PretrainConfig(**{**values, **overrides})
+
+
+def test_a_second_run_on_a_folder_in_use_stops_at_once_and_a_stale_lock_is_taken_over(tmp_path, caplog):
+    """Another live process holds the folder: a second run stops within seconds with one line naming it. A lock
+    whose process is gone is taken over with a log line."""
+    import logging
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from align.checkpoint import acquire_run_lock; "
+         f"acquire_run_lock({str(out)!r}); print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.time()
+        result = subprocess.run(
+            [sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/pretrain/world_tiny.yaml",
+             "--output_dir", str(out)],
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert result.returncode == 2 and time.time() - started < 60
+        assert (
+            result.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"pretrain.py: error: output_dir {out}: in use by another run (pid {holder.pid} on ")
+        ), result.stderr
+        assert not (out / "checkpoint-100").exists() and not (out / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = json.loads((out / LOCK_FILE).read_text())
+    assert lock["pid"] == holder.pid  # killed with the lock held: a stale lock
+    with caplog.at_level(logging.WARNING):
+        acquire_run_lock(out)
+    assert "taking over the lock of a run that is gone" in caplog.text
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
+    release_run_lock(out)
+    assert not (out / LOCK_FILE).exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="output_dir .*file: is a file, expected a folder"):
+        acquire_run_lock(tmp_path / "file")
+
+
+def test_a_finished_run_is_not_trained_again_and_extend_continues_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    final = pretrain(tiny_pretrain(out))
+    done = out / "DONE.json"
+    before = (done.read_text(), done.stat().st_mtime_ns, (final / "model.safetensors").stat().st_mtime_ns)
+    assert pretrain(tiny_pretrain(out)) == final
+    assert (done.read_text(), done.stat().st_mtime_ns, (final / "model.safetensors").stat().st_mtime_ns) == before
+    assert f"{out}: finished already (DONE.json); its result is {final}" in capsys.readouterr().out
+    with pytest.raises(RunFolderError, match=r"holds a finished run with lr=0.002, this config has 0.001"):
+        pretrain(tiny_pretrain(out, lr=1e-3))
+    pretrain(tiny_pretrain(out, max_steps=16, extend=True))  # more steps, from the last checkpoint
+    extended = json.loads(done.read_text())
+    assert extended["steps"] == 16 and extended["resume_points"] == [12]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 17))
+
+
+def test_resume_false_moves_the_old_run_aside_so_a_killed_restart_cannot_pick_it_up(tmp_path):
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    pretrain(tiny_pretrain(out))  # the old run: finished, checkpoints 4, 8, 12 (2 kept)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_pretrain(out, resume=False, lr=1e-3), callbacks=[KillAt()])
+    aside = [p for p in out.iterdir() if p.name.startswith(".previous-")]
+    assert len(aside) == 1 and (aside[0] / "final").is_dir() and (aside[0] / "checkpoint-12").is_dir()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # the fresh run's own
+    pretrain(tiny_pretrain(out, lr=1e-3))  # restarted: resumes the fresh run (lr 1e-3), not the old one
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["resumed_from"] == str(out / "checkpoint-4") and done["resume_points"] == [4]
+
+
+def test_rotation_goes_by_step_number_and_keeps_the_newest_complete_checkpoint(tmp_path):
+    for step, complete in ((20, True), (60, False), (80, True), (100, True)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    os.utime(tmp_path / "checkpoint-80", (1, 1))  # oldest by modification time, newest but one by step
+    rotate_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-100", "checkpoint-80"]
+
+
+def test_a_killed_runs_staging_folders_are_removed_and_the_records_are_honest(tmp_path):
+    """A resumed run: no stray `.checkpoint-N.tmp-*` folders, `metrics.jsonl` with each step once and the resume
+    point, `DONE.json`'s loss over the whole run (as the uninterrupted run's)."""
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 10:
+                raise KeyboardInterrupt
+
+    straight = json.loads((Path(pretrain(tiny_pretrain(tmp_path / "straight"))).parent / "DONE.json").read_text())
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+    (out / ".checkpoint-12.tmp-abc").mkdir()  # what a save killed mid-way leaves
+    (out / ".final.old-123").mkdir()
+    pretrain(tiny_pretrain(out))
+    assert not [p for p in out.iterdir() if p.name.startswith((".checkpoint", ".final"))]
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(1, 13))  # steps 9 and 10 were logged by the killed attempt and again after
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["resume_points"] == [8] and done["train_loss"] == pytest.approx(straight["train_loss"], rel=0.02)
+
+
+def test_rejection_sampling_shards_of_another_config_are_refused(tmp_path, chat_model, reward_models):
+    from align.rejection_sampling import RejectionSamplingConfig, run_rejection_sampling
+
+    def config(**overrides):
+        values = dict(policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
+                      safety_rm=str(reward_models["safety"]), output_dir=str(tmp_path / "rs"), prompts="world",
+                      world_prompts=3, num_samples=2, max_new_tokens=8)  # fmt: skip
+        return RejectionSamplingConfig(**{**values, **overrides})
+
+    kept = run_rejection_sampling(config())
+    (tmp_path / "rs" / "DONE.json").unlink()  # as if killed after sampling: the shards remain
+    with pytest.raises(RunFolderError, match=r"holds a run with num_samples=2, this config has 4"):
+        run_rejection_sampling(config(num_samples=4, temperature=0.5))
+    assert run_rejection_sampling(config()) == kept  # the same config resumes from its shards
