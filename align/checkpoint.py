@@ -135,7 +135,9 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
                     f"{holder.get('host')} since {holder.get('since')}); wait for it to end or use another "
                     f"output_dir (if that run is gone, delete {lock})"
                 ) from None
-            logger.warning("output_dir %s: taking over the lock of a run that is gone (%s)", output_dir, holder or "empty")
+            logger.warning(
+                "output_dir %s: taking over the lock of a run that is gone (%s)", output_dir, holder or "empty"
+            )
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(handle, "w") as file:
@@ -175,7 +177,9 @@ def _recorded_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         recorded = None
     if not isinstance(recorded, dict):
-        raise RunFolderError(f"output_dir {path.parent}: {path.name} is unreadable; move the folder aside or delete it")
+        raise RunFolderError(
+            f"output_dir {path.parent}: {path.name} is unreadable; move the folder aside or delete it"
+        )
     return recorded
 
 
@@ -249,7 +253,9 @@ def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "fina
                 )
     path = output_dir / result
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{output_dir}: finished already (DONE.json); its result is {path} (extend: true continues it)", flush=True)
+        print(
+            f"{output_dir}: finished already (DONE.json); its result is {path} (extend: true continues it)", flush=True
+        )
     return path
 
 
