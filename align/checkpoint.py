@@ -363,6 +363,19 @@ def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path
     return path
 
 
+def require_reward_model_dir(path: str | os.PathLike, what: str = "reward model") -> Path:
+    """`require_model_dir` for a reward model: its config names a sequence-classification architecture (a
+    causal LM given here would get a random, untrained score head); ValueError naming it otherwise."""
+    path = require_model_dir(path, what)
+    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ValueError(
+            f"{what}: {path} is not a reward model (architectures {architectures}); expected one trained by "
+            "recipes/reward_model.py (a ForSequenceClassification checkpoint)"
+        )
+    return path
+
+
 def mark_done(stage_dir: str | os.PathLike, marker: str = DONE_MARKER, **info: Any) -> None:
     """Write the completion marker of a stage with whatever facts the caller records (metrics, paths)."""
     atomic_write_text(Path(stage_dir) / marker, json.dumps(info, indent=2, default=str) + "\n")

@@ -246,9 +246,12 @@ class TrainerStageConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"),
+            non_negative=("weight_decay", "max_grad_norm", "save_total_limit"),
+            fraction=("adam_beta1", "adam_beta2", "adam_epsilon"),
+        )
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps: must be positive (or -1 to run the epochs), got {self.max_steps}")
         if self.lr <= 0:
@@ -257,6 +260,27 @@ class TrainerStageConfig:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def check_ranges(
+    config: Any,
+    *,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    fraction: tuple[str, ...] = (),
+) -> None:
+    """ValueError naming the first field of `config` outside its range: `positive` (> 0), `non_negative` (>= 0),
+    `fraction` (in (0, 1]). The stages' configs call it from `__post_init__`, so a value is refused before any
+    work rather than training 0 steps or flipping a sign."""
+    for names, test, expected in (
+        (positive, lambda v: v > 0, "must be positive"),
+        (non_negative, lambda v: v >= 0, "must be >= 0"),
+        (fraction, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ):
+        for name in names:
+            value = getattr(config, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not test(value):
+                raise ValueError(f"{name}: {expected}, got {value!r}")
 
 
 def trainer_kwargs(config: TrainerStageConfig) -> dict:

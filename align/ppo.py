@@ -59,11 +59,12 @@ from .checkpoint import (
     prepare_run,
     release_run_lock,
     require_model_dir,
+    require_reward_model_dir,
     rotate_checkpoints,
     save_pretrained_atomic,
     write_directory_atomic,
 )
-from .config import device_precision
+from .config import check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
 from .generation import chat_prompt_texts, sample_tokens
 from .lora import lora_config, parse_lora_setting
@@ -142,12 +143,13 @@ class PPOConfig:
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
-        for name in (
-            "num_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "save_steps",
-            "logging_steps", "forward_batch_size", "world_prompts",
-        ):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=("num_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "save_steps",
+                      "logging_steps", "forward_batch_size", "world_prompts", "lr", "cliprange", "cliprange_value"),
+            non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit"),
+            fraction=("gamma", "lam", "safety_threshold", "adam_beta1", "adam_beta2"),
+        )  # fmt: skip
         if self.batch_size % self.mini_batch_size:
             raise ValueError(
                 f"mini_batch_size: {self.mini_batch_size} does not divide batch_size {self.batch_size}; "
@@ -394,9 +396,10 @@ class PPOTrainer:
         cls, config: PPOConfig, prompts: Sequence[dict[str, Any]], gold_scorer: GoldScorer | None = None
     ) -> PPOTrainer:
         """Load the models named by `config` (resuming the trained ones from the last checkpoint, if any)."""
-        paths = {
-            name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
-        }
+        paths = {"policy": require_model_dir(config.policy, "policy")}
+        paths.update(
+            {name: require_reward_model_dir(getattr(config, name), name) for name in ("helpfulness_rm", "safety_rm")}
+        )
         reference_path = require_model_dir(config.reference or paths["policy"], "reference")
         if not config.shared_value_head:
             value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")

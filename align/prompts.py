@@ -33,7 +33,7 @@ def load_prompts(
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"prompts: no file at {path}")
-    records = []
+    records, lines_of_ids = [], {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -48,11 +48,20 @@ def load_prompts(
             validate_dialogue(prompt, where="field 'prompt'", need_answer=False)
         except DialogueError as error:
             raise ValueError(f"{path}: line {number}: {error}") from None
+        is_safety = record.get("is_safety", False)
+        if not isinstance(is_safety, bool):
+            raise ValueError(f"{path}: line {number}: field 'is_safety': expected true or false, got {is_safety!r}")
+        prompt_id = str(record.get("id", number))
+        if prompt_id in lines_of_ids:  # results are kept by id: a repeated one would overwrite the earlier prompt
+            raise ValueError(
+                f"{path}: line {number}: field 'id': {prompt_id!r} is already the id of line {lines_of_ids[prompt_id]}"
+            )
+        lines_of_ids[prompt_id] = number
         records.append(
             {
-                "id": str(record.get("id", number)),
+                "id": prompt_id,
                 "prompt": prompt,
-                "is_safety": bool(record.get("is_safety", False)),
+                "is_safety": is_safety,
                 **({"key": record["key"]} if "key" in record else {}),
             }
         )

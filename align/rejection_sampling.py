@@ -29,7 +29,15 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .checkpoint import finished_run, mark_done, prepare_run, release_run_lock, require_model_dir
+from .checkpoint import (
+    finished_run,
+    mark_done,
+    prepare_run,
+    release_run_lock,
+    require_model_dir,
+    require_reward_model_dir,
+)
+from .config import check_ranges
 from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl
@@ -70,9 +78,12 @@ class RejectionSamplingConfig:
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
-        for name in ("num_samples", "max_new_tokens", "world_prompts", "score_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=("num_samples", "max_new_tokens", "world_prompts", "score_batch_size", "finetune_lr",
+                      "finetune_epochs", "finetune_batch_size", "max_length"),
+            fraction=("safety_threshold",),
+        )  # fmt: skip
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
 
@@ -175,9 +186,10 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     output_dir = Path(config.output_dir)
     if (done := finished_run(output_dir, config, result="kept.jsonl")) is not None:
         return done
-    models = {
-        name: require_model_dir(getattr(config, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
-    }
+    models = {"policy": require_model_dir(config.policy, "policy")}
+    models.update(
+        {name: require_reward_model_dir(getattr(config, name), name) for name in ("helpfulness_rm", "safety_rm")}
+    )
     tokenizer = load_tokenizer(models["policy"])
     policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
     helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)

@@ -36,7 +36,7 @@ import trl
 from transformers import TrainerCallback, set_seed
 
 from .checkpoint import finished_run, require_model_dir, run_trainer
-from .config import TrainerStageConfig, trainer_kwargs
+from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
 from .data.tokenizer import CHAT_TEMPLATE_HELP, check_chat_template_setting
@@ -154,9 +154,7 @@ class RewardModelConfig(TrainerStageConfig):
                     f"helpfulness_quality_mix: expected weights >= 0 (not all 0) for qualities in {list(QUALITIES)}, "
                     f"got {mix!r}"
                 )
-        for name in ("max_length", "world_pairs"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        check_ranges(self, positive=("max_length", "world_pairs", "num_train_epochs"))
 
 
 def world_pairs(

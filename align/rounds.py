@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir
+from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir, require_reward_model_dir
 from .config import coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
 from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
@@ -380,9 +380,11 @@ class Rounds:
 
         config, chained = self.config, dict(policy="-", helpfulness_rm="-", safety_rm="-", output_dir="-")
         if not getattr(config, "from_hub", None):  # a pulled model arrives later
-            for name in ("sft_model", "helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
+            if config.sft_model:
+                require_model_dir(config.sft_model, "sft_model")
+            for name in ("helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
                 if getattr(config, name):
-                    require_model_dir(getattr(config, name), name)
+                    require_reward_model_dir(getattr(config, name), name)
         for name in ("prompts", "eval_prompts", "helpfulness_data", "safety_data", "helpfulness_eval_pairs",
                      "safety_eval_pairs"):  # fmt: skip
             for source in split_sources(getattr(config, name)):

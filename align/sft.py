@@ -27,7 +27,7 @@ import trl
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .checkpoint import finished_run, require_model_dir, run_trainer
-from .config import TrainerStageConfig, trainer_kwargs
+from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_dialogue
 from .data.tokenizer import check_chat_template_setting
 from .io import load_table
@@ -84,9 +84,7 @@ class SFTConfig(TrainerStageConfig):
         require_source(self.dataset, "dataset", "dialogue files of {messages} records to fine-tune on")
         check_chat_template_setting(self.chat_template)
         self.lora = parse_lora_setting(self.lora)
-        for name in ("max_length", "world_dialogues"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        check_ranges(self, positive=("max_length", "world_dialogues", "num_train_epochs"))
         for name in ("world_gatt_fraction", "world_safety_fraction", "world_careless_fraction", "warmup_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")

@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from align.checkpoint import require_model_dir  # noqa: E402
+from align.checkpoint import require_reward_model_dir  # noqa: E402
 from align.data import load_preferences, load_tokenizer  # noqa: E402
 from align.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
 from align.modeling import AlignLlamaForSequenceClassification  # noqa: E402
@@ -59,7 +59,7 @@ def plot_by_strength(report: dict[str, float], title: str, path: Path) -> None:
 
 def evaluate_reward_model(model_dir: str | Path, pairs, out: Path, title: str) -> dict[str, float]:
     """Score `pairs` with the reward model in `model_dir`; write predictions, metrics JSON and the bar chart."""
-    model_dir = require_model_dir(model_dir, "reward model")
+    model_dir = require_reward_model_dir(model_dir, "reward model")
     model = AlignLlamaForSequenceClassification.from_pretrained(model_dir)
     predictions = predict_pairs(model, load_tokenizer(model_dir), pairs)
     report = accuracy_report(predictions)

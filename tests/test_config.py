@@ -163,3 +163,18 @@ def test_a_precision_the_device_cannot_do_falls_back_to_fp32_with_a_log_line(cap
     assert "mixed_precision=bf16: not supported on this device (CPU); training in fp32" in caplog.text
     assert "mixed_precision=fp16" in caplog.text
     assert device_precision("auto") == "no" and device_precision("no") == "no"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_train_epochs", "-1"], "num_train_epochs: must be positive, got -1.0"),
+        (["--weight_decay", "-0.1"], "weight_decay: must be >= 0"),
+        (["--adam_beta2", "1.5"], r"adam_beta2: must be in \(0, 1\]"),
+    ],
+)
+def test_values_out_of_range_are_refused_before_any_work(argv, message):
+    from align.sft import SFTConfig
+
+    with pytest.raises(ConfigError, match=message):
+        build_config(SFTConfig, ["--model", "m", "--dataset", "world", *argv])

@@ -207,3 +207,11 @@ def test_gzipped_jsonl_as_the_hub_ships_hh_rlhf(tmp_path):
     with open(source, "rb") as plain, gzip.open(packed, "wb") as zipped:
         zipped.write(plain.read())
     assert len(load_preferences(packed, on_error="skip")) == len(load_preferences(source, on_error="skip")) == 2
+
+
+def test_is_safety_must_be_a_boolean():
+    with pytest.raises(PreferenceDataError, match=r"record 0: field 'is_safety': expected true or false, got 'false'"):
+        load_preferences([{"prompt": "p", "chosen": "a", "rejected": "b", "is_safety": "false"}])
+    assert load_preferences([{"prompt": "p", "chosen": "a", "rejected": "b", "is_safety": None}])["is_safety"] == [
+        False
+    ]

@@ -1,6 +1,7 @@
 """PPO: the reward math on hand values, GAE and the clipped objective against hand-written loops, one update
 step against a reference computation, KL at the reference, learning, resume and config errors."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -377,12 +378,22 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
     models = tiny_models(tokenizer)
     models[0].save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
+    models[3].save_pretrained(tmp_path / "helpful")
     config = ppo_config(
-        tmp_path, policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "policy"),
+        tmp_path, policy=str(tmp_path / "policy"), helpfulness_rm=str(tmp_path / "helpful"),
         safety_rm=str(tmp_path / "missing"),
     )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="safety_rm: .*missing does not exist"):
         PPOTrainer.from_config(config, PROMPTS)
+    # A causal LM given as a reward model would get a random score head: refused before any work.
+    with pytest.raises(
+        ValueError, match=r"safety_rm: .*policy is not a reward model \(architectures \['AlignLlamaFor"
+    ):
+        PPOTrainer.from_config(dataclasses.replace(config, safety_rm=str(tmp_path / "policy")), PROMPTS)
+    for field, value, message in (("kl_coef", -5.0, "kl_coef: must be >= 0"), ("cliprange", -1.0, "cliprange: must "
+                                  "be positive"), ("gamma", 1.5, r"gamma: must be in \(0, 1\]")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(config, **{field: value})
     long_prompt = [{"id": "long", "prompt": [{"role": "user", "content": "word " * 300}], "is_safety": False}]
     with pytest.raises(ValueError, match="prompt long: .* tokens; .* exceeds the context of 256"):
         PPOTrainer(ppo_config(tmp_path), *models, tokenizer, long_prompt)

@@ -174,6 +174,16 @@ def _margin(record: dict) -> float | None:
         raise _BadRecord("margin", f"expected a number, got {value!r}") from None
 
 
+def _flag(record: dict, field: str) -> bool:
+    """A true/false field (absent: false); the string "false" is not true."""
+    value = record.get(field, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _BadRecord(field, f"expected true or false, got {value!r}")
+    return value
+
+
 def parse_trl(record: dict, target: str) -> dict[str, Any]:
     """TRL preference format: standard (strings), conversational (messages), with or without `prompt`."""
     chosen, rejected = _answers(record)
@@ -189,7 +199,7 @@ def parse_trl(record: dict, target: str) -> dict[str, Any]:
         chosen_message,
         rejected_message,
         strength=normalize_strength(record.get("strength")),
-        is_safety=bool(record.get("is_safety", False)),
+        is_safety=_flag(record, "is_safety"),
         margin=_margin(record),
     )
 
