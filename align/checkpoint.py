@@ -97,6 +97,11 @@ RUN_LENGTH_FIELDS = {
     "export_llama", "extend", "save_total_limit",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
+RESUME_HELP = (
+    "resume from the last complete checkpoint if any; false: a fresh run (the previous one is moved aside to "
+    ".previous-<time>/)"
+)
+EXTEND_HELP = "continue a finished run from its last checkpoint (e.g. with more steps)"
 _HELD_LOCKS: dict[Path, Path] = {}  # output folder -> its lock file, held by this process
 
 
@@ -183,6 +188,22 @@ def _recorded_config(path: Path) -> dict[str, Any]:
     return recorded
 
 
+def check_same_run(output_dir: Path, current: dict[str, Any], what: str) -> None:
+    """RunFolderError naming the first field (other than the run's length or logging) in which the run recorded
+    in `output_dir` differs from `current`; nothing when no run config is recorded there."""
+    recorded_path = output_dir / RUN_CONFIG
+    if not recorded_path.is_file():
+        return
+    recorded = _recorded_config(recorded_path)
+    for name in sorted(set(recorded) | set(current)):
+        if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
+            raise RunFolderError(
+                f"output_dir {output_dir} holds {what} with {name}={recorded.get(name)!r}, this config has "
+                f"{current.get(name)!r}; use another output_dir, or resume=false to start over (the old run is moved "
+                "aside, not deleted)"
+            )
+
+
 def prior_work(output_dir: Path) -> list[Path]:
     """What a previous run left in `output_dir`: checkpoints, its result, its completion marker."""
     names = [child for child in output_dir.iterdir() if _CHECKPOINT.match(child.name)] if output_dir.is_dir() else []
@@ -217,15 +238,8 @@ def prepare_run(
         checkpoint = None
     else:
         checkpoint = last_complete_checkpoint(output_dir)
-        if (previous or extra_work) and recorded_path.is_file():
-            recorded = _recorded_config(recorded_path)
-            for name in sorted(set(recorded) | set(current)):
-                if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
-                    raise RunFolderError(
-                        f"output_dir {output_dir} holds a run with {name}={recorded.get(name)!r}, this config has "
-                        f"{current.get(name)!r}; use another output_dir, or resume=false to start over (the old "
-                        "run is moved aside, not deleted)"
-                    )
+        if previous or extra_work:
+            check_same_run(output_dir, current, "a run")
     if is_main:
         atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
     return checkpoint
@@ -240,17 +254,7 @@ def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "fina
     output_dir = Path(output_dir)
     if not is_done(output_dir) or getattr(config, "extend", False) or not getattr(config, "resume", True):
         return None
-    recorded_path = output_dir / RUN_CONFIG
-    if recorded_path.is_file():
-        recorded = _recorded_config(recorded_path)
-        current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-        for name in sorted(set(recorded) | set(current)):
-            if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
-                raise RunFolderError(
-                    f"output_dir {output_dir} holds a finished run with {name}={recorded.get(name)!r}, this config "
-                    f"has {current.get(name)!r}; use another output_dir, or resume=false to start over (the old "
-                    "run is moved aside, not deleted)"
-                )
+    check_same_run(output_dir, json.loads(json.dumps(dataclasses.asdict(config), default=str)), "a finished run")
     path = output_dir / result
     if int(os.environ.get("RANK", "0")) == 0:
         print(

@@ -23,6 +23,8 @@ import torch
 import yaml
 from transformers import HfArgumentParser
 
+from .checkpoint import EXTEND_HELP, RESUME_HELP
+
 ConfigT = TypeVar("ConfigT")
 logger = logging.getLogger(__name__)
 
@@ -236,14 +238,8 @@ class TrainerStageConfig:
     logging_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
     report_to: str = field(default="none", metadata={"help": "extra loggers: none, tensorboard, wandb"})
     seed: int = field(default=0, metadata={"help": "seed of model init and data order"})
-    resume: bool = field(
-        default=True,
-        metadata={"help": "resume from the last complete checkpoint if any; false: a fresh run (the previous one "
-                  "is moved aside to .previous-<time>/)"},
-    )  # fmt: skip
-    extend: bool = field(
-        default=False, metadata={"help": "continue a finished run from its last checkpoint (e.g. with more steps)"}
-    )
+    resume: bool = field(default=True, metadata={"help": RESUME_HELP})
+    extend: bool = field(default=False, metadata={"help": EXTEND_HELP})
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -53,6 +53,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    EXTEND_HELP,
+    RESUME_HELP,
     TRAINER_STATE,
     finished_run,
     mark_done,
@@ -129,14 +131,8 @@ class PPOConfig:
     logging_steps: int = field(default=1, metadata={"help": "log metrics every N iterations"})
     report_to: str = field(default="none", metadata={"help": "none, or tensorboard (<output_dir>/runs) too"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order and sampling"})
-    resume: bool = field(
-        default=True,
-        metadata={"help": "resume from the last complete checkpoint if any; false: a fresh run (the previous one "
-                  "is moved aside to .previous-<time>/)"},
-    )  # fmt: skip
-    extend: bool = field(
-        default=False, metadata={"help": "continue a finished run from its last checkpoint (more num_iterations)"}
-    )
+    resume: bool = field(default=True, metadata={"help": RESUME_HELP})
+    extend: bool = field(default=False, metadata={"help": EXTEND_HELP})
 
     def __post_init__(self) -> None:
         for name in ("policy", "helpfulness_rm", "safety_rm"):
