@@ -73,7 +73,7 @@ from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
-from .sources import describe_source, require_source, split_sources
+from .sources import describe_sources, require_source
 from .tracking import METRICS_FILE, MetricsWriter, mark_resume, resume_points
 
 GoldScorer = Callable[[dict[str, Any], str], float]
@@ -702,9 +702,7 @@ class PPOTrainer:
             mark_done(
                 self.output_dir,
                 final=str(final),
-                data_sources={
-                    "prompts": [describe_source(s, self.config.world_seed) for s in split_sources(self.config.prompts)]
-                },
+                data_sources={"prompts": describe_sources(self.config.prompts, self.config.world_seed)},
                 iterations=self.iteration,
                 episodes=self.episodes,
                 processes=self.accelerator.num_processes,

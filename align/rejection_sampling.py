@@ -44,7 +44,7 @@ from .io import atomic_write_jsonl
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .rewards import SAFETY_THRESHOLD, gated_reward, score
-from .sources import describe_source, require_source, split_sources
+from .sources import describe_sources, require_source
 
 
 @dataclass
@@ -222,7 +222,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
             output_dir,
             kept=str(kept),
             prompts=len(prompts),
-            data_sources={"prompts": [describe_source(s, config.world_seed) for s in split_sources(config.prompts)]},
+            data_sources={"prompts": describe_sources(config.prompts, config.world_seed)},
             without_answer=len(results) - len(answered),
             resumed=len(done),
             processes=state.num_processes,

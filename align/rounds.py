@@ -57,7 +57,7 @@ from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir, requ
 from .config import coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
 from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
-from .sources import WORLD, describe_source, split_sources
+from .sources import WORLD, describe_source, describe_sources, split_sources
 
 # A round's stage is done when this marker exists; the stage's own run (e.g. its DONE.json) may finish earlier,
 # as rejection sampling does before its fine-tune.
@@ -271,8 +271,9 @@ class RoundsConfig:
         names = ("sft_model", "helpfulness_rm", "safety_rm", "helpfulness_data", "safety_data", "prompts",
                  "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs", "judge_helpfulness_rm",
                  "judge_safety_rm")  # fmt: skip
-        sources = {name: [describe_source(s, self.world_seed) for s in split_sources(getattr(self, name))]
-                   for name in names if getattr(self, name)}  # fmt: skip
+        sources = {
+            name: describe_sources(getattr(self, name), self.world_seed) for name in names if getattr(self, name)
+        }
         for name in ("helpfulness_pairs", "safety_pairs"):
             if getattr(self, name):
                 value = getattr(self, name)

@@ -58,12 +58,15 @@ def describe_source(source: str, world_seed: int = 0) -> str:
     return f"datasets:{source}"
 
 
+def describe_sources(value: str | None, world_seed: int = 0) -> list[str]:
+    """`describe_source` of each comma-separated source of an option."""
+    return [describe_source(source, world_seed) for source in split_sources(value)]
+
+
 def announce_sources(stage: str, options: dict[str, str | None], world_seed: int = 0) -> dict[str, list[str]]:
     """Print a stage's data sources (option -> sources) and return them for its completion marker."""
     described = {
-        option: [describe_source(source, world_seed) for source in split_sources(value)]
-        for option, value in options.items()
-        if split_sources(value)
+        option: describe_sources(value, world_seed) for option, value in options.items() if split_sources(value)
     }
     for option, sources in described.items():
         if int(os.environ.get("RANK", "0")) == 0:  # once, not once per process
