@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_text
+from .io import atomic_write_text, check_free_space, current_umask, naming_a_full_disk, read_text
 
 TRAINER_STATE = "trainer_state.json"
 DONE_MARKER = "DONE.json"
@@ -53,6 +54,7 @@ def write_directory_atomic(write: Callable[[Path], Any], path: str | os.PathLike
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
         write(staging)
         if path.exists():
             retired = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
@@ -103,6 +105,7 @@ RESUME_HELP = (
 )
 EXTEND_HELP = "continue a finished run from its last checkpoint (e.g. with more steps)"
 _HELD_LOCKS: dict[Path, Path] = {}  # output folder -> its lock file, held by this process
+_CREATED_FOLDERS: set[Path] = set()  # output folders this process created (removed again if left empty)
 
 
 def _process_alive(pid: int) -> bool:
@@ -120,7 +123,12 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"output_dir {output_dir}: is a file, expected a folder")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not output_dir.exists():
+        _CREATED_FOLDERS.add(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only disk, no permission, a file where a parent folder should be
+        raise RunFolderError(f"output_dir {output_dir}: cannot create it ({error.strerror or error})") from None
     lock, host = output_dir / LOCK_FILE, socket.gethostname()
     me = {"host": host, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     while True:
@@ -154,14 +162,41 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
 
 
 def release_run_lock(output_dir: str | os.PathLike) -> None:
-    """Give up `output_dir` if this process holds it."""
-    lock = _HELD_LOCKS.pop(Path(output_dir), None)
+    """Give up `output_dir` if this process holds it; a folder it created and left empty (a run stopped by bad
+    input before any work) is removed, so that nothing is left behind."""
+    output_dir = Path(output_dir)
+    lock = _HELD_LOCKS.pop(output_dir, None)
     if lock is not None:
         try:
             if json.loads(lock.read_text()).get("pid") == os.getpid():
                 lock.unlink()
         except (OSError, ValueError):
             pass
+    if output_dir in _CREATED_FOLDERS:
+        _CREATED_FOLDERS.discard(output_dir)
+        try:
+            output_dir.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def releases_its_folder_on_error(stage: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a stage function or method so that when it fails (bad input found after the folder was taken,
+    an error in training) its run gives up the `output_dir` of its first argument that has one (the config, or
+    the trainer) at once (`release_run_lock`), not at the end of the process: a notebook or a pipeline that
+    goes on can run there again."""
+
+    @functools.wraps(stage)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return stage(*args, **kwargs)
+        except BaseException:
+            owner = next((a for a in args if hasattr(a, "output_dir")), None)
+            if owner is not None:
+                release_run_lock(owner.output_dir)
+            raise
+
+    return run
 
 
 def release_run_locks() -> None:
@@ -183,7 +218,8 @@ def _recorded_config(path: Path) -> dict[str, Any]:
         recorded = None
     if not isinstance(recorded, dict):
         raise RunFolderError(
-            f"output_dir {path.parent}: {path.name} is unreadable; move the folder aside or delete it"
+            f"output_dir {path.parent}: {path} is unreadable (not the JSON record of a run); move the folder "
+            "aside or delete it"
         )
     return recorded
 
@@ -211,48 +247,72 @@ def prior_work(output_dir: Path) -> list[Path]:
                             if (output_dir / name).exists()]  # fmt: skip
 
 
-def prepare_run(
-    output_dir: str | os.PathLike, config: Any, *, is_main: bool = True, extra_work: bool = False
-) -> Path | None:
-    """Take the folder for this run (module docstring), record the run's config in it and return the checkpoint
-    to resume from (None: start fresh). `extra_work`: the stage's own resumable output exists (e.g. rejection
-    sampling's shards), which makes a config comparison due as a checkpoint would.
+def resumable_checkpoint(output_dir: str | os.PathLike, config: Any, extra_work: bool = False) -> Path | None:
+    """The checkpoint a run of `config` in `output_dir` resumes from (None: it starts fresh), reading only.
 
-    A folder that holds a run with a different config (other than its length or logging) is refused with a
-    RunFolderError naming the first differing field, instead of silently continuing someone else's run.
-    """
+    RunFolderError when the folder's run record is unreadable, or when the folder holds work (checkpoints, a
+    result, or `extra_work`: the stage's own resumable output, e.g. rejection sampling's shards) of a run with
+    a different config (other than its length or logging), naming the first differing field, instead of
+    silently continuing someone else's run."""
+    output_dir = Path(output_dir)
+    if (output_dir / RUN_CONFIG).is_file():
+        _recorded_config(output_dir / RUN_CONFIG)  # a damaged record is never silently replaced
+    if not getattr(config, "resume", True):
+        return None
+    if prior_work(output_dir) or extra_work:
+        check_same_run(output_dir, json.loads(json.dumps(dataclasses.asdict(config), default=str)), "a run")
+    return last_complete_checkpoint(output_dir)
+
+
+def prepare_run(
+    output_dir: str | os.PathLike,
+    config: Any,
+    *,
+    is_main: bool = True,
+    extra_work: bool = False,
+    needed_bytes: int | None = None,
+) -> Path | None:
+    """Take the folder for this run (module docstring) and return the checkpoint to resume from (None: start
+    fresh; `resumable_checkpoint`). Everything is checked before the first write: the lock, the run record,
+    the config against the folder's run, and `needed_bytes` of free disk (a checkpoint's size); then stale
+    staging folders are removed, `resume: false` moves the previous run aside and the run's config is
+    recorded."""
     output_dir = Path(output_dir)
     if is_main:
         acquire_run_lock(output_dir)
-        remove_stale_staging(output_dir)
-    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    checkpoint = resumable_checkpoint(output_dir, config, extra_work)
+    if not is_main:
+        return checkpoint
+    if needed_bytes:
+        check_free_space(output_dir, needed_bytes, "a checkpoint (weights and optimizer state)")
+    remove_stale_staging(output_dir)
     recorded_path = output_dir / RUN_CONFIG
     previous = prior_work(output_dir)
-    if not current.get("resume", True):
-        if previous and is_main:  # a fresh run: the old one's checkpoints must never be resumed from again
-            aside = output_dir / f".previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            aside.mkdir()
-            for path in previous + ([recorded_path] if recorded_path.is_file() else []):
-                os.rename(path, aside / path.name)
-            logger.warning("resume=false: moved the previous run in %s aside to %s", output_dir, aside)
-        checkpoint = None
-    else:
-        checkpoint = last_complete_checkpoint(output_dir)
-        if previous or extra_work:
-            check_same_run(output_dir, current, "a run")
-    if is_main:
-        atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
+    if not getattr(config, "resume", True) and previous:  # a fresh run: the old checkpoints are never resumed
+        aside = output_dir / f".previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside.mkdir()
+        for path in previous + ([recorded_path] if recorded_path.is_file() else []):
+            os.rename(path, aside / path.name)
+        logger.warning("resume=false: moved the previous run in %s aside to %s", output_dir, aside)
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
     return checkpoint
 
 
 def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "final") -> Path | None:
-    """The result of a finished run of this config in `output_dir` (its completion marker is there), or None.
+    """The result of a finished run of this config in `output_dir` (its completion marker is there), or None,
+    and then the main process owns the folder (`acquire_run_lock`), so that a second run stops here, before
+    reading any data.
 
     A finished run is not trained again: the stages return this result after saying where it is, unless the
     config asks to `extend` it (continue from its last checkpoint, e.g. with more steps) or not to `resume`.
     A finished run with another config is refused like an unfinished one (RunFolderError)."""
     output_dir = Path(output_dir)
     if not is_done(output_dir) or getattr(config, "extend", False) or not getattr(config, "resume", True):
+        if int(os.environ.get("RANK", "0")) == 0:
+            acquire_run_lock(output_dir)
+            if (output_dir / RUN_CONFIG).is_file():
+                _recorded_config(output_dir / RUN_CONFIG)
         return None
     check_same_run(output_dir, json.loads(json.dumps(dataclasses.asdict(config), default=str)), "a finished run")
     path = output_dir / result
@@ -282,6 +342,14 @@ def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def checkpoint_bytes(model: Any) -> int:
+    """About what one checkpoint of `model` takes on disk: its weights plus AdamW's two fp32 moments of the
+    trainable ones (the optimizer state Trainer and PPO save beside them)."""
+    parameters = list(model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in parameters)
+    return weights + sum(p.numel() * 8 for p in parameters if p.requires_grad)
+
+
 def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None, **facts: Any) -> Path:
     """Train (resuming when `prepare_run` finds a checkpoint), save `output_dir/final` atomically, mark done.
 
@@ -298,13 +366,16 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
                 rotate_checkpoints(output_dir, config.save_total_limit)
 
     output_dir = Path(config.output_dir)
-    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero())
+    needed, what = checkpoint_bytes(trainer.model), "a checkpoint (weights and optimizer state)"
+    checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero(), needed_bytes=needed)
     trainer.add_callback(RotateByStep())
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with naming_a_full_disk(output_dir, needed, what):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output_dir / "final"
     if trainer.is_world_process_zero():
         model = finalize(trainer.model) if finalize else trainer.model
-        save_pretrained_atomic(model, tokenizer, final)
+        with naming_a_full_disk(output_dir, needed, what):
+            save_pretrained_atomic(model, tokenizer, final)
         resumes = resume_points(output_dir / METRICS_FILE)
         # After a resume, Trainer's training_loss covers the resumed part only; the logged losses cover it all.
         whole = whole_run_mean(output_dir / METRICS_FILE) if resumes else None
@@ -349,14 +420,59 @@ def pickle_weight_files(folder: Path) -> list[str]:
     return sorted(path.name for pattern in PICKLE_WEIGHTS for path in folder.glob(pattern))
 
 
+def read_model_config(path: Path, what: str) -> dict[str, Any]:
+    """The `config.json` of the model folder `path`, as a dict; ValueError naming it when it is not JSON."""
+    try:
+        config = json.loads(read_text(path / "config.json"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what}: {path / 'config.json'} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{what}: {path / 'config.json'}: expected a JSON object")
+    return config
+
+
+def weight_files(path: Path, what: str) -> list[Path]:
+    """The safetensors files of the model folder `path`: the shards its index names, else every *.safetensors."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(read_text(index))["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{what}: {index} is not a safetensors index (no weight_map)") from None
+        missing = [name for name in shards if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{what}: {path} lacks {missing[0]}, a weight shard its index names")
+        return [path / name for name in shards]
+    return sorted(path.glob("*.safetensors"))
+
+
+def tensor_names(weights: Path, what: str) -> list[str]:
+    """The tensor names in a safetensors file, read from its header (cheap); ValueError naming the file when it
+    is empty, truncated or not safetensors (a save that was killed or a download that broke off)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            return list(file.keys())
+    except (SafetensorError, OSError) as error:
+        size = weights.stat().st_size
+        raise ValueError(
+            f"{what}: {weights} is not a readable safetensors file ({size} bytes: {error}); it is damaged or was "
+            "cut short (a killed save, a broken download): write or download it again"
+        ) from None
+
+
 def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path:
-    """Check `path` is a saved model directory (config.json and safetensors weights inside); FileNotFoundError
-    naming it otherwise, and ValueError for a folder whose only weights are pickle files (never loaded)."""
+    """Check `path` is a saved model directory before anything loads it: a `config.json` that is JSON and
+    safetensors weights whose headers read (every shard an index names). FileNotFoundError naming it when
+    something is missing, ValueError for a damaged file or for pickle weights (never loaded)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         reason = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"{what}: {path} {reason}; expected a directory written by save_pretrained")
-    if not any(path.glob("*.safetensors")):
+    read_model_config(path, what)
+    weights = weight_files(path, what)
+    if not weights:
         pickled = pickle_weight_files(path)
         if pickled:
             raise ValueError(
@@ -364,20 +480,38 @@ def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path
                 f"{SAFETENSORS_HOWTO}"
             )
         raise FileNotFoundError(f"{what}: {path} has no weights (model.safetensors); expected a saved model")
+    for file in weights:
+        tensor_names(file, what)
     return path
 
 
 def require_reward_model_dir(path: str | os.PathLike, what: str = "reward model") -> Path:
-    """`require_model_dir` for a reward model: its config names a sequence-classification architecture (a
-    causal LM given here would get a random, untrained score head); ValueError naming it otherwise."""
+    """`require_model_dir` for a reward model: its config names a sequence-classification architecture and its
+    weights hold the trained score head (a causal LM given here would get a random, untrained one); ValueError
+    naming it otherwise."""
     path = require_model_dir(path, what)
-    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    architectures = read_model_config(path, what).get("architectures") or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise ValueError(
             f"{what}: {path} is not a reward model (architectures {architectures}); expected one trained by "
             "recipes/reward_model.py (a ForSequenceClassification checkpoint)"
         )
+    names = [name for file in weight_files(path, what) for name in tensor_names(file, what)]
+    if not any(name.split(".")[-2:] == ["score", "weight"] for name in names):
+        raise ValueError(f"{what}: {path} has no trained score head (no score.weight in its weights)")
     return path
+
+
+def check_vocabulary(tokenizer: Any, model_dir: str | os.PathLike, what: str) -> None:
+    """ValueError naming `what` when the tokenizer has ids the model's embeddings do not hold (the model would
+    fail on the first such token with an IndexError); a model larger than its tokenizer is fine (padding)."""
+    vocab_size = read_model_config(Path(model_dir), what).get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"{what}: {model_dir}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+            f"(vocab_size) holds {vocab_size}; use the model's own tokenizer, or resize its embeddings "
+            "(model.resize_token_embeddings(len(tokenizer))) and save it"
+        )
 
 
 def mark_done(stage_dir: str | os.PathLike, marker: str = DONE_MARKER, **info: Any) -> None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import logging
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -23,7 +26,8 @@ import torch
 import yaml
 from transformers import HfArgumentParser
 
-from .checkpoint import EXTEND_HELP, RESUME_HELP
+from .checkpoint import EXTEND_HELP, RESUME_HELP, release_run_locks
+from .io import DiskFullError, read_text
 
 ConfigT = TypeVar("ConfigT")
 logger = logging.getLogger(__name__)
@@ -55,7 +59,9 @@ def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--config: no file at {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(read_text(path)) or {}
+    except ValueError as error:  # not UTF-8: named by file and line
+        raise ConfigError(str(error)) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(values, dict):
@@ -64,6 +70,10 @@ def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
     for key in values:
         if key not in known:
             raise ConfigError(f"{path}: unknown key {key!r}{_suggest(str(key), known)}")
+        try:
+            values[key] = coerce_field_value(config_class, key, values[key], f"{path}: {key}")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     return values
 
 
@@ -90,26 +100,75 @@ def take_dotted_options(argv: list[str]) -> tuple[list[str], dict[str, dict[str,
     return rest, dotted
 
 
-def coerce_field_value(config_class: type, name: str, value: Any, option: str) -> Any:
-    """`value` converted to the declared type of field `name` of `config_class` (a float for `lr: float`
-    given as the YAML string '1e-6'); ValueError naming `option` when it does not convert."""
-    declared = {f.name: str(f.type) for f in dataclasses.fields(config_class)}[name]
-    kind = declared.split("|")[0].strip()
-    if value is None or kind not in ("int", "float", "bool"):
-        return value
-    try:
-        if kind == "bool":
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-                return value.lower() in ("true", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
+@functools.cache
+def _annotations(config_class: type) -> dict[str, Any]:
+    # The class annotations, resolved; not `Field.type`, which HfArgumentParser rewrites (Optional[str] -> str).
+    return typing.get_type_hints(config_class)
+
+
+def _declared_kinds(config_class: type, name: str) -> list[str]:
+    """The kinds a field accepts, from its annotation: `lr: float` -> ["float"], `lora: dict | str | None` ->
+    ["dict", "str", "None"]."""
+    annotation = _annotations(config_class)[name]
+    members = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
+    return ["None" if member is type(None) else getattr(typing.get_origin(member) or member, "__name__", str(member))
+            for member in members]  # fmt: skip
+
+
+def _convert(kind: str, value: Any) -> Any:
+    """`value` as `kind`, converting only what cannot lose meaning; TypeError/ValueError otherwise."""
+    if kind == "None":
+        if value is None:
+            return None
+    elif kind == "bool":
+        if isinstance(value, bool):
             return value
-        converted = float(value) if kind == "float" else int(value)
-        if kind == "int" and converted != float(value):
-            raise ValueError
-        return converted
-    except (TypeError, ValueError):
-        raise ValueError(f"{option}: expected {kind}, got {value!r}") from None
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+    elif kind in ("int", "float") and not isinstance(value, (bool, list, dict)) and value is not None:
+        number = float(value)  # YAML reads 1e-4 (no dot) as a string
+        if kind == "float":
+            return number
+        if number.is_integer():
+            return int(number)
+    elif kind == "str":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # output_dir: 2024
+    elif kind == "dict":
+        if isinstance(value, dict):
+            return value
+    elif kind not in ("int", "float"):
+        return value  # a kind this checker does not know is left to the config's own checks
+    raise TypeError(kind)
+
+
+def coerce_field_value(config_class: type, name: str, value: Any, option: str) -> Any:
+    """`value` converted to the declared type of field `name` of `config_class` (a float for `lr: float` given
+    as the YAML string '1e-6', an int for 4.0); ValueError naming `option` when it does not convert (a list for
+    a float, 2.5 for an int, "maybe" for a bool)."""
+    kinds = _declared_kinds(config_class, name)
+    for kind in kinds:
+        try:
+            return _convert(kind, value)
+        except (TypeError, ValueError):
+            continue
+    expected = " or ".join("null" if kind == "None" else kind for kind in kinds)
+    raise ValueError(f"{option}: expected {expected}, got {value!r}") from None
+
+
+def check_field_types(config: Any) -> None:
+    """Convert every field of the dataclass `config` to its declared type in place (`coerce_field_value`);
+    ValueError naming the first field that does not convert. The shared first check of every stage config's
+    `__post_init__`, so that range checks and the stages only ever see values of the right type."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        setattr(config, item.name, coerce_field_value(type(config), item.name, value, item.name))
 
 
 def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
@@ -182,8 +241,14 @@ def use_every_core_of_a_lone_cpu_process() -> None:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
+# What a recipe reports as one line (exit status 2) rather than a traceback: a mistake in its input (the
+# stages raise ValueError / FileNotFoundError naming the file, record, field or option) or a full disk.
+INPUT_ERRORS = (FileNotFoundError, ValueError, DiskFullError)
+
+
 def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
     """Print one error line (no traceback) and exit with status 2."""
+    release_run_locks()  # and remove an output folder this run created but never used
     prog = prog or Path(sys.argv[0]).name
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -242,6 +307,7 @@ class TrainerStageConfig:
     extend: bool = field(default=False, metadata={"help": EXTEND_HELP})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_ranges(
             self,
             positive=("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"),

@@ -3,20 +3,83 @@ a file), JSONL reading, and one loader for tabular data given as a local file or
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gzip
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class DiskFullError(Exception):
+    """The disk of a folder being written has no room left; the message says how much is free and needed."""
+
+
+# How a full disk shows: the errno of OSError; torch.save's zip writer ("[enforce fail at inline_container.cc]
+# ... unexpected pos"), safetensors ("os error 28") and others in their messages.
+_DISK_FULL_SIGNS = ("No space left on device", "Disk quota exceeded", "unexpected pos", "os error 28")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is a write that failed for lack of disk space."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(error) for sign in _DISK_FULL_SIGNS)
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space on the disk of `folder` (of its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """DiskFullError before any work when the disk of `folder` has less than `needed` bytes free for `what`."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise DiskFullError(
+            f"output_dir {folder}: {human_bytes(free)} free on its disk, {what} needs about {human_bytes(needed)}; "
+            "free some space or choose an output_dir on a larger disk"
+        )
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(folder: str | os.PathLike, needed: int | None = None, what: str = "the run"):
+    """Turn a write that fails for lack of space inside the block into one DiskFullError saying so, with the
+    free space and, when known, the space `what` needs (instead of torch's "unexpected pos" traceback)."""
+    try:
+        yield
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        need = f"; {what} needs about {human_bytes(needed)}" if needed else ""
+        raise DiskFullError(
+            f"disk full writing to {folder}: {human_bytes(free_bytes(folder))} free{need}; free some space and run "
+            "again (the run resumes from its last complete checkpoint)"
+        ) from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -27,7 +90,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -41,28 +104,144 @@ def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]
     return len(lines)
 
 
+class UnreadableRecord(dict):
+    """Stands in for a line that is not UTF-8 text or not JSON, so that a reader that skips bad records
+    (`load_preferences(on_error="skip")`) and one that stops at them take the same path."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    line = data[: error.start].count(b"\n") + 1
+    return f"line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8"
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 file; ValueError naming the file and line of a byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: {_not_utf8(data, error)}") from None
+
+
+def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | UnreadableRecord]]:
+    """(line number, text) of each line of a UTF-8 file (gzip-compressed if it ends with .gz), without the line
+    break; a line that is not UTF-8 comes as an `UnreadableRecord` saying so."""
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                yield (
+                    number,
+                    UnreadableRecord(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8"),
+                )
+
+
+def jsonl_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """("record 3 (line 4)", record) for each non-blank line of a JSONL file (or .jsonl.gz); a line that is not
+    UTF-8 or not JSON comes as an `UnreadableRecord`."""
+    index = 0
+    for number, line in read_text_lines(path):
+        if isinstance(line, str) and not line.strip():
+            continue
+        where = f"record {index} (line {number})"
+        if isinstance(line, UnreadableRecord):
+            yield where, line
+        else:
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as error:
+                yield where, UnreadableRecord(f"not valid JSON ({error})")
+        index += 1
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a line that is not JSON raises ValueError naming the file and line."""
-    records = []
-    with open(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}: line {number}: not valid JSON ({error})") from None
-    return records
+    """Records of a JSONL file; a line that is not UTF-8, not JSON or not an object raises ValueError naming the
+    file and line."""
+    return [record for _, record in strict_records(str(path), jsonl_records(path))]
+
+
+def strict_records(name: str, records: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`records` with the first unreadable or non-object record raised as ValueError naming `name` and where."""
+    for where, record in records:
+        if isinstance(record, UnreadableRecord):
+            raise ValueError(f"{name}: {where}: {record.reason}")
+        if not isinstance(record, dict):
+            raise ValueError(f"{name}: {where}: expected a JSON object, got {json.dumps(record)[:60]}")
+        yield where, record
 
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def load_table(source: str, split: str = "train") -> datasets.Dataset:
-    """A local .jsonl / .json / .parquet file, or else a `datasets` name (network needed), as a Dataset."""
+def looks_like_a_path(source: str) -> bool:
+    """A source meant as a local file, not a dataset name ("owner/name"): it has a file suffix this toolkit
+    reads, starts like a path ("/", ".", "~") or has more than one "/"."""
+    return (
+        Path(source).suffix.lower() in (*TABLE_SUFFIXES, ".txt", ".gz")
+        or source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+    )
+
+
+def table_records(source: str, option: str, split: str = "train") -> tuple[str, Iterator[tuple[str, Any]]]:
+    """(name, iterator of (where, record)) of a local .jsonl / .jsonl.gz / .json / .parquet file or else a
+    `datasets` name (network needed). `option` names the setting in errors: a missing file, a dataset that does
+    not load (offline, say), a file type that is not read."""
     path = Path(source)
-    if path.suffix in TABLE_SUFFIXES:
-        if not path.is_file():
-            raise FileNotFoundError(f"dataset: no file at {path}")
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    return datasets.load_dataset(source, split=split)
+    name = str(source)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ValueError(f"{option}: {name} is a folder; expected a .jsonl, .json or .parquet file")
+    if path.is_file():
+        if suffix == ".jsonl" or name.lower().endswith(".jsonl.gz"):  # HH-RLHF ships train.jsonl.gz
+            return name, jsonl_records(path)
+        if suffix == ".json":
+            try:
+                data = json.loads(read_text(path))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{name}: not valid JSON ({error})") from None
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            if not isinstance(data, list):
+                raise ValueError(f"{name}: expected a JSON list of records (or {{'data': [...]}})")
+            return name, ((f"record {i}", row) for i, row in enumerate(data))
+        if suffix == ".parquet":
+            table = datasets.load_dataset("parquet", data_files=name, split="train")
+            return name, ((f"record {i}", row) for i, row in enumerate(table))
+        raise ValueError(
+            f"{option}: {name}: unsupported file type {suffix!r}, expected .jsonl, .jsonl.gz, .json or .parquet"
+        )
+    if looks_like_a_path(name):
+        raise FileNotFoundError(f"{option}: no file at {name}")
+    table = load_hub_dataset(name, option, split)
+    return name, ((f"record {i}", row) for i, row in enumerate(table))
+
+
+def load_hub_dataset(name: str, option: str, split: str = "train") -> datasets.Dataset:
+    """`datasets.load_dataset(name, split=split)`; a name that does not load (no such dataset, no network, the
+    Hub offline) is one ValueError naming `option` and the name."""
+    try:
+        return datasets.load_dataset(name, split=split)
+    except Exception as error:  # noqa: BLE001  (datasets raises a dozen types for "could not get it")
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        offline = any(
+            os.environ.get(v, "0").lower() in ("1", "true") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+        )
+        hint = " (the Hub is offline here: HF_HUB_OFFLINE=1)" if offline else ""
+        raise ValueError(
+            f"{option}: {name!r} is not a local file and did not load as a Hub dataset{hint}: {reason}; "
+            "give a local .jsonl, .json or .parquet file"
+        ) from None
+
+
+def load_table(source: str, split: str = "train", option: str = "dataset") -> datasets.Dataset:
+    """A local .jsonl / .json / .parquet file, or else a `datasets` name (network needed), as a Dataset;
+    records are checked to be objects, and a bad line is named by file and line."""
+    name, records = table_records(source, option, split)
+    return datasets.Dataset.from_list([record for _, record in strict_records(name, records)])

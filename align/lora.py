@@ -33,6 +33,15 @@ def parse_lora_setting(value: dict | str | None) -> dict[str, Any] | None:
     unknown = set(value) - LORA_KEYS
     if unknown:
         raise ValueError(f"lora: unknown keys {sorted(unknown)}, allowed: {sorted(LORA_KEYS)}")
+    for key, test, expected in (
+        ("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+        ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a positive number"),
+        ("dropout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "in [0, 1)"),
+        ("target_modules", lambda v: isinstance(v, list) and v and all(isinstance(m, str) for m in v),
+         "a list of module names"),
+    ):  # fmt: skip
+        if key in value and not test(value[key]):
+            raise ValueError(f"lora: {key}: expected {expected}, got {value[key]!r}")
     return value
 
 

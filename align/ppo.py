@@ -56,19 +56,25 @@ from .checkpoint import (
     EXTEND_HELP,
     RESUME_HELP,
     TRAINER_STATE,
+    acquire_run_lock,
+    check_vocabulary,
+    checkpoint_bytes,
     finished_run,
     mark_done,
     prepare_run,
     release_run_lock,
+    releases_its_folder_on_error,
     require_model_dir,
     require_reward_model_dir,
+    resumable_checkpoint,
     rotate_checkpoints,
     save_pretrained_atomic,
     write_directory_atomic,
 )
-from .config import check_ranges, device_precision
+from .config import check_field_types, check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
 from .generation import chat_prompt_texts, sample_tokens
+from .io import naming_a_full_disk
 from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths
@@ -135,6 +141,7 @@ class PPOConfig:
     extend: bool = field(default=False, metadata={"help": EXTEND_HELP})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("policy", "helpfulness_rm", "safety_rm"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
@@ -388,6 +395,7 @@ class PPOTrainer:
     # -- construction from checkpoints ---------------------------------------------------------------------
 
     @classmethod
+    @releases_its_folder_on_error
     def from_config(
         cls, config: PPOConfig, prompts: Sequence[dict[str, Any]], gold_scorer: GoldScorer | None = None
     ) -> PPOTrainer:
@@ -399,12 +407,18 @@ class PPOTrainer:
         reference_path = require_model_dir(config.reference or paths["policy"], "reference")
         if not config.shared_value_head:
             value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
+        tokenizer = load_tokenizer(paths["policy"])
+        paths["reference"] = reference_path
+        if not config.shared_value_head:
+            paths["value_model"] = value_path
+        for name, path in paths.items():
+            check_vocabulary(tokenizer, path, name)
         accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision=device_precision(config.mixed_precision)
         )
-        checkpoint = prepare_run(config.output_dir, config, is_main=accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-        tokenizer = load_tokenizer(paths["policy"])
+        if accelerator.is_main_process:
+            acquire_run_lock(config.output_dir)  # a second run on the folder stops here, before loading models
+        checkpoint = resumable_checkpoint(config.output_dir, config)
         policy = AlignLlamaForCausalLM.from_pretrained(paths["policy"])
         policy.generation_config.pad_token_id = tokenizer.pad_token_id
         if config.lora is not None:
@@ -437,6 +451,9 @@ class PPOTrainer:
             gold_scorer,
             accelerator,
         )
+        needed = checkpoint_bytes(trainer.model)  # checked, with the rest, before anything is written
+        prepare_run(config.output_dir, config, is_main=accelerator.is_main_process, needed_bytes=needed)
+        accelerator.wait_for_everyone()
         if checkpoint:
             trainer.load_state(checkpoint)
         return trainer
@@ -667,14 +684,24 @@ class PPOTrainer:
 
     # -- the loop, checkpoints -------------------------------------------------------------------------------
 
+    @releases_its_folder_on_error
     def train(self) -> Path:
         """Run the remaining iterations, checkpointing every `save_steps`; saves and returns `output_dir/final`.
         A finished run (DONE.json) is not run again: its final model is returned (`extend: true` continues it)."""
         config = self.config
         if (done := finished_run(self.output_dir, config)) is not None:
             return done
+        needed, what = checkpoint_bytes(self.model), "a checkpoint (policy, value model and optimizer state)"
         if self.resumed_from is not None and self.accelerator.is_main_process:
             mark_resume(self.output_dir / METRICS_FILE, self.resumed_from)  # what a killed attempt logged after
+        with naming_a_full_disk(self.output_dir, needed, what):
+            final = self.run_iterations()
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def run_iterations(self) -> Path:
+        """The loop of `train`: iterations with logging and checkpoints, then the final model and DONE.json."""
+        config = self.config
         progress = tqdm(
             total=config.num_iterations,
             initial=self.iteration,
@@ -710,7 +737,6 @@ class PPOTrainer:
                 resume_points=resume_points(self.output_dir / METRICS_FILE),
             )
             release_run_lock(self.output_dir)
-        self.accelerator.wait_for_everyone()
         return final
 
     def save_state(self) -> None:

@@ -10,6 +10,7 @@ This module only packs the data, builds the model and maps the paper's hyper-par
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,10 @@ from transformers import (
     default_data_collator,
 )
 
-from .checkpoint import finished_run, require_model_dir, run_trainer
+from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_error, require_model_dir, run_trainer
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
-from .io import load_table
+from .io import UnreadableRecord, read_text_lines, strict_records, table_records
 from .modeling import PRESETS, AlignLlamaConfig, AlignLlamaForCausalLM
 from .sources import announce_sources, require_source
 from .tracking import JsonlMetricsCallback
@@ -84,13 +85,24 @@ def read_documents(config: PretrainConfig) -> Iterator[str]:
     if path.suffix == ".txt":
         if not path.is_file():
             raise FileNotFoundError(f"dataset: no file at {path}")
-        with path.open() as lines:
-            yield from (line.rstrip("\n") for line in lines if line.strip())
+        for number, line in read_text_lines(path):
+            if isinstance(line, UnreadableRecord):
+                raise ValueError(f"{path}: line {number}: {line.reason}")
+            if line.strip():
+                yield line
         return
-    table = load_table(source)
-    if config.text_field not in table.column_names:
-        raise ValueError(f"dataset {source}: no field {config.text_field!r}; fields are {table.column_names}")
-    yield from (text for text in table[config.text_field] if text and text.strip())
+    name, records = table_records(source, "dataset")
+    field, count = config.text_field, 0
+    for where, record in strict_records(name, records):
+        if field not in record:
+            raise ValueError(f"{name}: {where}: no field {field!r} (fields {sorted(record)}); see text_field")
+        if not isinstance(record[field], str):
+            raise ValueError(f"{name}: {where}: field {field!r}: expected text, got {json.dumps(record[field])[:60]}")
+        count += 1
+        if record[field].strip():
+            yield record[field]
+    if not count:
+        raise ValueError(f"dataset {name}: no documents (the file is empty)")
 
 
 def pack_documents(documents: Iterator[list[int]], seq_length: int, eos_token_id: int) -> list[list[int]]:
@@ -124,7 +136,9 @@ def build_dataset(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) ->
 def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> AlignLlamaForCausalLM:
     """A fresh model of the preset sized to the tokenizer, or the checkpoint of `init_from`."""
     if config.init_from:
-        return AlignLlamaForCausalLM.from_pretrained(require_model_dir(config.init_from, "init_from"))
+        init_from = require_model_dir(config.init_from, "init_from")
+        check_vocabulary(tokenizer, init_from, "init_from")
+        return AlignLlamaForCausalLM.from_pretrained(init_from)
     # Exactly the tokenizer's size, as Llama 2's 32,000: an id past the tokenizer would decode to nothing.
     model_config = AlignLlamaConfig.from_preset(
         config.model_preset,
@@ -143,6 +157,7 @@ def training_arguments(config: PretrainConfig) -> TrainingArguments:
     return TrainingArguments(**trainer_kwargs(config), warmup_steps=config.warmup_steps, dataloader_drop_last=True)
 
 
+@releases_its_folder_on_error
 def pretrain(config: PretrainConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Run (or resume) pretraining; returns the folder of the final model (`output_dir/final`).
 

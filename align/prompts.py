@@ -16,6 +16,7 @@ from typing import Any
 
 from .data.chat import DialogueError, validate_dialogue
 from .generation import chat_prompt_texts
+from .io import UnreadableRecord, read_text_lines
 from .sources import WORLD, announce_sources
 
 PROMPTS_HELP = "required: a JSONL file of {id, prompt, is_safety} records, or 'world' (the demo's prompts)"
@@ -34,14 +35,18 @@ def load_prompts(
     if not path.is_file():
         raise FileNotFoundError(f"prompts: no file at {path}")
     records, lines_of_ids = [], {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in read_text_lines(path):
+        if isinstance(line, UnreadableRecord):
+            raise ValueError(f"{path}: line {number}: {line.reason}")
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise ValueError(f"{path}: line {number}: not valid JSON") from None
-        prompt = record.get("prompt") if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number}: expected a JSON object, got {line[:60]}")
+        prompt = record.get("prompt")
         if isinstance(prompt, str) and prompt.strip():
             prompt = [{"role": "user", "content": prompt}]
         try:

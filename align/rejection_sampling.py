@@ -30,14 +30,16 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    check_vocabulary,
     finished_run,
     mark_done,
     prepare_run,
     release_run_lock,
+    releases_its_folder_on_error,
     require_model_dir,
     require_reward_model_dir,
 )
-from .config import check_ranges
+from .config import check_field_types, check_ranges
 from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl
@@ -74,6 +76,7 @@ class RejectionSamplingConfig:
     max_length: int = field(default=4096, metadata={"help": "SFT on the kept answers: tokens per dialogue"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("policy", "helpfulness_rm", "safety_rm"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: required, a checkpoint directory")
@@ -179,6 +182,7 @@ def best_of_k(
     }
 
 
+@releases_its_folder_on_error
 def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     """Best-of-K for every prompt, sharded over the processes; returns `output_dir/kept.jsonl`. A finished run
     (DONE.json) of the same config returns its kept answers; shards of a run with another config are refused."""
@@ -191,6 +195,8 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
         {name: require_reward_model_dir(getattr(config, name), name) for name in ("helpfulness_rm", "safety_rm")}
     )
     tokenizer = load_tokenizer(models["policy"])
+    for name, path in models.items():
+        check_vocabulary(tokenizer, path, name)
     policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
     helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)
     safety_rm = AlignLlamaForSequenceClassification.from_pretrained(models["safety_rm"]).to(state.device)

@@ -35,7 +35,7 @@ import datasets
 import trl
 from transformers import TrainerCallback, set_seed
 
-from .checkpoint import finished_run, require_model_dir, run_trainer
+from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_error, require_model_dir, run_trainer
 from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
@@ -191,7 +191,9 @@ def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
             margin_scheme=config.margin_scheme,
         )
         if source == WORLD
-        else load_preferences(source, format=file_format, target=target, margin_scheme=config.margin_scheme)
+        else load_preferences(
+            source, format=file_format, target=target, margin_scheme=config.margin_scheme, option=f"{target}_data"
+        )
         for source in sources
     ]
     if not parts:
@@ -199,21 +201,21 @@ def load_pairs(config: RewardModelConfig, target: str) -> datasets.Dataset:
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def mix_pairs(own: datasets.Dataset, other: datasets.Dataset, other_share: float, seed: int) -> datasets.Dataset:
-    """All of `own` plus a random sample of `other` making `other_share` of the result (as much as there is)."""
-    wanted = math.ceil(len(own) * other_share / (1 - other_share)) if other_share else 0
-    indices = random.Random(seed).sample(range(len(other)), min(wanted, len(other)))
-    return datasets.concatenate_datasets([own, other.select(indices)]).shuffle(seed=seed)
+def sample_for_mix(own_count: int, other: datasets.Dataset, other_share: float, seed: int) -> datasets.Dataset:
+    """A random sample of `other` that makes `other_share` of a mix with `own_count` own pairs (as much as there
+    is): the safety RM's 10% of helpfulness pairs, the helpfulness RM's equal share of safety pairs."""
+    wanted = math.ceil(own_count * other_share / (1 - other_share)) if other_share else 0
+    return other.select(random.Random(seed).sample(range(len(other)), min(wanted, len(other))))
 
 
 def tokenize_pairs(
-    pairs: datasets.Dataset, tokenizer: Any, scheme: str, max_length: int, on_long: str = "skip"
+    pairs: datasets.Dataset, tokenizer: Any, scheme: str, max_length: int, on_long: str = "skip", what: str = "pairs"
 ) -> datasets.Dataset:
     """Rows `chosen_ids`, `rejected_ids`, `margin` (+ `strength`, `is_safety`) for TRL's RewardTrainer.
 
     A pair's `margin` (the data's own, or its strength's under the stage's scheme, as `load_pairs` reads them)
     is used as is; a pair without one gets its strength's margin under `scheme`. Pairs longer than `max_length` raise or
-    are skipped and counted (logged).
+    are skipped and counted (logged); when none is left, ValueError naming `what` (the data set).
     """
     rows, too_long = [], 0
     for index, pair in enumerate(pairs):
@@ -238,9 +240,13 @@ def tokenize_pairs(
             }
         )
     if too_long:
-        logger.warning("skipped %d of %d pairs longer than max_length=%d tokens", too_long, len(pairs), max_length)
+        logger.warning(
+            "%s: skipped %d of %d pairs longer than max_length=%d tokens", what, too_long, len(pairs), max_length
+        )
     if not rows:
-        raise PreferenceDataError(f"no pairs fit in max_length={max_length} tokens ({too_long} too long)")
+        raise PreferenceDataError(
+            f"{what}: no pair fits in max_length={max_length} tokens (all {too_long} are longer); raise max_length"
+        )
     return datasets.Dataset.from_list(rows)
 
 
@@ -264,12 +270,14 @@ def training_arguments(config: RewardModelConfig, steps: int) -> trl.RewardConfi
     )
 
 
+@releases_its_folder_on_error
 def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Train (or resume) one reward model; returns `output_dir/final`."""
     if (done := finished_run(config.output_dir, config)) is not None:
         return done
     model_dir = require_model_dir(config.model, "model")
     tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
+    check_vocabulary(tokenizer, model_dir, "model")
     other_target = "safety" if config.target == "helpfulness" else "helpfulness"
     sources = announce_sources(
         f"reward_model {config.target}",
@@ -280,12 +288,17 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
         },
         config.world_seed,
     )
-    own = load_pairs(config, config.target)
-    if config.other_share:
-        mixed = mix_pairs(own, load_pairs(config, other_target), config.other_share, config.seed)
-    else:
-        mixed = own.shuffle(seed=config.seed)
-    train_rows = tokenize_pairs(mixed, tokenizer, config.margin_scheme, config.max_length, config.on_long)
+
+    def tokenized(pairs: datasets.Dataset, target: str) -> datasets.Dataset:
+        what = f"{target}_data {getattr(config, f'{target}_data')}"
+        return tokenize_pairs(pairs, tokenizer, config.margin_scheme, config.max_length, config.on_long, what)
+
+    own = tokenized(load_pairs(config, config.target), config.target)
+    mixed_in = own.select([])
+    if config.other_share:  # each data set tokenized on its own, so that neither can vanish unnoticed
+        other = sample_for_mix(len(own), load_pairs(config, other_target), config.other_share, config.seed)
+        mixed_in = tokenized(other, other_target)
+    train_rows = datasets.concatenate_datasets([own, mixed_in]).shuffle(seed=config.seed)
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun
     batch = config.per_device_batch_size * config.gradient_accumulation_steps * processes
     steps = config.max_steps if config.max_steps > 0 else math.ceil(len(train_rows) / batch * config.num_train_epochs)
@@ -306,7 +319,7 @@ def train_reward_model(config: RewardModelConfig, callbacks: list[TrainerCallbac
         target=config.target,
         pairs=len(train_rows),
         own_pairs=len(own),
-        mixed_in=len(mixed) - len(own),
+        mixed_in=len(mixed_in),
         data_sources=sources,
     )
 
@@ -328,20 +341,22 @@ def eval_pairs(config: RewardModelConfig) -> datasets.Dataset | None:
     if config.eval_data == "none":
         return None
     return named_held_out_pairs(config.eval_data, config.eval_format or config.data_format, config.target,
-                                config.world_seed)  # fmt: skip
+                                config.world_seed, option="eval_data")  # fmt: skip
 
 
-def named_held_out_pairs(value: str, file_format: str, target: str, world_seed: int = 0) -> datasets.Dataset:
-    """The held-out pairs an option names: comma-separated files read as `file_format` for `target`, or "world"
-    (the world's test pairs, `held_out_pairs`)."""
+def named_held_out_pairs(
+    value: str, file_format: str, target: str, world_seed: int = 0, option: str = "held-out pairs"
+) -> datasets.Dataset:
+    """The held-out pairs the setting `option` names: comma-separated files read as `file_format` for `target`,
+    or "world" (the world's test pairs, `held_out_pairs`)."""
     parts = [
         held_out_pairs(world_seed=world_seed)
         if source == WORLD
-        else load_preferences(source, format=file_format, target=target)
+        else load_preferences(source, format=file_format, target=target, option=option)
         for source in split_sources(value)
     ]
     if not parts:
-        raise ValueError("held-out pairs: no source given")
+        raise ValueError(f"{option}: no source given")
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 

@@ -53,8 +53,15 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from .checkpoint import DONE_MARKER, is_done, mark_done, require_model_dir, require_reward_model_dir
-from .config import coerce_field_value, load_yaml_config
+from .checkpoint import (
+    DONE_MARKER,
+    check_vocabulary,
+    is_done,
+    mark_done,
+    require_model_dir,
+    require_reward_model_dir,
+)
+from .config import ConfigError, check_field_types, coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
 from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
 from .sources import WORLD, describe_source, describe_sources, split_sources
@@ -197,6 +204,7 @@ class RoundsConfig:
     seed: int = field(default=0, metadata={"help": "run seed (each round derives its own)"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.round < 1:
             raise ValueError(f"round: must be at least 1, got {self.round}")
         if self.ppo_from_round < 1:
@@ -369,8 +377,16 @@ class Rounds:
         return self.run_dir / f"round-{round_number}" / stage
 
     def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
-        """The config of one stage: its YAML, the `--<stage>.<field>` overrides, what the rounds chain."""
-        return stage_config(config_class, yaml_path, self.config.overrides.get(stage), **chained)
+        """The config of one stage: its YAML, the `--<stage>.<field>` overrides, what the rounds chain; a value
+        the stage refuses is a ValueError naming the YAML file and the overrides it came from."""
+        overrides = self.config.overrides.get(stage)
+        try:
+            return stage_config(config_class, yaml_path, overrides, **chained)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            given = yaml_path + "".join(f" --{stage}.{key}" for key in overrides or {})
+            raise ValueError(f"{stage} settings ({given}): {error}") from None
 
     def check_stage_configs(self) -> None:
         """Build every stage config the run will use, with placeholder checkpoints, so a bad YAML key, override
@@ -391,6 +407,7 @@ class Rounds:
             for source in split_sources(getattr(config, name)):
                 if Path(source).suffix in TABLE_SUFFIXES and not Path(source).is_file():
                     raise FileNotFoundError(f"{name}: no file at {source}")
+        self.check_data_files()
         prompts = self.prompt_source()
         if not config.sft_model and not config.on_user_data:
             from .pretrain import PretrainConfig
@@ -408,8 +425,37 @@ class Rounds:
                               output_dir="-", helpfulness_data="-", safety_data="-", eval_data="-")  # fmt: skip
         self.settings("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config,
                       **chained, **prompts)  # fmt: skip
-        if config.round >= config.ppo_from_round:
-            self.settings("ppo", PPOConfig, config.ppo_config, **chained, **prompts)
+        self.settings("ppo", PPOConfig, config.ppo_config, **chained, **prompts)  # also before PPO's first round
+
+    def check_data_files(self) -> None:
+        """Read every file of the user's the run will use (prompts, preference data, held-out pairs, the
+        annotated pairs of rounds 1..N that are there) and check the given models fit the SFT model's
+        tokenizer, so that a bad record or model stops the run before any work, not rounds later."""
+        from .data import load_preferences, load_tokenizer
+        from .prompts import load_prompts
+
+        config = self.config
+        for name in ("prompts", "eval_prompts"):
+            for source in split_sources(getattr(config, name)):
+                if source != WORLD:
+                    load_prompts(source)
+        for target in TARGETS:
+            files = [(f"{target}_data", getattr(config, f"{target}_format")),
+                     (f"{target}_eval_pairs", config.eval_format)]  # fmt: skip
+            for name, file_format in files:
+                for source in split_sources(getattr(config, name)):
+                    if source != WORLD:
+                        load_preferences(source, format=file_format, target=target, option=name)
+            pattern = getattr(config, f"{target}_pairs")
+            for n in range(1, config.round + 1) if pattern not in (None, WORLD) else ():
+                if Path(pattern.format(round=n)).is_file():
+                    load_preferences(pattern.format(round=n), target=target, option=f"{target}_pairs",
+                                     format=config.pairs_format or getattr(config, f"{target}_format"))  # fmt: skip
+        if config.sft_model and not getattr(config, "from_hub", None):
+            tokenizer = load_tokenizer(config.sft_model)
+            for name in ("sft_model", "helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
+                if getattr(config, name):
+                    check_vocabulary(tokenizer, getattr(config, name), name)
 
     def run_stage(self, round_number: int, stage: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """Run `work(stage_dir)` unless the stage is marked done (on every process, or on the main one for

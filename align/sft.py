@@ -26,11 +26,11 @@ import datasets
 import trl
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .checkpoint import finished_run, require_model_dir, run_trainer
+from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_error, require_model_dir, run_trainer
 from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_dialogue
 from .data.tokenizer import check_chat_template_setting
-from .io import load_table
+from .io import strict_records, table_records
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM
 from .sources import WORLD, announce_sources, require_source, split_sources
@@ -90,22 +90,25 @@ class SFTConfig(TrainerStageConfig):
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
 
 
-def read_dialogue_records(source: str, *, default_loss_on: str = "all") -> list[dict[str, Any]]:
-    """Records `{"messages", "loss_on"}` of a local file or a `datasets` name."""
-    path = Path(source)
-    if path.suffix in (".jsonl", ".json") and path.is_file() and not path.read_text().strip():
-        raise ValueError(f"dataset {source}: no dialogues (the file is empty)")
-    table = load_table(source)
-    if "messages" not in table.column_names:
-        raise ValueError(f"dataset {source}: expected a 'messages' field, fields are {table.column_names}")
-    return [
-        {
-            "messages": row["messages"],
-            "loss_on": row.get("loss_on") or default_loss_on,
-            "where": f"{source}: record {i}",
-        }
-        for i, row in enumerate(table)
-    ]
+def read_dialogue_records(
+    source: str, *, default_loss_on: str = "all", option: str = "dataset"
+) -> list[dict[str, Any]]:
+    """Records `{"messages", "loss_on", "where"}` of a local file or a `datasets` name."""
+    name, records = table_records(source, option)
+    dialogues = []
+    for where, row in strict_records(name, records):
+        if "messages" not in row:
+            raise ValueError(f"{name}: {where}: expected a 'messages' field, fields are {sorted(row)}")
+        dialogues.append(
+            {
+                "messages": row["messages"],
+                "loss_on": row.get("loss_on") or default_loss_on,
+                "where": f"{name}: {where}",
+            }
+        )
+    if not dialogues:
+        raise ValueError(f"{option} {name}: no dialogues (the file is empty)")
+    return dialogues
 
 
 def world_dialogue_records(config: SFTConfig) -> list[dict[str, Any]]:
@@ -126,7 +129,7 @@ def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> data
     for source in split_sources(config.dataset):
         records += world_dialogue_records(config) if source == WORLD else read_dialogue_records(source)
     if config.gatt_dataset:
-        records += read_dialogue_records(config.gatt_dataset, default_loss_on="last")
+        records += read_dialogue_records(config.gatt_dataset, default_loss_on="last", option="gatt_dataset")
     if not records:
         raise ValueError(f"dataset {config.dataset}: no dialogues")
     rows = []
@@ -154,12 +157,14 @@ def training_arguments(config: SFTConfig) -> trl.SFTConfig:
     )
 
 
+@releases_its_folder_on_error
 def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Run (or resume) SFT; returns `output_dir/final` (a full model: LoRA adapters merged when enabled)."""
     if (done := finished_run(config.output_dir, config)) is not None:
         return done
     model_dir = require_model_dir(config.model, "model")
     tokenizer = load_tokenizer(config.tokenizer or model_dir, config.chat_template)
+    check_vocabulary(tokenizer, model_dir, "model")
     sources = announce_sources(
         "sft", {"dataset": config.dataset, "gatt_dataset": config.gatt_dataset}, config.world_seed
     )

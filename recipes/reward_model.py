@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from align.config import exit_with_error, parse_config
+from align.config import INPUT_ERRORS, exit_with_error, parse_config
 from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
 
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
@@ -23,17 +23,17 @@ report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "rewa
 def main() -> None:
     config = parse_config(RewardModelConfig)
     try:
+        pairs = eval_pairs(config)  # read before training: a bad held-out file stops the run before any work
         final = train_reward_model(config)
         if not PartialState().is_main_process:
             return  # the main process evaluates
-        pairs = eval_pairs(config)
         if pairs is None:
             print(f"reward model: {final} (not evaluated: eval_data none)")
             return
         metrics = report["evaluate_reward_model"](
             final, pairs, Path(config.output_dir) / "eval", f"{config.target} RM"
         )
-    except (FileNotFoundError, ValueError) as error:
+    except INPUT_ERRORS as error:
         exit_with_error(str(error))
     print(report["format_table"]({config.target: metrics}))
     print(f"reward model: {final}")

@@ -1,6 +1,7 @@
 """Recipe configs: YAML plus command-line overrides; every mistake is one clear line naming the key."""
 
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -178,3 +179,27 @@ def test_values_out_of_range_are_refused_before_any_work(argv, message):
 
     with pytest.raises(ConfigError, match=message):
         build_config(SFTConfig, ["--model", "m", "--dataset", "world", *argv])
+
+
+def test_every_field_is_converted_to_its_type_or_refused_by_name():
+    """One shared check on every stage config: YAML strings like '1e-4' become floats, 4.0 an int, 'true' a bool;
+    a list for a float, 2.5 for an int or 'maybe' for a bool is refused naming the field."""
+    from align.config import coerce_field_value
+    from align.ppo import PPOConfig
+    from align.sft import SFTConfig
+
+    assert coerce_field_value(SFTConfig, "lr", "1e-4", "lr") == 1e-4
+    assert coerce_field_value(SFTConfig, "per_device_batch_size", 4.0, "x") == 4
+    assert coerce_field_value(SFTConfig, "packing", "true", "x") is True
+    assert coerce_field_value(SFTConfig, "lora", {"r": 8}, "x") == {"r": 8}
+    assert coerce_field_value(SFTConfig, "tokenizer", None, "x") is None
+    for name, value, message in (("lr", [1, 2], "lr: expected float, got [1, 2]"),
+                                 ("per_device_batch_size", 2.5, "per_device_batch_size: expected int, got 2.5"),
+                                 ("packing", "maybe", "packing: expected bool, got 'maybe'"),
+                                 ("model", None, "model: expected str, got None"),
+                                 ("lora", [3], "lora: expected dict or str or null, got [3]")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            SFTConfig(**{"model": "m", "dataset": "world", name: value})
+    config = PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", kl_coef="0.05", batch_size=8.0,
+                       mini_batch_size=4)  # fmt: skip
+    assert config.kl_coef == 0.05 and isinstance(config.batch_size, int)

@@ -129,7 +129,7 @@ def test_ultrafeedback_strength_from_score_gap():
     [
         (2, r"field 'strength': unknown strength 'much better', expected one of \['significantly_better'"),
         (3, r"field 'chosen': missing"),
-        (4, r"field '<line>': not valid JSON"),
+        (4, r"not valid JSON"),
         (5, r"field 'prompt': prompt: turn 0: expected role 'user', got 'assistant'"),
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 
 from align.data import PreferenceDataError, load_preferences, load_tokenizer
 from align.modeling import AlignLlamaForSequenceClassification
-from align.reward_model import RewardModelConfig, held_out_pairs, mix_pairs, tokenize_pairs, train_reward_model
+from align.reward_model import RewardModelConfig, held_out_pairs, sample_for_mix, tokenize_pairs, train_reward_model
 from align.rewards import score
 from align.world import World
 
@@ -65,10 +65,11 @@ def test_safety_model_prefers_refusals_and_helpfulness_model_punishes_false_refu
 def test_data_mix_shares():
     own = datasets.Dataset.from_dict({"x": list(range(90))})
     other = datasets.Dataset.from_dict({"x": list(range(1000, 1100))})
-    mixed = mix_pairs(own, other, 0.1, seed=0)
-    assert len(mixed) == 100 and sum(x >= 1000 for x in mixed["x"]) == 10  # safety RM: 90 / 10
-    equal = mix_pairs(own, other, 0.5, seed=0)
-    assert sum(x >= 1000 for x in equal["x"]) == 90  # helpfulness RM: an equal share
+    mixed_in = sample_for_mix(len(own), other, 0.1, seed=0)
+    assert len(mixed_in) == 10 and all(x >= 1000 for x in mixed_in["x"])  # safety RM: 90 / 10
+    assert len(set(mixed_in["x"])) == 10
+    assert len(sample_for_mix(len(own), other, 0.5, seed=0)) == 90  # helpfulness RM: an equal share
+    assert len(sample_for_mix(len(own), other, 0.9, seed=0)) == 100  # as much as there is
     world = dict(helpfulness_data="world", safety_data="world")
     assert RewardModelConfig(model="m", target="safety", **world).other_share == 0.1
     assert RewardModelConfig(model="m", **world).other_share == 0.5
@@ -84,7 +85,7 @@ def test_long_pairs_are_counted_skips_or_errors(tokenizer, caplog):
     with caplog.at_level(logging.WARNING):
         rows = tokenize_pairs(pairs, tokenizer, "small", max_length=64)
     assert len(rows) == 1 and rows[0]["margin"] == pytest.approx(2 / 3)
-    assert "skipped 1 of 2 pairs longer than max_length=64" in caplog.text
+    assert "pairs: skipped 1 of 2 pairs longer than max_length=64" in caplog.text
     with pytest.raises(PreferenceDataError, match=r"pair 1: \d+ tokens, longer than max_length=64"):
         tokenize_pairs(pairs, tokenizer, "small", max_length=64, on_long="raise")
 

@@ -121,7 +121,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, pretrained):
     with pytest.raises(ValueError, match=r"empty.jsonl: no dialogues \(the file is empty\)"):
         sft(sft_config(tmp_path, pretrained, dataset=str(empty)))
     no_answer = write_jsonl(tmp_path / "no_answer.jsonl", [{"messages": DIALOGUE}, {"messages": DIALOGUE[:2]}])
-    with pytest.raises(ValueError, match=r"no_answer.jsonl: record 1: dialogue: has no assistant turn"):
+    with pytest.raises(ValueError, match=r"no_answer.jsonl: record 1 \(line 2\): dialogue: has no assistant turn"):
         sft(sft_config(tmp_path, pretrained, dataset=str(no_answer)))
     with pytest.raises(ValueError, match=r"lora: unknown keys \['rank'\]"):
         sft_config(tmp_path, pretrained, lora={"rank": 8})

@@ -76,7 +76,12 @@ def validate_dialogue(messages: Sequence[Message], *, where: str = "dialogue", n
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise DialogueError(f"{where}: message {index}: expected a dict with 'role' and 'content'")
-        if not isinstance(message["content"], str) or not message["content"].strip():
+        if not isinstance(message["content"], str):
+            raise DialogueError(
+                f"{where}: message {index} ({message['role']}): field 'content': expected text, got "
+                f"{message['content']!r:.60}"
+            )
+        if not message["content"].strip():
             raise DialogueError(f"{where}: message {index} ({message['role']}): empty content")
     turns = messages[1:] if messages[0]["role"] == "system" else messages
     if not turns:

@@ -34,18 +34,15 @@ summary; nothing vanishes silently.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import datasets
 
-from ..io import load_table
+from ..io import UnreadableRecord, table_records
 from .chat import DialogueError, Message, validate_dialogue
 
 logger = logging.getLogger(__name__)
@@ -309,61 +306,18 @@ def detect_format(record: Any) -> str | None:
     return None
 
 
-def _records(source: Any, split: str) -> tuple[str, Iterator[tuple[str, dict]]]:
+def _records(source: Any, split: str, option: str) -> tuple[str, Iterator[tuple[str, Any]]]:
     """(name of the source, iterator of (where, record)); `where` is "record 3 (line 4)" or "record 3"."""
     if isinstance(source, datasets.Dataset):
         return "<Dataset>", ((f"record {i}", row) for i, row in enumerate(source))
     if isinstance(source, list):
         return "<list>", ((f"record {i}", row) for i, row in enumerate(source))
-    path = Path(source)
-    name = str(source)
-    suffix = path.suffix.lower()
-    if path.exists():
-        if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):  # HH-RLHF ships train.jsonl.gz
-            return name, _jsonl_records(path)
-        if suffix == ".json":
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise PreferenceDataError(f"{name}: not valid JSON ({error})") from None
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]
-            if not isinstance(data, list):
-                raise PreferenceDataError(f"{name}: expected a JSON list of records (or {{'data': [...]}})")
-            return name, ((f"record {i}", row) for i, row in enumerate(data))
-        if suffix == ".parquet":
-            table = load_table(name)
-            return name, ((f"record {i}", row) for i, row in enumerate(table))
-        raise PreferenceDataError(
-            f"{name}: unsupported file type {suffix!r}, expected .jsonl, .jsonl.gz, .json or .parquet"
-        )
-    if suffix in (".jsonl", ".json", ".parquet") or os.sep in name or name.startswith("."):
-        raise FileNotFoundError(f"preferences: no file at {name}")
-    # Anything else is a dataset name on the Hub (needs network; offline it fails with datasets' own error).
-    table = load_table(name, split)
-    return name, ((f"record {i}", row) for i, row in enumerate(table))
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
-    with gzip.open(path, "rt") if path.suffix.lower() == ".gz" else path.open() as lines:
-        index = 0
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"record {index} (line {number})"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield where, _Unparsable(str(error))
-            index += 1
-
-
-class _Unparsable(dict):
-    """Stands in for a JSONL line that is not JSON, so the error goes through the same raise/skip path."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
+    try:
+        return table_records(str(source), option, split)
+    except FileNotFoundError:
+        raise
+    except ValueError as error:  # a file that is not a table of records, a dataset that does not load
+        raise PreferenceDataError(str(error)) from None
 
 
 def load_preferences(
@@ -375,13 +329,14 @@ def load_preferences(
     is_safety: bool | None = None,
     split: str = "train",
     margin_scheme: str | None = "small",
+    option: str = "preferences",
 ) -> datasets.Dataset:
     """Load preference pairs from a local file (.jsonl/.json/.parquet), a `datasets` name, a Dataset or a list.
 
     `format`: one of `FORMATS` ("auto": detected from the first record); `target`: "helpfulness" or "safety" (PKU-SafeRLHF picks the better or the safer
     response by it); `on_error`: "raise" (default) or "skip"; `is_safety`: tag every record (overrides the data);
-    `margin_scheme`: how a pair without its own margin gets one ("none", "small", "large" or None).
-    Columns and choices are described in the module docstring.
+    `margin_scheme`: how a pair without its own margin gets one ("none", "small", "large" or None); `option`:
+    the setting that named the source, for a missing file or a dataset that does not load. Columns and choices are described in the module docstring.
     """
     if format not in FORMATS:
         raise ValueError(f"format: unknown preference format {format!r}, expected one of {list(FORMATS)}")
@@ -391,11 +346,16 @@ def load_preferences(
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
     if margin_scheme is not None and margin_scheme not in MARGINS:
         raise ValueError(f"margin_scheme: expected one of {list(MARGINS)} or None, got {margin_scheme!r}")
-    name, records = _records(source, split)
+    name, records = _records(source, split, option)
     parse = PARSERS.get(format)
     rows, skipped = [], Counter()
     for where, record in records:
-        if parse is None:  # format="auto": the first record decides
+        if isinstance(record, UnreadableRecord):
+            if on_error == "raise":
+                raise PreferenceDataError(f"{name}: {where}: {record.reason}")
+            skipped[record.reason.split(" (")[0]] += 1
+            continue
+        if parse is None:  # format="auto": the first readable record decides
             detected = detect_format(record)
             if detected is None:
                 fields = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -406,8 +366,6 @@ def load_preferences(
             format, parse = detected, PARSERS[detected]
             logger.info("%s: %s preference format (detected)", name, detected)
         try:
-            if isinstance(record, _Unparsable):
-                raise _BadRecord("<line>", f"not valid JSON ({record.reason})")
             if not isinstance(record, dict):
                 raise _BadRecord("<record>", f"expected a JSON object, got {type(record).__name__}")
             row = parse(record, target)

@@ -23,9 +23,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import jinja2
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from ..io import read_text
 from .chat import LLAMA2_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str = "
     if chat_template == "llama2":
         tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
     elif chat_template != "tokenizer":
-        tokenizer.chat_template = Path(chat_template).read_text()
+        tokenizer.chat_template = read_text(chat_template)
     elif not tokenizer.chat_template:
         tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
         pieces = len(tokenizer("[INST]", add_special_tokens=False).input_ids)
@@ -103,6 +105,11 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str = "
             f"tokenizer {tokenizer.name_or_path}: the chat template needs {missing} to be set (or give "
             "chat_template a .jinja file that does without)"
         )
+    try:  # a template that does not render fails here, named, not at the first dialogue of a run
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError as error:
+        where = chat_template if chat_template not in ("tokenizer", "llama2") else f"of {tokenizer.name_or_path}"
+        raise ValueError(f"chat_template {where}: the template does not render a user turn ({error})") from None
     return tokenizer
 
 
@@ -112,4 +119,9 @@ def load_tokenizer(path: str | os.PathLike, chat_template: str = "tokenizer") ->
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer: no directory at {path}")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"tokenizer: {path}: not a tokenizer folder transformers can load ({reason})") from None
+    return prepare_tokenizer(tokenizer, chat_template)

@@ -1,0 +1,67 @@
+"""align.io: atomic writes, and reading the user's files with every bad line named by file and line."""
+
+import gzip
+import json
+
+import pytest
+
+from align.io import (
+    UnreadableRecord,
+    jsonl_records,
+    load_table,
+    looks_like_a_path,
+    read_jsonl,
+    read_text,
+    table_records,
+)
+
+
+def test_lines_that_are_not_utf8_or_json_are_named_and_the_rest_read(tmp_path):
+    path = tmp_path / "data.jsonl.gz"
+    with gzip.open(path, "wb") as file:
+        file.write(b'{"a": 1}\n\n{"a": \n\xff\xfe\n[1]\n')
+    records = list(jsonl_records(path))
+    assert [where for where, _ in records] == ["record 0 (line 1)", "record 1 (line 3)", "record 2 (line 4)",
+                                               "record 3 (line 5)"]  # fmt: skip
+    assert records[0][1] == {"a": 1} and records[3][1] == [1]
+    assert isinstance(records[1][1], UnreadableRecord) and "not valid JSON" in records[1][1].reason
+    assert isinstance(records[2][1], UnreadableRecord) and records[2][1].reason.startswith(
+        "not UTF-8 text (byte 0xff)"
+    )
+    with pytest.raises(ValueError, match=r"data.jsonl.gz: record 1 \(line 3\): not valid JSON"):
+        read_jsonl(path)
+
+
+def test_whole_file_reads_name_the_line_of_a_bad_byte(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"lr: 1\nname: caf\xe9\n")
+    with pytest.raises(ValueError, match=r"config.yaml: line 2: not UTF-8 text \(byte 0xe9\)"):
+        read_text(path)
+
+
+def test_local_paths_are_told_from_hub_dataset_names():
+    for name in ("Anthropic/hh-rlhf", "PKU-Alignment/PKU-SafeRLHF", "imdb"):
+        assert not looks_like_a_path(name), name
+    for path in ("data/train.jsonl", "./pairs", "/data/pairs", "~/pairs", "a/b/c", "x.parquet", "hh.jsonl.gz"):
+        assert looks_like_a_path(path), path
+
+
+def test_a_hub_name_that_does_not_load_is_one_line_naming_the_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"helpfulness_data: 'someone/pairs' is not a local file and did not load "
+                                         r"as a Hub dataset \(the Hub is offline here"):  # fmt: skip
+        table_records("someone/pairs", "helpfulness_data")
+    with pytest.raises(FileNotFoundError, match="dataset: no file at data/missing.jsonl"):
+        table_records("data/missing.jsonl", "dataset")
+
+
+def test_tables_are_json_objects_of_jsonl_json_and_parquet_files(tmp_path):
+    rows = [{"text": "a"}, {"text": "b"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.json").write_text(json.dumps({"data": rows}))
+    load_table(str(tmp_path / "t.jsonl")).to_parquet(str(tmp_path / "t.parquet"))
+    for name in ("t.jsonl", "t.json", "t.parquet"):
+        assert load_table(str(tmp_path / name)).to_list() == rows, name
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match=r"bad.json: expected a JSON list of records"):
+        load_table(str(tmp_path / "bad.json"))
