@@ -514,6 +514,24 @@ def check_vocabulary(tokenizer: Any, model_dir: str | os.PathLike, what: str) ->
         )
 
 
+def check_same_tokenizer(tokenizer: Any, model_dir: str | os.PathLike, what: str) -> None:
+    """ValueError naming `what` when the tokenizer saved with `model_dir` has another vocabulary than
+    `tokenizer`: a model started from it (PPO's value model, from the helpfulness reward model) would read the
+    policy's token ids as other tokens. A folder without a tokenizer is left to `check_vocabulary`."""
+    from transformers import AutoTokenizer
+
+    try:
+        other = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError):
+        return
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(
+            f"{what}: {model_dir} has another tokenizer than the policy ({len(other)} vs {len(tokenizer)} tokens), "
+            "so a value model cannot start from it; give value_model a model on the policy's tokenizer, or "
+            "shared_value_head: true"
+        )
+
+
 def mark_done(stage_dir: str | os.PathLike, marker: str = DONE_MARKER, **info: Any) -> None:
     """Write the completion marker of a stage with whatever facts the caller records (metrics, paths)."""
     atomic_write_text(Path(stage_dir) / marker, json.dumps(info, indent=2, default=str) + "\n")

@@ -28,6 +28,7 @@ from transformers import HfArgumentParser
 
 from .checkpoint import EXTEND_HELP, RESUME_HELP, release_run_locks
 from .io import DiskFullError, read_text
+from .reward_sources import RewardSourceError
 
 ConfigT = TypeVar("ConfigT")
 logger = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
             option = remaining[0].split("=", 1)[0]
             raise ConfigError(f"unknown option {option}{_suggest(option, known)}")
         config = parser.parse_args_into_dataclasses(args=argv)[0]  # then a namespace holding --config
-    except (TypeError, ValueError) as error:  # argparse type errors, the config's own __post_init__ checks
+    except (TypeError, ValueError, FileNotFoundError) as error:  # argparse's type errors, __post_init__'s checks
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(str(error).splitlines()[0]) from None
@@ -242,8 +243,9 @@ def use_every_core_of_a_lone_cpu_process() -> None:
 
 
 # What a recipe reports as one line (exit status 2) rather than a traceback: a mistake in its input (the
-# stages raise ValueError / FileNotFoundError naming the file, record, field or option) or a full disk.
-INPUT_ERRORS = (FileNotFoundError, ValueError, DiskFullError)
+# stages raise ValueError / FileNotFoundError naming the file, record, field or option), a full disk, a reward
+# source that cannot score (a reward server that stays away; the run resumes once it is back).
+ONE_LINE_ERRORS = (FileNotFoundError, ValueError, DiskFullError, RewardSourceError)
 
 
 def exit_with_error(message: str, prog: str | None = None) -> NoReturn:

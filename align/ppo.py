@@ -5,8 +5,10 @@ One iteration (`PPOTrainer.step`), for a batch of prompts split over the process
 1. rollout: the policy samples a response per prompt (`align.generation.sample_tokens`, KV cache on); tokens
    after the first `</s>` are padding; the sampling policy's log-probs are read from generate's logits, and
    pi_0's log-probs and the values come from one no-grad forward of the reference and of the value model;
-2. scoring: both reward models score the decoded answers (`align.rewards.score`); the sequence reward is
-   whiten(logit(R_c)) over the whole batch, gathered across processes (`align.rewards.ppo_reward`);
+2. scoring: the reward sources score the decoded answers, each reward model with its own tokenizer
+   (`align.reward_sources`); the sequence reward is whiten(logit(R_c)) under the Llama 2 gate (the default
+   spec; the weighted sum or minimum of the sources otherwise), whitened over the whole batch, gathered across
+   processes;
 3. per-token rewards: -kl_coef * (log pi_theta - log pi_0) on every response token, plus the sequence reward
    on the last one (Ziegler et al. 2019; Llama 2 §3.2.3);
 4. advantages by GAE (gamma, lambda) on the value model's per-token values;
@@ -57,6 +59,7 @@ from .checkpoint import (
     RESUME_HELP,
     TRAINER_STATE,
     acquire_run_lock,
+    check_same_tokenizer,
     check_vocabulary,
     checkpoint_bytes,
     finished_run,
@@ -78,7 +81,9 @@ from .io import naming_a_full_disk
 from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths
-from .rewards import SAFETY_THRESHOLD, gated_reward, ppo_reward, score, whiten
+from .reward_guard import AdaptiveKLController, RewardHackingGuard
+from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
+from .rewards import SAFETY_THRESHOLD, whiten
 from .sources import describe_sources, require_source
 from .tracking import METRICS_FILE, MetricsWriter, mark_resume, resume_points
 
@@ -95,8 +100,11 @@ class PPOConfig:
     policy: str = field(default="", metadata={"help": "checkpoint to start from (rejection-sampled or SFT model)"})
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
+    reward: dict | str | None = field(default=None, metadata={"help": REWARD_HELP})
     reference: str | None = field(default=None, metadata={"help": "frozen pi_0 (default: the starting policy)"})
-    value_model: str | None = field(default=None, metadata={"help": "value model init (default: helpfulness_rm)"})
+    value_model: str | None = field(
+        default=None, metadata={"help": "value model init (default: the helpfulness reward model)"}
+    )
     shared_value_head: bool = field(
         default=False,
         metadata={"help": "value head on the policy's trunk instead of a value model (faster; not the paper's)"},
@@ -117,6 +125,25 @@ class PPOConfig:
     adam_epsilon: float = field(default=1e-5, metadata={"help": "AdamW epsilon"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     kl_coef: float = field(default=0.01, metadata={"help": "beta of the KL penalty (0.005 for 34B/70B)"})
+    kl_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "adaptive KL (Ziegler et al. 2019): steer kl_coef toward this KL per sequence; unset: fixed"
+        },
+    )
+    kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL horizon, in episodes"})
+    guard_judge: str | None = field(
+        default=None,
+        metadata={"help": "reward-hacking guard: a held-out judge, the name of a reward source of weight 0 or 'gold' "
+                          "(the world's); the alarm fires when the optimised reward rises while it falls"},
+    )  # fmt: skip
+    guard_window: int = field(default=10, metadata={"help": "reward-hacking guard: iterations of a trend"})
+    guard_max_kl: float | None = field(
+        default=None, metadata={"help": "reward-hacking guard: alarm when the KL per sequence passes this"}
+    )
+    guard_action: str = field(
+        default="warn", metadata={"help": "on the guard's alarm: warn (log and print) or stop (end the run there)"}
+    )
     cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip range"})
     cliprange_value: float = field(default=0.2, metadata={"help": "value clip range"})
     vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
@@ -142,9 +169,14 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("policy", "helpfulness_rm", "safety_rm"):
-            if not getattr(self, name):
-                raise ValueError(f"{name}: required, a checkpoint directory")
+        if not self.policy:
+            raise ValueError("policy: required, a checkpoint directory")
+        spec = parse_reward_spec(self.reward, self.helpfulness_rm, self.safety_rm)
+        if not self.shared_value_head and not self.value_model and "model" not in spec.sources.get("helpfulness", {}):
+            raise ValueError(
+                "value_model: required when the reward has no helpfulness reward model to start it from (or "
+                "shared_value_head: true)"
+            )
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         check_ranges(
             self,
@@ -153,6 +185,20 @@ class PPOConfig:
             non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit"),
             fraction=("gamma", "lam", "safety_threshold", "adam_beta1", "adam_beta2"),
         )  # fmt: skip
+        if self.guard_action not in ("warn", "stop"):
+            raise ValueError(f"guard_action: expected 'warn' or 'stop', got {self.guard_action!r}")
+        for name in ("kl_target", "guard_max_kl"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.guard_window < 2:
+            raise ValueError(f"guard_window: at least 2 iterations to see a trend, got {self.guard_window}")
+        if self.guard_judge not in (None, "gold"):
+            if self.guard_judge not in spec.sources:
+                raise ValueError(f"guard_judge: {self.guard_judge!r} is not a source of the reward spec "
+                                 f"({sorted(spec.sources)}) nor 'gold'")  # fmt: skip
+            if spec.weight(self.guard_judge):
+                raise ValueError(f"guard_judge: {self.guard_judge!r} is optimised (weight "
+                                 f"{spec.weight(self.guard_judge)}); a held-out judge has weight 0")  # fmt: skip
         if self.batch_size % self.mini_batch_size:
             raise ValueError(
                 f"mini_batch_size: {self.mini_batch_size} does not divide batch_size {self.batch_size}; "
@@ -341,8 +387,7 @@ class PPOTrainer:
         policy: torch.nn.Module,
         reference: torch.nn.Module | None,
         value_model: AlignLlamaForSequenceClassification | None,
-        helpfulness_rm: AlignLlamaForSequenceClassification,
-        safety_rm: AlignLlamaForSequenceClassification,
+        reward: RewardScorer,
         tokenizer: Any,
         prompts: Sequence[dict[str, Any]],
         gold_scorer: GoldScorer | None = None,
@@ -365,13 +410,26 @@ class PPOTrainer:
         self.resumed_from: int | None = None  # the iteration of the checkpoint loaded, if any
         self.prompts = list(prompts)
         self.gold_scorer = gold_scorer
+        if config.guard_judge == "gold" and gold_scorer is None:
+            raise ValueError("guard_judge: 'gold' needs the world's prompts (their gold scorer); name a reward "
+                             "source of weight 0 as the held-out judge instead")  # fmt: skip
+        self.kl_coef = config.kl_coef  # steered by the adaptive controller when kl_target is set
+        self.kl_controller = (
+            AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
+        )
+        self.guard = (
+            RewardHackingGuard(config.guard_window, config.guard_max_kl)
+            if config.guard_judge or config.guard_max_kl
+            else None
+        )
+        self.stopped_by_guard: str | None = None
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
-        self.helpfulness_rm = helpfulness_rm.to(device).eval()
-        self.safety_rm = safety_rm.to(device).eval()
-        for frozen in (self.reference, self.helpfulness_rm, self.safety_rm):
+        self.reward = reward
+        reward_models = [source.model for source in reward.sources.values() if hasattr(source, "model")]
+        for frozen in (self.reference, *reward_models):
             if frozen is not None:
-                frozen.requires_grad_(False)
+                frozen.to(device).eval().requires_grad_(False)
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")
         model = PolicyWithValueHead(policy) if value_model is None else PolicyAndValue(policy, value_model)
@@ -400,17 +458,16 @@ class PPOTrainer:
         cls, config: PPOConfig, prompts: Sequence[dict[str, Any]], gold_scorer: GoldScorer | None = None
     ) -> PPOTrainer:
         """Load the models named by `config` (resuming the trained ones from the last checkpoint, if any)."""
+        spec = parse_reward_spec(config.reward, config.helpfulness_rm, config.safety_rm)
         paths = {"policy": require_model_dir(config.policy, "policy")}
-        paths.update(
-            {name: require_reward_model_dir(getattr(config, name), name) for name in ("helpfulness_rm", "safety_rm")}
-        )
-        reference_path = require_model_dir(config.reference or paths["policy"], "reference")
-        if not config.shared_value_head:
-            value_path = require_model_dir(config.value_model or paths["helpfulness_rm"], "value_model")
+        paths["reference"] = require_model_dir(config.reference or paths["policy"], "reference")
+        for name, path in spec.models().items():
+            require_reward_model_dir(path, spec.where(name))
         tokenizer = load_tokenizer(paths["policy"])
-        paths["reference"] = reference_path
         if not config.shared_value_head:
-            paths["value_model"] = value_path
+            option = "value_model" if config.value_model else "value_model (the helpfulness reward model)"
+            paths["value_model"] = require_model_dir(config.value_model or spec.models()["helpfulness"], option)
+            check_same_tokenizer(tokenizer, paths["value_model"], option)
         for name, path in paths.items():
             check_vocabulary(tokenizer, path, name)
         accelerator = Accelerator(
@@ -427,25 +484,27 @@ class PPOTrainer:
                 if checkpoint
                 else get_peft_model(policy, lora_config(config.lora))
             )
-            reference = None if config.reference is None else AlignLlamaForCausalLM.from_pretrained(reference_path)
+            reference = None if config.reference is None else AlignLlamaForCausalLM.from_pretrained(paths["reference"])
         else:
             if checkpoint:
                 policy = AlignLlamaForCausalLM.from_pretrained(checkpoint / "policy")
-            reference = AlignLlamaForCausalLM.from_pretrained(reference_path)
+            reference = AlignLlamaForCausalLM.from_pretrained(paths["reference"])
         value_model = (
             None
             if config.shared_value_head
             else AlignLlamaForSequenceClassification.from_pretrained(
-                checkpoint / "value_model" if checkpoint else value_path, num_labels=1
+                checkpoint / "value_model" if checkpoint else paths["value_model"], num_labels=1
             )
+        )
+        reward = RewardScorer.load(
+            spec, accelerator.device, config.forward_batch_size, config.safety_threshold, fallback_tokenizer=tokenizer
         )
         trainer = cls(
             config,
             policy,
             reference,
             value_model,
-            AlignLlamaForSequenceClassification.from_pretrained(paths["helpfulness_rm"]),
-            AlignLlamaForSequenceClassification.from_pretrained(paths["safety_rm"]),
+            reward,
             tokenizer,
             prompts,
             gold_scorer,
@@ -536,32 +595,29 @@ class PPOTrainer:
         values = torch.cat(value_chunks) if shared_trunk else values
         answers = [a.strip() for a in tokenizer.batch_decode(responses, skip_special_tokens=True)]
         messages = [r["prompt"] for r in records]
-        helpful = score(self.helpfulness_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
-        safety = score(self.safety_rm, tokenizer, messages, answers, config.forward_batch_size).sigmoid
+        scores = self.reward.scores(messages, answers)  # each source with its own tokenizer and template
         is_safety = torch.tensor([bool(r.get("is_safety", False)) for r in records])
+        reward = self.reward.reward(scores, is_safety)  # R_c under the Llama 2 gate
         # Whitening is over the whole batch (every process's rows, in process order), so rewards share one scale.
-        gathered = [self.accelerator.gather(t.to(logprobs.device)).cpu() for t in (safety, helpful, is_safety.float())]
+        gathered = self.accelerator.gather(self.reward.optimised(reward).to(logprobs.device)).cpu()
         rank, local = self.accelerator.process_index, len(records)
-        sequence_reward = ppo_reward(*gathered, config.safety_threshold)
-        sequence_reward = sequence_reward[rank * local : (rank + 1) * local].to(logprobs.device)
+        sequence_reward = whiten(gathered)[rank * local : (rank + 1) * local].to(logprobs.device)
         timings["time/scoring"] = time.perf_counter() - started
 
         kl = (logprobs - ref_logprobs) * mask
-        rewards = -config.kl_coef * kl
+        rewards = -self.kl_coef * kl
         last = mask.long().sum(dim=1) - 1  # the index of each response's last token
         rewards[torch.arange(len(records)), last] += sequence_reward
         advantages, returns = compute_gae(rewards, values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
             advantages = whiten(advantages, mask, sum_across=self.sum_across_processes) * mask
-        gated = gated_reward(safety, helpful, is_safety, config.safety_threshold)
         stats = {
             "objective/kl": kl.sum(1).mean().item(),
             "objective/entropy": (-logprobs * mask).sum(1).mean().item(),
             "objective/non_score_reward": rewards.sum(1).mean().item() - sequence_reward.mean().item(),
             "objective/rlhf_reward": rewards.sum(1).mean().item(),
-            "objective/scores": gated.mean().item(),
-            "objective/helpfulness_score": helpful.mean().item(),
-            "objective/safety_score": safety.mean().item(),
+            "objective/scores": reward.mean().item(),
+            **{f"objective/{name}_score": value.mean().item() for name, value in self.reward.logged(scores).items()},
             "val/num_eos_tokens": torch.isin(responses, torch.tensor(self.stop_ids, device=responses.device))
             .sum()
             .item(),
@@ -673,6 +729,20 @@ class PPOTrainer:
             torch.tensor([float(stats[n]) for n in names], device=self.accelerator.device), reduction="mean"
         )
         metrics = dict(zip(names, averaged.tolist()))
+        metrics["objective/kl_coef"] = self.kl_coef
+        if self.kl_controller is not None:
+            self.kl_coef = self.kl_controller.update(metrics["objective/kl"], self.config.batch_size)
+        if self.guard is not None:
+            judge = {"gold": "objective/gold"}.get(
+                self.config.guard_judge, f"objective/{self.config.guard_judge}_score"
+            )
+            alarm = self.guard.observe(metrics["objective/scores"], metrics.get(judge), metrics["objective/kl"])
+            metrics["guard/alarm"] = float(alarm is not None)
+            if alarm is not None:
+                if self.accelerator.is_main_process:
+                    print(f"[ppo] reward-hacking guard, iteration {self.iteration + 1}: {alarm}", flush=True)
+                if self.config.guard_action == "stop":
+                    self.stopped_by_guard = alarm
         self.iteration += 1
         self.episodes += self.config.batch_size
         total = sum(timings.values())
@@ -709,14 +779,15 @@ class PPOTrainer:
             disable=not self.accelerator.is_local_main_process,
         )
         metrics: dict[str, float] = {}
-        while self.iteration < config.num_iterations:
+        while self.iteration < config.num_iterations and self.stopped_by_guard is None:
             metrics = self.step()
-            if self.iteration % config.logging_steps == 0 or self.iteration == config.num_iterations:
+            last = self.iteration == config.num_iterations or self.stopped_by_guard is not None
+            if self.iteration % config.logging_steps == 0 or last:
                 self.metrics.write(self.iteration, metrics)
                 progress.set_postfix(
                     {k.split("/")[-1]: round(metrics[k], 3) for k in ("objective/scores", "objective/kl")}
                 )
-            if self.iteration % config.save_steps == 0 or self.iteration == config.num_iterations:
+            if self.iteration % config.save_steps == 0 or last:
                 self.save_state()
             progress.update(1)
         progress.close()
@@ -735,6 +806,7 @@ class PPOTrainer:
                 processes=self.accelerator.num_processes,
                 **{k: v for k, v in metrics.items() if k.startswith("objective/")},
                 resume_points=resume_points(self.output_dir / METRICS_FILE),
+                **({"stopped_by_guard": self.stopped_by_guard} if self.stopped_by_guard else {}),
             )
             release_run_lock(self.output_dir)
         return final
@@ -752,7 +824,8 @@ class PPOTrainer:
                 else:
                     model.value_model.save_pretrained(path / "value_model")
                 torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
-                state = {"iteration": self.iteration, "episodes": self.episodes}
+                state = {"iteration": self.iteration, "episodes": self.episodes, "kl_coef": self.kl_coef,
+                         "guard": self.guard.state() if self.guard else [], "stopped_by_guard": self.stopped_by_guard}  # fmt: skip
                 (path / TRAINER_STATE).write_text(json.dumps(state))  # last: marks the checkpoint complete
 
             write_directory_atomic(write, self.output_dir / f"checkpoint-{self.iteration}")
@@ -771,3 +844,9 @@ class PPOTrainer:
             )
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         self.iteration, self.episodes = state["iteration"], state["episodes"]
+        self.kl_coef = state.get("kl_coef", self.config.kl_coef)
+        if self.kl_controller is not None:
+            self.kl_controller.value = self.kl_coef
+        if self.guard is not None:
+            self.guard.load_state(state.get("guard", []))
+        self.stopped_by_guard = state.get("stopped_by_guard")

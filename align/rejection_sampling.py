@@ -43,9 +43,10 @@ from .config import check_field_types, check_ranges
 from .data import load_tokenizer
 from .generation import chat_prompt_texts, complete
 from .io import atomic_write_jsonl
-from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .modeling import AlignLlamaForCausalLM
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
-from .rewards import SAFETY_THRESHOLD, gated_reward, score
+from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
+from .rewards import SAFETY_THRESHOLD
 from .sources import describe_sources, require_source
 
 
@@ -56,6 +57,7 @@ class RejectionSamplingConfig:
     policy: str = field(default="", metadata={"help": "checkpoint of the current policy (the chat model)"})
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})
+    reward: dict | str | None = field(default=None, metadata={"help": REWARD_HELP})
     output_dir: str = field(default="runs/rejection_sampling", metadata={"help": "run folder"})
     prompts: str | None = field(default=None, metadata={"help": PROMPTS_HELP})
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world (prompts=world)"})
@@ -77,9 +79,9 @@ class RejectionSamplingConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("policy", "helpfulness_rm", "safety_rm"):
-            if not getattr(self, name):
-                raise ValueError(f"{name}: required, a checkpoint directory")
+        if not self.policy:
+            raise ValueError("policy: required, a checkpoint directory")
+        parse_reward_spec(self.reward, self.helpfulness_rm, self.safety_rm)
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         check_ranges(
             self,
@@ -142,12 +144,13 @@ def drop_partial_line(path: Path) -> None:
 def best_of_k(
     policy: Any,
     tokenizer: Any,
-    helpfulness_rm: Any,
-    safety_rm: Any,
+    reward: RewardScorer,
     record: dict[str, Any],
     config: RejectionSamplingConfig,
 ) -> dict[str, Any]:
-    """Sample K answers to one prompt, score them with both reward models, keep the best by gated reward."""
+    """Sample K answers to one prompt, score them with the reward sources, keep the best by reward (the gated
+    reward of PIPELINE.md §7 by default). The record keeps every candidate's reward and each source's score
+    (`<source>_scores`: the gate's two as sigmoids, others raw)."""
     torch.manual_seed(prompt_seed(config.seed, record["id"]))
     text = chat_prompt_texts(tokenizer, [record["prompt"]])[0]
     answers = complete(
@@ -160,10 +163,9 @@ def best_of_k(
         batch_size=config.num_samples,
     )
     prompts = [record["prompt"]] * len(answers)
-    helpful = score(helpfulness_rm, tokenizer, prompts, answers, config.score_batch_size).sigmoid
-    safety = score(safety_rm, tokenizer, prompts, answers, config.score_batch_size).sigmoid
+    scores = reward.scores(prompts, answers)
     is_safety = torch.full((len(answers),), record["is_safety"], dtype=torch.bool)
-    rewards = gated_reward(safety, helpful, is_safety, config.safety_threshold)
+    rewards = reward.reward(scores, is_safety)
     # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
     eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in answers]), float("-inf"))
     best = int(eligible.argmax()) if torch.isfinite(eligible).any() else None
@@ -171,8 +173,7 @@ def best_of_k(
         **record,
         "candidates": answers,
         "rewards": rewards.tolist(),
-        "helpfulness_scores": helpful.tolist(),
-        "safety_scores": safety.tolist(),
+        **{f"{name}_scores": value.tolist() for name, value in reward.logged(scores).items()},
         "best": best,
         **(
             {"messages": [*record["prompt"], {"role": "assistant", "content": answers[best]}]}
@@ -190,16 +191,16 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     output_dir = Path(config.output_dir)
     if (done := finished_run(output_dir, config, result="kept.jsonl")) is not None:
         return done
-    models = {"policy": require_model_dir(config.policy, "policy")}
-    models.update(
-        {name: require_reward_model_dir(getattr(config, name), name) for name in ("helpfulness_rm", "safety_rm")}
+    spec = parse_reward_spec(config.reward, config.helpfulness_rm, config.safety_rm)
+    policy_dir = require_model_dir(config.policy, "policy")
+    for name, path in spec.models().items():
+        require_reward_model_dir(path, spec.where(name))
+    tokenizer = load_tokenizer(policy_dir)
+    check_vocabulary(tokenizer, policy_dir, "policy")
+    policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).to(state.device)
+    reward = RewardScorer.load(
+        spec, state.device, config.score_batch_size, config.safety_threshold, fallback_tokenizer=tokenizer
     )
-    tokenizer = load_tokenizer(models["policy"])
-    for name, path in models.items():
-        check_vocabulary(tokenizer, path, name)
-    policy = AlignLlamaForCausalLM.from_pretrained(models["policy"]).to(state.device)
-    helpfulness_rm = AlignLlamaForSequenceClassification.from_pretrained(models["helpfulness_rm"]).to(state.device)
-    safety_rm = AlignLlamaForSequenceClassification.from_pretrained(models["safety_rm"]).to(state.device)
     prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 
@@ -214,7 +215,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     drop_partial_line(shard_path)
     with open(shard_path, "a") as shard:
         for record in tqdm(mine, desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
-            result = best_of_k(policy, tokenizer, helpfulness_rm, safety_rm, record, config)
+            result = best_of_k(policy, tokenizer, reward, record, config)
             shard.write(json.dumps(result) + "\n")
             shard.flush()
             os.fsync(shard.fileno())

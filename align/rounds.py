@@ -96,7 +96,7 @@ STAGE_CONFIGS = {
 CHAINED_FIELDS = {
     "model", "target", "output_dir", "policy", "reference", "helpfulness_rm", "safety_rm", "dataset",
     "helpfulness_data", "safety_data", "eval_data", "prompts", "world_seed", "world_prompt_seed", "seed",
-    "data_format", "helpfulness_format", "safety_format", "eval_format",
+    "data_format", "helpfulness_format", "safety_format", "eval_format", "reward",
 }  # fmt: skip
 OVERRIDES_HELP = (
     "stage settings over their YAML files, '--<stage>.<field> VALUE' on the command line (e.g. --ppo.lr 1e-6, "
@@ -423,9 +423,14 @@ class Rounds:
             if config.reward_model_init == "previous":
                 self.settings("rm_update", RewardModelConfig, config.rm_update_config, model="-", target=target,
                               output_dir="-", helpfulness_data="-", safety_data="-", eval_data="-")  # fmt: skip
-        self.settings("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config,
-                      **chained, **prompts)  # fmt: skip
-        self.settings("ppo", PPOConfig, config.ppo_config, **chained, **prompts)  # also before PPO's first round
+        for stage, config_class, path in (
+            ("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config),
+            ("ppo", PPOConfig, config.ppo_config),
+        ):
+            if load_yaml_config(path, config_class).get("reward") is not None:
+                raise ValueError(f"{path}: reward: the rounds score with each round's reward models (the Llama 2 "
+                                 "gate); a reward spec of your own is for recipes/rejection_sampling.py and ppo.py")  # fmt: skip
+            self.settings(stage, config_class, path, **chained, **prompts)  # also PPO before its first round
 
     def check_data_files(self) -> None:
         """Read every file of the user's the run will use (prompts, preference data, held-out pairs, the

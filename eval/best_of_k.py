@@ -4,8 +4,8 @@
         --helpfulness_rm runs/reward_model/world_small_helpfulness/final \\
         --safety_rm runs/reward_model/world_small_safety/final --prompts 100 --k 16 --temperatures 0.7,1.0,1.3
 
-For each temperature, `align.rejection_sampling.best_of_k` samples K answers per prompt and scores them (gated
-reward, PIPELINE.md §7). Printed and written to `<out>/best_of_k_eval.{json,png}`, per temperature and k:
+For each temperature, `align.rejection_sampling.best_of_k` samples K answers per prompt and scores them with the
+reward spec (`--reward`; by default the gated reward of PIPELINE.md §7 over `--helpfulness_rm` / `--safety_rm`). Printed and written to `<out>/best_of_k_eval.{json,png}`, per temperature and k:
 - the gated reward of the best and of the median of the first k samples (the paper's Figure 7);
 - the gold helpfulness of the answer best-of-k keeps (helpfulness prompts) and its violation rate (safety
   prompts): what the reward models' picks are truly worth;
@@ -28,27 +28,26 @@ import torch  # noqa: E402
 
 from align.checkpoint import require_model_dir  # noqa: E402
 from align.data import load_tokenizer  # noqa: E402
-from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
+from align.modeling import AlignLlamaForCausalLM  # noqa: E402
 from align.rejection_sampling import (  # noqa: E402
     RejectionSamplingConfig,
     best_of_k,
     best_of_k_curve,
     picked_curve,
 )
+from align.reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec  # noqa: E402
 from align.world import World, WorldPrompt, gold_helpfulness, is_violation  # noqa: E402
 
 
 def sweep(models: dict, tokenizer, prompts: list[WorldPrompt], k: int, temperature: float, args) -> dict:
     """Best-of-k curves at one temperature."""
     config = RejectionSamplingConfig(
-        policy="-", helpfulness_rm="-", safety_rm="-", prompts="world", num_samples=k, temperature=temperature, top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens, seed=args.seed,
+        policy="-", helpfulness_rm="-", safety_rm="-", prompts="world", num_samples=k, temperature=temperature,
+        top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
     )  # fmt: skip
     records = []
     for prompt in prompts:
-        record = best_of_k(
-            models["policy"], tokenizer, models["helpful"], models["safety"], prompt.to_record(), config
-        )
+        record = best_of_k(models["policy"], tokenizer, models["reward"], prompt.to_record(), config)
         record["gold"] = [gold_helpfulness(prompt, answer) for answer in record["candidates"]]
         record["violation"] = [float(is_violation(prompt, answer)) for answer in record["candidates"]]
         records.append(record)
@@ -84,8 +83,9 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", required=True)
-    parser.add_argument("--helpfulness_rm", required=True)
-    parser.add_argument("--safety_rm", required=True)
+    parser.add_argument("--helpfulness_rm", help="helpfulness reward model (the Llama 2 gate's; or --reward)")
+    parser.add_argument("--safety_rm", help="safety reward model (the Llama 2 gate's; or --reward)")
+    parser.add_argument("--reward", help=REWARD_HELP)
     parser.add_argument("--prompts", type=int, default=100, help="world prompts")
     parser.add_argument("--split", default="test", help="test (held out) or train (the prompts RS runs on)")
     parser.add_argument("--prompt_seed", type=int, default=0, help="which world prompts")
@@ -98,18 +98,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("runs/best_of_k_eval"))
     args = parser.parse_args(argv)
     try:
-        directories = {
-            name: require_model_dir(getattr(args, name), name) for name in ("policy", "helpfulness_rm", "safety_rm")
-        }
+        policy = require_model_dir(args.policy, "policy")
+        spec = parse_reward_spec(args.reward, args.helpfulness_rm, args.safety_rm)
         temperatures = [float(t) for t in args.temperatures.split(",")]
+        models = {"policy": AlignLlamaForCausalLM.from_pretrained(policy), "reward": RewardScorer.load(spec)}
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"best_of_k: {error}")
-    tokenizer = load_tokenizer(directories["policy"])
-    models = {
-        "policy": AlignLlamaForCausalLM.from_pretrained(directories["policy"]),
-        "helpful": AlignLlamaForSequenceClassification.from_pretrained(directories["helpfulness_rm"]),
-        "safety": AlignLlamaForSequenceClassification.from_pretrained(directories["safety_rm"]),
-    }
+    tokenizer = load_tokenizer(policy)
     prompts = World(seed=args.world_seed).prompts(args.prompts, args.split, seed=args.prompt_seed)
     torch.set_grad_enabled(False)
     results = {str(t): sweep(models, tokenizer, prompts, args.k, t, args) for t in temperatures}

@@ -15,7 +15,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.ppo import PPOConfig, PPOTrainer
 from align.prompts import stage_prompts, world_gold_scorer
 
@@ -32,7 +32,7 @@ def main() -> None:
         final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
         if config.export_llama and PartialState().is_main_process:
             print(f"plain Llama directory: {export_llama(final, config.export_llama)}")
-    except INPUT_ERRORS as error:
+    except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(f"PPO policy: {final} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})")
 

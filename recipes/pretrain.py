@@ -7,7 +7,7 @@ Every field of `PretrainConfig` is a YAML key and a command-line option (`--help
 line wins. A run resumes from its last complete checkpoint when started again with the same output_dir.
 """
 
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.pretrain import PretrainConfig, pretrain
 
 
@@ -15,7 +15,7 @@ def main() -> None:
     config = parse_config(PretrainConfig)
     try:
         final = pretrain(config)
-    except INPUT_ERRORS as error:
+    except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(f"pretrained model: {final}")
 

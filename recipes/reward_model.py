@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
 
 report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
@@ -33,7 +33,7 @@ def main() -> None:
         metrics = report["evaluate_reward_model"](
             final, pairs, Path(config.output_dir) / "eval", f"{config.target} RM"
         )
-    except INPUT_ERRORS as error:
+    except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(report["format_table"]({config.target: metrics}))
     print(f"reward model: {final}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
 
 SCHEMES = ("none", "small", "large")
@@ -35,7 +35,7 @@ def main() -> None:
             rows[f"{base.target}, margin {scheme}"] = report["evaluate_reward_model"](
                 final, pairs, output_dir / "eval", f"{base.target} RM, margin {scheme}"
             )
-    except INPUT_ERRORS as error:
+    except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     if rows:
         print(report["format_table"](rows))

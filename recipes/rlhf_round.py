@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.hub import HubError, pull_checkpoint, push_checkpoint
 from align.rounds import AnnotationNeeded, Rounds, RoundsConfig
 
@@ -86,7 +86,7 @@ def main() -> None:
     except AnnotationNeeded as waiting:
         print(f"{Path(__file__).name}: {waiting}", file=sys.stderr)
         raise SystemExit(3) from None
-    except (*INPUT_ERRORS, HubError) as error:
+    except (*ONE_LINE_ERRORS, HubError) as error:
         exit_with_error(str(error))
     print(f"report: {written}")
 

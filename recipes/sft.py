@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import INPUT_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
 from align.sft import SFTConfig, sft
 
 
@@ -30,7 +30,7 @@ def main() -> None:
         final = sft(config)
         if config.export_llama and PartialState().is_main_process:
             print(f"plain Llama directory: {export_llama(final, config.export_llama)}")
-    except INPUT_ERRORS as error:
+    except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(f"fine-tuned model: {final}")
 

@@ -115,6 +115,7 @@ NON_UTF8 = b'{"text": "fine"}\n{"text": "caf\xe9"}\n'
 QUESTION, ANSWER = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
 PKU_FLAG_A_STRING = {"prompt": "q", "response_0": "a", "response_1": "b", "is_response_0_safe": "false",
                      "is_response_1_safe": True, "better_response_id": 1, "safer_response_id": 1}  # fmt: skip
+NO_RMS = {"--helpfulness_rm": "", "--safety_rm": ""}  # a reward spec names its own sources
 PROMPT = {"id": "a", "prompt": "How far is the Moon?", "is_safety": False}
 
 
@@ -361,6 +362,22 @@ CASES = [
     Case("pretrain", "disk full", lambda t, p: {}, ("output_dir", "1.0 MB free", "a checkpoint"), full_disk=True),
     Case("sft", "disk full", lambda t, p: {}, ("output_dir", "1.0 MB free", "a checkpoint"), full_disk=True),
     Case("ppo", "disk full", lambda t, p: {}, ("output_dir", "1.0 MB free", "a checkpoint"), full_disk=True),
+    # --- reward specs -----------------------------------------------------------------------------------------------
+    Case("rejection_sampling", "reward spec not json", lambda t, p: {"--reward": "{combine: min", **NO_RMS},
+         ("reward", "JSON")),
+    Case("rejection_sampling", "a reward spec and reward model options", lambda t, p: {"--reward": "x.yaml"},
+         ("reward", "leave helpfulness_rm and safety_rm unset")),
+    Case("ppo", "reward function not importable",
+         lambda t, p: {"--reward": '{"combine": "min", "sources": {"f": {"function": "no_such_module:f"}}}',
+                       "--shared_value_head": "true", **NO_RMS}, ("reward: sources: f", "no_such_module")),
+    Case("rejection_sampling", "reward spec file missing",
+         lambda t, p: {"--reward": str(t / "reward.yaml"), **NO_RMS}, ("reward", "reward.yaml")),
+    Case("ppo", "no value model to start from",
+         lambda t, p: {"--reward": '{"combine": "min", "sources": {"f": {"url": "http://127.0.0.1:9/x"}}}', **NO_RMS},
+         ("value_model", "shared_value_head")),
+    Case("rlhf_round", "a reward spec in a rounds stage",
+         stage_yaml("rs", "reward: {combine: min, sources: {a: {model: x}}}\n"),
+         ("rs.yaml", "reward", "the rounds score with each round's reward models")),
     # --- the rounds -------------------------------------------------------------------------------------------------
     Case("rlhf_round", "stage yaml value of the wrong type",
          stage_yaml("rs", "temperature: hot\n"), ("rs.yaml", "temperature")),

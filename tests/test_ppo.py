@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from align.ppo import PPOConfig, PPOTrainer, Rollout, compute_gae, ppo_losses, response_mask
 from align.prompts import load_prompts, world_gold_scorer
+from align.reward_sources import RewardScorer
 from align.rewards import logit, ppo_reward, whiten
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,12 @@ def tiny_models(tokenizer, seed=0):
     return policy, reference, value, helpful, safety
 
 
+def trainer_models(tokenizer, seed=0):
+    """PPOTrainer's models: the policy, pi_0, the value model and the Llama 2 gate over the two reward models."""
+    policy, reference, value, helpful, safety = tiny_models(tokenizer, seed)
+    return policy, reference, value, RewardScorer.from_models(helpful, safety, tokenizer)
+
+
 PROMPTS = [
     {"id": str(i), "prompt": [{"role": "user", "content": text}], "is_safety": i % 3 == 0}
     for i, text in enumerate(
@@ -155,7 +162,7 @@ def ppo_config(tmp_path, **overrides):
 def test_kl_is_zero_when_the_policy_is_the_reference(tmp_path, tokenizer):
     """The rollout's log-probs come from generate's logits (KV cache), pi_0's from a full forward: with the
     policy equal to the reference they agree to float precision, and so the KL is 0."""
-    trainer = PPOTrainer(ppo_config(tmp_path, temperature=0.7), *tiny_models(tokenizer), tokenizer, PROMPTS)
+    trainer = PPOTrainer(ppo_config(tmp_path, temperature=0.7), *trainer_models(tokenizer), tokenizer, PROMPTS)
     rollout, stats = trainer.rollout(trainer.batch_prompts(0), {})
     mask = rollout.mask
     assert mask.sum() > len(mask)  # more than one token per response
@@ -169,8 +176,8 @@ def test_one_update_step_matches_a_reference_computation(tmp_path, tokenizer):
     """On a fixed batch, the losses of the single mini-batch step equal the clipped objective and value loss
     computed by hand from the same model's outputs, and the weights move by exactly that loss's AdamW step."""
     config = ppo_config(tmp_path, batch_size=4, mini_batch_size=4, max_grad_norm=0.0, vf_coef=0.1)
-    policy, reference, value, helpful, safety = tiny_models(tokenizer)
-    trainer = PPOTrainer(config, policy, reference, value, helpful, safety, tokenizer, PROMPTS)
+    policy, reference, value, reward = trainer_models(tokenizer)
+    trainer = PPOTrainer(config, policy, reference, value, reward, tokenizer, PROMPTS)
     torch.manual_seed(3)
     prompt_width, width = 6, 5
     input_ids = torch.randint(3, len(tokenizer), (4, prompt_width + width))
@@ -227,9 +234,9 @@ def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
     """`shared_value_head`: no value model, a head on the policy's last hidden state that starts at zero; the
     logits are the policy's own, an update trains the head along with the policy, and the rollout's values
     (read during generation) equal a forward's."""
-    policy, reference, _, helpful, safety = tiny_models(tokenizer)
+    policy, reference, _, reward = trainer_models(tokenizer)
     config = ppo_config(tmp_path, shared_value_head=True)
-    trainer = PPOTrainer(config, policy, reference, None, helpful, safety, tokenizer, PROMPTS)
+    trainer = PPOTrainer(config, policy, reference, None, reward, tokenizer, PROMPTS)
     rollout, _ = trainer.rollout(trainer.batch_prompts(0), {})
     assert (rollout.values == 0).all()
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -249,7 +256,7 @@ def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
     assert rollout.values[rollout.mask].abs().min() > 0
     torch.testing.assert_close(rollout.values[rollout.mask], expected[rollout.mask], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="value_model: give one, or None with shared_value_head"):
-        PPOTrainer(ppo_config(tmp_path), policy, reference, None, helpful, safety, tokenizer, PROMPTS)
+        PPOTrainer(ppo_config(tmp_path), policy, reference, None, reward, tokenizer, PROMPTS)
 
 
 def scores_on_iterations(trainer: PPOTrainer, iterations: range) -> list[float]:
@@ -396,7 +403,7 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
             dataclasses.replace(config, **{field: value})
     long_prompt = [{"id": "long", "prompt": [{"role": "user", "content": "word " * 300}], "is_safety": False}]
     with pytest.raises(ValueError, match="prompt long: .* tokens; .* exceeds the context of 256"):
-        PPOTrainer(ppo_config(tmp_path), *models, tokenizer, long_prompt)
+        PPOTrainer(ppo_config(tmp_path), *trainer_models(tokenizer), tokenizer, long_prompt)
     result = subprocess.run(
         [sys.executable, "recipes/ppo.py", "--policy", "p", "--helpfulness_rm", "h", "--safety_rm", "s",
          "--prompts", "world", "--batch_size", "8", "--mini_batch_size", "3"],

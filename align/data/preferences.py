@@ -320,6 +320,15 @@ def _records(source: Any, split: str, option: str) -> tuple[str, Iterator[tuple[
         raise PreferenceDataError(str(error)) from None
 
 
+def _parses(record: dict, format: str, target: str) -> bool:
+    """Whether `record` is a valid record of `format` (a hint to switch formats must lead somewhere)."""
+    try:
+        PARSERS[format](record, target)
+    except _BadRecord:
+        return False
+    return True
+
+
 def load_preferences(
     source: str | os.PathLike | datasets.Dataset | list[dict],
     format: str = "auto",
@@ -375,7 +384,7 @@ def load_preferences(
                 hint = (
                     f" (the record looks like {looks_like!r} data, not {format!r}: set its format to "
                     f"{looks_like!r} or 'auto')"
-                    if looks_like not in (None, format)
+                    if looks_like not in (None, format) and _parses(record, looks_like, target)
                     else ""
                 )
                 raise PreferenceDataError(f"{name}: {where}: {bad}{hint}") from None

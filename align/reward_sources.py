@@ -1,0 +1,373 @@
+"""Reward sources and the reward spec: what scores the answers of rejection sampling and PPO, and how the
+scores combine into the reward they optimise.
+
+A source turns (prompt messages, answer text) pairs into one score each, on the scale of a reward model's
+output (a logit):
+
+- `{"model": DIR}`: a sequence-classification reward model, any transformers architecture, scored with *its
+  own* tokenizer and chat template: the answer text (decoded from the policy's tokens) is rendered again for
+  it, so that the policy and the reward models need not share a vocabulary (public reward models do not);
+- `{"function": "package.module:name"}`: a Python function called as `name(prompts, answers)` with two lists,
+  returning a list of floats (a format check, a length penalty, a rule-based filter);
+- `{"url": URL, "timeout": 30, "retries": 3}`: an HTTP endpoint that answers a POST of
+  `{"prompts": [...], "answers": [...]}` with `{"scores": [...]}`; a timeout or a failed request is retried
+  with a growing pause, and a server that stays away is one `RewardSourceError` naming it (PPO and rejection
+  sampling stop where their last checkpoint or shard line is, and resume from there once it is back).
+
+The spec names the sources and how they combine (`combine`):
+
+- "llama2_gate" (the default, PIPELINE.md §7): sources `helpfulness` and `safety`; the reward of an answer is
+  R_c = the safety score on safety prompts or when it falls below `safety_threshold`, the helpfulness score
+  otherwise, on the sigmoids of their scores (`align.rewards.gated_reward`); PPO maximises whiten(logit(R_c)).
+  Another source with a `weight` adds weight x score to logit(R_c);
+- "weighted_sum": the sum of weight x score over the sources (weight 1 unless given);
+- "min": the smallest weight x score.
+
+A source with weight 0 (under the gate: any source without a weight) is scored and logged, not optimised: a
+held-out judge to watch for reward hacking. In a config the spec is a mapping, a JSON string or a .yaml/.json
+file:
+
+    reward:
+      combine: llama2_gate
+      sources:
+        helpfulness: {model: runs/rm_helpfulness/final}
+        safety: {model: runs/rm_safety/final}
+        brevity: {function: my_rewards:short_answers, weight: 0.1}
+
+Without one, the stages build the default from their `helpfulness_rm` and `safety_rm` options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .data.chat import Message
+from .rewards import SAFETY_THRESHOLD, gated_reward, logit, score
+
+logger = logging.getLogger(__name__)
+COMBINES = ("llama2_gate", "weighted_sum", "min")
+GATE_SOURCES = ("helpfulness", "safety")
+SOURCE_KINDS = ("model", "function", "url")
+SOURCE_KEYS = {*SOURCE_KINDS, "weight", "timeout", "retries"}
+REWARD_HELP = (
+    "how answers are scored: a mapping, JSON or .yaml file {combine: llama2_gate | weighted_sum | min, sources: "
+    "{name: {model: DIR} | {function: module:name} | {url: URL}, weight: w}} (default: the Llama 2 gate over "
+    "helpfulness_rm and safety_rm)"
+)
+
+
+class RewardSourceError(RuntimeError):
+    """A reward source that cannot score (a server that stays away, a function that returns the wrong thing)."""
+
+
+@dataclass
+class RewardSpec:
+    """Which sources score the answers and how their scores combine (module docstring)."""
+
+    combine: str = "llama2_gate"
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    from_options: bool = False  # built from the stage's helpfulness_rm / safety_rm options
+
+    def where(self, name: str) -> str:
+        """How errors name source `name`: the option it came from (`helpfulness_rm`) or its place in the spec."""
+        return f"{name}_rm" if self.from_options else f"reward: sources: {name}"
+
+    def weight(self, name: str) -> float:
+        """The weight of source `name` in the reward (under the gate its two sources are the gate, weight 1)."""
+        default = 1.0 if self.combine != "llama2_gate" or name in GATE_SOURCES else 0.0
+        return float(self.sources[name].get("weight", default))
+
+    def models(self) -> dict[str, str]:
+        """The reward-model folders of the spec, by source name."""
+        return {name: source["model"] for name, source in self.sources.items() if "model" in source}
+
+
+def parse_reward_spec(value: Any, helpfulness_rm: str | None = None, safety_rm: str | None = None) -> RewardSpec:
+    """The spec a config's `reward` value gives (a mapping, a JSON string or a .yaml / .json file), or, when it
+    is empty, the Llama 2 gate over `helpfulness_rm` and `safety_rm` (which a spec leaves unset); ValueError
+    naming what is wrong."""
+    if value in (None, "", {}):
+        missing = [name for name, path in (("helpfulness_rm", helpfulness_rm), ("safety_rm", safety_rm)) if not path]
+        if missing:
+            raise ValueError(f"{missing[0]}: required, a reward model checkpoint (or give a reward spec: reward)")
+        sources = {"helpfulness": {"model": helpfulness_rm}, "safety": {"model": safety_rm}}
+        return RewardSpec("llama2_gate", sources, from_options=True)
+    given = [name for name, path in (("helpfulness_rm", helpfulness_rm), ("safety_rm", safety_rm)) if path]
+    if given:  # two places naming the reward models would leave one of them silently unused
+        raise ValueError(f"reward: a reward spec names its own sources; leave {' and '.join(given)} unset with it")
+    if isinstance(value, str):
+        value = _read_spec_text(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"reward: expected a mapping {{combine, sources}}, got {value!r:.80}")
+    unknown = set(value) - {"combine", "sources"}
+    if unknown:
+        raise ValueError(f"reward: unknown keys {sorted(unknown)}, expected 'combine' and 'sources'")
+    combine = value.get("combine", "llama2_gate")
+    if combine not in COMBINES:
+        raise ValueError(f"reward: combine: expected one of {list(COMBINES)}, got {combine!r}")
+    sources = value.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise ValueError("reward: sources: expected a mapping of source name -> {model | function | url}")
+    for name, source in sources.items():
+        _check_source(name, source)
+    if combine == "llama2_gate":
+        missing = [name for name in GATE_SOURCES if name not in sources]
+        if missing:
+            raise ValueError(
+                f"reward: the llama2_gate needs sources named {list(GATE_SOURCES)}; {missing[0]!r} is missing"
+            )
+    spec = RewardSpec(combine, {name: dict(source) for name, source in sources.items()})
+    if not any(spec.weight(name) for name in spec.sources):
+        raise ValueError("reward: every source has weight 0; nothing would be optimised")
+    return spec
+
+
+def _read_spec_text(text: str) -> Any:
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ValueError(f"reward: no file at {path}")
+        from .io import read_text
+
+        try:
+            return yaml.safe_load(read_text(path))
+        except yaml.YAMLError as error:
+            raise ValueError(f"reward: {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"reward: expected a JSON mapping or a .yaml / .json file, got {text!r:.80}") from None
+
+
+def _check_source(name: str, source: Any) -> None:
+    if not isinstance(source, dict):
+        raise ValueError(f"reward: sources: {name}: expected a mapping like {{model: DIR}}, got {source!r:.60}")
+    unknown = set(source) - SOURCE_KEYS
+    if unknown:
+        raise ValueError(f"reward: sources: {name}: unknown keys {sorted(unknown)}, allowed: {sorted(SOURCE_KEYS)}")
+    kinds = [kind for kind in SOURCE_KINDS if kind in source]
+    if len(kinds) != 1:
+        raise ValueError(f"reward: sources: {name}: give exactly one of {list(SOURCE_KINDS)}, got {kinds}")
+    if not isinstance(source[kinds[0]], str) or not source[kinds[0]]:
+        raise ValueError(f"reward: sources: {name}: {kinds[0]}: expected a string, got {source[kinds[0]]!r}")
+    if "function" in source and ":" not in source["function"]:
+        raise ValueError(f"reward: sources: {name}: function: expected 'module:name', got {source['function']!r}")
+    weight = source.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise ValueError(f"reward: sources: {name}: weight: expected a number, got {weight!r}")
+    for key, kind in (("timeout", (int, float)), ("retries", int)):
+        if key in source and (isinstance(source[key], bool) or not isinstance(source[key], kind) or source[key] < 0):
+            raise ValueError(f"reward: sources: {name}: {key}: expected a number >= 0, got {source[key]!r}")
+
+
+# -- the sources ----------------------------------------------------------------------------------------------
+
+Scorer = Callable[[Sequence[Sequence[Message]], Sequence[str]], torch.Tensor]
+
+
+class RewardModelSource:
+    """A sequence-classification reward model with its own tokenizer and chat template (`fallback_tokenizer`,
+    the policy's, when its folder has none, with a log line)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+        name: str = "",
+        fallback_tokenizer: Any = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        from .checkpoint import check_vocabulary, require_reward_model_dir
+        from .data import load_tokenizer
+
+        what = name or "reward model"
+        self.path = require_reward_model_dir(path, what)
+        has_tokenizer = any((self.path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        if has_tokenizer or fallback_tokenizer is None:
+            self.tokenizer = load_tokenizer(self.path)
+        else:
+            logger.warning("%s: %s has no tokenizer; scoring with the policy's", what, self.path)
+            self.tokenizer = fallback_tokenizer
+        check_vocabulary(self.tokenizer, self.path, what)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(device).eval()
+        self.model.requires_grad_(False)
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        return score(self.model, self.tokenizer, prompts, answers, self.batch_size).raw
+
+
+class FunctionSource:
+    """`module:name`, imported once, called with lists of prompts and answers."""
+
+    def __init__(self, target: str, name: str = "") -> None:
+        module_name, _, function_name = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(
+                f"reward: sources: {name}: function {target!r}: cannot import {module_name} ({error})"
+            ) from None
+        self.function = getattr(module, function_name, None)
+        if not callable(self.function):
+            raise ValueError(
+                f"reward: sources: {name}: function {target!r}: {module_name} has no function {function_name!r}"
+            )
+        self.target, self.name = target, name
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        return _as_scores(self.function(list(prompts), list(answers)), len(answers), f"function {self.target}")
+
+
+class HttpSource:
+    """A reward server: POST {"prompts", "answers"} -> {"scores"}, with a timeout and bounded retries."""
+
+    def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, name: str = "") -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"reward: sources: {name}: url: expected http:// or https://, got {url!r}")
+        self.url, self.timeout, self.retries, self.name = url, float(timeout), int(retries), name
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        body = json.dumps({"prompts": list(prompts), "answers": list(answers)}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    reply = json.loads(response.read())
+                break
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as error:
+                if attempt == self.retries:
+                    reason = getattr(error, "reason", None) or error
+                    raise RewardSourceError(
+                        f"reward server {self.name} at {self.url}: no answer after {self.retries + 1} tries "
+                        f"({reason}); start it again and rerun: the run resumes from its last checkpoint"
+                    ) from None
+                time.sleep(min(2.0**attempt, 30.0) * 0.5)
+        scores = reply.get("scores") if isinstance(reply, dict) else None
+        return _as_scores(scores, len(answers), f"reward server {self.url}")
+
+
+def _as_scores(values: Any, count: int, what: str) -> torch.Tensor:
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        raise RewardSourceError(f"{what}: expected a list of {count} scores, got {str(values)[:80]}")
+    try:
+        scores = torch.tensor([float(v) for v in values])
+    except (TypeError, ValueError):
+        raise RewardSourceError(f"{what}: expected numbers, got {str(values)[:80]}") from None
+    if not torch.isfinite(scores).all():
+        raise RewardSourceError(f"{what}: returned a score that is not finite: {str(values)[:80]}")
+    return scores
+
+
+def load_source(
+    name: str, source: dict[str, Any], device: torch.device | str, batch_size: int, fallback_tokenizer: Any = None
+) -> Scorer:
+    """The scorer of one spec entry (`fallback_tokenizer`: `RewardModelSource`'s)."""
+    if "model" in source:
+        return RewardModelSource(source["model"], device, batch_size, name, fallback_tokenizer)
+    if "function" in source:
+        return FunctionSource(source["function"], name)
+    return HttpSource(source["url"], source.get("timeout", 30.0), source.get("retries", 3), name)
+
+
+# -- scoring and combining ------------------------------------------------------------------------------------
+
+
+class LoadedModelSource:
+    """A reward model already in memory, scored with the tokenizer given (e.g. one shared with the policy)."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        return score(self.model, self.tokenizer, prompts, answers, self.batch_size).raw
+
+
+class RewardScorer:
+    """The sources of a spec, ready to score; combines their scores (module docstring)."""
+
+    def __init__(self, spec: RewardSpec, sources: dict[str, Scorer], safety_threshold: float = SAFETY_THRESHOLD):
+        self.spec, self.sources, self.safety_threshold = spec, sources, safety_threshold
+
+    @classmethod
+    def load(
+        cls,
+        spec: RewardSpec,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+        safety_threshold: float = SAFETY_THRESHOLD,
+        fallback_tokenizer: Any = None,
+    ) -> RewardScorer:
+        """Load every source of `spec` (reward models onto `device`; `fallback_tokenizer` for a reward model
+        folder saved without its tokenizer)."""
+        sources = {
+            name: load_source(spec.where(name), source, device, batch_size, fallback_tokenizer)
+            for name, source in spec.sources.items()
+        }
+        return cls(spec, sources, safety_threshold)
+
+    @classmethod
+    def from_models(
+        cls,
+        helpfulness_rm: Any,
+        safety_rm: Any,
+        tokenizer: Any,
+        batch_size: int = 32,
+        safety_threshold: float = SAFETY_THRESHOLD,
+    ) -> RewardScorer:
+        """The Llama 2 gate over two reward models in memory that share `tokenizer`."""
+        spec = RewardSpec("llama2_gate", {"helpfulness": {"model": "<in memory>"}, "safety": {"model": "<in memory>"}})
+        sources = {"helpfulness": LoadedModelSource(helpfulness_rm, tokenizer, batch_size),
+                   "safety": LoadedModelSource(safety_rm, tokenizer, batch_size)}  # fmt: skip
+        return cls(spec, sources, safety_threshold)
+
+    def scores(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Each source's raw score of each answer, by source name."""
+        return {name: source(prompts, answers).float().cpu() for name, source in self.sources.items()}
+
+    def reward(self, scores: dict[str, torch.Tensor], is_safety: torch.Tensor) -> torch.Tensor:
+        """The reward of each answer: R_c under the gate (a probability, as in PIPELINE.md §7, moved on the logit
+        scale by weighted extra sources), else the weighted sum or minimum of the scores."""
+        spec = self.spec
+        weighted = {name: spec.weight(name) * scores[name] for name in scores if name not in GATE_SOURCES or
+                    spec.combine != "llama2_gate"}  # fmt: skip
+        if spec.combine == "llama2_gate":
+            probabilities = {name: torch.sigmoid(scores[name]) for name in GATE_SOURCES}
+            gated = gated_reward(
+                probabilities["safety"], probabilities["helpfulness"], is_safety, self.safety_threshold
+            )
+            extra = [value for name, value in weighted.items() if spec.weight(name)]
+            return torch.sigmoid(logit(gated) + sum(extra)) if extra else gated
+        active = [value for name, value in weighted.items() if spec.weight(name)]
+        if spec.combine == "weighted_sum":
+            return torch.stack(active).sum(0)
+        return torch.stack(active).min(0).values
+
+    def optimised(self, reward: torch.Tensor) -> torch.Tensor:
+        """What PPO maximises before whitening: logit(R_c) under the gate, the reward itself otherwise."""
+        return logit(reward) if self.spec.combine == "llama2_gate" else reward
+
+    def logged(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-source values as the stages record them: the gate's sources as sigmoids (their probability, as the
+        Llama 2 gate reads them), every other source's raw score."""
+        return {
+            name: torch.sigmoid(value) if self.spec.combine == "llama2_gate" and name in GATE_SOURCES else value
+            for name, value in scores.items()
+        }

@@ -1,0 +1,219 @@
+"""Reward sources and the reward spec: reward models on their own tokenizer, functions, HTTP servers, how they
+combine, and the default spec reproducing the Llama 2 gate exactly."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from align.data import load_tokenizer
+from align.io import read_jsonl
+from align.modeling import AlignLlamaForSequenceClassification
+from align.ppo import PPOConfig, PPOTrainer
+from align.rejection_sampling import RejectionSamplingConfig, run_rejection_sampling
+from align.reward_sources import HttpSource, RewardScorer, RewardSourceError, RewardSpec, parse_reward_spec
+from align.rewards import gated_reward, score
+
+PROMPTS = [[{"role": "user", "content": "How do I boil an egg?"}], [{"role": "user", "content": "Name a saw."}]]
+ANSWERS = ["Boil water, add the egg, wait nine minutes.", "A saw cuts wood."]
+
+
+def answer_length(prompts, answers):
+    """A function reward: the number of words of each answer."""
+    return [float(len(answer.split())) for answer in answers]
+
+
+def test_specs_are_read_from_options_mappings_json_and_files_and_checked(tmp_path):
+    default = parse_reward_spec(None, "h_dir", "s_dir")
+    assert default == RewardSpec("llama2_gate", {"helpfulness": {"model": "h_dir"}, "safety": {"model": "s_dir"}},
+                                 from_options=True)  # fmt: skip
+    spec = {"combine": "weighted_sum", "sources": {"h": {"model": "h_dir"}, "n": {"function": "m:f", "weight": -1}}}
+    path = tmp_path / "reward.yaml"
+    path.write_text("combine: weighted_sum\nsources:\n  h: {model: h_dir}\n  n: {function: 'm:f', weight: -1}\n")
+    assert parse_reward_spec(spec) == parse_reward_spec(json.dumps(spec)) == parse_reward_spec(str(path))
+    assert parse_reward_spec(spec).weight("n") == -1 and parse_reward_spec(spec).weight("h") == 1
+    gate = parse_reward_spec({"sources": {"helpfulness": {"model": "h"}, "safety": {"model": "s"},
+                                          "judge": {"model": "j"}}})  # fmt: skip
+    assert [gate.weight(n) for n in ("helpfulness", "safety", "judge")] == [1, 1, 0]  # the judge is only logged
+    for value, message in (
+        (None, "helpfulness_rm: required"),
+        ({"combine": "max", "sources": {"a": {"model": "x"}}}, "combine: expected one of"),
+        ({"sources": {"helpfulness": {"model": "h"}}}, "llama2_gate needs sources named .* 'safety' is missing"),
+        ({"combine": "min", "sources": {"a": {"model": "x", "url": "http://y"}}}, "a: give exactly one of"),
+        ({"combine": "min", "sources": {"a": {"function": "nocolon"}}}, "function: expected 'module:name'"),
+        ({"combine": "min", "sources": {"a": {"model": "x", "weight": 0}}}, "every source has weight 0"),
+        ({"combine": "min", "sources": {"a": {"model": "x", "wieght": 1}}}, r"a: unknown keys \['wieght'\]"),
+        ("{not json", "reward: expected a JSON mapping or a .yaml / .json file"),
+        (str(tmp_path / "missing.yaml"), "reward: no file at"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            parse_reward_spec(value)
+    with pytest.raises(ValueError, match="reward: a reward spec names its own sources; leave safety_rm unset"):
+        parse_reward_spec(spec, safety_rm="s_dir")  # two places naming reward models: one would go unused
+
+
+def test_reward_models_score_with_their_own_tokenizer(user_models, tokenizer):
+    """The user's reward models use a byte-level tokenizer and ChatML, not the policy's Llama-style one: the
+    scorer re-renders each answer for them, giving exactly the scores of scoring the texts with each model
+    directly (the policy's tokenizer would index past their embeddings)."""
+    _, models = user_models
+    spec = parse_reward_spec(None, models["helpfulness"], models["safety"])
+    scores = RewardScorer.load(spec, fallback_tokenizer=tokenizer).scores(PROMPTS, ANSWERS)
+    for name in ("helpfulness", "safety"):
+        own = load_tokenizer(models[name])
+        assert own.get_vocab() != tokenizer.get_vocab()
+        direct = score(AlignLlamaForSequenceClassification.from_pretrained(models[name]), own, PROMPTS, ANSWERS).raw
+        assert torch.equal(scores[name], direct), name
+
+
+def test_functions_weights_and_minimum_combine_as_specified(user_models):
+    _, models = user_models
+    function = {"function": f"{__name__}:answer_length"}
+    weighted = RewardScorer.load(parse_reward_spec({"combine": "weighted_sum", "sources": {
+        "helpfulness": {"model": models["helpfulness"]}, "length": {**function, "weight": -0.5}}}))  # fmt: skip
+    scores = weighted.scores(PROMPTS, ANSWERS)
+    assert scores["length"].tolist() == [8.0, 4.0]
+    is_safety = torch.tensor([False, False])
+    assert torch.allclose(weighted.reward(scores, is_safety), scores["helpfulness"] - 0.5 * scores["length"])
+    smallest = RewardScorer(RewardSpec("min", {"a": {}, "b": {"weight": 2.0}}), {})
+    assert smallest.reward({"a": torch.tensor([1.0, 5.0]), "b": torch.tensor([1.0, 1.0])}, is_safety).tolist() == [
+        1,
+        2,
+    ]
+    gate = RewardScorer.load(parse_reward_spec({"sources": {"helpfulness": {"model": models["helpfulness"]},
+        "safety": {"model": models["safety"]}, "length": {**function, "weight": 0.1}}}))  # fmt: skip
+    scores = gate.scores(PROMPTS, ANSWERS)
+    gated = gated_reward(torch.sigmoid(scores["safety"]), torch.sigmoid(scores["helpfulness"]), is_safety)
+    expected = torch.sigmoid(torch.logit(gated) + 0.1 * scores["length"])  # an extra source moves logit(R_c)
+    assert torch.allclose(gate.reward(scores, is_safety), expected, atol=1e-5)
+
+
+class RewardServer:
+    """A reward server on the loopback interface scoring answers by length; it can stall once (longer than the
+    client's timeout) and be stopped and started again on the same port."""
+
+    def __init__(self, stall_first: float = 0.0) -> None:
+        self.requests, self.stall_first, self.port = 0, stall_first, 0
+        self.start()
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802  (http.server's name)
+                server.requests += 1
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if server.requests == 1 and server.stall_first:
+                    time.sleep(server.stall_first)
+                reply = json.dumps({"scores": [float(len(a)) for a in body["answers"]]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/score"
+
+
+def test_an_http_reward_server_is_retried_after_a_timeout_and_a_dead_one_is_one_clear_error():
+    server = RewardServer(stall_first=1.5)
+    try:
+        source = HttpSource(server.url, timeout=0.5, retries=2, name="length")
+        assert source(PROMPTS, ANSWERS).tolist() == [float(len(a)) for a in ANSWERS]
+        assert server.requests == 2  # the first timed out, the retry answered
+    finally:
+        server.stop()
+    with pytest.raises(RewardSourceError, match=rf"reward server length at {server.url}: no answer after 2 tries"):
+        HttpSource(server.url, timeout=0.5, retries=1, name="length")(PROMPTS, ANSWERS)
+
+
+def test_rejection_sampling_with_a_server_that_dies_resumes_once_it_is_back(tmp_path, chat_model, monkeypatch):
+    """Best-of-K scored by an HTTP server alone: the server dies after some prompts, the run stops with one
+    error, finished prompts are kept in the shards, and the rerun after the server is back redoes none of them."""
+    server = RewardServer()
+    spec = json.dumps({"combine": "weighted_sum", "sources": {"length": {"url": server.url, "retries": 0,
+                                                                         "timeout": 5}}})  # fmt: skip
+    config = RejectionSamplingConfig(policy=str(chat_model), reward=spec, output_dir=str(tmp_path / "rs"),
+                                     prompts="world", world_prompts=4, num_samples=2, max_new_tokens=8)  # fmt: skip
+    original_post = HttpSource.__call__
+    calls = []
+
+    def dies_after_two(self, prompts, answers):
+        calls.append(1)
+        if len(calls) == 3:
+            server.stop()
+        return original_post(self, prompts, answers)
+
+    monkeypatch.setattr(HttpSource, "__call__", dies_after_two)
+    with pytest.raises(RewardSourceError, match="no answer after 1 tries"):
+        run_rejection_sampling(config)
+    finished = [line for shard in (tmp_path / "rs" / "shards").glob("*.jsonl") for line in shard.open()]
+    assert len(finished) == 2
+    server.start()  # back on the same port
+    before = server.requests
+    try:
+        kept = read_jsonl(run_rejection_sampling(config))
+    finally:
+        server.stop()
+    assert server.requests - before == 2  # only the two unfinished prompts
+    for record in kept:  # the longest answer is kept, scored by the server
+        assert record["length_scores"] == [float(len(a)) for a in record["candidates"]]
+        assert record["best"] == max(range(2), key=lambda i: (len(record["candidates"][i].strip()) > 0,
+                                                                record["length_scores"][i]))  # fmt: skip
+
+
+def test_the_default_spec_is_the_llama2_gate_exactly(tmp_path, chat_model, reward_models):
+    """Rejection sampling with the default spec keeps what the Llama 2 gate over the two reward models, scored
+    with the policy's tokenizer as before reward sources existed, keeps: the same rewards, scores and picks."""
+    config = RejectionSamplingConfig(policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
+                                     safety_rm=str(reward_models["safety"]), output_dir=str(tmp_path / "rs"),
+                                     prompts="world", world_prompts=4, num_samples=3, max_new_tokens=12)  # fmt: skip
+    records = read_jsonl(run_rejection_sampling(config))
+    tokenizer = load_tokenizer(chat_model)
+    models = {t: AlignLlamaForSequenceClassification.from_pretrained(reward_models[t]) for t in reward_models}
+    for record in records:
+        prompts = [record["prompt"]] * len(record["candidates"])
+        helpful = score(models["helpfulness"], tokenizer, prompts, record["candidates"]).sigmoid
+        safety = score(models["safety"], tokenizer, prompts, record["candidates"]).sigmoid
+        is_safety = torch.full((len(prompts),), record["is_safety"])
+        assert record["helpfulness_scores"] == helpful.tolist() and record["safety_scores"] == safety.tolist()
+        assert record["rewards"] == gated_reward(safety, helpful, is_safety).tolist()
+
+
+def test_ppo_with_reward_models_on_another_tokenizer(tmp_path, chat_model, user_models):
+    """PPO on the world's policy (its own tokenizer) with the user's reward models (a byte-level one): the value
+    model cannot start from the helpfulness reward model (one line says so and what to do instead); with a value
+    head on the policy it trains, logging each source's score."""
+    _, models = user_models
+    values = dict(policy=str(chat_model), helpfulness_rm=models["helpfulness"], safety_rm=models["safety"],
+                  prompts="world", world_prompts=8, output_dir=str(tmp_path / "ppo"), batch_size=4, mini_batch_size=4,
+                  response_length=8, num_iterations=2, save_steps=2, forward_batch_size=4)  # fmt: skip
+    with pytest.raises(ValueError, match=r"value_model \(the helpfulness reward model\): .* has another tokenizer "
+                                         r"than the policy .* shared_value_head: true"):  # fmt: skip
+        PPOTrainer.from_config(PPOConfig(**values), [])
+    from align.prompts import stage_prompts
+
+    config = PPOConfig(**values, shared_value_head=True)
+    final = PPOTrainer.from_config(config, stage_prompts(config)).train()
+    assert (final / "model.safetensors").is_file()
+    logged = [r for r in read_jsonl(tmp_path / "ppo" / "metrics.jsonl") if "objective/scores" in r]
+    assert len(logged) == 2 and all(
+        "objective/helpfulness_score" in r and "objective/safety_score" in r for r in logged
+    )
