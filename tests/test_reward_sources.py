@@ -17,7 +17,7 @@ from align.modeling import AlignLlamaForSequenceClassification
 from align.ppo import PPOConfig, PPOTrainer
 from align.rejection_sampling import RejectionSamplingConfig, run_rejection_sampling
 from align.reward_sources import HttpSource, RewardScorer, RewardSourceError, RewardSpec, parse_reward_spec
-from align.rewards import gated_reward, score
+from align.rewards import gated_reward, ppo_reward, score, whiten
 
 PROMPTS = [[{"role": "user", "content": "How do I boil an egg?"}], [{"role": "user", "content": "Name a saw."}]]
 ANSWERS = ["Boil water, add the egg, wait nine minutes.", "A saw cuts wood."]
@@ -181,7 +181,8 @@ def test_rejection_sampling_with_a_server_that_dies_resumes_once_it_is_back(tmp_
 
 def test_the_default_spec_is_the_llama2_gate_exactly(tmp_path, chat_model, reward_models):
     """Rejection sampling with the default spec keeps what the Llama 2 gate over the two reward models, scored
-    with the policy's tokenizer as before reward sources existed, keeps: the same rewards, scores and picks."""
+    with the policy's tokenizer as before reward sources existed, keeps: the same rewards, scores and picks; and
+    PPO's sequence reward of the same answers is the old whiten(logit(R_c)) bit for bit."""
     config = RejectionSamplingConfig(policy=str(chat_model), helpfulness_rm=str(reward_models["helpfulness"]),
                                      safety_rm=str(reward_models["safety"]), output_dir=str(tmp_path / "rs"),
                                      prompts="world", world_prompts=4, num_samples=3, max_new_tokens=12)  # fmt: skip
@@ -195,6 +196,14 @@ def test_the_default_spec_is_the_llama2_gate_exactly(tmp_path, chat_model, rewar
         is_safety = torch.full((len(prompts),), record["is_safety"])
         assert record["helpfulness_scores"] == helpful.tolist() and record["safety_scores"] == safety.tolist()
         assert record["rewards"] == gated_reward(safety, helpful, is_safety).tolist()
+    prompts = [r["prompt"] for r in records for _ in r["candidates"]]
+    answers = [a for r in records for a in r["candidates"]]
+    is_safety = torch.tensor([r["is_safety"] for r in records for _ in r["candidates"]])
+    scorer = RewardScorer.load(parse_reward_spec(None, *(reward_models[t] for t in ("helpfulness", "safety"))))
+    ppo_sequence_reward = whiten(scorer.optimised(scorer.reward(scorer.scores(prompts, answers), is_safety)))
+    before = ppo_reward(score(models["safety"], tokenizer, prompts, answers).sigmoid,
+                        score(models["helpfulness"], tokenizer, prompts, answers).sigmoid, is_safety)  # fmt: skip
+    assert torch.equal(ppo_sequence_reward, before)
 
 
 def test_ppo_with_reward_models_on_another_tokenizer(tmp_path, chat_model, user_models):
@@ -217,3 +226,43 @@ def test_ppo_with_reward_models_on_another_tokenizer(tmp_path, chat_model, user_
     assert len(logged) == 2 and all(
         "objective/helpfulness_score" in r and "objective/safety_score" in r for r in logged
     )
+
+
+def test_ppo_stopped_by_a_lost_reward_server_resumes_to_the_same_model(tmp_path, tokenizer, monkeypatch):
+    """PPO scored by a reward server that dies in the third iteration: one RewardSourceError, the checkpoint of
+    iteration 2 kept; once the server is back the rerun resumes there and ends with the weights of a run whose
+    server never went away."""
+    from safetensors.torch import load_file
+    from test_ppo import PROMPTS, ppo_config, tiny_models
+
+    policy, *_ = tiny_models(tokenizer)
+    policy.save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    server = RewardServer()
+    spec = json.dumps({"combine": "weighted_sum", "sources": {"length": {"url": server.url, "retries": 0}}})
+
+    def config(name: str) -> PPOConfig:
+        return ppo_config(tmp_path / name, policy=str(tmp_path / "policy"), helpfulness_rm="", safety_rm="",
+                          reward=spec, shared_value_head=True, num_iterations=4, save_steps=1)  # fmt: skip
+
+    try:
+        PPOTrainer.from_config(config("straight"), PROMPTS).train()
+        original, calls = HttpSource.__call__, []
+
+        def dies_in_the_third_iteration(self, prompts, answers):
+            calls.append(1)
+            if len(calls) == 3:
+                server.stop()
+            return original(self, prompts, answers)
+
+        monkeypatch.setattr(HttpSource, "__call__", dies_in_the_third_iteration)
+        with pytest.raises(RewardSourceError, match="no answer after 1 tries"):
+            PPOTrainer.from_config(config("killed"), PROMPTS).train()
+        assert sorted(p.name for p in (tmp_path / "killed" / "ppo").glob("checkpoint-*")) == ["checkpoint-1",
+                                                                                                "checkpoint-2"]  # fmt: skip
+        server.start()
+        PPOTrainer.from_config(config("killed"), PROMPTS).train()
+    finally:
+        server.stop()
+    weights = [load_file(tmp_path / run / "ppo" / "final" / "model.safetensors") for run in ("straight", "killed")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
