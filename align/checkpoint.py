@@ -243,8 +243,8 @@ def check_same_run(output_dir: Path, current: dict[str, Any], what: str) -> None
 def prior_work(output_dir: Path) -> list[Path]:
     """What a previous run left in `output_dir`: checkpoints, its result, its completion marker."""
     names = [child for child in output_dir.iterdir() if _CHECKPOINT.match(child.name)] if output_dir.is_dir() else []
-    return sorted(names) + [output_dir / name for name in ("final", DONE_MARKER, "kept.jsonl", "shards", "adapter")
-                            if (output_dir / name).exists()]  # fmt: skip
+    results = ("final", DONE_MARKER, "kept.jsonl", "shards", "adapter", "best")
+    return sorted(names) + [output_dir / name for name in results if (output_dir / name).exists()]
 
 
 def resumable_checkpoint(output_dir: str | os.PathLike, config: Any, extra_work: bool = False) -> Path | None:

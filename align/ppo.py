@@ -144,6 +144,11 @@ class PPOConfig:
     guard_action: str = field(
         default="warn", metadata={"help": "on the guard's alarm: warn (log and print) or stop (end the run there)"}
     )
+    guard_keep_best: bool = field(
+        default=False,
+        metadata={"help": "keep the policy of the iteration with the best held-out judge score in <output_dir>/best "
+                          "(needs guard_judge)"},
+    )  # fmt: skip
     cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip range"})
     cliprange_value: float = field(default=0.2, metadata={"help": "value clip range"})
     vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
@@ -190,6 +195,8 @@ class PPOConfig:
         for name in ("kl_target", "guard_max_kl"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.guard_keep_best and not self.guard_judge:
+            raise ValueError("guard_keep_best: needs guard_judge, the judge whose best iteration is kept")
         if self.guard_window < 2:
             raise ValueError(f"guard_window: at least 2 iterations to see a trend, got {self.guard_window}")
         if self.guard_judge not in (None, "gold"):
@@ -423,6 +430,7 @@ class PPOTrainer:
             else None
         )
         self.stopped_by_guard: str | None = None
+        self.best: dict[str, float] = {}  # the iteration with the best held-out judge score (guard_keep_best)
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
         self.reward = reward
@@ -737,6 +745,9 @@ class PPOTrainer:
                 self.config.guard_judge, f"objective/{self.config.guard_judge}_score"
             )
             alarm = self.guard.observe(metrics["objective/scores"], metrics.get(judge), metrics["objective/kl"])
+            if self.config.guard_keep_best and metrics[judge] > self.best.get("judge", float("-inf")):
+                self.best = {"iteration": self.iteration + 1, "judge": metrics[judge]}
+                self.save_best()
             metrics["guard/alarm"] = float(alarm is not None)
             if alarm is not None:
                 if self.accelerator.is_main_process:
@@ -807,9 +818,18 @@ class PPOTrainer:
                 **{k: v for k, v in metrics.items() if k.startswith("objective/")},
                 resume_points=resume_points(self.output_dir / METRICS_FILE),
                 **({"stopped_by_guard": self.stopped_by_guard} if self.stopped_by_guard else {}),
+                **({"best": {**self.best, "path": str(self.output_dir / "best")}} if self.best else {}),
             )
             release_run_lock(self.output_dir)
         return final
+
+    def save_best(self) -> None:
+        """`best/`: the policy as a checkpoint holds it (its adapters with LoRA) and the tokenizer, atomically."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            policy = self.accelerator.unwrap_model(self.model).policy
+            save_pretrained_atomic(policy, self.tokenizer, self.output_dir / "best")
+        self.accelerator.wait_for_everyone()
 
     def save_state(self) -> None:
         """`checkpoint-<iteration>/`: policy (or its adapters), value model (or head), optimizer, counters."""
@@ -825,7 +845,8 @@ class PPOTrainer:
                     model.value_model.save_pretrained(path / "value_model")
                 torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
                 state = {"iteration": self.iteration, "episodes": self.episodes, "kl_coef": self.kl_coef,
-                         "guard": self.guard.state() if self.guard else [], "stopped_by_guard": self.stopped_by_guard}  # fmt: skip
+                         "guard": self.guard.state() if self.guard else [], "stopped_by_guard": self.stopped_by_guard,
+                         "best": self.best}  # fmt: skip
                 (path / TRAINER_STATE).write_text(json.dumps(state))  # last: marks the checkpoint complete
 
             write_directory_atomic(write, self.output_dir / f"checkpoint-{self.iteration}")
@@ -850,3 +871,4 @@ class PPOTrainer:
         if self.guard is not None:
             self.guard.load_state(state.get("guard", []))
         self.stopped_by_guard = state.get("stopped_by_guard")
+        self.best = state.get("best", {})

@@ -39,7 +39,8 @@ def test_the_guard_fires_on_a_rising_reward_and_a_falling_judge_or_a_large_kl():
 
 def test_ppo_stops_when_the_guard_fires_and_steers_the_kl_coefficient(tmp_path, tokenizer):
     """A reward that rises every iteration and a held-out judge that falls: with guard_action 'stop' the run
-    ends at the iteration the window shows it, saying why in DONE.json; the adaptive controller moves kl_coef."""
+    ends at the iteration the window shows it, saying why in DONE.json, and `best/` holds the policy of the
+    judge's best iteration (the first); the adaptive controller moves kl_coef."""
     spec = {"combine": "weighted_sum", "sources": {"up": {"function": "m:up"}, "down": {"function": "m:down",
                                                                                          "weight": 0}}}  # fmt: skip
     rising, falling = count(), count()
@@ -47,12 +48,13 @@ def test_ppo_stops_when_the_guard_fires_and_steers_the_kl_coefficient(tmp_path, 
                "down": lambda prompts, answers: torch.full((len(answers),), -float(next(falling) // 2))}  # fmt: skip
     config = ppo_config(tmp_path, reward=json.dumps(spec), helpfulness_rm="", safety_rm="", shared_value_head=True, batch_size=4, mini_batch_size=4,
                         num_iterations=8, save_steps=100, guard_judge="down", guard_window=3, guard_action="stop",
-                        kl_target=0.5, kl_horizon=100)  # fmt: skip
+                        guard_keep_best=True, kl_target=0.5, kl_horizon=100)  # fmt: skip
     policy, reference, _, _, _ = tiny_models(tokenizer)
     reward = RewardScorer(parse_reward_spec(config.reward), sources)
     final = PPOTrainer(config, policy, reference, None, reward, tokenizer, PROMPTS).train()
     done = json.loads((final.parent / "DONE.json").read_text())
     assert done["iterations"] == 3 and "while the held-out judge fell" in done["stopped_by_guard"]
+    assert done["best"]["iteration"] == 1 and (final.parent / "best" / "model.safetensors").is_file()
     logged = read_jsonl(tmp_path / "ppo" / "metrics.jsonl")
     assert [r["guard/alarm"] for r in logged] == [0.0, 0.0, 1.0]
     coefficients = [r["objective/kl_coef"] for r in logged]
@@ -66,5 +68,7 @@ def test_guard_settings_are_checked(tmp_path):
         ppo_config(tmp_path, guard_judge="helpfulness")
     with pytest.raises(ValueError, match="guard_action: expected 'warn' or 'stop'"):
         ppo_config(tmp_path, guard_action="panic")
+    with pytest.raises(ValueError, match="guard_keep_best: needs guard_judge"):
+        ppo_config(tmp_path, guard_keep_best=True)
     with pytest.raises(ValueError, match="kl_target: must be positive"):
         ppo_config(tmp_path, kl_target=0.0)
