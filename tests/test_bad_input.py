@@ -173,6 +173,9 @@ def hh(q: str, chosen, rejected) -> dict:
             "rejected": HH.format(q=q, a=rejected)}  # fmt: skip
 
 
+NO_REJECTED = lines(hh("a?", "yes", "no"), {"chosen": HH.format(q="b?", a="yes")})  # record 1 lacks 'rejected'
+
+
 # fmt: off
 CASES = [
     # --- configuration, any recipe --------------------------------------------------------------------------------
@@ -297,8 +300,7 @@ CASES = [
                                                            {"chosen": 5, "rejected": "x"})),
          ("hh.jsonl", "record 3", "chosen")),
     Case("reward_model", "a field missing",
-         data_file("--helpfulness_data", "hh.jsonl", lines(hh("a?", "yes", "no"), {"chosen": HH.format(q="b?",
-                                                                                                           a="yes")})),
+         data_file("--helpfulness_data", "hh.jsonl", NO_REJECTED),
          ("hh.jsonl", "record 1", "rejected")),
     Case("reward_model", "not utf-8",
          data_file("--helpfulness_data", "hh.jsonl", json.dumps(hh("a?", "yes", "no")).encode() + b"\n\xff\xfe\n"),
@@ -350,8 +352,7 @@ CASES = [
          lambda t, p: {"--helpfulness_pairs": write(t, "hh_round1.jsonl", b"\xff\n").replace("1.j", "{round}.j")},
          ("hh_round1.jsonl", "line 1", "UTF-8")),
     Case("rlhf_round", "base preference data with a bad record",
-         data_file("--helpfulness_data", "hh.jsonl", lines(hh("a?", "yes", "no"), {"chosen": HH.format(q="b?",
-                                                                                                           a="yes")})),
+         data_file("--helpfulness_data", "hh.jsonl", NO_REJECTED),
          ("hh.jsonl", "record 1", "rejected")),
     Case("rlhf_round", "stage yaml a batch of 2.5",
          stage_yaml("rs", "finetune_batch_size: 2.5\n"), ("rs.yaml", "finetune_batch_size", "2.5")),

@@ -127,6 +127,18 @@ class RewardServer:
         self.http.shutdown()
         self.http.server_close()
 
+    def stop_before_call(self, call: int, monkeypatch) -> None:
+        """Make the server go away just before the `call`-th request of any HttpSource from here on."""
+        original, calls = HttpSource.__call__, []
+
+        def call_unless_gone(source, prompts, answers):
+            calls.append(1)
+            if len(calls) == call:
+                self.stop()
+            return original(source, prompts, answers)
+
+        monkeypatch.setattr(HttpSource, "__call__", call_unless_gone)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/score"
@@ -152,16 +164,7 @@ def test_rejection_sampling_with_a_server_that_dies_resumes_once_it_is_back(tmp_
                                                                          "timeout": 5}}})  # fmt: skip
     config = RejectionSamplingConfig(policy=str(chat_model), reward=spec, output_dir=str(tmp_path / "rs"),
                                      prompts="world", world_prompts=4, num_samples=2, max_new_tokens=8)  # fmt: skip
-    original_post = HttpSource.__call__
-    calls = []
-
-    def dies_after_two(self, prompts, answers):
-        calls.append(1)
-        if len(calls) == 3:
-            server.stop()
-        return original_post(self, prompts, answers)
-
-    monkeypatch.setattr(HttpSource, "__call__", dies_after_two)
+    server.stop_before_call(3, monkeypatch)
     with pytest.raises(RewardSourceError, match="no answer after 1 tries"):
         run_rejection_sampling(config)
     finished = [line for shard in (tmp_path / "rs" / "shards").glob("*.jsonl") for line in shard.open()]
@@ -247,15 +250,7 @@ def test_ppo_stopped_by_a_lost_reward_server_resumes_to_the_same_model(tmp_path,
 
     try:
         PPOTrainer.from_config(config("straight"), PROMPTS).train()
-        original, calls = HttpSource.__call__, []
-
-        def dies_in_the_third_iteration(self, prompts, answers):
-            calls.append(1)
-            if len(calls) == 3:
-                server.stop()
-            return original(self, prompts, answers)
-
-        monkeypatch.setattr(HttpSource, "__call__", dies_in_the_third_iteration)
+        server.stop_before_call(3, monkeypatch)  # in the third iteration
         with pytest.raises(RewardSourceError, match="no answer after 1 tries"):
             PPOTrainer.from_config(config("killed"), PROMPTS).train()
         assert sorted(p.name for p in (tmp_path / "killed" / "ppo").glob("checkpoint-*")) == ["checkpoint-1",
