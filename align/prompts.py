@@ -78,7 +78,9 @@ def load_prompts(
 def stage_prompts(config: Any) -> list[dict[str, Any]]:
     """The prompts a stage config names with its `prompts`, `world_seed`, `world_prompts` and
     `world_prompt_seed` fields (rejection sampling and PPO share them), announced as the stage's data source."""
-    stage = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(config).__name__.removesuffix("Config")).lower()
+    # The stage's own config class, also when a recipe extends it (recipes' RecipeConfig).
+    stage_class = next(c for c in type(config).__mro__ if c.__module__.startswith("align."))
+    stage = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", stage_class.__name__.removesuffix("Config")).lower()
     announce_sources(stage, {"prompts": config.prompts}, config.world_seed)
     return load_prompts(
         config.prompts,

@@ -8,7 +8,8 @@ output (a logit):
   own* tokenizer and chat template: the answer text (decoded from the policy's tokens) is rendered again for
   it, so that the policy and the reward models need not share a vocabulary (public reward models do not);
 - `{"function": "package.module:name"}`: a Python function called as `name(prompts, answers)` with two lists,
-  returning a list of floats (a format check, a length penalty, a rule-based filter);
+  returning a list of floats (a format check, a length penalty, a rule-based filter), importable from the
+  working directory or the Python path;
 - `{"url": URL, "timeout": 30, "retries": 3}`: an HTTP endpoint that answers a POST of
   `{"prompts": [...], "answers": [...]}` with `{"scores": [...]}`; a timeout or a failed request is retried
   with a growing pause, and a server that stays away is one `RewardSourceError` naming it (PPO and rejection
@@ -43,6 +44,8 @@ import importlib
 import json
 import logging
 import math
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -215,10 +218,13 @@ class RewardModelSource:
 
 
 class FunctionSource:
-    """`module:name`, imported once, called with lists of prompts and answers."""
+    """`module:name`, imported once (from the working directory or the Python path), called with lists of
+    prompts and answers."""
 
     def __init__(self, target: str, name: str = "") -> None:
         module_name, _, function_name = target.partition(":")
+        if os.getcwd() not in sys.path:  # `python recipes/ppo.py` puts recipes/ first, not the user's folder
+            sys.path.append(os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
