@@ -212,7 +212,11 @@ def table_records(source: str, option: str, split: str = "train") -> tuple[str, 
                 raise ValueError(f"{name}: expected a JSON list of records (or {{'data': [...]}})")
             return name, ((f"record {i}", row) for i, row in enumerate(data))
         if suffix == ".parquet":
-            table = datasets.load_dataset("parquet", data_files=name, split="train")
+            try:
+                table = datasets.load_dataset("parquet", data_files=name, split="train")
+            except Exception as error:  # noqa: BLE001  (pyarrow and datasets raise several types)
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ValueError(f"{name}: not a readable parquet file ({reason})") from None
             return name, ((f"record {i}", row) for i, row in enumerate(table))
         raise ValueError(
             f"{option}: {name}: unsupported file type {suffix!r}, expected .jsonl, .jsonl.gz, .json or .parquet"

@@ -292,6 +292,8 @@ CASES = [
     Case("sft", "truncated jsonl",
          data_file("--dataset", "sft.jsonl", '{"messages": [{"role": "user"'), ("sft.jsonl", "line 1")),
     Case("sft", "a line not an object", data_file("--dataset", "sft.jsonl", "[1, 2]\n"), ("sft.jsonl", "line 1")),
+    Case("sft", "parquet damaged", data_file("--dataset", "sft.parquet", b"PAR1 not really"),
+         ("sft.parquet", "parquet")),
     Case("sft", "hub name offline",
          lambda t, p: {"--dataset": "someone/dialogues"}, ("dataset", "someone/dialogues", "offline")),
     # --- preference pairs -------------------------------------------------------------------------------------------
