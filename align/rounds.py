@@ -468,7 +468,12 @@ class Rounds:
         stage's recorded facts."""
         folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
         marker = folder / ROUND_STAGE_MARKER
-        if is_done(folder, ROUND_STAGE_MARKER):
+        done = is_done(folder, ROUND_STAGE_MARKER)
+        # Every process looks before any can go on: the main process may finish a main-process stage and write
+        # its marker before a slow process has looked, which would then skip the stage's closing barrier and
+        # leave the processes one collective apart (a hang until the process group's timeout).
+        self.processes.wait_for_everyone()
+        if done:
             return json.loads(marker.read_text())
         if main:
             print(f"[round {round_number}] {stage} ...", flush=True)

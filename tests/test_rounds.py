@@ -217,6 +217,60 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
         assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-6), name
 
 
+# Two processes run a main-process stage then a stage on both; the second process looks at each stage's marker
+# 3 s late, after the main process has already finished the quick first stage and written its marker.
+SLOW_LOOKER = """
+import datetime, json, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+from accelerate import PartialState
+
+import align.rounds as rounds
+
+state = PartialState(cpu=True, timeout=datetime.timedelta(seconds=30))
+run_dir = Path(sys.argv[1])
+looked_at_marker = rounds.is_done
+
+
+def late_look(*args):
+    if not state.is_main_process:
+        time.sleep(3)
+    return looked_at_marker(*args)
+
+
+def on_every_process(folder):
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    return {"processes": total.item()}
+
+
+rounds.is_done = late_look
+runner = SimpleNamespace(processes=state, stage_dir=lambda n, stage: run_dir / f"round-{n}" / stage,
+                         manifest=SimpleNamespace(record=lambda *args, **facts: None))
+rounds.Rounds.run_stage(runner, 1, "collect", lambda folder: {"kept": 1})
+facts = rounds.Rounds.run_stage(runner, 1, "reward_model_helpfulness", on_every_process)
+(run_dir / f"rank-{state.process_index}.json").write_text(json.dumps(facts))
+"""
+
+
+def test_a_slow_process_takes_the_same_path_through_the_stages(tmp_path):
+    """Each process decides whether a stage is done before any can write its marker: a process that looks
+    only after the main one finished a main-process stage (a quick collection from files, a loaded CI machine)
+    still meets it at the stage's closing barrier, instead of running ahead one collective (a 30-minute hang)."""
+    script = tmp_path / "slow_looker.py"
+    script.write_text(SLOW_LOOKER)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / "run" / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["processes"] for r in reports] == [2.0, 2.0]  # both met in the all-reduce of the second stage
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
     a, b = (load_file(str(folder / "model.safetensors")) for folder in (first, second))
     assert a.keys() == b.keys()
