@@ -13,6 +13,8 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
 3. `rejection_sampling`: best-of-K with the new reward models, then SFT of the latest policy on the kept
    answers of this round pooled with every earlier round's (`rejection_sampling/sft/final`);
 4. `ppo` (from round `ppo_from_round`): PPO from the rejection-sampled model, pi_0 being that model;
+   steps 3 and 4 score with the Llama 2 gate over the round's reward models, or with the rounds' reward spec
+   (`reward`, `align.reward_sources`), where `round:helpfulness` / `round:safety` name them;
 5. `evaluate`: the round's policy judged by `evaluate_round` (supplied by the recipe from `eval/`) with
    `Rounds.evaluation_setup()`: in the world, the gold scorers on held-out prompts; on real data, judges the
    policy was never optimised against (held-out "meta" reward models trained once on the held-out pairs, Llama 2
@@ -64,6 +66,7 @@ from .checkpoint import (
 from .config import ConfigError, check_field_types, coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
 from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
+from .reward_sources import FunctionSource, parse_reward_spec
 from .sources import WORLD, describe_source, describe_sources, split_sources
 
 # A round's stage is done when this marker exists; the stage's own run (e.g. its DONE.json) may finish earlier,
@@ -92,6 +95,14 @@ STAGE_CONFIGS = {
     "rejection_sampling": ("align.rejection_sampling", "RejectionSamplingConfig"),
     "ppo": ("align.ppo", "PPOConfig"),
 }
+# In the rounds' reward spec, `model: round:helpfulness` (or `round:safety`) is that reward model of each round.
+ROUND_MODEL = "round:"
+ROUNDS_REWARD_HELP = (
+    "how rejection sampling and PPO score answers in every round: a reward spec (a mapping, JSON or .yaml file, "
+    "as recipes/ppo.py takes) whose sources may be `{model: round:helpfulness}` / `{model: round:safety}`, the "
+    "round's own reward models, besides functions, servers and fixed models (default: the Llama 2 gate over the "
+    "round's two reward models)"
+)
 # Fields the rounds set on every stage they chain; an override of one is refused.
 CHAINED_FIELDS = {
     "model", "target", "output_dir", "policy", "reference", "helpfulness_rm", "safety_rm", "dataset",
@@ -200,6 +211,7 @@ class RoundsConfig:
         default=None, metadata={"help": "format of the annotated pair files (default: helpfulness_format / "
                                         "safety_format)"}
     )  # fmt: skip
+    reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_REWARD_HELP})
     overrides: dict | str | None = field(default=None, metadata={"help": OVERRIDES_HELP})
     seed: int = field(default=0, metadata={"help": "run seed (each round derives its own)"})
 
@@ -233,6 +245,7 @@ class RoundsConfig:
             raise ValueError(f"annotation_temperatures: expected two positive numbers like '1.0,0.7', got "
                              f"{self.annotation_temperatures!r}")  # fmt: skip
         self.overrides = parse_overrides(self.overrides)
+        self.reward = parse_rounds_reward(self.reward)
         if self.on_user_data:
             self.check_user_inputs()
 
@@ -358,6 +371,20 @@ def stage_done_facts(folder: Path) -> dict[str, Any]:
     return {"data_sources": sources} if sources else {}
 
 
+def parse_rounds_reward(value: Any) -> dict[str, Any] | None:
+    """The rounds' reward spec as a mapping (a file or JSON read once, so the manifest records what was used),
+    or None for the default; ValueError naming a bad spec or a `round:` model that is not a target."""
+    if value in (None, "", {}):
+        return None
+    spec = parse_reward_spec(value)
+    for name, source in spec.sources.items():
+        model = source.get("model", "")
+        if model.startswith(ROUND_MODEL) and model[len(ROUND_MODEL) :] not in TARGETS:
+            raise ValueError(f"reward: sources: {name}: model: expected {' or '.join(ROUND_MODEL + t for t in TARGETS)}"
+                             f" (the round's reward model) or a folder, got {model!r}")  # fmt: skip
+    return {"combine": spec.combine, "sources": spec.sources}
+
+
 class Rounds:
     """Runs rounds 1..N of a run, skipping finished stages; see the module docstring."""
 
@@ -375,6 +402,22 @@ class Rounds:
 
     def stage_dir(self, round_number: int, stage: str) -> Path:
         return self.run_dir / f"round-{round_number}" / stage
+
+    def reward_fields(self, models: dict[str, Any]) -> dict[str, Any]:
+        """What rejection sampling and PPO score with, given the round's reward models by target: the Llama 2
+        gate over them (their `helpfulness_rm` / `safety_rm`), or the rounds' spec with its `round:<target>`
+        models filled in."""
+        if self.config.reward is None:
+            return {"helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]), "reward": None}
+        sources = {}
+        for name, source in self.config.reward["sources"].items():
+            model = source.get("model", "")
+            sources[name] = (
+                {**source, "model": str(models[model[len(ROUND_MODEL) :]])}
+                if model.startswith(ROUND_MODEL)
+                else source
+            )
+        return {"helpfulness_rm": "", "safety_rm": "", "reward": {**self.config.reward, "sources": sources}}
 
     def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
         """The config of one stage: its YAML, the `--<stage>.<field>` overrides, what the rounds chain; a value
@@ -395,13 +438,19 @@ class Rounds:
         from .rejection_sampling import RejectionSamplingConfig
         from .reward_model import RewardModelConfig
 
-        config, chained = self.config, dict(policy="-", helpfulness_rm="-", safety_rm="-", output_dir="-")
+        config = self.config
+        chained = dict(policy="-", output_dir="-", **self.reward_fields({target: "-" for target in TARGETS}))
         if not getattr(config, "from_hub", None):  # a pulled model arrives later
             if config.sft_model:
                 require_model_dir(config.sft_model, "sft_model")
             for name in ("helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
                 if getattr(config, name):
                     require_reward_model_dir(getattr(config, name), name)
+        for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
+            if not source.get("model", ROUND_MODEL).startswith(ROUND_MODEL):
+                require_reward_model_dir(source["model"], f"reward: sources: {name}")
+            if "function" in source:
+                FunctionSource(source["function"], name)
         for name in ("prompts", "eval_prompts", "helpfulness_data", "safety_data", "helpfulness_eval_pairs",
                      "safety_eval_pairs"):  # fmt: skip
             for source in split_sources(getattr(config, name)):
@@ -428,8 +477,8 @@ class Rounds:
             ("ppo", PPOConfig, config.ppo_config),
         ):
             if load_yaml_config(path, config_class).get("reward") is not None:
-                raise ValueError(f"{path}: reward: the rounds score with each round's reward models (the Llama 2 "
-                                 "gate); a reward spec of your own is for recipes/rejection_sampling.py and ppo.py")  # fmt: skip
+                raise ValueError(f"{path}: reward: the rounds' reward spec is theirs (--reward), with the round's "
+                                 "reward models as round:helpfulness / round:safety")  # fmt: skip
             self.settings(stage, config_class, path, **chained, **prompts)  # also PPO before its first round
 
     def check_data_files(self) -> None:
@@ -781,8 +830,7 @@ class Rounds:
             RejectionSamplingConfig,
             self.config.rejection_sampling_config,
             policy=str(policy),
-            helpfulness_rm=str(models["helpfulness"]),
-            safety_rm=str(models["safety"]),
+            **self.reward_fields(models),
             output_dir=str(folder),
             world_seed=self.config.world_seed,
             world_prompt_seed=n,
@@ -819,8 +867,7 @@ class Rounds:
             self.config.ppo_config,
             policy=str(policy),
             reference=str(policy),
-            helpfulness_rm=str(models["helpfulness"]),
-            safety_rm=str(models["safety"]),
+            **self.reward_fields(models),
             output_dir=str(folder),
             world_seed=self.config.world_seed,
             world_prompt_seed=100 + n,

@@ -115,6 +115,9 @@ NON_UTF8 = b'{"text": "fine"}\n{"text": "caf\xe9"}\n'
 QUESTION, ANSWER = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
 PKU_FLAG_A_STRING = {"prompt": "q", "response_0": "a", "response_1": "b", "is_response_0_safe": "false",
                      "is_response_1_safe": True, "better_response_id": 1, "safer_response_id": 1}  # fmt: skip
+# The rounds' default reward written as a spec: the gate over the round's two reward models.
+ROUND_GATE = ('{"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"}, '
+              '"safety": {"model": "round:safety"}}}')  # fmt: skip
 NO_RMS = {"--helpfulness_rm": "", "--safety_rm": ""}  # a reward spec names its own sources
 PROMPT = {"id": "a", "prompt": "How far is the Moon?", "is_safety": False}
 
@@ -380,7 +383,18 @@ CASES = [
          ("value_model", "shared_value_head")),
     Case("rlhf_round", "a reward spec in a rounds stage",
          stage_yaml("rs", "reward: {combine: min, sources: {a: {model: x}}}\n"),
-         ("rs.yaml", "reward", "the rounds score with each round's reward models")),
+         ("rs.yaml", "reward", "the rounds' reward spec is theirs (--reward)")),
+    Case("rlhf_round", "a rounds reward spec with an unknown round model",
+         lambda t, p: {"--reward": ROUND_GATE.replace("round:safety", "round:quality")},
+         ("reward: sources: safety: model", "round:helpfulness or round:safety", "round:quality")),
+    Case("rlhf_round", "a rounds reward spec with a missing model folder",
+         lambda t, p: {"--reward": ROUND_GATE.replace("}}}", f'}}, "judge": {{"model": "{t / "judge"}"}}}}}}')},
+         ("reward: sources: judge", "judge")),
+    Case("rlhf_round", "a rounds reward spec with a function not importable",
+         lambda t, p: {"--reward": ROUND_GATE.replace("}}}", '}, "f": {"function": "no_such_module:f"}}}')},
+         ("reward: sources: f", "no_such_module")),
+    Case("rlhf_round", "a rounds guard judge that is optimised",
+         lambda t, p: {"--reward": ROUND_GATE, "--ppo.guard_judge": "safety"}, ("guard_judge", "'safety'", "weight 0")),
     # --- the rounds -------------------------------------------------------------------------------------------------
     Case("rlhf_round", "stage yaml value of the wrong type",
          stage_yaml("rs", "temperature: hot\n"), ("rs.yaml", "temperature")),

@@ -217,6 +217,41 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
         assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-6), name
 
 
+def test_a_round_scored_by_a_reward_spec_with_a_held_out_judge(tmp_path, chat_model, reward_models, stage_configs,
+                                                               monkeypatch):  # fmt: skip
+    """`--reward` drives rejection sampling and PPO in every round: `round:helpfulness` / `round:safety` are
+    the round's own reward models, a function source of weight 0 is scored and logged beside them, and PPO's
+    reward-hacking guard watches it (`--ppo.guard_judge`)."""
+    (tmp_path / "my_judges.py").write_text(
+        "def answer_words(prompts, answers):\n    return [float(len(answer.split())) for answer in answers]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = {"combine": "llama2_gate", "sources": {
+        "helpfulness": {"model": "round:helpfulness"}, "safety": {"model": "round:safety"},
+        "words": {"function": "my_judges:answer_words"},  # under the gate, a source without a weight: a judge
+    }}  # fmt: skip
+    world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                                         "helpfulness_pairs", "safety_pairs")}  # fmt: skip
+    config = RoundsConfig(round=1, name="spec", runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
+                          helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]),
+                          ppo_from_round=1, pairs_per_round=40, world_eval_prompts=10, reward=json.dumps(reward),
+                          overrides={"ppo": {"guard_judge": "words", "guard_window": 2}}, **world,
+                          **stage_configs)  # fmt: skip
+    manifest = Rounds(config, evaluate_round=evaluate).run()
+    round_dir = tmp_path / "runs" / "spec" / "round-1"
+    models = {t: str(round_dir / f"reward_model_{t}" / "final") for t in ("helpfulness", "safety")}
+    for stage in ("rejection_sampling", "ppo"):
+        sources = manifest["rounds"]["1"][stage]["config"]["reward"]["sources"]
+        assert {name: source.get("model") for name, source in sources.items()} == {**models, "words": None}
+    kept = read_jsonl(round_dir / "rejection_sampling" / "kept.jsonl")
+    for record in kept:  # each candidate's word count, scored by the judge
+        assert record["words_scores"] == [float(len(answer.split())) for answer in record["candidates"]]
+    ppo_metrics = [json.loads(line) for line in (round_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    trained = [m for m in ppo_metrics if "objective/words_score" in m]
+    assert len(trained) == 2 and all("guard/alarm" in m for m in trained)
+    assert "objective/words_score" in manifest["rounds"]["1"]["ppo"]
+
+
 # Two processes run a main-process stage then a stage on both; the second process looks at each stage's marker
 # 3 s late, after the main process has already finished the quick first stage and written its marker.
 SLOW_LOOKER = """
