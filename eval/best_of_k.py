@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from align.checkpoint import require_model_dir  # noqa: E402
+from align.config import exit_with_error  # noqa: E402
 from align.data import load_tokenizer  # noqa: E402
 from align.modeling import AlignLlamaForCausalLM  # noqa: E402
 from align.rejection_sampling import (  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         temperatures = [float(t) for t in args.temperatures.split(",")]
         models = {"policy": AlignLlamaForCausalLM.from_pretrained(policy), "reward": RewardScorer.load(spec)}
     except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"best_of_k: {error}")
+        exit_with_error(str(error), "best_of_k")
     tokenizer = load_tokenizer(policy)
     prompts = World(seed=args.world_seed).prompts(args.prompts, args.split, seed=args.prompt_seed)
     torch.set_grad_enabled(False)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from align.checkpoint import require_model_dir
+from align.config import exit_with_error
 from align.data import load_tokenizer
 from align.modeling import AlignLlamaForCausalLM
 from align.world import World
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         directories = [require_model_dir(model, "model") for model in args.models]
     except FileNotFoundError as error:
-        sys.exit(f"evaluate_world: {error}")
+        exit_with_error(str(error), "evaluate_world")
     prompts = World(seed=args.world_seed).prompts(args.prompts, "test")
     results = {}
     print(f"{'checkpoint':50s} " + " ".join(f"{c:>20s}" for c in COLUMNS))

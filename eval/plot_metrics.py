@@ -1,12 +1,14 @@
 """Plot the metrics.jsonl of one or more runs (loss, learning rate, grad norm, any logged key) to a PNG.
 
 python eval/plot_metrics.py runs/pretrain/world_small runs/sft/world_small --keys loss learning_rate --out curves.png
+python eval/plot_metrics.py runs/ppo/mine --keys objective/scores objective/gold objective/kl --mark guard/alarm
+
+`--mark KEY` shades the steps where KEY is non-zero in every panel (e.g. PPO's reward-hacking alarm).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,20 +16,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from align.config import exit_with_error  # noqa: E402
 from align.tracking import METRICS_FILE, read_metrics  # noqa: E402
 
 
-def plot(runs: list[Path], keys: list[str], out: Path) -> Path:
-    """One panel per key, one line per run; returns the PNG path."""
+def marked_steps(records: list[dict], key: str) -> list[int]:
+    """The steps where `key` was logged non-zero (a PPO iteration whose reward-hacking alarm fired)."""
+    return [record["step"] for record in records if record.get(key)]
+
+
+def plot(runs: list[Path], keys: list[str], out: Path, mark: str | None = None) -> Path:
+    """One panel per key, one line per run, the steps where `mark` is non-zero shaded; returns the PNG path."""
     figure, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     for run in runs:
         records = read_metrics(run / METRICS_FILE)
         if not records:
-            raise FileNotFoundError(f"plot_metrics: no metrics at {run / METRICS_FILE}")
+            raise FileNotFoundError(f"no metrics at {run / METRICS_FILE}")
+        marked = marked_steps(records, mark) if mark else []
         for axis, key in zip(axes[0], keys):
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 axis.plot(*zip(*points), label=run.name if run.name != "final" else run.parent.name)
+            for number, step in enumerate(marked):
+                axis.axvspan(step - 0.5, step + 0.5, color="tab:red", alpha=0.15, label=mark if not number else None)
             axis.set_title(key)
             axis.set_xlabel("step")
     for axis in axes[0]:
@@ -44,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders holding metrics.jsonl")
     parser.add_argument("--keys", nargs="+", default=["loss", "learning_rate", "grad_norm"])
     parser.add_argument("--out", type=Path, default=Path("metrics.png"))
+    parser.add_argument("--mark", help="shade the steps where this key is non-zero (e.g. guard/alarm)")
     args = parser.parse_args(argv)
     try:
-        print(plot(args.runs, args.keys, args.out))
+        print(plot(args.runs, args.keys, args.out, args.mark))
     except FileNotFoundError as error:
-        sys.exit(str(error))
+        exit_with_error(str(error), "plot_metrics")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from align.checkpoint import require_reward_model_dir  # noqa: E402
+from align.config import exit_with_error  # noqa: E402
 from align.data import load_preferences, load_tokenizer  # noqa: E402
 from align.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
 from align.modeling import AlignLlamaForSequenceClassification  # noqa: E402
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         report = evaluate_reward_model(args.model, pairs, args.out, f"{args.target} RM")
     except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"reward_model_report: {error}")
+        exit_with_error(str(error), "reward_model_report")
     print(format_table({args.target: report}))
 
 
