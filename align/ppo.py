@@ -146,8 +146,8 @@ class PPOConfig:
     )
     guard_keep_best: bool = field(
         default=False,
-        metadata={"help": "keep the policy of the iteration with the best held-out judge score in <output_dir>/best "
-                          "(needs guard_judge)"},
+        metadata={"help": "keep the policy at the end of the guard_window with the best mean held-out judge score "
+                          "in <output_dir>/best (needs guard_judge)"},
     )  # fmt: skip
     cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip range"})
     cliprange_value: float = field(default=0.2, metadata={"help": "value clip range"})
@@ -430,7 +430,7 @@ class PPOTrainer:
             else None
         )
         self.stopped_by_guard: str | None = None
-        self.best: dict[str, float] = {}  # the iteration with the best held-out judge score (guard_keep_best)
+        self.best: dict[str, float] = {}  # the end of the window with the best mean judge score (guard_keep_best)
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
         self.reward = reward
@@ -745,10 +745,13 @@ class PPOTrainer:
                 self.config.guard_judge, f"objective/{self.config.guard_judge}_score"
             )
             alarm = self.guard.observe(metrics["objective/scores"], metrics.get(judge), metrics["objective/kl"])
-            if self.config.guard_keep_best and metrics[judge] > self.best.get("judge", float("-inf")):
-                self.best = {"iteration": self.iteration + 1, "judge": metrics[judge]}
+            judged = self.guard.judge_mean()
+            if self.config.guard_keep_best and judged is not None and judged > self.best.get("judge_mean", judged - 1):
+                self.best = {"iteration": self.iteration + 1, "judge_mean": judged, "window": self.guard.window}
                 self.save_best()
             metrics["guard/alarm"] = float(alarm is not None)
+            if judged is not None:
+                metrics["guard/judge_mean"] = judged
             if alarm is not None:
                 if self.accelerator.is_main_process:
                     print(f"[ppo] reward-hacking guard, iteration {self.iteration + 1}: {alarm}", flush=True)

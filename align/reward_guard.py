@@ -7,7 +7,9 @@
 - `RewardHackingGuard`: over a window of iterations, the reward PPO optimises rising while a held-out judge
   falls (a reward source with weight 0, or the world's gold scorer), or the KL per sequence passing a bound,
   is an alarm: the policy is being fitted to the reward models' mistakes rather than to what they stand for.
-  The trend of each series is the slope of its least-squares line over the window.
+  The trend of each series is the slope of its least-squares line over the window. The judge's mean over the
+  same window is what `guard_keep_best` ranks iterations by: one iteration's batch is too noisy to pick a
+  policy on (on the demo, single iterations' gold swings by +-0.1 around a trend of a few hundredths).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class RewardHackingGuard:
                 f"iteration) while the held-out judge fell ({judge_trend:+.4f})"
             )
         return None
+
+    def judge_mean(self) -> float | None:
+        """The held-out judge's mean over the last `window` iterations, None until there are that many."""
+        if len(self.history) < self.window:
+            return None
+        return sum(judge for _, judge in self.history) / self.window
 
     def state(self) -> list[list[float]]:
         """What a checkpoint keeps, so a resumed run judges the same window."""

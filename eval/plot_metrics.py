@@ -1,9 +1,10 @@
 """Plot the metrics.jsonl of one or more runs (loss, learning rate, grad norm, any logged key) to a PNG.
 
 python eval/plot_metrics.py runs/pretrain/world_small runs/sft/world_small --keys loss learning_rate --out curves.png
-python eval/plot_metrics.py runs/ppo/mine --keys objective/scores objective/gold objective/kl --mark guard/alarm
+python eval/plot_metrics.py runs/ppo/mine --keys objective/scores objective/gold objective/kl --mark guard/alarm --smooth 10
 
-`--mark KEY` shades the steps where KEY is non-zero in every panel (e.g. PPO's reward-hacking alarm).
+`--mark KEY` shades the steps where KEY is non-zero in every panel (e.g. PPO's reward-hacking alarm);
+`--smooth N` draws the mean of the last N points over each (faint) curve, for noisy per-iteration metrics.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ def marked_steps(records: list[dict], key: str) -> list[int]:
     return [record["step"] for record in records if record.get(key)]
 
 
-def plot(runs: list[Path], keys: list[str], out: Path, mark: str | None = None) -> Path:
-    """One panel per key, one line per run, the steps where `mark` is non-zero shaded; returns the PNG path."""
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the `window - 1` before it (fewer at the start)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
+def plot(runs: list[Path], keys: list[str], out: Path, mark: str | None = None, smooth: int = 1) -> Path:
+    """One panel per key, one line per run (with its trailing mean over `smooth` points when above 1), the
+    steps where `mark` is non-zero shaded; returns the PNG path."""
     figure, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     for run in runs:
         records = read_metrics(run / METRICS_FILE)
@@ -35,10 +42,17 @@ def plot(runs: list[Path], keys: list[str], out: Path, mark: str | None = None) 
         marked = marked_steps(records, mark) if mark else []
         for axis, key in zip(axes[0], keys):
             points = [(r["step"], r[key]) for r in records if key in r]
-            if points:
-                axis.plot(*zip(*points), label=run.name if run.name != "final" else run.parent.name)
+            label = run.name if run.name != "final" else run.parent.name
+            if points and smooth > 1:
+                steps, values = zip(*points)
+                line = axis.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
+                axis.plot(steps, trailing_mean(list(values), smooth), color=line.get_color(),
+                          label=f"{label} (mean of {smooth})")  # fmt: skip
+            elif points:
+                axis.plot(*zip(*points), label=label)
             for number, step in enumerate(marked):
-                axis.axvspan(step - 0.5, step + 0.5, color="tab:red", alpha=0.15, label=mark if not number else None)
+                axis.axvspan(step - 0.5, step + 0.5, color="tab:red", alpha=0.15, linewidth=0,
+                             label=mark if not number else None)  # fmt: skip
             axis.set_title(key)
             axis.set_xlabel("step")
     for axis in axes[0]:
@@ -56,10 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", nargs="+", default=["loss", "learning_rate", "grad_norm"])
     parser.add_argument("--out", type=Path, default=Path("metrics.png"))
     parser.add_argument("--mark", help="shade the steps where this key is non-zero (e.g. guard/alarm)")
+    parser.add_argument("--smooth", type=int, default=1, help="also draw the trailing mean over this many points")
     args = parser.parse_args(argv)
     try:
-        print(plot(args.runs, args.keys, args.out, args.mark))
-    except FileNotFoundError as error:
+        if args.smooth < 1:
+            raise ValueError(f"--smooth: expected at least 1, got {args.smooth}")
+        print(plot(args.runs, args.keys, args.out, args.mark, args.smooth))
+    except (FileNotFoundError, ValueError) as error:
         exit_with_error(str(error), "plot_metrics")
 
 

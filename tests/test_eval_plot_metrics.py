@@ -37,3 +37,8 @@ def test_a_run_without_metrics_is_one_line(tmp_path, capsys):
         PLOT["main"]([str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith(f"plot_metrics: error: no metrics at {tmp_path / 'empty'}")
+
+
+def test_the_trailing_mean_covers_fewer_points_at_the_start():
+    assert PLOT["trailing_mean"]([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert PLOT["trailing_mean"]([2.0, 4.0], 10) == [2.0, 3.0]

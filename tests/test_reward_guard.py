@@ -32,6 +32,8 @@ def test_the_guard_fires_on_a_rising_reward_and_a_falling_judge_or_a_large_kl():
     both_rise = RewardHackingGuard(window=3)
     assert all(both_rise.observe(x, x, 0.1) is None for x in range(6))
     assert RewardHackingGuard(window=3, max_kl=5.0).observe(1.0, None, 7.5) == "KL 7.500 above guard_max_kl 5.0"
+    assert guard.judge_mean() == pytest.approx(4.0) and both_rise.judge_mean() == pytest.approx(4.0)
+    assert RewardHackingGuard(window=3).judge_mean() is None  # no full window yet
     resumed = RewardHackingGuard(window=3)
     resumed.load_state(guard.state())
     assert resumed.history == guard.history
@@ -40,7 +42,7 @@ def test_the_guard_fires_on_a_rising_reward_and_a_falling_judge_or_a_large_kl():
 def test_ppo_stops_when_the_guard_fires_and_steers_the_kl_coefficient(tmp_path, tokenizer):
     """A reward that rises every iteration and a held-out judge that falls: with guard_action 'stop' the run
     ends at the iteration the window shows it, saying why in DONE.json, and `best/` holds the policy of the
-    judge's best iteration (the first); the adaptive controller moves kl_coef."""
+    judge's best window; the adaptive controller moves kl_coef."""
     spec = {"combine": "weighted_sum", "sources": {"up": {"function": "m:up"}, "down": {"function": "m:down",
                                                                                          "weight": 0}}}  # fmt: skip
     rising, falling = count(), count()
@@ -54,7 +56,10 @@ def test_ppo_stops_when_the_guard_fires_and_steers_the_kl_coefficient(tmp_path, 
     final = PPOTrainer(config, policy, reference, None, reward, tokenizer, PROMPTS).train()
     done = json.loads((final.parent / "DONE.json").read_text())
     assert done["iterations"] == 3 and "while the held-out judge fell" in done["stopped_by_guard"]
-    assert done["best"]["iteration"] == 1 and (final.parent / "best" / "model.safetensors").is_file()
+    # best/: the end of the first (and only) full window, ranked by the judge's mean over it: (0 + 0 - 1) / 3.
+    assert done["best"] == {"iteration": 3, "judge_mean": pytest.approx(-1 / 3), "window": 3,
+                            "path": str(final.parent / "best")}  # fmt: skip
+    assert (final.parent / "best" / "model.safetensors").is_file()
     logged = read_jsonl(tmp_path / "ppo" / "metrics.jsonl")
     assert [r["guard/alarm"] for r in logged] == [0.0, 0.0, 1.0]
     coefficients = [r["objective/kl_coef"] for r in logged]
