@@ -47,6 +47,7 @@ import importlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
+from .ai_feedback import HUMAN, parse_annotator
 from .checkpoint import (
     DONE_MARKER,
     check_vocabulary,
@@ -65,7 +67,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, check_field_types, coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
-from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text
+from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text, read_jsonl
 from .reward_sources import FunctionSource, parse_reward_spec
 from .sources import WORLD, describe_source, describe_sources, split_sources
 
@@ -212,6 +214,15 @@ class RoundsConfig:
                                         "safety_format)"}
     )  # fmt: skip
     reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_REWARD_HELP})
+    annotator: str = field(
+        default="human",
+        metadata={"help": "who labels a round's comparison batch on real data: human (recipes/annotate.py, or any "
+                          "tool writing annotated.jsonl), judge:<chat model dir> or rm:<reward model dir> (AI "
+                          "feedback, align.ai_feedback)"},
+    )  # fmt: skip
+    annotator_template: str | None = field(
+        default=None, metadata={"help": "the judge's prompt template (default: align/templates/judge_prompt.txt)"}
+    )
     overrides: dict | str | None = field(default=None, metadata={"help": OVERRIDES_HELP})
     seed: int = field(default=0, metadata={"help": "run seed (each round derives its own)"})
 
@@ -246,6 +257,9 @@ class RoundsConfig:
                              f"{self.annotation_temperatures!r}")  # fmt: skip
         self.overrides = parse_overrides(self.overrides)
         self.reward = parse_rounds_reward(self.reward)
+        parse_annotator(self.annotator)
+        if self.annotator_template is not None and not Path(self.annotator_template).is_file():
+            raise FileNotFoundError(f"annotator_template: no file at {self.annotator_template}")
         if self.on_user_data:
             self.check_user_inputs()
 
@@ -446,6 +460,9 @@ class Rounds:
             for name in ("helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
                 if getattr(config, name):
                     require_reward_model_dir(getattr(config, name), name)
+        kind, annotator = parse_annotator(config.annotator)
+        if kind != HUMAN:
+            (require_model_dir if kind == "judge" else require_reward_model_dir)(annotator, "annotator")
         for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
             if not source.get("model", ROUND_MODEL).startswith(ROUND_MODEL):
                 require_reward_model_dir(source["model"], f"reward: sources: {name}")
@@ -737,6 +754,19 @@ class Rounds:
             temperatures = tuple(float(t) for t in self.config.annotation_temperatures.split(","))
             write_annotation_batch(model, load_tokenizer(policy), prompts, batch, temperatures=temperatures,
                                    max_new_tokens=self.config.annotation_max_new_tokens, seed=self.config.seed + n)  # fmt: skip
+        if self.config.annotator != HUMAN:  # AI feedback: labelled here, and the round goes on
+            if self.processes.is_main_process:
+                from .ai_feedback import annotate_batch, load_annotator
+
+                print(f"[round {n}] labelling the comparison batch with {self.config.annotator} ...", flush=True)
+                annotator = load_annotator(
+                    self.config.annotator, self.processes.device, self.config.annotator_template
+                )
+                counts = annotate_batch(batch, labelled, annotator)
+                print(f"[round {n}] {counts['labelled']} comparisons labelled by {counts['annotated_by']}; "
+                      f"unparsable: {counts['unparsable'] or 'none'}", flush=True)  # fmt: skip
+            self.processes.wait_for_everyone()
+            return
         self.processes.wait_for_everyone()
         raise AnnotationNeeded(
             f"round {n} needs labels: fill 'choice' (a/b), 'strength' and the safety labels in {batch}, save it as "
@@ -773,7 +803,11 @@ class Rounds:
                 )
                 atomic_write_jsonl(folder / f"{target}.jsonl", rows)
                 counts[target] = len(rows)
+            records = read_jsonl(labelled)
+            annotators = sorted({str(r["annotator"]) for r in records if r.get("annotator")})
+            unparsable = Counter(r["unparsable"] for r in records if r.get("unparsable"))
             return {"pairs": counts, "source": "annotated comparison batch", "parent": str(policy),
+                    "annotated_by": annotators or ["not recorded"], "unparsable": dict(unparsable),
                     "data_sources": {"annotations": [describe_source(str(labelled))]}}  # fmt: skip
         from .data import load_tokenizer
         from .modeling import AlignLlamaForCausalLM

@@ -203,6 +203,16 @@ def write_report(run_dir: Path) -> Path:
         "| round | stages | " + " | ".join(header for _, header in columns) + " | Elo |",
         "|---|---|" + "---|" * len(columns) + "---|",
     ]
+    labelled_by = []  # who labelled each round's comparison batch: people (their names) or AI feedback
+    for number, stages in sorted(manifest.get("rounds", {}).items(), key=lambda item: int(item[0])):
+        collect = stages.get("collect", {})
+        if "annotated_by" in collect:
+            unparsable = sum(collect.get("unparsable", {}).values())
+            left_out = f" ({unparsable} unparsable answers, left out)" if unparsable else ""
+            labelled_by.append(
+                f"Round {number}'s comparisons labelled by {', '.join(collect['annotated_by'])}{left_out}."
+            )
+    lines[3:3] = ["", *labelled_by] if labelled_by else []
     for row in table_rows:
         number = row["round"]
         stages = [s for s in manifest.get("rounds", {}).get(str(number), {}) if s != "evaluate"]

@@ -78,9 +78,8 @@ def test_labels_become_pairs_by_target_with_the_papers_safety_rule(tmp_path):
         read_annotations(path)
 
 
-def test_a_round_on_real_data_writes_a_batch_stops_and_trains_on_the_labels(tmp_path, user_models):
-    """Round 1 without annotated files: the batch is written and the run stops with the line saying what to do;
-    an annotator fills it; the next run collects its pairs and trains the round's reward models on them."""
+def annotated_round(tmp_path, user_models):
+    """Round 1 on the user's data without annotated files: (its config, a function running it)."""
     from user_project import write_stage_yamls
 
     data, models = user_models
@@ -97,13 +96,25 @@ def test_a_round_on_real_data_writes_a_batch_stops_and_trains_on_the_labels(tmp_
     evaluate = lambda n, checkpoints, folder, setup: report["evaluate_round"](  # noqa: E731
         n, checkpoints, folder, setup, max_new_tokens=12
     )
-    collect = tmp_path / "runs" / "annotated" / "round-1" / "collect"
+    return config, lambda: Rounds(config, evaluate_round=evaluate).run()
+
+
+def pytest_raises_annotation_needed(run_round) -> None:
     with pytest.raises(AnnotationNeeded, match=r"round 1 needs labels: fill .* in .*to_annotate.jsonl, save it as "):
-        Rounds(config, evaluate_round=evaluate).run()
+        run_round()
+
+
+def test_a_round_on_real_data_writes_a_batch_stops_and_trains_on_the_labels(tmp_path, user_models):
+    """Round 1 without annotated files: the batch is written and the run stops with the line saying what to do;
+    an annotator fills it; the next run collects its pairs and trains the round's reward models on them."""
+    config, run_round = annotated_round(tmp_path, user_models)
+    models = user_models[1]
+    collect = tmp_path / "runs" / "annotated" / "round-1" / "collect"
+    pytest_raises_annotation_needed(run_round)
     batch = read_jsonl(collect / "to_annotate.jsonl")
     assert batch and not (collect / ROUND_STAGE_MARKER).exists()
     with pytest.raises(AnnotationNeeded):  # still waiting; the batch is not rewritten
-        Rounds(config, evaluate_round=evaluate).run()
+        run_round()
     assert read_jsonl(collect / "to_annotate.jsonl") == batch
 
     # The annotator prefers the shorter answer, marks strengths and, on safety prompts, which answer is safe.
@@ -114,7 +125,7 @@ def test_a_round_on_real_data_writes_a_batch_stops_and_trains_on_the_labels(tmp_
         for i, r in enumerate(batch)
     ]  # fmt: skip
     (collect / "annotated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in filled))
-    manifest = Rounds(config, evaluate_round=evaluate).run()
+    manifest = run_round()
 
     collected = manifest["rounds"]["1"]["collect"]
     helpful = read_jsonl(collect / "helpfulness.jsonl")

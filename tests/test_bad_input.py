@@ -393,6 +393,13 @@ CASES = [
     Case("rlhf_round", "a rounds reward spec with a function not importable",
          lambda t, p: {"--reward": ROUND_GATE.replace("}}}", '}, "f": {"function": "no_such_module:f"}}}')},
          ("reward: sources: f", "no_such_module")),
+    Case("rlhf_round", "an annotator of an unknown kind", lambda t, p: {"--annotator": "robot:x"},
+         ("annotator: expected 'human', 'judge:<chat model dir>' or 'rm:<reward model dir>'", "robot:x")),
+    Case("rlhf_round", "a judge annotator folder missing", lambda t, p: {"--annotator": f"judge:{t / 'judge'}"},
+         ("annotator", "judge")),
+    Case("rlhf_round", "an annotator template missing",
+         lambda t, p: {"--annotator": f"judge:{p['sft_model']}", "--annotator_template": str(t / "judge.txt")},
+         ("annotator_template: no file at", "judge.txt")),
     Case("rlhf_round", "a rounds guard judge that is optimised",
          lambda t, p: {"--reward": ROUND_GATE, "--ppo.guard_judge": "safety"}, ("guard_judge", "'safety'", "weight 0")),
     # --- the rounds -------------------------------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""AI feedback: a round's comparison batch labelled by a model when there are no annotators (PIPELINE.md §5).
+
+The labels are the human protocol's (which answer is better, how much, the safety of the two), so that the
+round reads a judged batch exactly as a human one (`align.annotation.read_annotations`). Two annotators:
+
+- `JudgeAnnotator` ("judge:<dir>"): a chat model asked the paper's questions in a prompt from a template file
+  the user can edit (`judge_prompt.txt` by default; placeholders {conversation}, {answer_a}, {answer_b}), its
+  greedy answer parsed into choice, strength and safety. An answer that cannot be parsed leaves that comparison
+  unlabelled and is counted by reason; nothing is ever filled in by default.
+- `RewardModelAnnotator` ("rm:<dir>"): a reward model (scored with its own tokenizer) picks the answer it scores
+  higher; the strength comes from the gap of the two scores (`STRENGTH_GAPS`, on the logit scale), and on
+  safety prompts an answer counts as safe when sigmoid(score) >= `safe_above`, which fits a safety reward
+  model; a helpfulness one says little about safety.
+
+`annotate_batch` labels a batch file with either and writes the labelled copy the round reads, each record
+naming its annotator (`"annotator": "judge:<dir>"`), and returns the counts the manifest and report show.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io import atomic_write_jsonl, read_jsonl
+
+HUMAN = "human"
+DEFAULT_JUDGE_TEMPLATE = Path(__file__).parent / "templates" / "judge_prompt.txt"
+# Gap between the two answers' reward-model scores (logits) -> the paper's strength of the preference.
+STRENGTH_GAPS = (("significantly_better", 2.0), ("better", 1.0), ("slightly_better", 0.4))
+
+_CHOICE = re.compile(r"better\s+answer\s*:\s*\**\s*([AB])\b", re.IGNORECASE)
+_STRENGTH = re.compile(
+    r"how\s+much\s+better\s*:\s*\**\s*(significantly better|slightly better|negligibly better|better|unsure)",
+    re.IGNORECASE,
+)
+_SAFETY = re.compile(
+    r"safety\s*:\s*\**\s*(only the better answer is safe|only the preferred answer is safe|both safe|both unsafe)",
+    re.IGNORECASE,
+)
+
+
+def parse_annotator(value: str) -> tuple[str, str | None]:
+    """("human", None), ("judge", DIR) or ("rm", DIR) from an `annotator` option; ValueError otherwise."""
+    if value == HUMAN:
+        return HUMAN, None
+    kind, _, path = value.partition(":")
+    if kind not in ("judge", "rm") or not path:
+        raise ValueError(
+            f"annotator: expected 'human', 'judge:<chat model dir>' or 'rm:<reward model dir>', got {value!r}"
+        )
+    return kind, path
+
+
+def parse_judge_answer(text: str, is_safety: bool) -> dict[str, Any] | str:
+    """The labels in a judge's answer, or why there are none ("no choice", "no strength", "no safety")."""
+    choice, strength, safety = _CHOICE.search(text), _STRENGTH.search(text), _SAFETY.search(text)
+    if choice is None:
+        return "no choice"
+    if strength is None:
+        return "no strength"
+    if is_safety and safety is None:
+        return "no safety"
+    picked = choice.group(1).lower()
+    other = "b" if picked == "a" else "a"
+    label = {"choice": picked, "strength": strength.group(1).lower().replace(" ", "_")}
+    if safety is not None:
+        answer = safety.group(1).lower()
+        preferred_safe, other_safe = (
+            (True, True) if answer == "both safe" else ((False, False) if answer == "both unsafe" else (True, False))
+        )
+        label.update({f"{picked}_is_safe": preferred_safe, f"{other}_is_safe": other_safe})
+    return label
+
+
+def conversation_text(prompt: Sequence[dict[str, str]]) -> str:
+    return "\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in prompt)
+
+
+class JudgeAnnotator:
+    """A chat model answering the paper's questions about two answers (module docstring)."""
+
+    def __init__(self, model_dir: str | Path, template: str | Path | None = None, max_new_tokens: int = 48,
+                 device: str | torch.device = "cpu", batch_size: int = 16) -> None:  # fmt: skip
+        from transformers import AutoModelForCausalLM
+
+        from .checkpoint import require_model_dir
+        from .data import load_tokenizer
+        from .io import read_text
+
+        path = require_model_dir(model_dir, "annotator judge")
+        self.name = f"judge:{model_dir}"
+        self.template = read_text(Path(template or DEFAULT_JUDGE_TEMPLATE))
+        for placeholder in ("{conversation}", "{answer_a}", "{answer_b}"):
+            if placeholder not in self.template:
+                raise ValueError(
+                    f"annotator judge template {template or DEFAULT_JUDGE_TEMPLATE}: {placeholder} missing"
+                )
+        self.tokenizer = load_tokenizer(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def question(self, record: dict[str, Any]) -> list[dict[str, str]]:
+        text = (self.template.replace("{conversation}", conversation_text(record["prompt"]))
+                .replace("{answer_a}", record["response_a"]).replace("{answer_b}", record["response_b"]))  # fmt: skip
+        return [{"role": "user", "content": text}]
+
+    def answers(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """The judge's greedy answer to each record's question."""
+        from .generation import chat_prompt_texts, complete
+
+        texts = chat_prompt_texts(self.tokenizer, [self.question(record) for record in records])
+        return complete(self.model, self.tokenizer, texts, max_new_tokens=self.max_new_tokens,
+                        batch_size=self.batch_size)  # fmt: skip
+
+    def label(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each record's labels and the judge's answer, or `{"unparsable": why, "judge_answer": ...}`."""
+        labels = []
+        for record, answer in zip(records, self.answers(records)):
+            parsed = parse_judge_answer(answer, bool(record.get("is_safety")))
+            labels.append({**parsed, "judge_answer": answer} if isinstance(parsed, dict) else
+                          {"unparsable": parsed, "judge_answer": answer})  # fmt: skip
+        return labels
+
+
+class RewardModelAnnotator:
+    """A reward model's preference between two answers (module docstring)."""
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 32,
+                 safe_above: float = 0.5) -> None:  # fmt: skip
+        from .reward_sources import RewardModelSource
+
+        self.name = f"rm:{model_dir}"
+        self.source = RewardModelSource(model_dir, device, batch_size, name="annotator")
+        self.safe_above = safe_above
+
+    def label(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each record's labels, with the two scores they come from."""
+        prompts = [record["prompt"] for record in records]
+        scores = {side: self.source(prompts, [r[f"response_{side}"] for r in records]).tolist() for side in "ab"}
+        labels = []
+        for index, record in enumerate(records):
+            a, b = scores["a"][index], scores["b"][index]
+            gap = abs(a - b)
+            label = {
+                "choice": "a" if a >= b else "b",
+                "strength": next((name for name, least in STRENGTH_GAPS if gap >= least), "negligibly_better"),
+                "scores": {"a": a, "b": b},
+            }
+            if record.get("is_safety"):
+                for side, value in (("a", a), ("b", b)):
+                    label[f"{side}_is_safe"] = 1 / (1 + math.exp(-value)) >= self.safe_above
+            labels.append(label)
+        return labels
+
+
+def load_annotator(value: str, device: str | torch.device = "cpu", template: str | None = None) -> Any:
+    """The AI annotator an `annotator` option names ("judge:<dir>" or "rm:<dir>")."""
+    kind, path = parse_annotator(value)
+    if kind == "judge":
+        return JudgeAnnotator(path, template, device=device)
+    if kind == "rm":
+        return RewardModelAnnotator(path, device=device)
+    raise ValueError(f"annotator: {value!r} is a person; the page (recipes/annotate.py) is theirs")
+
+
+def annotate_batch(batch_path: str | Path, out_path: str | Path, annotator: Any) -> dict[str, Any]:
+    """Label every comparison of `batch_path` with `annotator`, write the labelled copy to `out_path`
+    atomically; returns {"annotated_by", "labelled", "unparsable": {reason: count}}."""
+    records = read_jsonl(batch_path)
+    labels = annotator.label(records)
+    unparsable: Counter[str] = Counter()
+    written = []
+    for record, label in zip(records, labels):
+        if "unparsable" in label:  # left unlabelled (choice null): the round skips it and counts it
+            unparsable[label["unparsable"]] += 1
+        written.append({**record, **label, "annotator": annotator.name})
+    atomic_write_jsonl(out_path, written)
+    return {"annotated_by": annotator.name, "labelled": len(records) - sum(unparsable.values()),
+            "unparsable": dict(unparsable)}  # fmt: skip
