@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .annotation import safety_labels
 from .io import atomic_write_jsonl, read_jsonl
 
 HUMAN = "human"
@@ -39,10 +40,11 @@ _STRENGTH = re.compile(
     r"how\s+much\s+better\s*:\s*\**\s*(significantly better|slightly better|negligibly better|better|unsure)",
     re.IGNORECASE,
 )
-_SAFETY = re.compile(
-    r"safety\s*:\s*\**\s*(only the better answer is safe|only the preferred answer is safe|both safe|both unsafe)",
-    re.IGNORECASE,
-)
+# The judge's words for the paper's three safety answers (`align.annotation.SAFETY_ANSWERS`).
+JUDGE_SAFETY_ANSWERS = {"only the better answer is safe": "preferred_only",
+                        "only the preferred answer is safe": "preferred_only", "both safe": "both_safe",
+                        "both unsafe": "both_unsafe"}  # fmt: skip
+_SAFETY = re.compile(r"safety\s*:\s*\**\s*(" + "|".join(map(re.escape, JUDGE_SAFETY_ANSWERS)) + ")", re.IGNORECASE)
 
 
 def parse_annotator(value: str) -> tuple[str, str | None]:
@@ -67,14 +69,9 @@ def parse_judge_answer(text: str, is_safety: bool) -> dict[str, Any] | str:
     if is_safety and safety is None:
         return "no safety"
     picked = choice.group(1).lower()
-    other = "b" if picked == "a" else "a"
     label = {"choice": picked, "strength": strength.group(1).lower().replace(" ", "_")}
     if safety is not None:
-        answer = safety.group(1).lower()
-        preferred_safe, other_safe = (
-            (True, True) if answer == "both safe" else ((False, False) if answer == "both unsafe" else (True, False))
-        )
-        label.update({f"{picked}_is_safe": preferred_safe, f"{other}_is_safe": other_safe})
+        label.update(safety_labels(picked, JUDGE_SAFETY_ANSWERS[safety.group(1).lower()]))
     return label
 
 

@@ -37,6 +37,16 @@ from .io import atomic_write_jsonl, read_jsonl
 logger = logging.getLogger(__name__)
 
 ANNOTATION_FIELDS = ("choice", "strength", "a_is_safe", "b_is_safe")
+# The paper's safety question (§3.2.1): its three answers, as (preferred answer safe, other answer safe).
+SAFETY_ANSWERS = {"preferred_only": (True, False), "both_safe": (True, True), "both_unsafe": (False, False)}
+
+
+def safety_labels(choice: str, answer: str | None) -> dict[str, bool | None]:
+    """`a_is_safe` / `b_is_safe` of a batch record from the choice and an answer to the safety question
+    (None: not answered, both unknown)."""
+    preferred_safe, other_safe = SAFETY_ANSWERS[answer] if answer is not None else (None, None)
+    other = "b" if choice == "a" else "a"
+    return {f"{choice}_is_safe": preferred_safe, f"{other}_is_safe": other_safe}
 
 
 class AnnotationError(ValueError):

@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .annotation import AnnotationError
+from .annotation import SAFETY_ANSWERS, AnnotationError, safety_labels
 from .config import check_field_types
 from .io import atomic_write_jsonl, read_jsonl
 
 # The paper's four answers to "how much better" (§3.2.1); the last one stands for "negligibly better / unsure".
 PAGE_STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
-# The paper's safety question: its three answers, as (preferred answer safe, other answer safe).
-SAFETY_ANSWERS = {"preferred_only": (True, False), "both_safe": (True, True), "both_unsafe": (False, False)}
 ANNOTATOR_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 CLAIM_SECONDS = 600  # a pair shown to one annotator is not shown to another for this long (unless double)
 
@@ -131,23 +129,19 @@ class LabelStore:
         """How many annotators label this pair: two for the overlap share, one otherwise."""
         return 2 if pair_id in self.double else 1
 
-    def labelled_by(self, pair_id: str) -> list[str]:
-        """The annotators who labelled the pair (a skip is not a label)."""
-        return [
-            name
-            for name, labels in self.labels.items()
-            if any(label["id"] == pair_id and not label.get("skipped") for label in labels)
-        ]
+    def label_counts(self) -> Counter[str]:
+        """How many annotators labelled each pair (a skip is not a label; an annotator labels a pair once)."""
+        return Counter(label["id"] for labels in self.labels.values() for label in labels if not label.get("skipped"))
 
     def next_pair(self, annotator: str) -> dict[str, Any] | None:
         """The next pair for `annotator` (the batch's order), claimed for them; None when none is left."""
         annotator = check_annotator(annotator)
         with self.lock:
             seen = {label["id"] for label in self.labels.get(annotator, [])}
-            now = time.time()
+            counts, now = self.label_counts(), time.time()
             for record in self.pairs:
                 pair_id = str(record["id"])
-                if pair_id in seen or len(self.labelled_by(pair_id)) >= self.wanted(pair_id):
+                if pair_id in seen or counts[pair_id] >= self.wanted(pair_id):
                     continue
                 holder, since = self.claims.get(pair_id, (annotator, now))
                 if holder != annotator and now - since < CLAIM_SECONDS and self.wanted(pair_id) == 1:
@@ -158,7 +152,8 @@ class LabelStore:
 
     def progress(self, annotator: str) -> dict[str, int]:
         """Pairs this annotator labelled, pairs with every label they need, and the batch size."""
-        done = sum(len(self.labelled_by(str(r["id"]))) >= self.wanted(str(r["id"])) for r in self.pairs)
+        counts = self.label_counts()
+        done = sum(counts[pair_id] >= self.wanted(pair_id) for pair_id in self.by_id)
         mine = sum(not label.get("skipped") for label in self.labels.get(annotator, []))
         return {"mine": mine, "complete": done, "total": len(self.pairs)}
 
@@ -233,11 +228,9 @@ class LabelStore:
             pair_id = str(record["id"])
             if pair_id in first:
                 _, name, label = first[pair_id]
-                preferred_safe, other_safe = SAFETY_ANSWERS.get(label["safety"], (None, None))
-                other = "b" if label["choice"] == "a" else "a"
                 record = {**record, "choice": label["choice"], "strength": label["strength"],
-                          f"{label['choice']}_is_safe": preferred_safe, f"{other}_is_safe": other_safe,
-                          "annotator": name, "notes": notes.get(pair_id, [])}  # fmt: skip
+                          **safety_labels(label["choice"], label["safety"]), "annotator": name,
+                          "notes": notes.get(pair_id, [])}  # fmt: skip
             records.append(record)
         atomic_write_jsonl(path, records)
         return {"labelled": len(first), "unlabelled": len(self.pairs) - len(first)}
