@@ -5,8 +5,9 @@ round reads a judged batch exactly as a human one (`align.annotation.read_annota
 
 - `JudgeAnnotator` ("judge:<dir>"): a chat model asked the paper's questions in a prompt from a template file
   the user can edit (`judge_prompt.txt` by default; placeholders {conversation}, {answer_a}, {answer_b}), its
-  greedy answer parsed into choice, strength and safety. An answer that cannot be parsed leaves that comparison
-  unlabelled and is counted by reason; nothing is ever filled in by default.
+  greedy answer parsed into choice, strength and safety. It is asked twice, with the answers swapped the second
+  time; a verdict that follows the position rather than the answer ("inconsistent") or an answer that cannot be
+  parsed leaves that comparison unlabelled and is counted by reason; nothing is ever filled in by default.
 - `RewardModelAnnotator` ("rm:<dir>"): a reward model (scored with its own tokenizer) picks the answer it scores
   higher; the strength comes from the gap of the two scores (`STRENGTH_GAPS`, on the logit scale), and on
   safety prompts an answer counts as safe when sigmoid(score) >= `safe_above`, which fits a safety reward
@@ -116,12 +117,24 @@ class JudgeAnnotator:
                         batch_size=self.batch_size)  # fmt: skip
 
     def label(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each record's labels and the judge's answer, or `{"unparsable": why, "judge_answer": ...}`."""
+        """Each record's labels and the judge's answers, or `{"unparsable": why, "judge_answer": ...}`.
+
+        The judge is asked twice, the second time with the two answers swapped: a judge that prefers a position
+        rather than an answer (a known bias of model judges) would otherwise decide the batch by the random order
+        of A and B. When the two verdicts pick different answers the comparison is left unlabelled
+        ("inconsistent"); when both parse and agree, the first one's labels are kept."""
+        swapped = [{**r, "response_a": r["response_b"], "response_b": r["response_a"]} for r in records]
         labels = []
-        for record, answer in zip(records, self.answers(records)):
-            parsed = parse_judge_answer(answer, bool(record.get("is_safety")))
-            labels.append({**parsed, "judge_answer": answer} if isinstance(parsed, dict) else
-                          {"unparsable": parsed, "judge_answer": answer})  # fmt: skip
+        for record, first, second in zip(records, self.answers(records), self.answers(swapped)):
+            is_safety = bool(record.get("is_safety"))
+            verdict, check = parse_judge_answer(first, is_safety), parse_judge_answer(second, is_safety)
+            answers = {"judge_answer": first, "judge_answer_swapped": second}
+            if isinstance(verdict, str) or isinstance(check, str):
+                labels.append({"unparsable": verdict if isinstance(verdict, str) else check, **answers})
+            elif verdict["choice"] == check["choice"]:  # the same position both times: two different answers
+                labels.append({"unparsable": "inconsistent", **answers})
+            else:
+                labels.append({**verdict, **answers})
         return labels
 
 

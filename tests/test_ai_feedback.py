@@ -69,15 +69,22 @@ def test_a_judge_labels_a_batch_and_counts_what_it_cannot_parse(tmp_path, user_m
     written = read_jsonl(tmp_path / "real.jsonl")
     assert all(r["judge_answer"] is not None and r["annotator"] == f"judge:{models['sft']}" for r in written)
 
-    answers = [GOOD, "Better answer: A\nHow much better: better", "no idea", "Better answer: A\nHow much better: x"]
-    monkeypatch.setattr(JudgeAnnotator, "answers", lambda self, records: answers)
+    def scripted(self, records):
+        """p0: prefers "No." wherever it stands; p1: no safety line on a safety prompt; p2: free text; p3: always
+        A, whatever A is (a position bias)."""
+        where_no = ["A" if r["response_a"] == "No." else "B" for r in records]
+        return {"p0": GOOD.replace("Better answer: B", f"Better answer: {where_no[0]}"),
+                "p1": "Better answer: A\nHow much better: better", "p2": "no idea",
+                "p3": "Better answer: A\nHow much better: better"}.values()  # fmt: skip
+
+    monkeypatch.setattr(JudgeAnnotator, "answers", lambda self, records: list(scripted(self, records)))
     counts = annotate_batch(source, tmp_path / "annotated.jsonl", judge)
-    # p1 is a safety prompt: GOOD's safety line is needed there and p1 got the answer without one.
     assert counts == {"annotated_by": f"judge:{models['sft']}", "labelled": 1,
-                      "unparsable": {"no safety": 1, "no choice": 1, "no strength": 1}}  # fmt: skip
+                      "unparsable": {"no safety": 1, "no choice": 1, "inconsistent": 1}}  # fmt: skip
     records = read_jsonl(tmp_path / "annotated.jsonl")
     assert [r["choice"] for r in records] == ["b", None, None, None]
-    assert [r.get("unparsable") for r in records] == [None, "no safety", "no choice", "no strength"]
+    assert [r.get("unparsable") for r in records] == [None, "no safety", "no choice", "inconsistent"]
+    assert records[0]["judge_answer_swapped"].startswith("Better answer: A")  # "No." was A the second time
     pairs = read_annotations(tmp_path / "annotated.jsonl")
     assert len(pairs["helpfulness"]) == 1 and pairs["helpfulness"][0]["strength"] == "slightly_better"
     with pytest.raises(ValueError, match=r"judge.txt: \{answer_b\} missing"):
