@@ -257,7 +257,14 @@ class RoundsConfig:
                              f"{self.annotation_temperatures!r}")  # fmt: skip
         self.overrides = parse_overrides(self.overrides)
         self.reward = parse_rounds_reward(self.reward)
-        parse_annotator(self.annotator)
+        if parse_annotator(self.annotator)[0] != HUMAN and (not self.on_user_data or self.helpfulness_pairs):
+            # Only a comparison batch is annotated; files or the world's annotator would leave the option unused.
+            raise ValueError(
+                "annotator: labels a round's comparison batch, which a run with helpfulness_pairs / safety_pairs "
+                "does not write (leave them out to have the batch labelled)" if self.helpfulness_pairs else
+                "annotator: labels the comparison batch of a run on your data; the demo's pairs are labelled by "
+                "the world's annotator"
+            )  # fmt: skip
         if self.annotator_template is not None and not Path(self.annotator_template).is_file():
             raise FileNotFoundError(f"annotator_template: no file at {self.annotator_template}")
         if self.on_user_data:

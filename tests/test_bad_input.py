@@ -118,6 +118,7 @@ PKU_FLAG_A_STRING = {"prompt": "q", "response_0": "a", "response_1": "b", "is_re
 # The rounds' default reward written as a spec: the gate over the round's two reward models.
 ROUND_GATE = ('{"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"}, '
               '"safety": {"model": "round:safety"}}}')  # fmt: skip
+ANNOTATED_BY_A_MODEL = {"--helpfulness_pairs": None, "--safety_pairs": None}  # no pair files: a batch to label
 NO_RMS = {"--helpfulness_rm": "", "--safety_rm": ""}  # a reward spec names its own sources
 PROMPT = {"id": "a", "prompt": "How far is the Moon?", "is_safety": False}
 
@@ -393,12 +394,15 @@ CASES = [
     Case("rlhf_round", "a rounds reward spec with a function not importable",
          lambda t, p: {"--reward": ROUND_GATE.replace("}}}", '}, "f": {"function": "no_such_module:f"}}}')},
          ("reward: sources: f", "no_such_module")),
+    Case("rlhf_round", "an AI annotator with annotated pair files", lambda t, p: {"--annotator": f"rm:{p['safety_rm']}"},
+         ("annotator: labels a round's comparison batch", "helpfulness_pairs / safety_pairs")),
     Case("rlhf_round", "an annotator of an unknown kind", lambda t, p: {"--annotator": "robot:x"},
          ("annotator: expected 'human', 'judge:<chat model dir>' or 'rm:<reward model dir>'", "robot:x")),
-    Case("rlhf_round", "a judge annotator folder missing", lambda t, p: {"--annotator": f"judge:{t / 'judge'}"},
+    Case("rlhf_round", "a judge annotator folder missing", lambda t, p: {"--annotator": f"judge:{t / 'judge'}", **ANNOTATED_BY_A_MODEL},
          ("annotator", "judge")),
     Case("rlhf_round", "an annotator template missing",
-         lambda t, p: {"--annotator": f"judge:{p['sft_model']}", "--annotator_template": str(t / "judge.txt")},
+         lambda t, p: {"--annotator": f"judge:{p['sft_model']}", "--annotator_template": str(t / "judge.txt"),
+                       **ANNOTATED_BY_A_MODEL},
          ("annotator_template: no file at", "judge.txt")),
     Case("rlhf_round", "a rounds guard judge that is optimised",
          lambda t, p: {"--reward": ROUND_GATE, "--ppo.guard_judge": "safety"}, ("guard_judge", "'safety'", "weight 0")),
@@ -449,7 +453,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def run_recipe(recipe: str, options: dict, monkeypatch) -> int:
     """Run recipes/<recipe>.py in this process with `options`; its exit status (an exception escapes)."""
-    argv = [item for option, value in options.items() for item in (option, value)]
+    argv = [item for option, value in options.items() if value is not None for item in (option, value)]
     monkeypatch.setattr(sys, "argv", [f"{recipe}.py", *argv])
     try:
         runpy.run_path(str(ROOT / "recipes" / f"{recipe}.py"), run_name="__main__")
