@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 import zlib
@@ -746,7 +747,7 @@ class PPOTrainer:
             )
             alarm = self.guard.observe(metrics["objective/scores"], metrics.get(judge), metrics["objective/kl"])
             judged = self.guard.judge_mean()
-            if self.config.guard_keep_best and judged is not None and judged > self.best.get("judge_mean", judged - 1):
+            if self.config.guard_keep_best and judged is not None and judged > self.best.get("judge_mean", -math.inf):
                 self.best = {"iteration": self.iteration + 1, "judge_mean": judged, "window": self.guard.window}
                 self.save_best()
             metrics["guard/alarm"] = float(alarm is not None)

@@ -181,9 +181,19 @@ def _check_source(name: str, source: Any) -> None:
 Scorer = Callable[[Sequence[Sequence[Message]], Sequence[str]], torch.Tensor]
 
 
-class RewardModelSource:
-    """A sequence-classification reward model with its own tokenizer and chat template (`fallback_tokenizer`,
-    the policy's, when its folder has none, with a log line)."""
+class LoadedModelSource:
+    """A reward model already in memory, scored with the tokenizer given (e.g. one shared with the policy)."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        return score(self.model, self.tokenizer, prompts, answers, self.batch_size).raw
+
+
+class RewardModelSource(LoadedModelSource):
+    """A sequence-classification reward model folder, loaded with its own tokenizer and chat template
+    (`fallback_tokenizer`, the policy's, when its folder has none, with a log line)."""
 
     def __init__(
         self,
@@ -202,19 +212,16 @@ class RewardModelSource:
         self.path = require_reward_model_dir(path, what)
         has_tokenizer = any((self.path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
         if has_tokenizer or fallback_tokenizer is None:
-            self.tokenizer = load_tokenizer(self.path)
+            tokenizer = load_tokenizer(self.path)
         else:
             logger.warning("%s: %s has no tokenizer; scoring with the policy's", what, self.path)
-            self.tokenizer = fallback_tokenizer
-        check_vocabulary(self.tokenizer, self.path, what)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(device).eval()
-        self.model.requires_grad_(False)
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.batch_size = batch_size
-
-    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
-        return score(self.model, self.tokenizer, prompts, answers, self.batch_size).raw
+            tokenizer = fallback_tokenizer
+        check_vocabulary(tokenizer, self.path, what)
+        model = AutoModelForSequenceClassification.from_pretrained(self.path).to(device).eval()
+        model.requires_grad_(False)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        super().__init__(model, tokenizer, batch_size)
 
 
 class FunctionSource:
@@ -294,16 +301,6 @@ def load_source(
 
 
 # -- scoring and combining ------------------------------------------------------------------------------------
-
-
-class LoadedModelSource:
-    """A reward model already in memory, scored with the tokenizer given (e.g. one shared with the policy)."""
-
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32) -> None:
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-
-    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
-        return score(self.model, self.tokenizer, prompts, answers, self.batch_size).raw
 
 
 class RewardScorer:

@@ -392,6 +392,12 @@ def stage_done_facts(folder: Path) -> dict[str, Any]:
     return {"data_sources": sources} if sources else {}
 
 
+def round_model_target(source: dict[str, Any]) -> str | None:
+    """The target a source's `model: round:<target>` names (the round's own reward model), else None."""
+    model = source.get("model", "")
+    return model[len(ROUND_MODEL) :] if model.startswith(ROUND_MODEL) else None
+
+
 def parse_rounds_reward(value: Any) -> dict[str, Any] | None:
     """The rounds' reward spec as a mapping (a file or JSON read once, so the manifest records what was used),
     or None for the default; ValueError naming a bad spec or a `round:` model that is not a target."""
@@ -399,10 +405,9 @@ def parse_rounds_reward(value: Any) -> dict[str, Any] | None:
         return None
     spec = parse_reward_spec(value)
     for name, source in spec.sources.items():
-        model = source.get("model", "")
-        if model.startswith(ROUND_MODEL) and model[len(ROUND_MODEL) :] not in TARGETS:
+        if round_model_target(source) not in (None, *TARGETS):
             raise ValueError(f"reward: sources: {name}: model: expected {' or '.join(ROUND_MODEL + t for t in TARGETS)}"
-                             f" (the round's reward model) or a folder, got {model!r}")  # fmt: skip
+                             f" (the round's reward model) or a folder, got {source['model']!r}")  # fmt: skip
     return {"combine": spec.combine, "sources": spec.sources}
 
 
@@ -430,14 +435,10 @@ class Rounds:
         models filled in."""
         if self.config.reward is None:
             return {"helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]), "reward": None}
-        sources = {}
-        for name, source in self.config.reward["sources"].items():
-            model = source.get("model", "")
-            sources[name] = (
-                {**source, "model": str(models[model[len(ROUND_MODEL) :]])}
-                if model.startswith(ROUND_MODEL)
-                else source
-            )
+        sources = {
+            name: {**source, "model": str(models[target])} if (target := round_model_target(source)) else source
+            for name, source in self.config.reward["sources"].items()
+        }
         return {"helpfulness_rm": "", "safety_rm": "", "reward": {**self.config.reward, "sources": sources}}
 
     def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
@@ -471,7 +472,7 @@ class Rounds:
         if kind != HUMAN:
             (require_model_dir if kind == "judge" else require_reward_model_dir)(annotator, "annotator")
         for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
-            if not source.get("model", ROUND_MODEL).startswith(ROUND_MODEL):
+            if "model" in source and not round_model_target(source):
                 require_reward_model_dir(source["model"], f"reward: sources: {name}")
             if "function" in source:
                 FunctionSource(source["function"], name)
