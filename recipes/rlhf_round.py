@@ -8,11 +8,15 @@
     python recipes/rlhf_round.py --round 1 --name more --from_hub me/align-demo@round-3-ppo ... (+ the data options)
     python recipes/rlhf_round.py --round 3 --export_llama runs/demo/llama   # round 3's policy as plain Llama
     accelerate launch --multi_gpu --num_processes 2 recipes/rlhf_round.py --round 1 --name two   # 2 processes
+    python recipes/rlhf_round.py --round 2 ... --reward my_reward.yaml   # a reward spec; round:helpfulness /
+        round:safety in it are each round's reward models (README "Reward sources")
+    python recipes/rlhf_round.py --round 2 ... --annotator rm:runs/rm_safety/final   # AI feedback labels the batch
 
 With none of the data options the rounds are the demo on the synthetic world; with any of them, every input
 must be given (one line names a missing one; 'world' asks for the demo's). A round on real data without
 `--helpfulness_pairs/--safety_pairs` files writes `runs/<name>/round-N/collect/to_annotate.jsonl` and stops
-(exit status 3) until its labelled copy `annotated.jsonl` is in place. Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
+(exit status 3) until its labelled copy `annotated.jsonl` is in place (`python recipes/annotate.py --round N
+--name X` serves it in the browser), or, with `--annotator judge:<dir>` / `rm:<dir>`, labels it with that model. Round N runs every missing round before it first; pretraining and SFT are round 0, run once and cached. Each
 stage writes `runs/<name>/round-N/<stage>/` and a completion marker, so a rerun skips finished stages and a
 killed run resumes inside the stage it was in. Writes `runs/<name>/manifest.json` (after every stage) and, at
 the end, `runs/<name>/report.md` + `progress.png`. `--push_to_hub` uploads every stage's checkpoint to its own
