@@ -85,6 +85,15 @@ from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .reward_guard import AdaptiveKLController, RewardHackingGuard
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
 from .rewards import SAFETY_THRESHOLD, whiten
+from .sharding import (
+    FSDP_HELP,
+    SHARD_FROZEN_HELP,
+    full_optimizer_state,
+    gathered_model,
+    load_optimizer_state,
+    shard_model,
+    sharding_active,
+)
 from .sources import describe_sources, require_source
 from .tracking import METRICS_FILE, MetricsWriter, mark_resume, resume_points
 
@@ -160,7 +169,13 @@ class PPOConfig:
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling threshold"})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
-    forward_batch_size: int = field(default=32, metadata={"help": "rows per no-grad forward / generate call"})
+    forward_batch_size: int = field(
+        default=32,
+        metadata={"help": "rows per no-grad forward / generate call: bounds the KV cache (align.plan's "
+                          "--forward_batch_size)"},
+    )  # fmt: skip
+    fsdp: bool = field(default=False, metadata={"help": FSDP_HELP})
+    shard_frozen: bool = field(default=False, metadata={"help": SHARD_FROZEN_HELP})
     lora: dict | str | None = field(
         default=None, metadata={"help": "LoRA settings {r, alpha, dropout, target_modules}; off if unset"}
     )
@@ -221,6 +236,11 @@ class PPOConfig:
             raise ValueError("value_model: not used with shared_value_head (the value head is on the policy)")
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to: expected none or tensorboard, got {self.report_to!r}")
+        if self.fsdp and (self.lora is not None or self.shared_value_head or self.mixed_precision == "fp16"):
+            raise ValueError(
+                "fsdp: shards a fully fine-tuned policy and its separate value model, in fp32 or bf16; not with "
+                "lora, shared_value_head or mixed_precision fp16 (yet)"
+            )
 
 
 # ---- the math, as functions of tensors ---------------------------------------------------------------------
@@ -439,9 +459,21 @@ class PPOTrainer:
         for frozen in (self.reference, *reward_models):
             if frozen is not None:
                 frozen.to(device).eval().requires_grad_(False)
+                if config.shard_frozen:
+                    shard_model(frozen, mixed_precision=config.mixed_precision)
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")
         model = PolicyWithValueHead(policy) if value_model is None else PolicyAndValue(policy, value_model)
+        # With `fsdp`, the trained pair is sharded here rather than by accelerate (which shards nothing on CPU and
+        # whose FSDP wrapper would hide the policy from generate): the policy is run through its own forward, the
+        # value model through its trunk and score head (`PolicyAndValue.values`).
+        self.sharded = config.fsdp and sharding_active()
+        if self.sharded:
+            model.to(device)
+            shard_model(policy, mixed_precision=config.mixed_precision)
+            shard_model(
+                value_model, roots=[value_model.model, value_model.score], mixed_precision=config.mixed_precision
+            )
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -449,7 +481,7 @@ class PPOTrainer:
             eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
         )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.model, self.optimizer = (model, optimizer) if self.sharded else self.accelerator.prepare(model, optimizer)
         self.iteration = 0
         self.episodes = 0
         self.output_dir = Path(config.output_dir)
@@ -582,6 +614,8 @@ class PPOTrainer:
                     top_p=config.top_p,
                     row_seeds=row_seeds[rows],
                     output_logits=True,
+                    # a sharded policy's forwards are collectives: every process steps until all are done
+                    synced_gpus=self.sharded,
                 )
             # The sampling policy's log-probs come from the logits generate computed anyway (a forward of the
             # policy saved); reduced per chunk, so one chunk's (rows, T, vocab) logits are all that is held.
@@ -707,7 +741,7 @@ class PPOTrainer:
                 loss = losses["policy_loss"] + config.vf_coef * losses["value_loss"]
                 self.accelerator.backward(loss)
                 if config.max_grad_norm > 0:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                    self.clip_gradients(config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 with torch.no_grad():
@@ -726,6 +760,19 @@ class PPOTrainer:
             "policy/entropy_avg": mean["entropy"],
             "val/ratio": mean["ratio"],
         }
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Scale the gradients to a total norm of at most `max_norm`, the norm taken over every process's shard."""
+        if not self.sharded:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+            return
+        # Every trained parameter is sharded (a DTensor): the squares of the local shards sum to the whole norm.
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        squares = sum(g.to_local().float().pow(2).sum() for g in gradients)
+        norm = self.sum_across_processes(squares).sqrt()
+        scale = min(1.0, max_norm / (norm.item() + 1e-6))  # torch.nn.utils.clip_grad_norm_'s coefficient
+        for gradient in gradients:
+            gradient.mul_(scale)
 
     def step(self) -> dict[str, float]:
         """One PPO iteration; returns its metrics (averaged over the processes)."""
@@ -807,8 +854,8 @@ class PPOTrainer:
             progress.update(1)
         progress.close()
         final = self.output_dir / "final"
+        policy = gathered_model(self.accelerator.unwrap_model(self.model).policy)  # all processes, when sharded
         if self.accelerator.is_main_process:
-            policy = self.accelerator.unwrap_model(self.model).policy
             if isinstance(policy, PeftModel):
                 policy = policy.merge_and_unload() if config.lora else policy
             save_pretrained_atomic(policy, self.tokenizer, final)
@@ -830,24 +877,28 @@ class PPOTrainer:
     def save_best(self) -> None:
         """`best/`: the policy as a checkpoint holds it (its adapters with LoRA) and the tokenizer, atomically."""
         self.accelerator.wait_for_everyone()
+        policy = gathered_model(self.accelerator.unwrap_model(self.model).policy)  # all processes, when sharded
         if self.accelerator.is_main_process:
-            policy = self.accelerator.unwrap_model(self.model).policy
             save_pretrained_atomic(policy, self.tokenizer, self.output_dir / "best")
         self.accelerator.wait_for_everyone()
 
     def save_state(self) -> None:
         """`checkpoint-<iteration>/`: policy (or its adapters), value model (or head), optimizer, counters."""
         self.accelerator.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.model)
+        # Gathered on every process when sharded; saved in one layout, so a run resumes on any process count.
+        policy = gathered_model(model.policy)
+        value_model = None if isinstance(model, PolicyWithValueHead) else gathered_model(model.value_model)
+        optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model)
 
             def write(path: Path) -> None:
-                model.policy.save_pretrained(path / "policy")
+                policy.save_pretrained(path / "policy")
                 if isinstance(model, PolicyWithValueHead):
                     save_file(model.value_head.state_dict(), path / VALUE_HEAD_FILE)
                 else:
-                    model.value_model.save_pretrained(path / "value_model")
-                torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
+                    value_model.save_pretrained(path / "value_model")
+                torch.save(optimizer_state, path / "optimizer.pt")
                 state = {"iteration": self.iteration, "episodes": self.episodes, "kl_coef": self.kl_coef,
                          "guard": self.guard.state() if self.guard else [], "stopped_by_guard": self.stopped_by_guard,
                          "best": self.best}  # fmt: skip
@@ -867,7 +918,11 @@ class PPOTrainer:
             model.value_head.load_state_dict(
                 load_file(checkpoint / VALUE_HEAD_FILE, device=str(self.accelerator.device))
             )
-        self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        if all(isinstance(p, str) for group in optimizer_state["param_groups"] for p in group["params"]):
+            load_optimizer_state(self.model, self.optimizer, optimizer_state)  # keyed by parameter name
+        else:  # a checkpoint of an earlier align (parameters by position)
+            self.optimizer.load_state_dict(optimizer_state)
         self.iteration, self.episodes = state["iteration"], state["episodes"]
         self.kl_coef = state.get("kl_coef", self.config.kl_coef)
         if self.kl_controller is not None:

@@ -13,6 +13,11 @@ already done (a line cut short by a kill is ignored), and the main process merge
 `kept.jsonl` (written atomically) in prompt order; a prompt whose K answers are all empty keeps nothing.
 Fine-tuning on the kept answers is the SFT stage's job; the recipe and the round orchestrator chain the two
 (a stage never imports another).
+
+With `shard_frozen`, the policy and the reward models are sharded over the processes (FSDP2, `align.sharding`)
+instead of held whole by each: every forward is then a collective, so each process generates and scores as
+many prompts as the busiest one (repeating one it discards) and generation steps until every process is done.
+The kept answers are the same as unsharded, on any number of processes.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .modeling import AlignLlamaForCausalLM
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
 from .rewards import SAFETY_THRESHOLD
+from .sharding import SHARD_FROZEN_HELP, shard_model, sharding_active
 from .sources import describe_sources, require_source
 
 
@@ -69,6 +75,7 @@ class RejectionSamplingConfig:
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
+    shard_frozen: bool = field(default=False, metadata={"help": SHARD_FROZEN_HELP})
     seed: int = field(default=0, metadata={"help": "run seed; each prompt's seed derives from it and its id"})
     finetune_lr: float = field(default=2e-5, metadata={"help": "SFT on the kept answers: peak learning rate"})
     finetune_epochs: float = field(default=2.0, metadata={"help": "SFT on the kept answers: epochs"})
@@ -147,10 +154,12 @@ def best_of_k(
     reward: RewardScorer,
     record: dict[str, Any],
     config: RejectionSamplingConfig,
+    synced_gpus: bool = False,
 ) -> dict[str, Any]:
     """Sample K answers to one prompt, score them with the reward sources, keep the best by reward (the gated
     reward of PIPELINE.md §7 by default). The record keeps every candidate's reward and each source's score
-    (`<source>_scores`: the gate's two as sigmoids, others raw)."""
+    (`<source>_scores`: the gate's two as sigmoids, others raw). `synced_gpus`: the policy is sharded, so every
+    process steps generation until all are done."""
     torch.manual_seed(prompt_seed(config.seed, record["id"]))
     text = chat_prompt_texts(tokenizer, [record["prompt"]])[0]
     answers = complete(
@@ -161,6 +170,7 @@ def best_of_k(
         temperature=config.temperature,
         top_p=config.top_p,
         batch_size=config.num_samples,
+        synced_gpus=synced_gpus,
     )
     prompts = [record["prompt"]] * len(answers)
     scores = reward.scores(prompts, answers)
@@ -197,10 +207,14 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
         require_reward_model_dir(path, spec.where(name))
     tokenizer = load_tokenizer(policy_dir)
     check_vocabulary(tokenizer, policy_dir, "policy")
-    policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).to(state.device)
+    policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).to(state.device).eval()
     reward = RewardScorer.load(
         spec, state.device, config.score_batch_size, config.safety_threshold, fallback_tokenizer=tokenizer
     )
+    sharded = config.shard_frozen and sharding_active()
+    if sharded:
+        for model in (policy, *(source.model for source in reward.sources.values() if hasattr(source, "model"))):
+            shard_model(model.requires_grad_(False))
     prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 
@@ -211,11 +225,17 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     state.wait_for_everyone()
     done = read_shards(shard_dir)
     mine = [r for r in prompts[state.process_index :: state.num_processes] if r["id"] not in done]
+    # Sharded models run a collective per forward: every process takes as many prompts as the busiest one (a
+    # process short of prompts repeats one and discards the result), so all run the same forwards.
+    turns = most_prompts_on_a_process(len(mine), state.device) if sharded else len(mine)
     shard_path = shard_dir / f"shard-{state.process_index}.jsonl"
     drop_partial_line(shard_path)
     with open(shard_path, "a") as shard:
-        for record in tqdm(mine, desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
-            result = best_of_k(policy, tokenizer, reward, record, config)
+        for turn in tqdm(range(turns), desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
+            record = mine[turn] if turn < len(mine) else prompts[0]
+            result = best_of_k(policy, tokenizer, reward, record, config, synced_gpus=sharded)
+            if turn >= len(mine):
+                continue
             shard.write(json.dumps(result) + "\n")
             shard.flush()
             os.fsync(shard.fileno())
@@ -238,6 +258,13 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
         release_run_lock(output_dir)
     state.wait_for_everyone()
     return kept
+
+
+def most_prompts_on_a_process(count: int, device: torch.device | str = "cpu") -> int:
+    """The largest `count` over the processes."""
+    largest = torch.tensor(count, device=device)
+    torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+    return int(largest)
 
 
 def best_of_k_curve(records: list[dict[str, Any]], values: str = "rewards") -> dict[str, list[float]]:

@@ -35,9 +35,12 @@ checkpoints. `manifest.json` records, per stage, its config, seed, parent checkp
 the package versions and the data sources.
 
 Under `accelerate launch` with several processes, the training stages (pretraining, SFT, reward models,
-rejection sampling, PPO) run on every process, split as their own recipes split them; `collect` and `evaluate`
-run on the main process while the others wait. Markers and the manifest are written by the main process, so
-`runs_dir` must be one folder every process sees (a shared file system across nodes).
+rejection sampling, PPO) run on every process, split as their own recipes split them. `collect` in the world
+samples and labels the two data sets on two processes (each set has its own seeded stream, so the pairs are
+those of one process); pairs from files or annotations are read by the main process. `evaluate` splits its
+greedy answers over the processes by whole generate batches (`eval_batch_size` prompts, padded as on one
+process, so the answers are the same) and judges on the main process. Markers and the manifest are written by
+the main process, so `runs_dir` must be one folder every process sees (a shared file system across nodes).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from .ai_feedback import HUMAN, parse_annotator
 from .checkpoint import (
@@ -75,7 +79,6 @@ from .sources import WORLD, describe_source, describe_sources, split_sources
 # as rejection sampling does before its fine-tune.
 ROUND_STAGE_MARKER = "ROUND_STAGE_DONE.json"
 STAGES = ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo", "evaluate")
-MAIN_PROCESS_STAGES = ("collect", "evaluate")  # not split over processes: one process samples and judges
 TARGETS = ("helpfulness", "safety")
 RoundEvaluator = Callable[[int, dict[str, Path], Path, dict[str, Any]], dict[str, Any]]
 
@@ -194,6 +197,9 @@ class RoundsConfig:
     )
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
     world_eval_prompts: int = field(default=200, metadata={"help": "world test prompts judged after each round"})
+    eval_batch_size: int = field(
+        default=64, metadata={"help": "prompts per greedy generate call of the evaluation (split over processes)"}
+    )
     pairs_per_round: int = field(
         default=400, metadata={"help": "prompts labelled per data set and round (world), or per comparison batch"}
     )
@@ -242,7 +248,7 @@ class RoundsConfig:
             raise ValueError("helpfulness_pairs and safety_pairs: 'world' for both (the world's annotator) or neither")
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
-        for name in ("pairs_per_round", "world_eval_prompts", "annotation_max_new_tokens"):
+        for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "annotation_max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         for name in ("helpfulness_format", "safety_format", "eval_format", "pairs_format"):
@@ -537,23 +543,21 @@ class Rounds:
                     check_vocabulary(tokenizer, getattr(config, name), name)
 
     def run_stage(self, round_number: int, stage: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-        """Run `work(stage_dir)` unless the stage is marked done (on every process, or on the main one for
-        `MAIN_PROCESS_STAGES`); the main process marks it done and records it in the manifest. Returns the
-        stage's recorded facts."""
+        """Run `work(stage_dir)` on every process unless the stage is marked done; the main process marks it done
+        with the facts its `work` returned and records it in the manifest. Returns the stage's recorded facts."""
         folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
         marker = folder / ROUND_STAGE_MARKER
         done = is_done(folder, ROUND_STAGE_MARKER)
-        # Every process looks before any can go on: the main process may finish a main-process stage and write
-        # its marker before a slow process has looked, which would then skip the stage's closing barrier and
-        # leave the processes one collective apart (a hang until the process group's timeout).
+        # Every process looks before any can go on: the main process may finish a stage whose work is its own
+        # (reading pair files) and write its marker before a slow process has looked, which would then skip the
+        # stage's closing barrier and leave the processes one collective apart (a hang until the group's timeout).
         self.processes.wait_for_everyone()
         if done:
             return json.loads(marker.read_text())
         if main:
             print(f"[round {round_number}] {stage} ...", flush=True)
         started = time.time()
-        if main or stage not in MAIN_PROCESS_STAGES:
-            facts = work(folder)
+        facts = work(folder)
         if main:
             facts["seconds"] = round(time.time() - started, 1)
             mark_done(folder, ROUND_STAGE_MARKER, **facts)
@@ -782,11 +786,17 @@ class Rounds:
         )
 
     def collect(self, n: int, policy: Path, folder: Path) -> dict[str, Any]:
-        """This round's new pairs: sampled from `policy` and labelled in the world, the user's annotated files,
-        or the labelled comparison batch."""
+        """This round's new pairs: sampled from `policy` and labelled in the world (the two data sets on two
+        processes), the user's annotated files, or the labelled comparison batch (read by the main process).
+        The facts are the main process's."""
         folder.mkdir(parents=True, exist_ok=True)
         from .data import load_preferences
 
+        in_the_world = self.config.helpfulness_pairs in (None, WORLD) and not (
+            self.config.on_user_data and self.config.helpfulness_pairs != WORLD
+        )
+        if not in_the_world and not self.processes.is_main_process:
+            return {}
         if self.config.helpfulness_pairs not in (None, WORLD):
             counts, sources = {}, {}
             for target in TARGETS:
@@ -826,7 +836,10 @@ class Rounds:
         model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
         tokenizer = load_tokenizer(policy)
         counts = {}
+        processes, rank = self.processes.num_processes, self.processes.process_index
         for index, target in enumerate(TARGETS):
+            if index % processes != rank:  # each data set samples from its own seed: one process per set
+                continue
             seed = 1000 * n + index + self.config.seed
             prompts = world.prompts(self.config.pairs_per_round, "train", seed=seed, mix=TARGET_PROMPT_MIX[target])
             pairs = policy_preference_pairs(
@@ -834,7 +847,10 @@ class Rounds:
             )
             atomic_write_jsonl(folder / f"{target}.jsonl", pairs)
             counts[target] = len(pairs)
-        return {"pairs": counts, "source": "world annotator", "parent": str(policy)}
+        if processes > 1:
+            counts = {k: v for part in gather_object([counts]) for k, v in part.items()}
+        return {"pairs": {target: counts[target] for target in TARGETS}, "source": "world annotator",
+                "parent": str(policy)}  # fmt: skip
 
     def collected(self, n: int, target: str) -> list[str]:
         """Every non-empty batch of `target` pairs collected in rounds 1..n."""
@@ -951,6 +967,7 @@ class Rounds:
             }
             self._evaluation_setup = {
                 "prompts": prompts,
+                "batch_size": config.eval_batch_size,
                 "gold": source == WORLD,
                 "judges": getattr(self, "judges", None),
                 "held_out": held_out,

@@ -34,6 +34,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from accelerate import PartialState  # noqa: E402
+from accelerate.utils import gather_object  # noqa: E402
 
 from align.data import load_tokenizer  # noqa: E402
 from align.generation import chat_prompt_texts, complete  # noqa: E402
@@ -46,12 +48,25 @@ COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def greedy_answers(model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int) -> tuple[list[str], float]:
-    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens."""
-    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(DEVICE)
+def greedy_answers(
+    model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 64
+) -> tuple[list[str], float]:
+    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens. The batches of
+    `batch_size` prompts are split over the processes and gathered on every one; each batch is padded as on one
+    process, so the answers are the same on any number of them."""
+    state = PartialState()
+    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(state.device)
     tokenizer = load_tokenizer(model_dir)
     texts = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
-    answers = complete(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=64)
+    starts = range(0, len(texts), batch_size)
+    mine = {
+        start: complete(model, tokenizer, texts[start : start + batch_size], max_new_tokens=max_new_tokens,
+                        batch_size=batch_size)
+        for start in starts[state.process_index :: state.num_processes]
+    }  # fmt: skip
+    if state.num_processes > 1:
+        mine = {start: batch for part in gather_object([mine]) for start, batch in part.items()}
+    answers = [answer for start in starts for answer in mine[start]]
     lengths = [len(tokenizer(answer, add_special_tokens=False).input_ids) for answer in answers]
     return answers, sum(lengths) / max(len(lengths), 1)
 
@@ -108,12 +123,17 @@ def evaluate_round(
     n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any], *, max_new_tokens: int = 32
 ) -> dict[str, Any]:
     """Metrics of round `n`'s policy (module docstring); writes `folder/{metrics.json, answers.jsonl,
-    reward_model_*/}`, and in round 1 the SFT model's as round 0."""
+    reward_model_*/}`, and in round 1 the SFT model's as round 0. Called on every process: the greedy answers
+    are split over them, the judging is the main process's (the others return {})."""
     folder.mkdir(parents=True, exist_ok=True)
     prompts = setup["prompts"]
     answers, lengths = {}, {}
     for name in ("policy", "previous_policy", "sft"):
-        answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens)
+        answers[name], lengths[name] = greedy_answers(
+            checkpoints[name], prompts, max_new_tokens, setup.get("batch_size", 64)
+        )
+    if not PartialState().is_main_process:
+        return {}
     if setup["gold"]:
         judged, quality = gold_judgements(prompts, answers)
         judge = "gold"

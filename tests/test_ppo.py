@@ -302,34 +302,55 @@ def test_training_on_the_world_raises_the_reward_and_logs_gold_beside_it(tmp_pat
     assert list((tmp_path / "ppo" / "runs").glob("events.out.tfevents.*"))  # the TensorBoard mirror
 
 
-def test_two_processes_take_the_same_steps_as_one(tmp_path, chat_model, reward_models):
+def test_two_processes_sharded_or_not_take_the_same_steps_as_one(tmp_path, chat_model, reward_models):
     """Rows sampled from seeds of their batch position, advantages whitened over the whole batch, mini-batches
     drawn from the whole batch: 2 processes (gloo) log the same rewards and losses and end with the same
-    weights as 1. Mini-batches of 2 rows often fall on one process only, so the other joins with no rows."""
+    weights as 1. Mini-batches of 2 rows often fall on one process only, so the other joins with no rows.
+    The same holds with the policy and value model sharded (`fsdp`) and the reference and reward models
+    sharded (`shard_frozen`): generation steps every process until all are done, and gradients are clipped by
+    their norm over every shard. A sharded run stopped at its checkpoint of iteration 2 and extended to 3 ends
+    with the weights of 3 straight."""
     from conftest import launch_two_processes
 
     args = [
         "--policy", str(chat_model), "--helpfulness_rm", str(reward_models["helpfulness"]),
         "--safety_rm", str(reward_models["safety"]), "--prompts", "world", "--world_prompts", "16",
-        "--batch_size", "8", "--mini_batch_size", "2", "--response_length", "12", "--num_iterations", "3",
-        "--lr", "1e-3", "--save_steps", "100", "--forward_batch_size", "8",
+        "--batch_size", "8", "--mini_batch_size", "2", "--response_length", "12",
+        "--lr", "1e-3", "--forward_batch_size", "8",
     ]  # fmt: skip
-    two = launch_two_processes("recipes/ppo.py", *args, "--output_dir", str(tmp_path / "two"))
-    assert two.returncode == 0, two.stderr[-2000:]
+    three = ["--num_iterations", "3", "--save_steps", "100"]
+    sharded = ["--fsdp", "true", "--shard_frozen", "true"]
+    launches = {"two": [*args, *three], "sharded": [*args, *three, *sharded],
+                "killed": [*args, *sharded, "--num_iterations", "2", "--save_steps", "2"]}  # fmt: skip
+    for run, run_args in launches.items():
+        two = launch_two_processes("recipes/ppo.py", *run_args, "--output_dir", str(tmp_path / run))
+        assert two.returncode == 0, two.stderr[-2000:]
+    resumed = launch_two_processes("recipes/ppo.py", *launches["killed"], "--num_iterations", "3", "--extend", "true",
+                                   "--output_dir", str(tmp_path / "killed"))  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     one = subprocess.run(
-        [sys.executable, "recipes/ppo.py", *args, "--output_dir", str(tmp_path / "one")],
+        [sys.executable, "recipes/ppo.py", *args, *three, "--output_dir", str(tmp_path / "one")],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
-    runs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()] for run in ("one", "two")}
-    assert len(runs["one"]) == len(runs["two"]) == 3
-    for step_one, step_two in zip(runs["one"], runs["two"]):
-        for name in ("objective/scores", "objective/gold", "objective/kl", "loss/policy_avg", "loss/value_avg"):
-            assert step_two[name] == pytest.approx(step_one[name], rel=1e-3, abs=1e-5), (step_one["step"], name)
+    runs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()] for run in ("one", "two",
+            "sharded")}  # fmt: skip
+    assert len(runs["one"]) == len(runs["two"]) == len(runs["sharded"]) == 3
+    for run in ("two", "sharded"):
+        for step_one, step_two in zip(runs["one"], runs[run]):
+            for name in ("objective/scores", "objective/gold", "objective/kl", "loss/policy_avg", "loss/value_avg"):
+                assert step_two[name] == pytest.approx(step_one[name], rel=1e-3, abs=1e-5), (
+                    run,
+                    step_one["step"],
+                    name,
+                )
     assert runs["one"][-1]["objective/kl"] > 0  # the policy did move
-    a, b = saved_weights(tmp_path / "one" / "final"), saved_weights(tmp_path / "two" / "final")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+    weights = {run: saved_weights(tmp_path / run / "final") for run in ("one", "two", "sharded", "killed")}
+    for name in weights["one"]:
+        for run in ("two", "sharded"):
+            torch.testing.assert_close(weights[run][name], weights["one"][name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weights["killed"][name], weights["sharded"][name], atol=1e-6, rtol=1e-5)
+    assert json.loads((tmp_path / "killed" / "DONE.json").read_text())["resume_points"] == [2]
 
 
 def saved_weights(folder):

@@ -31,35 +31,25 @@ def rs_config(tmp_path, chat_model, reward_models, **overrides):
     return RejectionSamplingConfig(**{**values, **overrides})
 
 
-def test_kept_answers_do_not_depend_on_the_number_of_processes(tmp_path, chat_model, reward_models):
-    single = run_rejection_sampling(rs_config(tmp_path / "one", chat_model, reward_models))
-    done = launch_two_processes(
-        "recipes/rejection_sampling.py",
-        "--policy",
-        str(chat_model),
-        "--helpfulness_rm",
-        str(reward_models["helpfulness"]),
-        "--safety_rm",
-        str(reward_models["safety"]),
-        "--output_dir",
-        str(tmp_path / "two" / "rs"),
-        "--prompts",
-        "world",
-        "--world_prompts",
-        "6",
-        "--num_samples",
-        "4",
-        "--max_new_tokens",
-        "24",
-        "--finetune",
-        "false",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = read_jsonl(single), read_jsonl(tmp_path / "two" / "rs" / "kept.jsonl")
-    assert [r["id"] for r in one] == [r["id"] for r in two]
-    assert [r["messages"] for r in one] == [r["messages"] for r in two]
-    assert len(list((tmp_path / "two" / "rs" / "shards").glob("shard-*.jsonl"))) == 2
-    assert json.loads((tmp_path / "two" / "rs" / "DONE.json").read_text())["processes"] == 2
+def test_kept_answers_do_not_depend_on_the_number_of_processes_nor_on_sharding(tmp_path, chat_model, reward_models):
+    """7 prompts on 1 process, on 2 (4 and 3 prompts) and on 2 with the policy and reward models sharded
+    (`shard_frozen`: the process with 3 prompts runs a 4th it discards, so both run the same forwards): the same
+    kept answers."""
+    single = run_rejection_sampling(rs_config(tmp_path / "one", chat_model, reward_models, world_prompts=7))
+    args = [
+        "--policy", str(chat_model), "--helpfulness_rm", str(reward_models["helpfulness"]),
+        "--safety_rm", str(reward_models["safety"]), "--prompts", "world", "--world_prompts", "7",
+        "--num_samples", "4", "--max_new_tokens", "24", "--finetune", "false",
+    ]  # fmt: skip
+    for run, extra in (("two", []), ("sharded", ["--shard_frozen", "true"])):
+        done = launch_two_processes("recipes/rejection_sampling.py", *args, *extra, "--output_dir",
+                                    str(tmp_path / run / "rs"))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        one, two = read_jsonl(single), read_jsonl(tmp_path / run / "rs" / "kept.jsonl")
+        assert [r["id"] for r in one] == [r["id"] for r in two]
+        assert [r["messages"] for r in one] == [r["messages"] for r in two], run
+        assert len(list((tmp_path / run / "rs" / "shards").glob("shard-*.jsonl"))) == 2
+        assert json.loads((tmp_path / run / "rs" / "DONE.json").read_text())["processes"] == 2
     curve = json.loads((tmp_path / "two" / "rs" / "best_of_k.json").read_text())
     assert curve["max"] == sorted(curve["max"])  # the best of more samples is never worse
 

@@ -217,6 +217,41 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
         assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-6), name
 
 
+def test_collection_in_the_world_and_evaluation_split_over_two_processes_match_one(
+    tmp_path, chat_model, reward_models, stage_configs
+):  # fmt: skip
+    """`collect` in the world samples the two data sets on two processes (one seeded stream each) and `evaluate`
+    splits its greedy answers over them in whole batches (10 prompts in batches of 4: 2 batches on one process, 1
+    on the other): the same pairs, answers and metrics as one process."""
+    from conftest import launch_two_processes
+
+    world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                                         "helpfulness_pairs", "safety_pairs")}  # fmt: skip
+    for name in ("one", "two"):
+        config = dict(round=1, name=name, runs_dir=str(tmp_path / "runs"), sft_model=str(chat_model),
+                      helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]),
+                      pairs_per_round=12, world_eval_prompts=10, eval_batch_size=4, **world,
+                      **stage_configs)  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(json.dumps(config))
+        if name == "two":
+            result = launch_two_processes("tests/rounds_split_run.py", str(tmp_path / f"{name}.json"))
+        else:
+            result = subprocess.run([sys.executable, "tests/rounds_split_run.py", str(tmp_path / f"{name}.json")],
+                                    cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = tmp_path / "runs" / "one" / "round-1", tmp_path / "runs" / "two" / "round-1"
+    for target in ("helpfulness", "safety"):
+        pairs = read_jsonl(one / "collect" / f"{target}.jsonl")
+        assert pairs and read_jsonl(two / "collect" / f"{target}.jsonl") == pairs, target
+    facts = [json.loads((run / "collect" / ROUND_STAGE_MARKER).read_text())["pairs"] for run in (one, two)]
+    assert facts[0] == facts[1]
+    answers = [read_jsonl(run / "evaluate" / "answers.jsonl") for run in (one, two)]
+    assert len(answers[0]) == 10 and answers[0] == answers[1]
+    metrics = [json.loads((run / "evaluate" / "metrics.json").read_text()) for run in (one, two)]
+    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "answer_length"):
+        assert metrics[0][name] == metrics[1][name], name
+
+
 def test_a_round_scored_by_a_reward_spec_with_a_held_out_judge(tmp_path, chat_model, reward_models, stage_configs,
                                                                monkeypatch):  # fmt: skip
     """`--reward` drives rejection sampling and PPO in every round: `round:helpfulness` / `round:safety` are
