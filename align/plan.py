@@ -68,14 +68,19 @@ class PlanConfig:
     seq_length: int = field(default=4096, metadata={"help": "tokens per training sequence"})
     activation_checkpointing: bool = field(default=True, metadata={"help": "keep only each layer's input"})
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the attention and MLP projections; 0 = off"})
-    rollout_batch_size: int = field(default=64, metadata={"help": "sequences generated at once per GPU"})
+    forward_batch_size: int = field(
+        default=32,
+        metadata={"help": "sequences generated at once per GPU: the RL stages generate in chunks of this many rows "
+                          "(their forward_batch_size)"},
+    )  # fmt: skip
     prompt_length: int = field(default=1024, metadata={"help": "prompt tokens of a rollout"})
     response_length: int = field(default=1024, metadata={"help": "generated tokens of a rollout"})
     attention: str = field(default="flash", metadata={"help": "flash (GPU kernels) or math (keeps T x T, CPU)"})
     shard_frozen: bool = field(
         default=False,
-        metadata={"help": "shard frozen models under zero3/fsdp too (align places them whole on every process today)"},
-    )
+        metadata={"help": "frozen models sharded over the GPUs (FSDP2, the RL stages' shard_frozen) instead of whole "
+                          "on every GPU"},
+    )  # fmt: skip
     shared_value_head: bool = field(
         default=False, metadata={"help": "PPO: a value head on the policy instead of a value model (PPOConfig's)"}
     )
@@ -89,7 +94,7 @@ class PlanConfig:
             raise PlanError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
         if self.dtype not in DTYPE_BYTES:
             raise PlanError(f"dtype: expected one of {list(DTYPE_BYTES)}, got {self.dtype!r}")
-        for name in ("gpus", "micro_batch_size", "seq_length", "rollout_batch_size", "response_length"):
+        for name in ("gpus", "micro_batch_size", "seq_length", "forward_batch_size", "response_length"):
             if getattr(self, name) <= 0:
                 raise PlanError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.global_batch_size is not None and self.global_batch_size % (self.gpus * self.micro_batch_size):
@@ -220,7 +225,10 @@ class MemoryPlan:
 
     @property
     def total(self) -> int:
-        return sum(self.components.values())
+        """The peak: what is held throughout, plus the larger of the rollout and the update (`plan_memory`)."""
+        c = self.components
+        held = c["weights"] + c["gathered layers"] + c["optimizer state"]
+        return int(held + max(c["gradients"] + c["activations"], c["kv cache"] + c["rollout logits"]))
 
     @property
     def budget(self) -> int:
@@ -233,33 +241,63 @@ class MemoryPlan:
     def table(self) -> str:
         """The plan as aligned text, GiB per GPU."""
         c = self.config
-        lines = [
-            f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch {c.micro_batch_size} x "
-            f"{c.seq_length} tokens, activation checkpointing {'on' if c.activation_checkpointing else 'off'})",
-        ]
+        checkpointing = f"activation checkpointing {'on' if c.activation_checkpointing else 'off'}"
+        if c.stage in ("rejection_sampling", "ppo"):
+            frozen = "frozen models sharded" if c.shard_frozen else "frozen models whole"
+            shape = f"rollouts of {c.forward_batch_size} rows x {c.prompt_length} + {c.response_length} tokens"
+            if c.stage == "ppo":
+                shape += f", updates of {c.micro_batch_size} rows per GPU, {checkpointing}"
+            lines = [f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {frozen}, {c.dtype}, {shape})"]
+        else:
+            lines = [f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch "
+                     f"{c.micro_batch_size} x {c.seq_length} tokens, {checkpointing})"]  # fmt: skip
         lines += [f"  {name:24s} {count / 1e9:9.2f} B parameters" for name, count in self.parameters.items()]
         lines += [f"  {name:24s} {size / GIB:9.2f} GiB" for name, size in self.components.items()]
+        if c.stage in ("rejection_sampling", "ppo"):
+            lines.append(
+                "  peak: weights + gathered layers + optimizer state + the larger of the update (gradients + "
+                "activations) and the rollout (KV cache + logits)"
+            )
         lines.append(f"  {'total per GPU':24s} {self.total / GIB:9.2f} GiB of {self.budget / GIB:.1f} usable")
         return "\n".join(lines)
+
+
+def layer_parameter_count(config: AlignLlamaConfig) -> int:
+    """Parameters of one decoder layer (what FSDP gathers at a time)."""
+    hidden, kv = config.hidden_size, config.num_key_value_heads * config.head_dim
+    return hidden * (2 * hidden + 2 * kv) + 3 * hidden * config.intermediate_size + 2 * hidden
+
+
+def rollout_logits_bytes(config: AlignLlamaConfig, rows: int, response_length: int) -> int:
+    """PPO's rollout keeps generate's fp32 logits of every step of a chunk, stacks them (a copy) and takes their
+    log-softmax (a third): 3 x 4 bytes per row, response token and vocabulary entry."""
+    return 3 * 4 * rows * response_length * config.vocab_size
 
 
 def plan_memory(
     config: PlanConfig, model_config: AlignLlamaConfig | None = None, check_fit: bool = True
 ) -> MemoryPlan:
-    """Per-GPU memory of `config`'s stage; `PlanError` if it does not fit (unless `check_fit` is False)."""
+    """Per-GPU memory of `config`'s stage; `PlanError` if it does not fit (unless `check_fit` is False).
+
+    The RL stages alternate two phases, and the peak is the larger: the rollout (KV cache of a chunk of
+    `forward_batch_size` rows, and PPO's logits of the chunk) and the update (gradients and activations);
+    weights, gathered layers and optimizer state are held through both."""
     model_config = model_config or AlignLlamaConfig.from_preset(config.preset)
     dtype_bytes = DTYPE_BYTES[config.dtype]
     shards = config.gpus
-    shard_weights = config.strategy in ("zero3", "fsdp")
+    shard_trained = config.strategy in ("zero3", "fsdp")
     shard_states = config.strategy != "ddp"
     lora = config.lora_rank > 0
-    components = {"weights": 0, "gradients": 0, "optimizer state": 0, "activations": 0, "kv cache": 0}
+    components = {"weights": 0, "gathered layers": 0, "optimizer state": 0, "gradients": 0, "activations": 0,
+                  "kv cache": 0, "rollout logits": 0}  # fmt: skip
     models, parameters = {}, {}
     roles = stage_models(config.stage, lora, config.shared_value_head)
+    any_sharded = False
     for role in roles:
         count = parameter_count(model_config, role.head)
         parameters[role.name] = count
-        sharded = shard_weights and (role.trained or config.shard_frozen)
+        sharded = shards > 1 and (shard_trained if role.trained else config.shard_frozen)
+        any_sharded |= sharded
         weights = count * dtype_bytes / (shards if sharded else 1)
         model_bytes = weights
         components["weights"] += weights
@@ -275,23 +313,26 @@ def plan_memory(
             components["optimizer state"] += optimizer
             model_bytes += gradients + optimizer
         models[role.name] = int(model_bytes)
+    if any_sharded:  # a sharded forward holds its root's weights (embeddings, head) and two layers whole (prefetch)
+        layer = layer_parameter_count(model_config)
+        root = parameter_count(model_config, "lm") - model_config.num_hidden_layers * layer
+        components["gathered layers"] = (root + 2 * layer) * dtype_bytes
+    rl_stage = config.stage in ("rejection_sampling", "ppo")
+    length = config.prompt_length + config.response_length if rl_stage else config.seq_length
     trained_heads = [role.head for role in roles if role.trained]
-    if trained_heads:  # models are trained one after the other (PPO: policy, then value): the largest counts
-        components["activations"] = max(
-            activation_bytes(
-                model_config,
-                config.micro_batch_size,
-                config.seq_length,
-                dtype_bytes,
-                config.activation_checkpointing,
-                head,
-                config.attention,
-            )
-            for head in trained_heads
+    per_model = [
+        activation_bytes(model_config, config.micro_batch_size, length, dtype_bytes, config.activation_checkpointing,
+                         head, config.attention)
+        for head in trained_heads
+    ]  # fmt: skip
+    # PPO's policy and value model run forward together and share one backward: both models' activations at once.
+    components["activations"] = (sum(per_model) if config.stage == "ppo" else max(per_model)) if per_model else 0
+    if rl_stage:
+        components["kv cache"] = kv_cache_bytes(model_config, config.forward_batch_size, length, dtype_bytes)
+    if config.stage == "ppo":
+        components["rollout logits"] = rollout_logits_bytes(
+            model_config, config.forward_batch_size, config.response_length
         )
-    if config.stage in ("rejection_sampling", "ppo"):
-        length = config.prompt_length + config.response_length
-        components["kv cache"] = kv_cache_bytes(model_config, config.rollout_batch_size, length, dtype_bytes)
     plan = MemoryPlan(config, {k: int(v) for k, v in components.items()}, models, parameters)
     if check_fit and not plan.fits:
         raise does_not_fit(plan, model_config)
@@ -309,23 +350,33 @@ def does_not_fit(plan: MemoryPlan, model_config: AlignLlamaConfig) -> PlanError:
 
 
 def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
-    """The first change (a sharding strategy, more GPUs, sharded frozen models) that makes `config` fit, as text
-    for an error message."""
-    for strategy in STRATEGIES[STRATEGIES.index(config.strategy) + 1 :]:
-        if plan_memory(_replace(config, strategy=strategy), model_config, check_fit=False).fits:
-            return f"; it fits with --strategy {strategy}"
+    """The first change that makes `config` fit, as text for an error message: sharded frozen models, a sharding
+    strategy, smaller rollout chunks, more GPUs (in that order: the cheapest first)."""
+
+    def fits(**changes: object) -> bool:
+        return plan_memory(_replace(config, **changes), model_config, check_fit=False).fits
+
+    has_frozen = any(not role.trained for role in stage_models(config.stage))
+    frozen = [False, True] if has_frozen and not config.shard_frozen else [config.shard_frozen]
+    for shard_frozen in frozen:
+        flag = " --shard_frozen true" if shard_frozen != config.shard_frozen else ""
+        for strategy in STRATEGIES[STRATEGIES.index(config.strategy) :]:
+            if (strategy, flag) != (config.strategy, "") and fits(strategy=strategy, shard_frozen=shard_frozen):
+                return f"; it fits with --strategy {strategy}{flag}"
+    best = "fsdp" if STRATEGIES.index(config.strategy) < STRATEGIES.index("fsdp") else config.strategy
+    if config.stage in ("rejection_sampling", "ppo"):
+        rows = config.forward_batch_size
+        while rows > 1:
+            rows //= 2
+            if fits(strategy=best, shard_frozen=frozen[-1], forward_batch_size=rows):
+                flag = " --shard_frozen true" if frozen[-1] != config.shard_frozen else ""
+                return f"; it fits with --strategy {best}{flag} --forward_batch_size {rows}"
     gpus = config.gpus
     while gpus < 4096:
         gpus *= 2
-        if plan_memory(_replace(config, strategy="zero3", gpus=gpus), model_config, check_fit=False).fits:
-            return f"; it fits on {gpus} GPUs with --strategy zero3"
-    if not config.shard_frozen and any(not role.trained for role in stage_models(config.stage)):
-        sharded = _replace(config, strategy="zero3", shard_frozen=True)
-        if plan_memory(sharded, model_config, check_fit=False).fits:
-            return (
-                "; it fits with --strategy zero3 --shard_frozen true (frozen models sharded, which align's "
-                "rejection sampling and PPO do not do yet: docs/distributed.md)"
-            )
+        if fits(strategy=best, shard_frozen=frozen[-1], gpus=gpus):
+            flag = " --shard_frozen true" if frozen[-1] != config.shard_frozen else ""
+            return f"; it fits on {gpus} GPUs with --strategy {best}{flag}"
     return "; shorten sequences or rollouts, or use LoRA"
 
 

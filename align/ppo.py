@@ -174,6 +174,10 @@ class PPOConfig:
         metadata={"help": "rows per no-grad forward / generate call: bounds the KV cache (align.plan's "
                           "--forward_batch_size)"},
     )  # fmt: skip
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute the trained models' activations in backward (align.plan's "
+                                         "--activation_checkpointing)"}
+    )  # fmt: skip
     fsdp: bool = field(default=False, metadata={"help": FSDP_HELP})
     shard_frozen: bool = field(default=False, metadata={"help": SHARD_FROZEN_HELP})
     lora: dict | str | None = field(
@@ -464,6 +468,10 @@ class PPOTrainer:
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")
         model = PolicyWithValueHead(policy) if value_model is None else PolicyAndValue(policy, value_model)
+        if config.gradient_checkpointing:  # only in training mode: rollouts keep their KV cache
+            for trained in (policy, value_model):
+                if trained is not None:
+                    trained.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         # With `fsdp`, the trained pair is sharded here rather than by accelerate (which shards nothing on CPU and
         # whose FSDP wrapper would hide the policy from generate): the policy is run through its own forward, the
         # value model through its trunk and score head (`PolicyAndValue.values`).

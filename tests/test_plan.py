@@ -107,6 +107,35 @@ def test_paper_sizes_fit_where_expected():
         plan_memory(PlanConfig(preset="70b", stage="sft", gpus=8, strategy="zero3"))
 
 
+def test_the_papers_ppo_layouts_fit_with_sharded_frozen_models():
+    """7B PPO, full fine-tuning, on one node of 8 x 80 GB (mini-batch 64: 8 rows per GPU) and 70B PPO on 8 such
+    nodes (1 row per GPU): both fit with the trained pair and the frozen models sharded and rollouts generated in
+    chunks; with the frozen models whole on every GPU they do not, and the error names the change that fits."""
+    seven = dict(preset="7b", stage="ppo", gpus=8, strategy="fsdp", micro_batch_size=8)
+    with pytest.raises(PlanError, match="it fits with --strategy fsdp --shard_frozen true"):
+        plan_memory(PlanConfig(**seven))
+    plan = plan_memory(PlanConfig(**seven, shard_frozen=True, forward_batch_size=16))
+    assert plan.total < 72 * GIB and plan.components["gathered layers"] > 0
+    seventy = dict(preset="70b", stage="ppo", gpus=64, strategy="zero3")
+    with pytest.raises(PlanError, match="it fits with --strategy zero3 --shard_frozen true"):
+        plan_memory(PlanConfig(**seventy))
+    assert plan_memory(PlanConfig(**{**seventy, "strategy": "fsdp"}, shard_frozen=True)).total < 72 * GIB
+    # Rollouts bound by their chunk: halving forward_batch_size halves the KV cache and PPO's rollout logits.
+    halved = plan_memory(PlanConfig(**seven, shard_frozen=True, forward_batch_size=8))
+    assert 2 * halved.components["kv cache"] == plan.components["kv cache"]
+    assert 2 * halved.components["rollout logits"] == plan.components["rollout logits"]
+
+
+def test_the_planner_and_the_rl_stages_share_their_option_names():
+    """The layout options a plan takes are the RL stages' own, so a plan reads off a stage config."""
+    from align.ppo import PPOConfig
+    from align.rejection_sampling import RejectionSamplingConfig
+
+    for name in ("forward_batch_size", "shard_frozen", "shared_value_head", "response_length"):
+        assert name in PlanConfig.__dataclass_fields__ and name in PPOConfig.__dataclass_fields__, name
+    assert "shard_frozen" in RejectionSamplingConfig.__dataclass_fields__
+
+
 def test_impossible_layouts_are_clear_errors():
     with pytest.raises(PlanError, match="global_batch_size 12 is not divisible by gpus x micro_batch_size = 8 x 1"):
         PlanConfig(gpus=8, global_batch_size=12)
