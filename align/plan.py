@@ -389,7 +389,8 @@ def _replace(config: PlanConfig, **changes: object) -> PlanConfig:
     return PlanConfig(**values)
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """Resident memory of this process (Linux)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -411,16 +412,26 @@ def _activation_peak(step: Callable[[], None], device: Any) -> int:
         before = torch.cuda.memory_allocated()
         step()
         return torch.cuda.max_memory_allocated() - before
+    settle_memory()  # else the previous step's freed blocks are reused unseen
+    before = resident_bytes()
+    return max(0, resident_peak(step) - before)
+
+
+def settle_memory() -> None:
+    """Collect garbage and hand glibc's free memory back to the system, so resident memory shows what is held."""
+    gc.collect()
+    _return_free_memory_to_the_system()
+
+
+def resident_peak(step: Callable[[], None]) -> int:
+    """The largest resident memory of this process while `step()` runs, sampled every 0.2 ms (Linux)."""
     peak, running = [0], [True]
 
     def sample() -> None:
         while running[0]:
-            peak[0] = max(peak[0], _resident_bytes())
+            peak[0] = max(peak[0], resident_bytes())
             time.sleep(0.0002)
 
-    gc.collect()
-    _return_free_memory_to_the_system()  # else the previous step's freed blocks are reused unseen
-    before = _resident_bytes()
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
@@ -428,7 +439,7 @@ def _activation_peak(step: Callable[[], None], device: Any) -> int:
     finally:
         running[0] = False
         sampler.join()
-    return max(0, peak[0] - before)
+    return peak[0]
 
 
 def measure_training_step(

@@ -711,18 +711,23 @@ class PPOTrainer:
         started = time.perf_counter()
         self.model.train()
         processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        batch = len(rollout.input_ids) * processes
+        local = len(rollout.input_ids)
+        rollout = self.whole_batch(rollout)
+        batch = len(rollout.input_ids)
         generator = torch.Generator().manual_seed(config.seed * 100_003 + self.iteration)
         totals: dict[str, list[float]] = {}
         width = rollout.mask.shape[1]
         for _ in range(config.ppo_epochs):
-            # Every process draws the same permutation of the whole batch and trains on its own rows of each
-            # mini-batch, with losses divided by the mini-batch's token count over all processes: the gradient
-            # is the same whatever the number of processes.
+            # Every process draws the same permutation of the whole batch and trains on an equal share of each
+            # mini-batch (every process holds every row), with losses divided by the mini-batch's token count over
+            # all processes: the gradient is the same whatever the number of processes, and so is the memory of
+            # a process's forward (mini_batch_size / processes rows; align.plan's micro_batch_size).
             order = torch.randperm(batch, generator=generator)
             for start in range(0, batch, config.mini_batch_size):
-                positions = order[start : start + config.mini_batch_size]
-                mine = (positions[positions % processes == rank] // processes).to(rollout.input_ids.device)
+                positions = order[start : start + config.mini_batch_size][rank::processes]
+                # Batch position p was sampled by process p % P as its row p // P; the gathered batch is
+                # process 0's rows, then process 1's, ...
+                mine = ((positions % processes) * local + positions // processes).to(rollout.input_ids.device)
                 # A process with no row in this mini-batch still takes part in the step, on a row weighted 0.
                 rows = mine if len(mine) else torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device)
                 row_mask = rollout.mask[rows] & (len(mine) > 0)
@@ -768,6 +773,20 @@ class PPOTrainer:
             "policy/entropy_avg": mean["entropy"],
             "val/ratio": mean["ratio"],
         }
+
+    def whole_batch(self, rollout: Rollout) -> Rollout:
+        """Every process's rows, on every process (prompts left-padded to the widest process's)."""
+        if self.accelerator.num_processes == 1:
+            return rollout
+        pad_id = self.tokenizer.pad_token_id
+        input_ids, attention_mask = (
+            self.accelerator.gather(self.accelerator.pad_across_processes(t, dim=1, pad_index=value, pad_first=True))
+            for t, value in ((rollout.input_ids, pad_id), (rollout.attention_mask, 0))
+        )
+        rest = {name: self.accelerator.gather(getattr(rollout, name)) for name in
+                ("logprobs", "ref_logprobs", "values", "advantages", "returns")}  # fmt: skip
+        mask = self.accelerator.gather(rollout.mask.long()).bool()  # gloo gathers no bool tensors
+        return Rollout(input_ids, attention_mask, mask, **rest)
 
     def clip_gradients(self, max_norm: float) -> None:
         """Scale the gradients to a total norm of at most `max_norm`, the norm taken over every process's shard."""

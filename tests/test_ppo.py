@@ -403,6 +403,9 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
         PPOConfig(
             policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", value_model="v", shared_value_head=True
         )
+    for setting in ({"lora": {"r": 4}}, {"shared_value_head": True}, {"mixed_precision": "fp16"}):
+        with pytest.raises(ValueError, match="fsdp: shards a fully fine-tuned policy and its separate value model"):
+            PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", fsdp=True, **setting)
     models = tiny_models(tokenizer)
     models[0].save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
