@@ -93,10 +93,11 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-# Settings a resumed run may change: how long it runs, how it reports and where it exports, not what it trains.
+# Settings a resumed run may change: how long it runs, how it reports, where it exports and how its models are
+# laid out over the processes (the RL stages' checkpoints are whole), not what it trains.
 RUN_LENGTH_FIELDS = {
     "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume",
-    "export_llama", "extend", "save_total_limit",
+    "export_llama", "extend", "save_total_limit", "fsdp", "shard_frozen", "gradient_checkpointing",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
 RESUME_HELP = (

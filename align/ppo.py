@@ -22,7 +22,13 @@ models' score when a gold scorer is given (the world), so reward hacking shows a
 
 Every step is the same on any number of processes: each row samples from a seed of its iteration and batch
 position (`align.generation.RowSeededSampling`), rewards and advantages are whitened over the whole batch, and
-the mini-batches are drawn from the whole batch with losses divided by their token count over all processes.
+the mini-batches are drawn from the whole batch (every process holds the whole batch's rollout and takes an
+equal share of each mini-batch) with losses divided by their token count over all processes.
+
+On several processes, `fsdp` shards the policy and the value model with FSDP2 and `shard_frozen` the reference
+and the reward models (`align.sharding`): generation then steps every process until all are done
+(`synced_gpus`), gradients are clipped by their norm over every shard, and checkpoints are gathered into one
+layout, so a sharded run takes the same steps as one process and resumes on any number of processes.
 
 The value model is by default a separate model initialised from the helpfulness reward model (the paper's);
 `shared_value_head` puts a value head on the policy's trunk instead (`PolicyWithValueHead`): the rollout reads
@@ -728,7 +734,8 @@ class PPOTrainer:
                 # Batch position p was sampled by process p % P as its row p // P; the gathered batch is
                 # process 0's rows, then process 1's, ...
                 mine = ((positions % processes) * local + positions // processes).to(rollout.input_ids.device)
-                # A process with no row in this mini-batch still takes part in the step, on a row weighted 0.
+                # With fewer rows in a mini-batch than processes, a process with none still takes part in the
+                # step, on a row weighted 0.
                 rows = mine if len(mine) else torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device)
                 row_mask = rollout.mask[rows] & (len(mine) > 0)
                 token_count = self.sum_across_processes(row_mask.sum().float()).clamp(min=1) / processes

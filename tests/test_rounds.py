@@ -145,7 +145,7 @@ def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model,
 
 def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_models, stage_configs):
     """`accelerate launch` with 2 processes (gloo) against one process: the training stages run on both
-    (the PPO stage records 2), collection and evaluation on the main one, markers, manifest and report are
+    (the PPO stage records 2), the pair files are read by the main one, markers, manifest and report are
     written once; with the same global batches (the reward models' 2 x 8 rows against 8 rows x 2 accumulation
     steps) the round ends with the same reward models, kept answers, policy and metrics.
 
