@@ -256,6 +256,17 @@ def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
     raise SystemExit(2)
 
 
+def end_processes() -> None:
+    """At the end of a recipe: every process waits for the others, then the process group is taken down, so that
+    no process exits while gloo's threads still talk to one that has not (a race that can abort a finished run
+    with "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def device_precision(mixed_precision: str) -> str:
     """The precision a `mixed_precision` setting gets on this machine: "auto" is bf16 where the GPU has it, else
     fp32 ("no"); bf16 or fp16 that the device cannot do (a CPU, a GPU without bf16) falls back to fp32 with a

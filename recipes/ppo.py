@@ -15,7 +15,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
+from align.config import ONE_LINE_ERRORS, end_processes, exit_with_error, parse_config
 from align.ppo import PPOConfig, PPOTrainer
 from align.prompts import stage_prompts, world_gold_scorer
 
@@ -35,6 +35,7 @@ def main() -> None:
     except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(f"PPO policy: {final} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})")
+    end_processes()
 
 
 if __name__ == "__main__":

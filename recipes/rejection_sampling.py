@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 
 from align.checkpoint import EXPORT_LLAMA_HELP, export_llama  # noqa: E402
-from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config  # noqa: E402
+from align.config import ONE_LINE_ERRORS, end_processes, exit_with_error, parse_config  # noqa: E402
 from align.io import read_jsonl  # noqa: E402
 from align.rejection_sampling import (  # noqa: E402
     RejectionSamplingConfig,
@@ -75,6 +75,7 @@ def main() -> None:
     except ONE_LINE_ERRORS as error:
         exit_with_error(str(error))
     print(f"kept answers: {kept}")
+    end_processes()
 
 
 if __name__ == "__main__":
