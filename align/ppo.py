@@ -95,7 +95,9 @@ from .sharding import (
     FSDP_HELP,
     SHARD_FROZEN_HELP,
     full_optimizer_state,
+    full_state_dict,
     gathered_model,
+    load_full_state_dict,
     load_optimizer_state,
     shard_model,
     sharding_active,
@@ -246,10 +248,10 @@ class PPOConfig:
             raise ValueError("value_model: not used with shared_value_head (the value head is on the policy)")
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to: expected none or tensorboard, got {self.report_to!r}")
-        if self.fsdp and (self.lora is not None or self.shared_value_head or self.mixed_precision == "fp16"):
+        if self.fsdp and (self.lora is not None or self.mixed_precision == "fp16"):
             raise ValueError(
-                "fsdp: shards a fully fine-tuned policy and its separate value model, in fp32 or bf16; not with "
-                "lora, shared_value_head or mixed_precision fp16 (yet)"
+                "fsdp: shards a fully fine-tuned policy (and its value model or head), in fp32 or bf16; not with "
+                "lora or mixed_precision fp16 (yet)"
             )
 
 
@@ -479,15 +481,18 @@ class PPOTrainer:
                 if trained is not None:
                     trained.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         # With `fsdp`, the trained pair is sharded here rather than by accelerate (which shards nothing on CPU and
-        # whose FSDP wrapper would hide the policy from generate): the policy is run through its own forward, the
-        # value model through its trunk and score head (`PolicyAndValue.values`).
+        # whose FSDP wrapper would hide the policy from generate). Each module a forward is run on is a unit: the
+        # policy (generate), the value model's trunk and score head (`PolicyAndValue.values`); with a shared value
+        # head, the policy's trunk, its head and the value head, which `PolicyWithValueHead` runs one by one.
         self.sharded = config.fsdp and sharding_active()
         if self.sharded:
             model.to(device)
-            shard_model(policy, mixed_precision=config.mixed_precision)
-            shard_model(
-                value_model, roots=[value_model.model, value_model.score], mixed_precision=config.mixed_precision
-            )
+            precision = config.mixed_precision
+            if value_model is None:
+                shard_model(policy, roots=[policy.model, policy.lm_head, model.value_head], mixed_precision=precision)
+            else:
+                shard_model(policy, mixed_precision=precision)
+                shard_model(value_model, roots=[value_model.model, value_model.score], mixed_precision=precision)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -637,7 +642,9 @@ class PPOTrainer:
             chunks.append(F.pad(new, (0, padding), value=tokenizer.pad_token_id))
             logprob_chunks.append(F.pad(token_logprobs(logits, new, config.temperature), (0, padding)))
             if shared_trunk:
-                value_chunks.append(F.pad(torch.stack(step_values, dim=1), (0, padding)))
+                # Under synced_gpus a process whose rows are done keeps stepping (its steps discarded): only the
+                # first steps, one per new token, are this chunk's.
+                value_chunks.append(F.pad(torch.stack(step_values[: new.shape[1]], dim=1), (0, padding)))
         responses = torch.cat(chunks)
         mask = response_mask(responses, self.stop_ids)
         responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
@@ -922,16 +929,17 @@ class PPOTrainer:
         model = self.accelerator.unwrap_model(self.model)
         # Gathered on every process when sharded; saved in one layout, so a run resumes on any process count.
         policy = gathered_model(model.policy)
-        value_model = None if isinstance(model, PolicyWithValueHead) else gathered_model(model.value_model)
+        shared_head = isinstance(model, PolicyWithValueHead)
+        value = full_state_dict(model.value_head) if shared_head else gathered_model(model.value_model)
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.accelerator.is_main_process:
 
             def write(path: Path) -> None:
                 policy.save_pretrained(path / "policy")
-                if isinstance(model, PolicyWithValueHead):
-                    save_file(model.value_head.state_dict(), path / VALUE_HEAD_FILE)
+                if shared_head:
+                    save_file(value, path / VALUE_HEAD_FILE)
                 else:
-                    value_model.save_pretrained(path / "value_model")
+                    value.save_pretrained(path / "value_model")
                 torch.save(optimizer_state, path / "optimizer.pt")
                 state = {"iteration": self.iteration, "episodes": self.episodes, "kl_coef": self.kl_coef,
                          "guard": self.guard.state() if self.guard else [], "stopped_by_guard": self.stopped_by_guard,
@@ -949,9 +957,9 @@ class PPOTrainer:
         self.resumed_from = state["iteration"]
         model = self.accelerator.unwrap_model(self.model)
         if isinstance(model, PolicyWithValueHead):
-            model.value_head.load_state_dict(
-                load_file(checkpoint / VALUE_HEAD_FILE, device=str(self.accelerator.device))
-            )
+            # Read on the CPU ("cpu:0", accelerate's device on a CPU process group, is no device to safetensors);
+            # loading copies it onto the head's device.
+            load_full_state_dict(model.value_head, load_file(checkpoint / VALUE_HEAD_FILE, device="cpu"))
         optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
         if all(isinstance(p, str) for group in optimizer_state["param_groups"] for p in group["params"]):
             load_optimizer_state(self.model, self.optimizer, optimizer_state)  # keyed by parameter name

@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
@@ -102,6 +103,22 @@ def gathered_model(model: torch.nn.Module) -> torch.nn.Module | None:
     if getattr(model, "generation_config", None) is not None:
         whole.generation_config = model.generation_config
     return whole.eval()
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`module`'s whole state dict on the CPU of the main process (empty elsewhere when sharded; every process
+    must call it), or its own state dict when it is not sharded."""
+    if not is_sharded(module):
+        return module.state_dict()
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a whole state dict (as `full_state_dict` returns) into `module`, sharding it as the module is."""
+    if is_sharded(module):
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        module.load_state_dict(state)
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -309,7 +309,8 @@ def test_two_processes_sharded_or_not_take_the_same_steps_as_one(tmp_path, chat_
     The same holds with the policy and value model sharded (`fsdp`) and the reference and reward models
     sharded (`shard_frozen`): generation steps every process until all are done, and gradients are clipped by
     their norm over every shard. A sharded run stopped at its checkpoint of iteration 2 and extended to 3 ends
-    with the weights of 3 straight."""
+    with the weights of 3 straight; so does one with a value head on the policy (`shared_value_head`), against
+    one process."""
     from conftest import launch_two_processes
 
     args = [
@@ -320,19 +321,21 @@ def test_two_processes_sharded_or_not_take_the_same_steps_as_one(tmp_path, chat_
     ]  # fmt: skip
     three = ["--num_iterations", "3", "--save_steps", "100"]
     sharded = ["--fsdp", "true", "--shard_frozen", "true"]
-    launches = {"two": [*args, *three], "sharded": [*args, *three, *sharded],
-                "killed": [*args, *sharded, "--num_iterations", "2", "--save_steps", "2"]}  # fmt: skip
+    shared = ["--shared_value_head", "true"]
+    killed = ["--num_iterations", "2", "--save_steps", "2"]
+    launches = {"two": [*args, *three], "sharded": [*args, *three, *sharded], "killed": [*args, *sharded, *killed],
+                "shared_killed": [*args, *sharded, *shared, *killed]}  # fmt: skip
     for run, run_args in launches.items():
         two = launch_two_processes("recipes/ppo.py", *run_args, "--output_dir", str(tmp_path / run))
         assert two.returncode == 0, two.stderr[-2000:]
-    resumed = launch_two_processes("recipes/ppo.py", *launches["killed"], "--num_iterations", "3", "--extend", "true",
-                                   "--output_dir", str(tmp_path / "killed"))  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    one = subprocess.run(
-        [sys.executable, "recipes/ppo.py", *args, *three, "--output_dir", str(tmp_path / "one")],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-2000:]
+    for run in ("killed", "shared_killed"):
+        resumed = launch_two_processes("recipes/ppo.py", *launches[run], "--num_iterations", "3", "--extend", "true",
+                                       "--output_dir", str(tmp_path / run))  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for run, run_args in (("one", [*args, *three]), ("shared_one", [*args, *three, *shared])):
+        one = subprocess.run([sys.executable, "recipes/ppo.py", *run_args, "--output_dir", str(tmp_path / run)],
+                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert one.returncode == 0, one.stderr[-2000:]
     runs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()] for run in ("one", "two",
             "sharded")}  # fmt: skip
     assert len(runs["one"]) == len(runs["two"]) == len(runs["sharded"]) == 3
@@ -345,12 +348,15 @@ def test_two_processes_sharded_or_not_take_the_same_steps_as_one(tmp_path, chat_
                     name,
                 )
     assert runs["one"][-1]["objective/kl"] > 0  # the policy did move
-    weights = {run: saved_weights(tmp_path / run / "final") for run in ("one", "two", "sharded", "killed")}
+    weights = {run: saved_weights(tmp_path / run / "final")
+               for run in ("one", "two", "sharded", "killed", "shared_one", "shared_killed")}  # fmt: skip
     for name in weights["one"]:
         for run in ("two", "sharded"):
             torch.testing.assert_close(weights[run][name], weights["one"][name], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(weights["killed"][name], weights["sharded"][name], atol=1e-6, rtol=1e-5)
-    assert json.loads((tmp_path / "killed" / "DONE.json").read_text())["resume_points"] == [2]
+        torch.testing.assert_close(weights["shared_killed"][name], weights["shared_one"][name], atol=1e-5, rtol=1e-4)
+    for run in ("killed", "shared_killed"):
+        assert json.loads((tmp_path / run / "DONE.json").read_text())["resume_points"] == [2]
 
 
 def saved_weights(folder):
@@ -403,8 +409,8 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
         PPOConfig(
             policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", value_model="v", shared_value_head=True
         )
-    for setting in ({"lora": {"r": 4}}, {"shared_value_head": True}, {"mixed_precision": "fp16"}):
-        with pytest.raises(ValueError, match="fsdp: shards a fully fine-tuned policy and its separate value model"):
+    for setting in ({"lora": {"r": 4}}, {"mixed_precision": "fp16"}):
+        with pytest.raises(ValueError, match="fsdp: shards a fully fine-tuned policy .*; not with lora or mixed_"):
             PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", fsdp=True, **setting)
     models = tiny_models(tokenizer)
     models[0].save_pretrained(tmp_path / "policy")
