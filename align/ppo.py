@@ -539,11 +539,12 @@ class PPOTrainer:
         policy = AlignLlamaForCausalLM.from_pretrained(paths["policy"])
         policy.generation_config.pad_token_id = tokenizer.pad_token_id
         if config.lora is not None:
-            policy = (
-                PeftModel.from_pretrained(policy, checkpoint / "policy", is_trainable=True)
-                if checkpoint
-                else get_peft_model(policy, lora_config(config.lora))
-            )
+            if checkpoint:
+                policy = PeftModel.from_pretrained(policy, checkpoint / "policy", is_trainable=True)
+            else:
+                with torch.random.fork_rng():  # the adapters' random init is the run's, not the process's state
+                    torch.manual_seed(config.seed)
+                    policy = get_peft_model(policy, lora_config(config.lora))
             reference = None if config.reference is None else AlignLlamaForCausalLM.from_pretrained(paths["reference"])
         else:
             if checkpoint:

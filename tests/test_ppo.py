@@ -460,6 +460,12 @@ def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, share
     )  # fmt: skip
     trainer = PPOTrainer.from_config(config, PROMPTS)
     assert trainer.reference is None
+    # The adapters' random init comes from the run's seed, not from whatever the process drew before: a second
+    # run of the same config starts from the same adapters (PPO with LoRA was not reproducible before).
+    torch.rand(1000)
+    again = PPOTrainer.from_config(dataclasses.replace(config, output_dir=str(tmp_path / "again")), PROMPTS)
+    adapters = {n: p for n, p in trainer.model.named_parameters() if "lora_A" in n}
+    assert adapters and all(torch.equal(p, dict(again.model.named_parameters())[n]) for n, p in adapters.items())
     rollout, stats = trainer.rollout(trainer.batch_prompts(0), {})
     assert stats["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # generate's logits vs a full forward
     trainer.train()
