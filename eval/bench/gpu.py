@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -158,41 +159,30 @@ def bench_rejection_sampling(args, device, peak) -> dict:
 
 def bench_ppo(args, device, peak) -> dict:
     from align.data import load_tokenizer
-    from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
-    from align.ppo import PPOConfig, PPOTrainer
+    from align.ppo import PPOConfig
     from align.world import World
 
+    bench = runpy.run_path(str(Path(__file__).resolve().parent / "ppo.py"))  # its random models and PPO timing
     tokenizer = load_tokenizer(ROOT / "data" / "tokenizer")
-    vocab = -(-len(tokenizer) // 64) * 64
+    layers = {"num_hidden_layers": args.num_hidden_layers} if args.num_hidden_layers else {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        torch.manual_seed(0)
-        for name, model_class in (("policy", AlignLlamaForCausalLM), ("helpfulness_rm",
-                                  AlignLlamaForSequenceClassification), ("safety_rm", AlignLlamaForSequenceClassification)):  # fmt: skip
-            model_class(model_config(args, vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, num_labels=1)
-                        ).save_pretrained(folder / name)  # fmt: skip
-            tokenizer.save_pretrained(folder / name)
+        paths = bench["build_models"](bench["bench_model_config"](args.preset, tokenizer, **layers), tokenizer,
+                                          folder)  # fmt: skip
         records = [p.to_record() for p in World(seed=0).prompts(args.ppo_batch_size * (args.steps + 1), "train")]
         config = PPOConfig(
-            policy=str(folder / "policy"), helpfulness_rm=str(folder / "helpfulness_rm"),
-            safety_rm=str(folder / "safety_rm"), output_dir=str(folder / "ppo"), prompts="world",
+            policy=str(paths["policy"]), helpfulness_rm=str(paths["helpfulness_rm"]),
+            safety_rm=str(paths["safety_rm"]), output_dir=str(folder / "ppo"), prompts="world",
             batch_size=args.ppo_batch_size, mini_batch_size=args.ppo_batch_size // 4,
             forward_batch_size=args.ppo_batch_size, response_length=args.response_length,
             num_iterations=args.steps + 1, save_steps=10_000,
             mixed_precision="bf16" if device.type == "cuda" else "no",
         )  # fmt: skip
-        trainer = PPOTrainer.from_config(config, records)
-        trainer.step()  # warm-up
-        times = {"time/generation": 0.0, "time/scoring": 0.0, "time/update": 0.0}
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            metrics = trainer.step()
-            for name in times:
-                times[name] += metrics[name]
-        seconds = time.perf_counter() - started
-    total = sum(times.values())
-    return {"samples_per_s": args.ppo_batch_size * args.steps / seconds,
-            **{f"share_{name.split('/')[1]}": value / total for name, value in times.items()}}  # fmt: skip
+        result = bench["time_ppo"](config, records, args.steps)
+    total = sum(result[name] for name in ("time/generation", "time/scoring", "time/update"))
+    return {"samples_per_s": result["samples_per_s"],
+            **{f"share_{name.split('/')[1]}": result[name] / total
+               for name in ("time/generation", "time/scoring", "time/update")}}  # fmt: skip
 
 
 def bench_qlora(args, device, peak) -> dict:

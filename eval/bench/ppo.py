@@ -30,11 +30,17 @@ from align.ppo import PPOConfig, PPOTrainer
 from align.world import World
 
 
-def build_models(preset: str, tokenizer, folder: Path) -> dict[str, Path]:
-    """A random policy and two random reward models of `preset`, saved like real checkpoints."""
-    config = AlignLlamaConfig.from_preset(
-        preset, vocab_size=-(-len(tokenizer) // 64) * 64, pad_token_id=tokenizer.pad_token_id, num_labels=1
+def bench_model_config(preset: str, tokenizer, **overrides) -> AlignLlamaConfig:
+    """`preset` with `tokenizer`'s vocabulary (rounded up to a multiple of 64) and padding, and a scalar head."""
+    vocabulary = -(-len(tokenizer) // 64) * 64
+    return AlignLlamaConfig.from_preset(
+        preset, **{"vocab_size": vocabulary, "pad_token_id": tokenizer.pad_token_id, "num_labels": 1, **overrides}
     )
+
+
+def build_models(config: AlignLlamaConfig, tokenizer, folder: Path) -> dict[str, Path]:
+    """A random policy and two random reward models of `config` (`bench_model_config`), saved like real
+    checkpoints with `tokenizer`."""
     torch.manual_seed(0)
     paths = {}
     for name, model_class in (
@@ -46,6 +52,21 @@ def build_models(preset: str, tokenizer, folder: Path) -> dict[str, Path]:
         tokenizer.save_pretrained(folder / name)
         paths[name] = folder / name
     return paths
+
+
+def time_ppo(config: PPOConfig, prompts: list[dict], iterations: int) -> dict:
+    """Samples/s of `iterations` PPO iterations of `config` after one warm-up iteration, and the seconds spent
+    generating, scoring and updating."""
+    trainer = PPOTrainer.from_config(config, prompts)
+    trainer.step()  # warm-up
+    timings = {"time/generation": 0.0, "time/scoring": 0.0, "time/update": 0.0}
+    start = time.perf_counter()
+    for _ in range(iterations):
+        metrics = trainer.step()
+        for name in timings:
+            timings[name] += metrics[name]
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": config.batch_size * iterations / elapsed, "seconds": elapsed, **timings}
 
 
 def run_ours(paths, tokenizer, prompts, args, folder: Path, shared_value_head: bool) -> dict:
@@ -63,16 +84,7 @@ def run_ours(paths, tokenizer, prompts, args, folder: Path, shared_value_head: b
         forward_batch_size=args.batch_size,
         save_steps=10_000,
     )
-    trainer = PPOTrainer.from_config(config, prompts)
-    trainer.step()  # warm-up
-    timings = {"time/generation": 0.0, "time/scoring": 0.0, "time/update": 0.0}
-    start = time.perf_counter()
-    for _ in range(args.iterations):
-        metrics = trainer.step()
-        for name in timings:
-            timings[name] += metrics[name]
-    elapsed = time.perf_counter() - start
-    return {"samples_per_s": args.batch_size * args.iterations / elapsed, "seconds": elapsed, **timings}
+    return time_ppo(config, prompts, args.iterations)
 
 
 class _Timer(TrainerCallback):
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = World(seed=0).prompts(args.batch_size * (args.iterations + 1), "train")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        paths = build_models(args.preset, tokenizer, folder)
+        paths = build_models(bench_model_config(args.preset, tokenizer), tokenizer, folder)
         records = [p.to_record() for p in prompts]
         ours = run_ours(paths, tokenizer, records, args, folder, shared_value_head=False)
         shared = run_ours(paths, tokenizer, records, args, folder, shared_value_head=True)

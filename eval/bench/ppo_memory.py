@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH_PPO = runpy.run_path(str(Path(__file__).resolve().parent / "ppo.py"))  # its random models
 MIB = 2**20
 
 
@@ -78,12 +80,8 @@ def planned(args: argparse.Namespace, processes: int, prompt_length: int) -> dic
 
 def model_config(args: argparse.Namespace):
     from align.data import load_tokenizer
-    from align.modeling import AlignLlamaConfig
 
-    tokenizer = load_tokenizer(args.tokenizer)
-    return AlignLlamaConfig.from_preset(
-        args.preset, vocab_size=-(-len(tokenizer) // 64) * 64, pad_token_id=tokenizer.pad_token_id, num_labels=1
-    )
+    return BENCH_PPO["bench_model_config"](args.preset, load_tokenizer(args.tokenizer))
 
 
 def main() -> None:
@@ -104,7 +102,6 @@ def main() -> None:
         return
     from align.data import load_tokenizer
     from align.generation import chat_prompt_texts
-    from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
     from align.world import World
 
     tokenizer = load_tokenizer(args.tokenizer)
@@ -114,11 +111,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp)
-        torch.manual_seed(0)
-        for name, model_class in (("policy", AlignLlamaForCausalLM), ("helpfulness_rm", AlignLlamaForSequenceClassification),
-                                  ("safety_rm", AlignLlamaForSequenceClassification)):  # fmt: skip
-            model_class(model_config(args)).save_pretrained(models / name)
-            tokenizer.save_pretrained(models / name)
+        BENCH_PPO["build_models"](model_config(args), tokenizer, models)
         (models / "prompts.json").write_text(json.dumps(records))
         print(f"{'processes':>9s} {'planned held':>13s} {'measured held':>14s} {'planned peak':>13s} "
               f"{'measured peak':>14s} {'peak ratio':>10s}  (MiB per process)")  # fmt: skip
