@@ -248,11 +248,8 @@ class PPOConfig:
             raise ValueError("value_model: not used with shared_value_head (the value head is on the policy)")
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to: expected none or tensorboard, got {self.report_to!r}")
-        if self.fsdp and (self.lora is not None or self.mixed_precision == "fp16"):
-            raise ValueError(
-                "fsdp: shards a fully fine-tuned policy (and its value model or head), in fp32 or bf16; not with "
-                "lora or mixed_precision fp16 (yet)"
-            )
+        if self.fsdp and self.mixed_precision == "fp16":
+            raise ValueError("fsdp: shards the trained models in fp32 or bf16; not with mixed_precision fp16 (yet)")
 
 
 # ---- the math, as functions of tensors ---------------------------------------------------------------------
@@ -483,15 +480,19 @@ class PPOTrainer:
         # With `fsdp`, the trained pair is sharded here rather than by accelerate (which shards nothing on CPU and
         # whose FSDP wrapper would hide the policy from generate). Each module a forward is run on is a unit: the
         # policy (generate), the value model's trunk and score head (`PolicyAndValue.values`); with a shared value
-        # head, the policy's trunk, its head and the value head, which `PolicyWithValueHead` runs one by one.
+        # head or LoRA, the policy's trunk and its head (run one by one by `PolicyWithValueHead`, and by peft's
+        # wrappers, which have no forward of their own to shard) and the value head. LoRA's adapters are sharded
+        # with the layers they belong to.
         self.sharded = config.fsdp and sharding_active()
         if self.sharded:
             model.to(device)
             precision = config.mixed_precision
+            causal_lm = policy.get_base_model() if isinstance(policy, PeftModel) else policy
+            parts = [causal_lm.model, causal_lm.lm_head]
             if value_model is None:
-                shard_model(policy, roots=[policy.model, policy.lm_head, model.value_head], mixed_precision=precision)
+                shard_model(causal_lm, roots=[*parts, model.value_head], mixed_precision=precision)
             else:
-                shard_model(policy, mixed_precision=precision)
+                shard_model(causal_lm, roots=parts if causal_lm is not policy else None, mixed_precision=precision)
                 shard_model(value_model, roots=[value_model.model, value_model.score], mixed_precision=precision)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],

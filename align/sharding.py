@@ -85,15 +85,21 @@ def _unsharded_class(model: torch.nn.Module) -> type:
 
 
 def gathered_model(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The whole of a (possibly sharded) transformers model, unsharded on the CPU of the main process (None on the
-    others; a sharded model needs every process to call this). An unsharded model is returned as it is."""
+    """The whole of a (possibly sharded) transformers model, or peft model around one, unsharded on the CPU of
+    the main process (None on the others; a sharded model needs every process to call this). An unsharded model
+    is returned as it is."""
+    from peft import PeftModel, get_peft_model
+
     if not is_sharded(model):
         return model
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         return None
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
     with torch.device("meta"):
-        whole = _unsharded_class(model)(model.config)
+        whole = _unsharded_class(base)(base.config)
+        if isinstance(model, PeftModel):  # the same adapters around it (their weights come with the state)
+            whole = get_peft_model(whole, model.peft_config[model.active_adapter])
     whole.load_state_dict(state, assign=True)
     buffers = dict(model.named_buffers())  # FSDP2 leaves buffers (rotary frequencies) whole on every process
     for name, buffer in whole.named_buffers():
