@@ -356,27 +356,29 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
     def fits(**changes: object) -> bool:
         return plan_memory(_replace(config, **changes), model_config, check_fit=False).fits
 
+    def flag(shard_frozen: bool) -> str:
+        return " --shard_frozen true" if shard_frozen != config.shard_frozen else ""
+
     has_frozen = any(not role.trained for role in stage_models(config.stage))
     frozen = [False, True] if has_frozen and not config.shard_frozen else [config.shard_frozen]
     for shard_frozen in frozen:
-        flag = " --shard_frozen true" if shard_frozen != config.shard_frozen else ""
         for strategy in STRATEGIES[STRATEGIES.index(config.strategy) :]:
-            if (strategy, flag) != (config.strategy, "") and fits(strategy=strategy, shard_frozen=shard_frozen):
-                return f"; it fits with --strategy {strategy}{flag}"
+            changed = (strategy, shard_frozen) != (config.strategy, config.shard_frozen)
+            if changed and fits(strategy=strategy, shard_frozen=shard_frozen):
+                return f"; it fits with --strategy {strategy}{flag(shard_frozen)}"
     best = "fsdp" if STRATEGIES.index(config.strategy) < STRATEGIES.index("fsdp") else config.strategy
+    shard_frozen = frozen[-1]
     if config.stage in ("rejection_sampling", "ppo"):
         rows = config.forward_batch_size
         while rows > 1:
             rows //= 2
-            if fits(strategy=best, shard_frozen=frozen[-1], forward_batch_size=rows):
-                flag = " --shard_frozen true" if frozen[-1] != config.shard_frozen else ""
-                return f"; it fits with --strategy {best}{flag} --forward_batch_size {rows}"
+            if fits(strategy=best, shard_frozen=shard_frozen, forward_batch_size=rows):
+                return f"; it fits with --strategy {best}{flag(shard_frozen)} --forward_batch_size {rows}"
     gpus = config.gpus
     while gpus < 4096:
         gpus *= 2
-        if fits(strategy=best, shard_frozen=frozen[-1], gpus=gpus):
-            flag = " --shard_frozen true" if frozen[-1] != config.shard_frozen else ""
-            return f"; it fits on {gpus} GPUs with --strategy {best}{flag}"
+        if fits(strategy=best, shard_frozen=shard_frozen, gpus=gpus):
+            return f"; it fits on {gpus} GPUs with --strategy {best}{flag(shard_frozen)}"
     return "; shorten sequences or rollouts, or use LoRA"
 
 

@@ -464,8 +464,7 @@ class PPOTrainer:
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
         self.reward = reward
-        reward_models = [source.model for source in reward.sources.values() if hasattr(source, "model")]
-        for frozen in (self.reference, *reward_models):
+        for frozen in (self.reference, *reward.models()):
             if frozen is not None:
                 frozen.to(device).eval().requires_grad_(False)
                 if config.shard_frozen:

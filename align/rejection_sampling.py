@@ -213,7 +213,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     )
     sharded = config.shard_frozen and sharding_active()
     if sharded:
-        for model in (policy, *(source.model for source in reward.sources.values() if hasattr(source, "model"))):
+        for model in (policy, *reward.models()):
             shard_model(model.requires_grad_(False))
     prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
@@ -232,9 +232,9 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     drop_partial_line(shard_path)
     with open(shard_path, "a") as shard:
         for turn in tqdm(range(turns), desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
-            record = mine[turn] if turn < len(mine) else prompts[0]
-            result = best_of_k(policy, tokenizer, reward, record, config, synced_gpus=sharded)
-            if turn >= len(mine):
+            repeat = turn >= len(mine)  # only to run the same forwards as the busiest process
+            result = best_of_k(policy, tokenizer, reward, prompts[0] if repeat else mine[turn], config, sharded)
+            if repeat:
                 continue
             shard.write(json.dumps(result) + "\n")
             shard.flush()

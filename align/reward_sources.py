@@ -341,6 +341,10 @@ class RewardScorer:
                    "safety": LoadedModelSource(safety_rm, tokenizer, batch_size)}  # fmt: skip
         return cls(spec, sources, safety_threshold)
 
+    def models(self) -> list[Any]:
+        """The reward models among the sources (the ones held in memory)."""
+        return [source.model for source in self.sources.values() if isinstance(source, LoadedModelSource)]
+
     def scores(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Each source's raw score of each answer, by source name."""
         return {name: source(prompts, answers).float().cpu() for name, source in self.sources.items()}

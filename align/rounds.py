@@ -792,12 +792,11 @@ class Rounds:
         folder.mkdir(parents=True, exist_ok=True)
         from .data import load_preferences
 
-        in_the_world = self.config.helpfulness_pairs in (None, WORLD) and not (
-            self.config.on_user_data and self.config.helpfulness_pairs != WORLD
-        )
-        if not in_the_world and not self.processes.is_main_process:
+        from_files = self.config.helpfulness_pairs not in (None, WORLD)
+        annotated = self.config.on_user_data and self.config.helpfulness_pairs is None
+        if (from_files or annotated) and not self.processes.is_main_process:
             return {}
-        if self.config.helpfulness_pairs not in (None, WORLD):
+        if from_files:
             counts, sources = {}, {}
             for target in TARGETS:
                 source = getattr(self.config, f"{target}_pairs").format(round=n)
@@ -807,7 +806,7 @@ class Rounds:
                 atomic_write_jsonl(folder / f"{target}.jsonl", pairs.to_list())
                 counts[target], sources[f"{target}_pairs"] = len(pairs), [describe_source(source)]
             return {"pairs": counts, "source": "files", "parent": str(policy), "data_sources": sources}
-        if self.config.on_user_data and self.config.helpfulness_pairs != WORLD:
+        if annotated:
             from .annotation import read_annotations
 
             _, labelled = self.annotation_paths(n)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from peft import PeftModel, get_peft_model
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -88,11 +89,9 @@ def gathered_model(model: torch.nn.Module) -> torch.nn.Module | None:
     """The whole of a (possibly sharded) transformers model, or peft model around one, unsharded on the CPU of
     the main process (None on the others; a sharded model needs every process to call this). An unsharded model
     is returned as it is."""
-    from peft import PeftModel, get_peft_model
-
     if not is_sharded(model):
         return model
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = full_state_dict(model)
     if dist.get_rank() != 0:
         return None
     base = model.get_base_model() if isinstance(model, PeftModel) else model

@@ -129,9 +129,7 @@ def evaluate_round(
     prompts = setup["prompts"]
     answers, lengths = {}, {}
     for name in ("policy", "previous_policy", "sft"):
-        answers[name], lengths[name] = greedy_answers(
-            checkpoints[name], prompts, max_new_tokens, setup.get("batch_size", 64)
-        )
+        answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens, setup["batch_size"])
     if not PartialState().is_main_process:
         return {}
     if setup["gold"]:
