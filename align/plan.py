@@ -361,8 +361,11 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
 
     has_frozen = any(not role.trained for role in stage_models(config.stage))
     frozen = [False, True] if has_frozen and not config.shard_frozen else [config.shard_frozen]
+    # PPO shards its trained models with FSDP2 itself; DeepSpeed ZeRO-3 is not an engine it has (docs/distributed.md)
+    strategies = [s for s in STRATEGIES[STRATEGIES.index(config.strategy) :]
+                  if config.stage != "ppo" or s != "zero3" or s == config.strategy]  # fmt: skip
     for shard_frozen in frozen:
-        for strategy in STRATEGIES[STRATEGIES.index(config.strategy) :]:
+        for strategy in strategies:
             changed = (strategy, shard_frozen) != (config.strategy, config.shard_frozen)
             if changed and fits(strategy=strategy, shard_frozen=shard_frozen):
                 return f"; it fits with --strategy {strategy}{flag(shard_frozen)}"

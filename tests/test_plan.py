@@ -116,6 +116,9 @@ def test_the_papers_ppo_layouts_fit_with_sharded_frozen_models():
         plan_memory(PlanConfig(**seven))
     plan = plan_memory(PlanConfig(**seven, shard_frozen=True, forward_batch_size=16))
     assert plan.total < 72 * GIB and plan.components["gathered layers"] > 0
+    # PPO shards its trained models with FSDP2, not ZeRO-3: from ddp the suggestion is fsdp (they plan alike).
+    with pytest.raises(PlanError, match="it fits with --strategy fsdp --shard_frozen true"):
+        plan_memory(PlanConfig(**{**seven, "strategy": "ddp"}))
     seventy = dict(preset="70b", stage="ppo", gpus=64, strategy="zero3")
     with pytest.raises(PlanError, match="it fits with --strategy zero3 --shard_frozen true"):
         plan_memory(PlanConfig(**seventy))
