@@ -28,10 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .data.preferences import STRENGTHS
-from .generation import chat_prompt_texts, complete
+from .generation import chat_prompt_texts, complete, sample_seeds
 from .io import atomic_write_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -69,10 +67,11 @@ def write_annotation_batch(
     texts = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
     samples = []
     for index, temperature in enumerate(temperatures):
-        torch.manual_seed(seed * 2 + index)
+        # Each answer from its own seed (of the batch seed, the prompt's id and which of the two it is).
+        row_seeds = [sample_seeds(seed, record["id"], len(temperatures))[index] for record in prompts]
         samples.append(
             complete(model, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
-                     batch_size=batch_size)
+                     batch_size=batch_size, row_seeds=row_seeds)
         )  # fmt: skip
     order = random.Random(seed)
     records = []

@@ -97,7 +97,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 # laid out over the processes (the RL stages' checkpoints are whole), not what it trains.
 RUN_LENGTH_FIELDS = {
     "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume",
-    "export_llama", "extend", "save_total_limit", "fsdp", "shard_frozen", "gradient_checkpointing",
+    "export_llama", "extend", "save_total_limit", "fsdp", "shard_frozen", "gradient_checkpointing", "decode",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
 RESUME_HELP = (

@@ -83,7 +83,7 @@ from .checkpoint import (
 )
 from .config import check_field_types, check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
-from .generation import chat_prompt_texts, sample_tokens
+from .generation import DECODE_HELP, chat_prompt_texts, check_decode, sample_tokens
 from .io import naming_a_full_disk
 from .lora import lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
@@ -182,6 +182,7 @@ class PPOConfig:
         metadata={"help": "rows per no-grad forward / generate call: bounds the KV cache (align.plan's "
                           "--forward_batch_size)"},
     )  # fmt: skip
+    decode: str = field(default="dynamic", metadata={"help": DECODE_HELP})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute the trained models' activations in backward (align.plan's "
                                          "--activation_checkpointing)"}
@@ -218,6 +219,7 @@ class PPOConfig:
             non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit"),
             fraction=("gamma", "lam", "safety_threshold", "adam_beta1", "adam_beta2"),
         )  # fmt: skip
+        check_decode(self.decode)
         if self.guard_action not in ("warn", "stop"):
             raise ValueError(f"guard_action: expected 'warn' or 'stop', got {self.guard_action!r}")
         for name in ("kl_target", "guard_max_kl"):
@@ -261,6 +263,15 @@ def response_mask(responses: torch.Tensor, eos_token_id: int | Sequence[int]) ->
     is_eos = torch.isin(responses, torch.tensor(eos_token_id, device=responses.device).reshape(-1))
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # strictly after the first eos
     return ~after_eos
+
+
+def used_columns(attention_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[int, int]:
+    """The columns a batch of rows needs: from the first column any row attends (left padding shared by every
+    row is cut) to the end of the longest response (positions after every response's end are cut). Returns
+    `(start, response_width)`: the rows' tensors are `[:, start : prompt_width + response_width]`."""
+    start = int(attention_mask.any(dim=0).long().argmax())
+    ends = response_mask.any(dim=0).nonzero()
+    return start, int(ends.max()) + 1 if len(ends) else 1
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -622,6 +633,7 @@ class PPOTrainer:
         for start in range(0, len(records), config.forward_batch_size):
             rows = slice(start, start + config.forward_batch_size)
             # A value head on the policy reads its values off the generation steps; a value model needs a forward.
+            step_rows: list[torch.Tensor] = []
             with model.values_while_generating() if shared_trunk else contextlib.nullcontext([]) as step_values:
                 new, logits = sample_tokens(
                     model.policy,
@@ -636,6 +648,8 @@ class PPOTrainer:
                     output_logits=True,
                     # a sharded policy's forwards are collectives: every process steps until all are done
                     synced_gpus=self.sharded,
+                    decode=config.decode,
+                    step_rows=step_rows,
                 )
             # The sampling policy's log-probs come from the logits generate computed anyway (a forward of the
             # policy saved); reduced per chunk, so one chunk's (rows, T, vocab) logits are all that is held.
@@ -643,9 +657,13 @@ class PPOTrainer:
             chunks.append(F.pad(new, (0, padding), value=tokenizer.pad_token_id))
             logprob_chunks.append(F.pad(token_logprobs(logits, new, config.temperature), (0, padding)))
             if shared_trunk:
-                # Under synced_gpus a process whose rows are done keeps stepping (its steps discarded): only the
-                # first steps, one per new token, are this chunk's.
-                value_chunks.append(F.pad(torch.stack(step_values[: new.shape[1]], dim=1), (0, padding)))
+                # Step t's forward ran the rows still going (finished rows leave the batch; -1 marks a finished
+                # row that still steps with other processes): its values go to those rows' position t.
+                values = torch.zeros_like(new, dtype=torch.float)
+                for t, (rows_t, values_t) in enumerate(zip(step_rows, step_values)):
+                    live = rows_t >= 0
+                    values[rows_t[live], t] = values_t[live]
+                value_chunks.append(F.pad(values, (0, padding)))
         responses = torch.cat(chunks)
         mask = response_mask(responses, self.stop_ids)
         responses = responses.masked_fill(~mask, tokenizer.pad_token_id)
@@ -702,16 +720,22 @@ class PPOTrainer:
         # pi_0 is the frozen reference, or the policy with its LoRA adapters disabled.
         reference = self.reference if self.reference is not None else model.policy
         ref_logprobs, value_rows = [], []
+        prompt_width = input_ids.shape[1] - width
         for start in range(0, len(input_ids), self.config.forward_batch_size):
             rows = slice(start, start + self.config.forward_batch_size)
-            ids, attention = input_ids[rows], attention_mask[rows]
+            # Padding every row of the chunk has (left of the prompts, right of the responses) is not computed.
+            first, used = used_columns(attention_mask[rows], attention_mask[rows, prompt_width:].bool())
+            ids, attention = (
+                input_ids[rows, first : prompt_width + used],
+                attention_mask[rows, first : prompt_width + used],
+            )
             with contextlib.nullcontext() if self.reference is not None else model.policy.disable_adapter():
                 # Only the positions that predict response tokens need logits: the vocabulary projection of the
                 # prompt positions would be most of a small model's forward.
-                logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits
-            ref_logprobs.append(self.response_logprobs(logits, responses[rows]))
+                logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=used + 1).logits
+            ref_logprobs.append(F.pad(self.response_logprobs(logits, responses[rows, :used]), (0, width - used)))
             if with_values:
-                value_rows.append(model.values(ids, attention)[:, -width - 1 : -1])
+                value_rows.append(F.pad(model.values(ids, attention)[:, -used - 1 : -1], (0, width - used)))
         return torch.cat(ref_logprobs), torch.cat(value_rows) if with_values else None
 
     def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -730,7 +754,7 @@ class PPOTrainer:
         batch = len(rollout.input_ids)
         generator = torch.Generator().manual_seed(config.seed * 100_003 + self.iteration)
         totals: dict[str, list[float]] = {}
-        width = rollout.mask.shape[1]
+        prompt_width = rollout.input_ids.shape[1] - rollout.mask.shape[1]
         for _ in range(config.ppo_epochs):
             # Every process draws the same permutation of the whole batch and trains on an equal share of each
             # mini-batch (every process holds every row), with losses divided by the mini-batch's token count over
@@ -745,22 +769,26 @@ class PPOTrainer:
                 # With fewer rows in a mini-batch than processes, a process with none still takes part in the
                 # step, on a row weighted 0.
                 rows = mine if len(mine) else torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device)
-                row_mask = rollout.mask[rows] & (len(mine) > 0)
+                # Padding every row of the mini-batch has is not computed; past `used`, no row has a response
+                # token, so the losses (masked there) are the same.
+                first, used = used_columns(rollout.attention_mask[rows], rollout.mask[rows])
+                columns = slice(first, prompt_width + used)
+                row_mask = rollout.mask[rows, :used] & (len(mine) > 0)
                 token_count = self.sum_across_processes(row_mask.sum().float()).clamp(min=1) / processes
                 logits, values = self.model(
-                    rollout.input_ids[rows], rollout.attention_mask[rows], logits_to_keep=width + 1
+                    rollout.input_ids[rows, columns], rollout.attention_mask[rows, columns], logits_to_keep=used + 1
                 )
                 # One log-softmax serves the log-probs and the entropy metric.
-                log_distribution = F.log_softmax(logits[:, -width - 1 : -1].float() / config.temperature, dim=-1)
-                responses = rollout.input_ids[rows][:, -width:]
+                log_distribution = F.log_softmax(logits[:, -used - 1 : -1].float() / config.temperature, dim=-1)
+                responses = rollout.input_ids[rows, prompt_width : prompt_width + used]
                 logprobs = torch.gather(log_distribution, 2, responses[..., None])[..., 0]
                 losses = ppo_losses(
                     logprobs,
-                    rollout.logprobs[rows],
-                    rollout.advantages[rows],
-                    values[:, -width - 1 : -1],
-                    rollout.values[rows],
-                    rollout.returns[rows],
+                    rollout.logprobs[rows, :used],
+                    rollout.advantages[rows, :used],
+                    values[:, -used - 1 : -1],
+                    rollout.values[rows, :used],
+                    rollout.returns[rows, :used],
                     row_mask,
                     config.cliprange,
                     config.cliprange_value,

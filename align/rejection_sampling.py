@@ -1,8 +1,10 @@
 """Best-of-K rejection sampling (PIPELINE.md §6): sample K answers per prompt, keep the one the reward models
 like best.
 
-For each prompt, K answers are sampled in one batch with the KV cache (`align.generation.complete`) from a
-seed derived from the run seed and the prompt's id, so the kept answers do not depend on how prompts are split
+Prompts are taken in waves: the K answers of every prompt of a wave are sampled together with the KV cache
+(`align.generation.complete`, `generation_batch_size` rows per batch, prompts of similar length side by side,
+finished answers leaving the batch), each answer from its own seed (derived from the run seed, the prompt's
+id and the sample's index), so the kept answers do not depend on the batching nor on how prompts are split
 across processes. Both reward models score every answer (`align.rewards.score`) and the gated reward of §7
 picks the best: the safety score on safety prompts or when it is below the threshold, the helpfulness score
 otherwise.
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from .checkpoint import (
 )
 from .config import check_field_types, check_ranges
 from .data import load_tokenizer
-from .generation import chat_prompt_texts, complete
+from .generation import DECODE_HELP, chat_prompt_texts, check_decode, complete, sample_seeds
 from .io import atomic_write_jsonl
 from .modeling import AlignLlamaForCausalLM
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
@@ -75,6 +76,10 @@ class RejectionSamplingConfig:
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
+    generation_batch_size: int = field(
+        default=64, metadata={"help": "answers per generation batch (rows of several prompts; K rows each)"}
+    )
+    decode: str = field(default="dynamic", metadata={"help": DECODE_HELP})
     shard_frozen: bool = field(default=False, metadata={"help": SHARD_FROZEN_HELP})
     seed: int = field(default=0, metadata={"help": "run seed; each prompt's seed derives from it and its id"})
     finetune_lr: float = field(default=2e-5, metadata={"help": "SFT on the kept answers: peak learning rate"})
@@ -92,10 +97,12 @@ class RejectionSamplingConfig:
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         check_ranges(
             self,
-            positive=("num_samples", "max_new_tokens", "world_prompts", "score_batch_size", "finetune_lr",
+            positive=("num_samples", "max_new_tokens", "world_prompts", "score_batch_size",
+                      "generation_batch_size", "finetune_lr",
                       "finetune_epochs", "finetune_batch_size", "max_length"),
             fraction=("safety_threshold",),
         )  # fmt: skip
+        check_decode(self.decode)
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
 
@@ -117,11 +124,6 @@ def finetune_settings(config: RejectionSamplingConfig, processes: int = 1) -> di
         max_length=config.max_length,
         seed=config.seed,
     )
-
-
-def prompt_seed(run_seed: int, prompt_id: str) -> int:
-    """The sampling seed of one prompt: the same whichever process handles it."""
-    return zlib.crc32(f"{run_seed}:{prompt_id}".encode())
 
 
 def read_shards(shard_dir: Path) -> dict[str, dict[str, Any]]:
@@ -152,45 +154,56 @@ def best_of_k(
     policy: Any,
     tokenizer: Any,
     reward: RewardScorer,
-    record: dict[str, Any],
+    records: list[dict[str, Any]],
     config: RejectionSamplingConfig,
     synced_gpus: bool = False,
-) -> dict[str, Any]:
-    """Sample K answers to one prompt, score them with the reward sources, keep the best by reward (the gated
-    reward of PIPELINE.md §7 by default). The record keeps every candidate's reward and each source's score
-    (`<source>_scores`: the gate's two as sigmoids, others raw). `synced_gpus`: the policy is sharded, so every
-    process steps generation until all are done."""
-    torch.manual_seed(prompt_seed(config.seed, record["id"]))
-    text = chat_prompt_texts(tokenizer, [record["prompt"]])[0]
+) -> list[dict[str, Any]]:
+    """Sample K answers to each prompt (all prompts' rows batched together, each row from its own seed), score
+    them with the reward sources, keep each prompt's best by reward (the gated reward of PIPELINE.md §7 by
+    default). Each result keeps every candidate's reward and each source's score (`<source>_scores`: the gate's
+    two as sigmoids, others raw). `synced_gpus`: the policy is sharded, so every process steps generation until
+    all are done."""
+    k = config.num_samples
+    texts = chat_prompt_texts(tokenizer, [record["prompt"] for record in records])
     answers = complete(
         policy,
         tokenizer,
-        [text] * config.num_samples,
+        [text for text in texts for _ in range(k)],
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         top_p=config.top_p,
-        batch_size=config.num_samples,
+        batch_size=config.generation_batch_size,
+        row_seeds=[seed for record in records for seed in sample_seeds(config.seed, record["id"], k)],
         synced_gpus=synced_gpus,
+        decode=config.decode,
     )
-    prompts = [record["prompt"]] * len(answers)
+    prompts = [record["prompt"] for record in records for _ in range(k)]
     scores = reward.scores(prompts, answers)
-    is_safety = torch.full((len(answers),), record["is_safety"], dtype=torch.bool)
+    is_safety = torch.tensor([bool(record["is_safety"]) for record in records for _ in range(k)])
     rewards = reward.reward(scores, is_safety)
-    # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
-    eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in answers]), float("-inf"))
-    best = int(eligible.argmax()) if torch.isfinite(eligible).any() else None
-    return {
-        **record,
-        "candidates": answers,
-        "rewards": rewards.tolist(),
-        **{f"{name}_scores": value.tolist() for name, value in reward.logged(scores).items()},
-        "best": best,
-        **(
-            {"messages": [*record["prompt"], {"role": "assistant", "content": answers[best]}]}
-            if best is not None
-            else {}
-        ),
-    }
+    logged = reward.logged(scores)
+    results = []
+    for i, record in enumerate(records):
+        rows = slice(i * k, (i + 1) * k)
+        candidates = answers[rows]
+        # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
+        eligible = rewards[rows].masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))
+        best = int(eligible.argmax()) if torch.isfinite(eligible).any() else None
+        results.append(
+            {
+                **record,
+                "candidates": candidates,
+                "rewards": rewards[rows].tolist(),
+                **{f"{name}_scores": value[rows].tolist() for name, value in logged.items()},
+                "best": best,
+                **(
+                    {"messages": [*record["prompt"], {"role": "assistant", "content": candidates[best]}]}
+                    if best is not None
+                    else {}
+                ),
+            }
+        )
+    return results
 
 
 @releases_its_folder_on_error
@@ -225,20 +238,27 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     state.wait_for_everyone()
     done = read_shards(shard_dir)
     mine = [r for r in prompts[state.process_index :: state.num_processes] if r["id"] not in done]
+    # Prompts of similar length go in one wave (less padding); the answers do not depend on the order.
+    prompt_tokens = [len(ids) for ids in tokenizer(chat_prompt_texts(tokenizer, [r["prompt"] for r in mine]),
+                                                    add_special_tokens=False).input_ids] if mine else []  # fmt: skip
+    mine = [mine[i] for i in sorted(range(len(mine)), key=lambda i: -prompt_tokens[i])]
     # Sharded models run a collective per forward: every process takes as many prompts as the busiest one (a
     # process short of prompts repeats one and discards the result), so all run the same forwards.
     turns = most_prompts_on_a_process(len(mine), state.device) if sharded else len(mine)
+    work = mine + [prompts[0]] * (turns - len(mine))
+    wave = max(1, config.generation_batch_size // config.num_samples)  # prompts per wave: one batch of rows
     shard_path = shard_dir / f"shard-{state.process_index}.jsonl"
     drop_partial_line(shard_path)
-    with open(shard_path, "a") as shard:
-        for turn in tqdm(range(turns), desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process):
-            repeat = turn >= len(mine)  # only to run the same forwards as the busiest process
-            result = best_of_k(policy, tokenizer, reward, prompts[0] if repeat else mine[turn], config, sharded)
-            if repeat:
-                continue
-            shard.write(json.dumps(result) + "\n")
+    progress = tqdm(total=len(mine), desc=f"best-of-{config.num_samples}", disable=not state.is_local_main_process)
+    with open(shard_path, "a") as shard, progress:
+        for start in range(0, turns, wave):
+            results = best_of_k(policy, tokenizer, reward, work[start : start + wave], config, sharded)
+            # Repeats (past the end of `mine`) only ran the same forwards as the busiest process.
+            for result in results[: max(0, len(mine) - start)]:
+                shard.write(json.dumps(result) + "\n")
             shard.flush()
             os.fsync(shard.fileno())
+            progress.update(min(wave, max(0, len(mine) - start)))
     state.wait_for_everyone()
     kept = output_dir / "kept.jsonl"
     if state.is_main_process:

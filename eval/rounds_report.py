@@ -51,13 +51,16 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def greedy_answers(
     model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 64
 ) -> tuple[list[str], float]:
-    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens. The batches of
-    `batch_size` prompts are split over the processes and gathered on every one; each batch is padded as on one
-    process, so the answers are the same on any number of them."""
+    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens. Prompts are sorted by
+    length; the batches of `batch_size` prompts are split over the processes and gathered on every one; each
+    batch is padded as on one process, so the answers are the same on any number of them."""
     state = PartialState()
     model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(state.device)
     tokenizer = load_tokenizer(model_dir)
-    texts = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
+    unsorted = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
+    lengths = [len(ids) for ids in tokenizer(unsorted, add_special_tokens=False).input_ids]
+    order = sorted(range(len(unsorted)), key=lambda i: -lengths[i])  # batches of similar lengths: less padding
+    texts = [unsorted[i] for i in order]
     starts = range(0, len(texts), batch_size)
     mine = {
         start: complete(model, tokenizer, texts[start : start + batch_size], max_new_tokens=max_new_tokens,
@@ -66,7 +69,9 @@ def greedy_answers(
     }  # fmt: skip
     if state.num_processes > 1:
         mine = {start: batch for part in gather_object([mine]) for start, batch in part.items()}
-    answers = [answer for start in starts for answer in mine[start]]
+    answers = [""] * len(texts)
+    for i, answer in zip(order, (answer for start in starts for answer in mine[start])):
+        answers[i] = answer
     lengths = [len(tokenizer(answer, add_special_tokens=False).input_ids) for answer in answers]
     return answers, sum(lengths) / max(len(lengths), 1)
 

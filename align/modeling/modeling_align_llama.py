@@ -291,7 +291,8 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
         if not use_cache:
             cache = None
         past_length = cache.get_seq_length() if cache is not None else 0
-        if past_length + T > self.config.max_position_embeddings:
+        # A static cache counts its length in a tensor: a compiled decode step does not branch on it.
+        if not torch.compiler.is_compiling() and past_length + T > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {past_length + T} exceeds max_position_embeddings="
                 f"{self.config.max_position_embeddings}"

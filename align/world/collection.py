@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from ..generation import chat_prompt_texts, complete
+from ..generation import chat_prompt_texts, complete, sample_seeds
 from .tasks import WorldPrompt
 from .world import World
 
@@ -30,8 +28,9 @@ def sample_answers(
     batch_size: int = 64,
     seed: int = 0,
 ) -> list[list[str]]:
-    """`per_prompt` sampled answers to each prompt; rows of many prompts share one `generate` batch."""
-    torch.manual_seed(seed)
+    """`per_prompt` sampled answers to each prompt; rows of many prompts share a batch, each row sampled from
+    its own seed (of `seed`, the prompt's id and the answer's index), so the answers do not depend on the
+    batching."""
     texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
     flat = complete(
         model,
@@ -41,6 +40,7 @@ def sample_answers(
         temperature=temperature,
         top_p=top_p,
         batch_size=batch_size,
+        row_seeds=[row_seed for p in prompts for row_seed in sample_seeds(seed, p.id, per_prompt)],
     )
     return [flat[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
 
