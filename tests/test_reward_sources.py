@@ -163,7 +163,9 @@ def test_rejection_sampling_with_a_server_that_dies_resumes_once_it_is_back(tmp_
     spec = json.dumps({"combine": "weighted_sum", "sources": {"length": {"url": server.url, "retries": 0,
                                                                          "timeout": 5}}})  # fmt: skip
     config = RejectionSamplingConfig(policy=str(chat_model), reward=spec, output_dir=str(tmp_path / "rs"),
-                                     prompts="world", world_prompts=4, num_samples=2, max_new_tokens=8)  # fmt: skip
+                                     prompts="world", world_prompts=4, num_samples=2, max_new_tokens=8,
+                                     generation_batch_size=2)  # fmt: skip
+    # (one prompt per wave: one server call each)
     server.stop_before_call(3, monkeypatch)
     with pytest.raises(RewardSourceError, match="no answer after 1 tries"):
         run_rejection_sampling(config)
@@ -192,16 +194,18 @@ def test_the_default_spec_is_the_llama2_gate_exactly(tmp_path, chat_model, rewar
     records = read_jsonl(run_rejection_sampling(config))
     tokenizer = load_tokenizer(chat_model)
     models = {t: AlignLlamaForSequenceClassification.from_pretrained(reward_models[t]) for t in reward_models}
-    for record in records:
-        prompts = [record["prompt"]] * len(record["candidates"])
-        helpful = score(models["helpfulness"], tokenizer, prompts, record["candidates"]).sigmoid
-        safety = score(models["safety"], tokenizer, prompts, record["candidates"]).sigmoid
-        is_safety = torch.full((len(prompts),), record["is_safety"])
-        assert record["helpfulness_scores"] == helpful.tolist() and record["safety_scores"] == safety.tolist()
-        assert record["rewards"] == gated_reward(safety, helpful, is_safety).tolist()
+    # Rejection sampling scores a wave's answers (here all 4 prompts' 12) in one batch: so does this check.
     prompts = [r["prompt"] for r in records for _ in r["candidates"]]
     answers = [a for r in records for a in r["candidates"]]
     is_safety = torch.tensor([r["is_safety"] for r in records for _ in r["candidates"]])
+    helpful = score(models["helpfulness"], tokenizer, prompts, answers).sigmoid
+    safety = score(models["safety"], tokenizer, prompts, answers).sigmoid
+    rewards = gated_reward(safety, helpful, is_safety)
+    for i, record in enumerate(records):
+        rows = slice(3 * i, 3 * i + 3)
+        assert record["helpfulness_scores"] == helpful[rows].tolist()
+        assert record["safety_scores"] == safety[rows].tolist()
+        assert record["rewards"] == rewards[rows].tolist()
     scorer = RewardScorer.load(parse_reward_spec(None, *(reward_models[t] for t in ("helpfulness", "safety"))))
     ppo_sequence_reward = whiten(scorer.optimised(scorer.reward(scorer.scores(prompts, answers), is_safety)))
     before = ppo_reward(score(models["safety"], tokenizer, prompts, answers).sigmoid,
