@@ -12,6 +12,7 @@ an answer with (`align.data.chat.answer_end_token_ids`: ChatML's `<|im_end|>`).
 
 from __future__ import annotations
 
+import inspect
 import weakref
 import zlib
 from collections.abc import Sequence
@@ -90,6 +91,13 @@ def compiled_step(model: Any) -> Any:
     return _COMPILED_STEPS[model]
 
 
+def cache_keyword(model: Any) -> str:
+    """The name under which `model.forward` takes its KV cache: `cache` in transformers >= 5.24 (and align's
+    model), `past_key_values` before."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def all_processes_done(done: bool, device: torch.device) -> bool:
     """Whether every process is done (each passes its own flag); a no-op without a process group."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -160,10 +168,11 @@ def sample_tokens(
         cache = DynamicCache(config=model.config)
         mask = attention_mask.long()
         forward = model
+    cache_argument = {cache_keyword(model): cache}
     # The prefill runs eagerly: its shape changes with every prompt batch.
     logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-        logits_to_keep=1,
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+        **cache_argument,
     ).logits[:, -1]  # fmt: skip
     next_position = positions[:, -1:] + 1
     steps = 0
@@ -213,8 +222,8 @@ def sample_tokens(
             mask = F.pad(mask, (0, 1), value=1)
         rows = rows.masked_fill(finished, -1)
         logits = forward(
-            input_ids=next_tokens[:, None], attention_mask=mask, position_ids=next_position, cache=cache,
-            use_cache=True,
+            input_ids=next_tokens[:, None], attention_mask=mask, position_ids=next_position, use_cache=True,
+            **cache_argument,
         ).logits[:, -1]  # fmt: skip
         next_position = next_position + 1
     tokens = tokens[:, :steps]

@@ -786,9 +786,10 @@ class Rounds:
         )
 
     def collect(self, n: int, policy: Path, folder: Path) -> dict[str, Any]:
-        """This round's new pairs: sampled from `policy` and labelled in the world (the two data sets on two
-        processes), the user's annotated files, or the labelled comparison batch (read by the main process).
-        The facts are the main process's."""
+        """This round's new pairs: sampled from `policy` (each process samples its share of every data set's
+        prompts, each answer from its own seed) and labelled in the world by the main process, the user's
+        annotated files, or the labelled comparison batch (read by the main process). The facts are the main
+        process's."""
         folder.mkdir(parents=True, exist_ok=True)
         from .data import load_preferences
 
@@ -829,27 +830,32 @@ class Rounds:
         from .data import load_tokenizer
         from .modeling import AlignLlamaForCausalLM
         from .world import TARGET_PROMPT_MIX, World
-        from .world.collection import policy_preference_pairs
+        from .world.collection import label_pairs, sample_answers
 
         world = World(seed=self.config.world_seed)
         model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
         tokenizer = load_tokenizer(policy)
-        counts = {}
         processes, rank = self.processes.num_processes, self.processes.process_index
-        for index, target in enumerate(TARGETS):
-            if index % processes != rank:  # each data set samples from its own seed: one process per set
-                continue
-            seed = 1000 * n + index + self.config.seed
-            prompts = world.prompts(self.config.pairs_per_round, "train", seed=seed, mix=TARGET_PROMPT_MIX[target])
-            pairs = policy_preference_pairs(
-                world, model, tokenizer, prompts, target, seed=seed, temperature=self.config.collect_temperature
-            )
+        seeds = {target: 1000 * n + index + self.config.seed for index, target in enumerate(TARGETS)}
+        prompts, answers = {}, {}
+        for target in TARGETS:
+            prompts[target] = world.prompts(self.config.pairs_per_round, "train", seed=seeds[target],
+                                            mix=TARGET_PROMPT_MIX[target])  # fmt: skip
+            mine = prompts[target][rank::processes]
+            samples = sample_answers(model, tokenizer, mine, 2, temperature=self.config.collect_temperature,
+                                     seed=seeds[target])  # fmt: skip
+            answers[target] = {prompt.id: pair for prompt, pair in zip(mine, samples)}
+        if processes > 1:
+            parts = gather_object([answers])
+            answers = {target: {k: v for part in parts for k, v in part[target].items()} for target in TARGETS}
+        if not self.processes.is_main_process:
+            return {}
+        counts = {}
+        for target in TARGETS:
+            pairs = label_pairs(world, prompts[target], answers[target], target, seeds[target])
             atomic_write_jsonl(folder / f"{target}.jsonl", pairs)
             counts[target] = len(pairs)
-        if processes > 1:
-            counts = {k: v for part in gather_object([counts]) for k, v in part.items()}
-        return {"pairs": {target: counts[target] for target in TARGETS}, "source": "world annotator",
-                "parent": str(policy)}  # fmt: skip
+        return {"pairs": counts, "source": "world annotator", "parent": str(policy)}
 
     def collected(self, n: int, target: str) -> list[str]:
         """Every non-empty batch of `target` pairs collected in rounds 1..n."""

@@ -31,6 +31,8 @@ def test_the_run_sheet_steps_every_stage_on_the_cpu(tmp_path):
         assert 0 < stages[stage]["mfu"] < 1, (stage, stages[stage])
     assert stages["fsdp"]["processes"] == 2
     assert stages["rejection_sampling"]["rows"] == 8 * 4  # prompts x samples, each decoded to its full length
+    for decode in ("generate", "dynamic", "static"):
+        assert stages["rejection_sampling"][f"{decode}_new_tokens_per_s"] > 0
     for stage in rates:
         assert stage in done.stdout
 

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from align.data import load_tokenizer
 from align.generation import RowSeededSampling, complete, sample_tokens
-from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM
+from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, to_llama_config
 from align.ppo import response_mask
 
 
@@ -108,3 +109,15 @@ def test_complete_sorts_by_length_and_returns_answers_in_order():
         complete(model, tokenizer, texts, row_seeds=[1])
     with pytest.raises(ValueError, match="decode: expected one of dynamic, static, generate, got 'fast'"):
         complete(model, tokenizer, texts, decode="fast")
+
+
+def test_the_loops_decode_a_plain_transformers_llama_too():
+    """A user's model that is not align's (transformers' LlamaForCausalLM, which names its cache argument as its
+    transformers version does) decodes in align's loops with generate's tokens."""
+    model, input_ids, attention_mask = tiny_model_and_prompts()
+    llama = LlamaForCausalLM(to_llama_config(model.config)).eval()
+    llama.load_state_dict(model.state_dict())
+    runs = [sample_tokens(llama, input_ids, attention_mask, pad_token_id=0, eos_token_id=1, max_new_tokens=8,
+                          temperature=1.0, row_seeds=[1, 2, 3, 4, 5, 6], decode=decode)
+            for decode in ("generate", "dynamic", "static")]  # fmt: skip
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])

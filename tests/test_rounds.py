@@ -220,8 +220,8 @@ def test_a_round_on_two_processes_matches_one(tmp_path, chat_model, reward_model
 def test_collection_in_the_world_and_evaluation_split_over_two_processes_match_one(
     tmp_path, chat_model, reward_models, stage_configs
 ):  # fmt: skip
-    """`collect` in the world samples the two data sets on two processes (one seeded stream each) and `evaluate`
-    splits its greedy answers over them in whole batches (10 prompts in batches of 4: 2 batches on one process, 1
+    """`collect` in the world splits each data set's prompts over two processes (each answer from its own seed;
+    labelled on the main process) and `evaluate` splits its greedy answers over them in whole batches (10 prompts in batches of 4: 2 batches on one process, 1
     on the other): the same pairs, answers and metrics as one process."""
     from conftest import launch_two_processes
 

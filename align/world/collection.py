@@ -69,5 +69,12 @@ def policy_preference_pairs(
         batch_size=batch_size,
         seed=seed,
     )
-    by_id = {prompt.id: pair for prompt, pair in zip(prompts, answers)}
-    return world.preference_pairs(prompts, target, seed=seed, sampler=lambda prompt, _: by_id[prompt.id])
+    return label_pairs(world, prompts, {prompt.id: pair for prompt, pair in zip(prompts, answers)}, target, seed)
+
+
+def label_pairs(
+    world: World, prompts: Sequence[WorldPrompt], answers: dict[str, list[str]], target: str, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The world annotator's labels of two sampled answers per prompt (`answers` by prompt id, which may have
+    been sampled on several processes), in prompt order: the labels draw from one seeded stream."""
+    return world.preference_pairs(prompts, target, seed=seed, sampler=lambda prompt, _: answers[prompt.id])
