@@ -74,10 +74,14 @@ DECODE_HELP = (
 )
 
 
-def check_decode(decode: str) -> None:
-    """A clear error for a `decode` value that names no loop."""
+def check_decode(decode: str, sharded: bool = False) -> None:
+    """A clear error for a `decode` value that names no loop, or for the compiled loop over sharded weights
+    (untested: FSDP's per-layer gathers inside a compiled step)."""
     if decode not in DECODERS:
         raise ValueError(f"decode: expected one of {', '.join(DECODERS)}, got {decode!r}")
+    if decode == "static" and sharded:
+        raise ValueError("decode: 'static' (a compiled step) is not offered for sharded models (fsdp / "
+                         "shard_frozen); use 'dynamic'")  # fmt: skip
 
 
 # One compiled decode step per model (compiling again per call would cost seconds each time).

@@ -219,7 +219,7 @@ class PPOConfig:
             non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit"),
             fraction=("gamma", "lam", "safety_threshold", "adam_beta1", "adam_beta2"),
         )  # fmt: skip
-        check_decode(self.decode)
+        check_decode(self.decode, sharded=self.fsdp)
         if self.guard_action not in ("warn", "stop"):
             raise ValueError(f"guard_action: expected 'warn' or 'stop', got {self.guard_action!r}")
         for name in ("kl_target", "guard_max_kl"):

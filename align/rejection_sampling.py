@@ -102,7 +102,7 @@ class RejectionSamplingConfig:
                       "finetune_epochs", "finetune_batch_size", "max_length"),
             fraction=("safety_threshold",),
         )  # fmt: skip
-        check_decode(self.decode)
+        check_decode(self.decode, sharded=self.shard_frozen)
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
 

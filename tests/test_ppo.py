@@ -411,6 +411,10 @@ def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
         )
     with pytest.raises(ValueError, match="fsdp: shards the trained models in fp32 or bf16; not with mixed_precision"):
         PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", fsdp=True, mixed_precision="fp16")
+    with pytest.raises(ValueError, match="decode: expected one of dynamic, static, generate, got 'vllm'"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", decode="vllm")
+    with pytest.raises(ValueError, match="decode: 'static' .* not offered for sharded models"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", decode="static", fsdp=True)
     models = tiny_models(tokenizer)
     models[0].save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")

@@ -96,6 +96,12 @@ def test_bad_inputs_are_clear_errors(tmp_path, chat_model, reward_models):
         run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, safety_rm=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="helpfulness_rm: required"):
         RejectionSamplingConfig(policy="p", safety_rm="s")
+    with pytest.raises(ValueError, match="decode: 'static' .* not offered for sharded models"):
+        RejectionSamplingConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", decode="static",
+                                shard_frozen=True)  # fmt: skip
+    with pytest.raises(ValueError, match="generation_batch_size: must be positive"):
+        RejectionSamplingConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world",
+                                generation_batch_size=0)  # fmt: skip
 
 
 def test_the_finetune_batch_is_over_all_processes():
