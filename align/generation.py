@@ -91,7 +91,7 @@ _COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def compiled_step(model: Any) -> Any:
     """`model.forward` compiled for one-token steps on a static cache (shapes fixed: no recompiles per step)."""
     if model not in _COMPILED_STEPS:
-        _COMPILED_STEPS[model] = torch.compile(model.forward, dynamic=False)
+        _COMPILED_STEPS[model] = torch.compile(model.forward)
     return _COMPILED_STEPS[model]
 
 
