@@ -98,6 +98,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 RUN_LENGTH_FIELDS = {
     "max_steps", "num_train_epochs", "num_iterations", "save_steps", "logging_steps", "report_to", "resume",
     "export_llama", "extend", "save_total_limit", "fsdp", "shard_frozen", "gradient_checkpointing", "decode",
+    "generation_batch_size",
 }  # fmt: skip
 RUN_CONFIG = "run_config.json"
 RESUME_HELP = (
