@@ -39,6 +39,17 @@ def sample_seeds(run_seed: int, prompt_id: str, num_samples: int) -> list[int]:
     return [zlib.crc32(f"{run_seed}:{prompt_id}:{k}".encode()) for k in range(num_samples)]
 
 
+def longest_first(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], add_special_tokens: bool = False
+) -> list[int]:
+    """The indices of `texts`, longest in tokens first (stable: equal lengths keep their order), so that
+    batches taken in this order hold texts of similar length and pad little."""
+    if not texts:
+        return []
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens).input_ids]
+    return sorted(range(len(texts)), key=lambda i: -lengths[i])
+
+
 def chat_prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[Message]]) -> list[str]:
     """Chat text of each prompt (message lists ending with a user turn), ready for the answer to follow."""
     return [render(tokenizer, prompt) for prompt in prompts]
@@ -309,8 +320,7 @@ def complete(
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     outputs: list[str] = [""] * len(texts)
     stop_ids = answer_end_token_ids(tokenizer)
-    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens).input_ids]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # stable: equal lengths keep their order
+    order = longest_first(tokenizer, texts, add_special_tokens)
     try:
         for start in range(0, len(texts), batch_size):
             chunk = order[start : start + batch_size]

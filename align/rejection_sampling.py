@@ -47,7 +47,7 @@ from .checkpoint import (
 )
 from .config import check_field_types, check_ranges
 from .data import load_tokenizer
-from .generation import DECODE_HELP, chat_prompt_texts, check_decode, complete, sample_seeds
+from .generation import DECODE_HELP, chat_prompt_texts, check_decode, complete, longest_first, sample_seeds
 from .io import atomic_write_jsonl
 from .modeling import AlignLlamaForCausalLM
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
@@ -239,9 +239,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     done = read_shards(shard_dir)
     mine = [r for r in prompts[state.process_index :: state.num_processes] if r["id"] not in done]
     # Prompts of similar length go in one wave (less padding); the answers do not depend on the order.
-    prompt_tokens = [len(ids) for ids in tokenizer(chat_prompt_texts(tokenizer, [r["prompt"] for r in mine]),
-                                                    add_special_tokens=False).input_ids] if mine else []  # fmt: skip
-    mine = [mine[i] for i in sorted(range(len(mine)), key=lambda i: -prompt_tokens[i])]
+    mine = [mine[i] for i in longest_first(tokenizer, chat_prompt_texts(tokenizer, [r["prompt"] for r in mine]))]
     # Sharded models run a collective per forward: every process takes as many prompts as the busiest one (a
     # process short of prompts repeats one and discards the result), so all run the same forwards.
     turns = most_prompts_on_a_process(len(mine), state.device) if sharded else len(mine)

@@ -38,7 +38,7 @@ from accelerate import PartialState  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 
 from align.data import load_tokenizer  # noqa: E402
-from align.generation import chat_prompt_texts, complete  # noqa: E402
+from align.generation import chat_prompt_texts, complete, longest_first  # noqa: E402
 from align.io import atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
 from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
 from align.rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
@@ -58,8 +58,7 @@ def greedy_answers(
     model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(state.device)
     tokenizer = load_tokenizer(model_dir)
     unsorted = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
-    lengths = [len(ids) for ids in tokenizer(unsorted, add_special_tokens=False).input_ids]
-    order = sorted(range(len(unsorted)), key=lambda i: -lengths[i])  # batches of similar lengths: less padding
+    order = longest_first(tokenizer, unsorted)  # batches of similar lengths: less padding
     texts = [unsorted[i] for i in order]
     starts = range(0, len(texts), batch_size)
     mine = {
