@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from .data.chat import Message, answer_end_token_ids, render
+from .lora import base_model
 
 
 def sample_seeds(run_seed: int, prompt_id: str, num_samples: int) -> list[int]:
@@ -109,8 +110,7 @@ def compiled_step(model: Any) -> Any:
 def cache_keyword(model: Any) -> str:
     """The name under which `model.forward` takes its KV cache: `cache` in transformers >= 5.24 (and align's
     model), `past_key_values` before."""
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(base_model(model).forward).parameters else "past_key_values"
 
 
 def all_processes_done(done: bool, device: torch.device) -> bool:

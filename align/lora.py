@@ -45,6 +45,11 @@ def parse_lora_setting(value: dict | str | None) -> dict[str, Any] | None:
     return value
 
 
+def base_model(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (adapters in its layers), or `model` itself without one."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM") -> LoraConfig:
     """peft's `LoraConfig` from the `lora:` mapping (defaults: r 16, alpha 32, dropout 0.05, all projections).
 

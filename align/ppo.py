@@ -85,7 +85,7 @@ from .config import check_field_types, check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
 from .generation import DECODE_HELP, chat_prompt_texts, check_decode, sample_tokens
 from .io import naming_a_full_disk
-from .lora import lora_config, parse_lora_setting
+from .lora import base_model, lora_config, parse_lora_setting
 from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .reward_guard import AdaptiveKLController, RewardHackingGuard
@@ -377,7 +377,7 @@ class PolicyWithValueHead(torch.nn.Module):
 
     def causal_lm(self) -> AlignLlamaForCausalLM:
         """The policy's model with its `model` trunk and `lm_head` (under LoRA: the base model, adapters in)."""
-        return self.policy.get_base_model() if isinstance(self.policy, PeftModel) else self.policy
+        return base_model(self.policy)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
@@ -497,7 +497,7 @@ class PPOTrainer:
         if self.sharded:
             model.to(device)
             precision = config.mixed_precision
-            causal_lm = policy.get_base_model() if isinstance(policy, PeftModel) else policy
+            causal_lm = base_model(policy)
             parts = [causal_lm.model, causal_lm.lm_head]
             if value_model is None:
                 shard_model(causal_lm, roots=[*parts, model.value_head], mixed_precision=precision)

@@ -35,6 +35,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+from .lora import base_model
+
 SHARD_FROZEN_HELP = (
     "shard the frozen models (reference, reward models; rejection sampling's policy too) over the processes with "
     "FSDP2 instead of placing them whole on every process (align.plan's --shard_frozen)"
@@ -94,7 +96,7 @@ def gathered_model(model: torch.nn.Module) -> torch.nn.Module | None:
     state = full_state_dict(model)
     if dist.get_rank() != 0:
         return None
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = base_model(model)
     with torch.device("meta"):
         whole = _unsharded_class(base)(base.config)
         if isinstance(model, PeftModel):  # the same adapters around it (their weights come with the state)
