@@ -23,6 +23,7 @@ from transformers import LlamaForCausalLM
 
 from align.data import load_tokenizer
 from align.generation import chat_prompt_texts, sample_tokens
+from align.io import atomic_write_text
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM, to_llama_config
 from align.world import World
 
@@ -88,8 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(f"identical tokens: yes ({args.batch} x {args.new_tokens}, greedy, {args.preset})")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     return report
 
 

@@ -21,6 +21,7 @@ import torch
 
 from align.data import load_tokenizer
 from align.generation import chat_prompt_texts, complete
+from align.io import atomic_write_text
 from align.modeling import AlignLlamaConfig, AlignLlamaForCausalLM
 from align.world import World
 
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"samples/s: ratio {report['ratio']:.2f}x (K={args.k}, {args.new_tokens} tokens, {args.preset})"
     )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     return report
 
 
