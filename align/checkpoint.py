@@ -371,6 +371,10 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
     needed, what = checkpoint_bytes(trainer.model), "a checkpoint (weights and optimizer state)"
     checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero(), needed_bytes=needed)
     trainer.add_callback(RotateByStep())
+    # TRL's card links a local base model as "[None](https://huggingface.co/None)"; ours names it as given.
+    trainer.create_model_card = lambda *args, **kwargs: atomic_write_text(
+        output_dir / "README.md", run_card(output_dir, getattr(config, "model", None), facts.get("data_sources"))
+    )
     with naming_a_full_disk(output_dir, needed, what):
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output_dir / "final"
@@ -395,6 +399,20 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
         release_run_lock(output_dir)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def run_card(output_dir: Path, base: str | None, data_sources: dict[str, list[str]] | None) -> str:
+    """The README.md of a training run's folder: what it was trained from and on, and where the model is."""
+    is_hub_id = base is not None and not Path(base).exists() and base.count("/") == 1
+    sources = "".join(f"\n- {name}: {', '.join(values)}" for name, values in (data_sources or {}).items())
+    return (
+        ("---\nlibrary_name: transformers\ntags: [align, llama-2]\n" + (f"base_model: {base}\n" if is_hub_id else "")
+         + "---\n")
+        + f"# {output_dir.name}\n\nTrained with align from "
+        + (f"`{base}`" if base else "randomly initialised weights")
+        + ". The model is `final/` (its `config.json` names its architecture); `checkpoint-N/` are resumable "
+        "training states.\n" + (f"\nData:{sources}\n" if sources else "")
+    )  # fmt: skip
 
 
 EXPORT_LLAMA_HELP = "also write the final policy here as a plain transformers Llama directory (with its tokenizer)"

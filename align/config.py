@@ -39,7 +39,16 @@ class ConfigError(ValueError):
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the recipe docstring's layout and show every option's default."""
+    """Keep the command's docstring layout and show an option's default once, where it says something: not when
+    the help already names it ("(default: the model's)"), not for a required option, nor for an empty one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default in (None, "", argparse.SUPPRESS):
+            return text
+        if isinstance(action, argparse._StoreFalseAction):  # a --no_X switch: its default is X's
+            return text
+        return super()._get_help_string(action)
 
 
 class _OneLineParser(HfArgumentParser):
@@ -172,9 +181,13 @@ def check_field_types(config: Any) -> None:
         setattr(config, item.name, coerce_field_value(type(config), item.name, value, item.name))
 
 
-def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
+def build_config(
+    config_class: type[ConfigT], argv: list[str] | None = None, description: str | None = None,
+    prog: str | None = None,
+) -> ConfigT:
     """Parse `--config FILE` and overrides into `config_class`; raises `ConfigError` on any mistake.
 
+    `description` heads `--help` (default: the running script's docstring); `prog` names the command in it.
     A config with an `overrides` field (the rounds) also takes `--stage.field VALUE` options, merged over the
     YAML file's `overrides` mapping."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -183,10 +196,15 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
         argv, dotted = take_dotted_options(argv)
     parser = _OneLineParser(
         config_class,
+        prog=prog,
         allow_abbrev=False,  # a mistyped option is an error, not a prefix
-        description=getattr(sys.modules.get("__main__"), "__doc__", None),  # the recipe's own docstring
+        description=description or getattr(sys.modules.get("__main__"), "__doc__", None),
         formatter_class=_HelpFormatter,
     )
+    for action in parser._actions:
+        # HfArgumentParser gives a `--no_X` switch X's own help, which then reads as its opposite.
+        if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+            action.help = f"turn --{action.dest} off (it is on by default)"
     parser.add_argument("--config", type=str, default=None, help="YAML file of config values (CLI overrides it)")
     config_path = None
     if "--config" in argv:
@@ -220,11 +238,14 @@ def build_config(config_class: type[ConfigT], argv: list[str] | None = None) -> 
     return config
 
 
-def parse_config(config_class: type[ConfigT], argv: list[str] | None = None, prog: str | None = None) -> ConfigT:
-    """`build_config` for recipes: on a mistake, print `prog: error: ...` on one line and exit with status 2."""
+def parse_config(
+    config_class: type[ConfigT], argv: list[str] | None = None, prog: str | None = None,
+    description: str | None = None,
+) -> ConfigT:
+    """`build_config` for commands: on a mistake, print `prog: error: ...` on one line and exit with status 2."""
     use_every_core_of_a_lone_cpu_process()
     try:
-        return build_config(config_class, argv)
+        return build_config(config_class, argv, description=description, prog=prog)
     except ConfigError as error:
         exit_with_error(str(error), prog)
 

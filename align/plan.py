@@ -1,7 +1,9 @@
 """What a run will need per GPU, before it starts: parameters, gradients, optimizer state, activations, KV cache.
 
-    python -m align.plan --preset 70b --stage ppo --gpus 64 --strategy zero3
-    python -m align.plan --preset 7b --stage sft --gpus 8 --strategy ddp --micro_batch_size 2
+    align plan --preset 70b --stage ppo --gpus 64 --strategy fsdp --shard_frozen true
+    align plan --preset 70b --stage ppo --gpus 64 --strategy zero3      # refused, with the first change that fits
+    align plan --preset 7b --stage sft --gpus 8 --strategy ddp --micro_batch_size 2
+    python -m align.plan --preset 7b --stage sft --gpus 8          # the same, without the console script
 
 `plan_memory(config)` returns a `MemoryPlan` (bytes per GPU by component and model) and raises `PlanError` for a
 layout that cannot work: a global batch that processes x micro-batch does not divide, or a plan that does not fit
@@ -362,8 +364,7 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
     has_frozen = any(not role.trained for role in stage_models(config.stage))
     frozen = [False, True] if has_frozen and not config.shard_frozen else [config.shard_frozen]
     # PPO shards its trained models with FSDP2 itself; DeepSpeed ZeRO-3 is not an engine it has (docs/distributed.md)
-    strategies = [s for s in STRATEGIES[STRATEGIES.index(config.strategy) :]
-                  if config.stage != "ppo" or s != "zero3" or s == config.strategy]  # fmt: skip
+    strategies = [s for s in STRATEGIES[STRATEGIES.index(config.strategy) :] if config.stage != "ppo" or s != "zero3"]
     for shard_frozen in frozen:
         for strategy in strategies:
             changed = (strategy, shard_frozen) != (config.strategy, config.shard_frozen)
@@ -484,19 +485,20 @@ def measure_training_step(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m align.plan`: print the plan; for a layout that cannot run, one error line and exit 2."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`align plan` / `python -m align.plan`: print the plan; for a layout that cannot run, one error line and
+    exit 2."""
     from .config import ConfigError, build_config, exit_with_error
 
     try:
-        config = build_config(PlanConfig, argv)
+        config = build_config(PlanConfig, argv, description=__doc__, prog=prog)
         model_config = AlignLlamaConfig.from_preset(config.preset)
         plan = plan_memory(config, model_config, check_fit=False)
         print(plan.table())
         if not plan.fits:
             raise does_not_fit(plan, model_config)
     except (ConfigError, PlanError) as error:
-        exit_with_error(str(error), prog="align.plan")
+        exit_with_error(str(error), prog=prog or "align.plan")
 
 
 if __name__ == "__main__":

@@ -70,10 +70,10 @@ class RewardModelConfig(TrainerStageConfig):
     )  # fmt: skip
     data_format: str = field(default="auto", metadata={"help": f"format of every data file, one of {list(FORMATS)}"})
     helpfulness_format: str | None = field(
-        default=None, metadata={"help": "format of helpfulness_data (default: data_format)"}
+        default=None, metadata={"help": f"format of helpfulness_data, one of {list(FORMATS)} (default: data_format)"}
     )
-    safety_format: str | None = field(default=None, metadata={"help": "format of safety_data (default: data_format)"})
-    eval_format: str | None = field(default=None, metadata={"help": "format of eval_data (default: data_format)"})
+    safety_format: str | None = field(default=None, metadata={"help": f"format of safety_data, one of {list(FORMATS)} (default: data_format)"})
+    eval_format: str | None = field(default=None, metadata={"help": f"format of eval_data, one of {list(FORMATS)} (default: data_format)"})
     chat_template: str = field(default="tokenizer", metadata={"help": CHAT_TEMPLATE_HELP})
     other_share: float | None = field(
         default=None, metadata={"help": "share of the other target's pairs in the mix (default 0.5 / 0.1)"}

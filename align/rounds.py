@@ -165,8 +165,8 @@ class RoundsConfig:
     safety_data: str | None = field(
         default=None, metadata={"help": "real data: base safety pairs (files or datasets) of the base RMs"}
     )
-    helpfulness_format: str = field(default="auto", metadata={"help": f"format of helpfulness_data, {FORMATS}"})
-    safety_format: str = field(default="auto", metadata={"help": f"format of safety_data, {FORMATS}"})
+    helpfulness_format: str = field(default="auto", metadata={"help": f"format of helpfulness_data, one of {list(FORMATS)}"})
+    safety_format: str = field(default="auto", metadata={"help": f"format of safety_data, one of {list(FORMATS)}"})
     rejection_sampling_config: str = field(
         default="recipes/configs/rlhf_round/rejection_sampling.yaml", metadata={"help": "YAML"}
     )
@@ -216,8 +216,8 @@ class RoundsConfig:
         default=None, metadata={"help": "real data: each round's annotated safety pairs, '{round}' in path"}
     )
     pairs_format: str | None = field(
-        default=None, metadata={"help": "format of the annotated pair files (default: helpfulness_format / "
-                                        "safety_format)"}
+        default=None, metadata={"help": f"format of the annotated pair files, one of {list(FORMATS)} (default: "
+                                        "helpfulness_format / safety_format)"}
     )  # fmt: skip
     reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_REWARD_HELP})
     annotator: str = field(
@@ -363,10 +363,11 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data = json.loads(path.read_text()) if path.is_file() else {"rounds": {}}
-        self.data["versions"] = package_versions()
+        self.data["versions"] = package_versions()  # this run's; each stage also keeps the versions it ran under
 
     def record(self, round_number: int, stage: str, **facts: Any) -> None:
-        self.data["rounds"].setdefault(str(round_number), {})[stage] = facts
+        # A run resumed or extended under newer packages keeps what each earlier stage was trained with.
+        self.data["rounds"].setdefault(str(round_number), {})[stage] = {**facts, "versions": self.data["versions"]}
         self.save()
 
     def save(self) -> None:
@@ -553,6 +554,8 @@ class Rounds:
         # stage's closing barrier and leave the processes one collective apart (a hang until the group's timeout).
         self.processes.wait_for_everyone()
         if done:
+            if main:
+                print(f"[round {round_number}] {stage}: done in an earlier run, skipped ({folder})", flush=True)
             return json.loads(marker.read_text())
         if main:
             print(f"[round {round_number}] {stage} ...", flush=True)

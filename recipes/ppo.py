@@ -1,42 +1,10 @@
-"""PPO with the safety-gated reward and a KL penalty (PIPELINE.md §7) with `align.ppo`.
+"""PPO: `align ppo` as a script, for `python recipes/ppo.py` and `accelerate launch recipes/ppo.py --config ...`.
 
-    python recipes/ppo.py --config recipes/configs/ppo/world_small.yaml
-    accelerate launch --num_processes 8 recipes/ppo.py --config recipes/configs/ppo/7b.yaml --policy ...
-
-Trains the policy against whiten(logit(R_c)) - beta * KL (per token) with a value model initialised from the
-helpfulness reward model; writes `<output_dir>/metrics.jsonl` (TRL's metric names, plus `objective/gold` on
-the world: the gold reward next to the reward models' score), `checkpoint-N/` and `final/`. A run resumes from
-its last checkpoint. `--export_llama DIR` also writes the final policy as a plain transformers Llama directory.
+What the stage does, every option and examples: `python recipes/ppo.py --help` (the same text as
+`align ppo --help`; the code is `align/cli/ppo.py`).
 """
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from accelerate import PartialState
-
-from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import ONE_LINE_ERRORS, end_processes, exit_with_error, parse_config
-from align.ppo import PPOConfig, PPOTrainer
-from align.prompts import stage_prompts, world_gold_scorer
-
-
-@dataclass
-class RecipeConfig(PPOConfig):
-    export_llama: str | None = field(default=None, metadata={"help": EXPORT_LLAMA_HELP})
-
-
-def main() -> None:
-    config = parse_config(RecipeConfig)
-    try:
-        prompts = stage_prompts(config)
-        final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
-        if config.export_llama and PartialState().is_main_process:
-            print(f"plain Llama directory: {export_llama(final, config.export_llama)}")
-    except ONE_LINE_ERRORS as error:
-        exit_with_error(str(error))
-    print(f"PPO policy: {final} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})")
-    end_processes()
-
+from align.cli.ppo import RecipeConfig, main  # noqa: F401  (RecipeConfig: the options, for tools)
 
 if __name__ == "__main__":
     main()

@@ -1,24 +1,10 @@
-"""Pretrain a Llama 2 model (PIPELINE.md §2) with `align.pretrain`.
+"""Pretraining: `align pretrain` as a script, for `python recipes/pretrain.py` and `accelerate launch recipes/pretrain.py --config ...`.
 
-    python recipes/pretrain.py --config recipes/configs/pretrain/world_small.yaml
-    accelerate launch recipes/pretrain.py --config recipes/configs/pretrain/7b.yaml --max_steps 200
-
-Every field of `PretrainConfig` is a YAML key and a command-line option (`--help` lists them); the command
-line wins. A run resumes from its last complete checkpoint when started again with the same output_dir.
+What the stage does, every option and examples: `python recipes/pretrain.py --help` (the same text as
+`align pretrain --help`; the code is `align/cli/pretrain.py`).
 """
 
-from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
-from align.pretrain import PretrainConfig, pretrain
-
-
-def main() -> None:
-    config = parse_config(PretrainConfig)
-    try:
-        final = pretrain(config)
-    except ONE_LINE_ERRORS as error:
-        exit_with_error(str(error))
-    print(f"pretrained model: {final}")
-
+from align.cli.pretrain import main
 
 if __name__ == "__main__":
     main()

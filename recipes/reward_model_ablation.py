@@ -1,45 +1,10 @@
-"""Margin ablation (PIPELINE.md §5, paper Table 28): the same reward model trained with margin none / small /
-large on the same data, evaluated on the same held-out pairs, printed as one table.
+"""The reward model's margin ablation: `align reward-model-ablation` as a script, for `python recipes/reward_model_ablation.py` and `accelerate launch recipes/reward_model_ablation.py --config ...`.
 
-    python recipes/reward_model_ablation.py --config recipes/configs/reward_model/world_small_helpfulness.yaml
-
-Takes every option of `recipes/reward_model.py`; each scheme runs in `<output_dir>/margin-<scheme>/`.
+What the stage does, every option and examples: `python recipes/reward_model_ablation.py --help` (the same text as
+`align reward-model-ablation --help`; the code is `align/cli/reward_model_ablation.py`).
 """
 
-import dataclasses
-import runpy
-from pathlib import Path
-
-from accelerate import PartialState
-
-from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
-from align.reward_model import RewardModelConfig, eval_pairs, train_reward_model
-
-SCHEMES = ("none", "small", "large")
-report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
-
-
-def main() -> None:
-    base = parse_config(RewardModelConfig)
-    rows = {}
-    try:
-        pairs = eval_pairs(base)
-        if pairs is None:
-            raise ValueError("eval_data: the ablation compares accuracies on held-out pairs; 'none' is not allowed")
-        for scheme in SCHEMES:
-            output_dir = Path(base.output_dir) / f"margin-{scheme}"
-            config = dataclasses.replace(base, margin_scheme=scheme, output_dir=str(output_dir))
-            final = train_reward_model(config)
-            if not PartialState().is_main_process:
-                continue  # the main process evaluates
-            rows[f"{base.target}, margin {scheme}"] = report["evaluate_reward_model"](
-                final, pairs, output_dir / "eval", f"{base.target} RM, margin {scheme}"
-            )
-    except ONE_LINE_ERRORS as error:
-        exit_with_error(str(error))
-    if rows:
-        print(report["format_table"](rows))
-
+from align.cli.reward_model_ablation import main
 
 if __name__ == "__main__":
     main()

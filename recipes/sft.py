@@ -1,39 +1,10 @@
-"""Supervised fine-tuning on the Llama 2 chat format (PIPELINE.md §4) with `align.sft`.
+"""Supervised fine-tuning: `align sft` as a script, for `python recipes/sft.py` and `accelerate launch recipes/sft.py --config ...`.
 
-    python recipes/sft.py --config recipes/configs/sft/world_small.yaml
-    accelerate launch recipes/sft.py --config recipes/configs/sft/7b.yaml --model /path/to/Llama-2-7b-hf
-    python recipes/sft.py --config recipes/configs/sft/world_small.yaml --lora '{"r": 8, "alpha": 16}'
-    python recipes/sft.py --config recipes/configs/sft/world_small.yaml --export_llama runs/sft/llama
-
-Starts from a checkpoint of this toolkit or any local Llama 2 directory. Every field of `SFTConfig` is a YAML
-key and a command-line option (`--help`); a run resumes from its last complete checkpoint. `--export_llama DIR`
-also writes the final model as a plain transformers Llama directory.
+What the stage does, every option and examples: `python recipes/sft.py --help` (the same text as
+`align sft --help`; the code is `align/cli/sft.py`).
 """
 
-from dataclasses import dataclass, field
-
-from accelerate import PartialState
-
-from align.checkpoint import EXPORT_LLAMA_HELP, export_llama
-from align.config import ONE_LINE_ERRORS, exit_with_error, parse_config
-from align.sft import SFTConfig, sft
-
-
-@dataclass
-class RecipeConfig(SFTConfig):
-    export_llama: str | None = field(default=None, metadata={"help": EXPORT_LLAMA_HELP})
-
-
-def main() -> None:
-    config = parse_config(RecipeConfig)
-    try:
-        final = sft(config)
-        if config.export_llama and PartialState().is_main_process:
-            print(f"plain Llama directory: {export_llama(final, config.export_llama)}")
-    except ONE_LINE_ERRORS as error:
-        exit_with_error(str(error))
-    print(f"fine-tuned model: {final}")
-
+from align.cli.sft import RecipeConfig, main  # noqa: F401  (RecipeConfig: the options, for tools)
 
 if __name__ == "__main__":
     main()

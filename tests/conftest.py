@@ -1,6 +1,7 @@
 """Shared test set-up: offline Hugging Face, deterministic CPU torch, tiny models built in code."""
 
 import os
+import shutil
 
 # Without this a local path that does not exist is taken for a Hub repo id and retried for about a minute.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -228,3 +229,23 @@ def user_models(tmp_path_factory):
             safety_data=data["safety"], eval_data=data[f"{target}_eval"], num_train_epochs=2, lr=1e-3, **small,
         )))  # fmt: skip
     return data, models
+
+
+# -- a real browser: Debian's chromium through its chromedriver (.ci/run installs both; nothing is downloaded) --
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver here (Debian: "
+                                   "apt-get install chromium chromium-driver; .ci/run installs them)")  # fmt: skip
+
+
+def browser(width: int = 1280, height: int = 900):
+    """Headless chromium driven by selenium; its console messages are readable with `get_log('browser')`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no driver download

@@ -8,14 +8,14 @@ the previous round's policy and the SFT model) with greedy answers in batches of
 """
 
 import json
-import runpy
 import sys
 from pathlib import Path
 
+import align.reports.rounds
 from align.rounds import Rounds, RoundsConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = runpy.run_path(str(ROOT / "eval" / "rounds_report.py"))
+REPORT = vars(align.reports.rounds)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import align.reports.rounds
 from align.ai_feedback import (
     STRENGTH_GAPS,
     JudgeAnnotator,
@@ -119,16 +120,15 @@ def test_a_round_labelled_by_a_reward_model_goes_on_and_says_so(tmp_path, user_m
     """`annotator: rm:<dir>`: the round writes its batch, labels it with the model instead of stopping, trains
     on it, and the manifest and report name the annotator."""
     import dataclasses
-    import runpy
 
-    from test_annotation import ROOT, annotated_round
+    from test_annotation import annotated_round
 
     config, _ = annotated_round(tmp_path, user_models)
     judge = user_models[1]["helpfulness"]
     config = dataclasses.replace(config, annotator=f"rm:{judge}")
     from align.rounds import Rounds
 
-    report = runpy.run_path(str(ROOT / "eval" / "rounds_report.py"))
+    report = vars(align.reports.rounds)
     manifest = Rounds(config, evaluate_round=lambda n, c, f, s: report["evaluate_round"](n, c, f, s,
                                                                                          max_new_tokens=12)).run()  # fmt: skip
     collect = manifest["rounds"]["1"]["collect"]

@@ -2,11 +2,11 @@
 the rounds (a batch is written, an annotator fills it, the next run trains the round on it)."""
 
 import json
-import runpy
 from pathlib import Path
 
 import pytest
 
+import align.reports.rounds
 from align.annotation import AnnotationError, read_annotations, write_annotation_batch
 from align.data import load_tokenizer
 from align.io import read_jsonl
@@ -92,7 +92,7 @@ def annotated_round(tmp_path, user_models):
         judge_safety_rm=models["safety"], rm_update_config=stages["rm"], rejection_sampling_config=stages["rs"],
         pairs_per_round=12, annotation_max_new_tokens=16,
     )  # fmt: skip
-    report = runpy.run_path(str(ROOT / "eval" / "rounds_report.py"))
+    report = vars(align.reports.rounds)
     evaluate = lambda n, checkpoints, folder, setup: report["evaluate_round"](  # noqa: E731
         n, checkpoints, folder, setup, max_new_tokens=12
     )

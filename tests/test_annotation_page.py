@@ -1,7 +1,6 @@
 """The annotation page: its label store and JSON API (in-process), and the page itself in a real headless browser."""
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from align.annotation import AnnotationError, read_annotations
 from align.annotation_page import AnnotationPageConfig, LabelStore, make_app
 from align.data import load_preferences
 from align.io import atomic_write_jsonl, read_jsonl
+from conftest import browser, needs_browser
 
 
 def write_batch(path: Path, size: int = 6) -> Path:
@@ -135,9 +135,6 @@ def test_the_recipe_exports_or_says_what_is_wrong_in_one_line(tmp_path):
 
 # -- the page in a browser ------------------------------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -162,17 +159,6 @@ class PageServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no driver download
 
 
 def label_with_keys(driver, keys: str) -> None:
@@ -200,8 +186,7 @@ def shown_pair(driver) -> str:
     return driver.find_element("id", "prompt").text
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver here (Debian: apt-get install "
-                    "chromium chromium-driver; .ci/run installs them)")  # fmt: skip
+@needs_browser
 def test_the_page_in_a_browser_labels_resumes_and_feeds_the_round(tmp_path, user_models):
     """A round on the user's data stops with its batch; an annotator labels three pairs with the keyboard in
     headless chromium, closes the tab (and the server stops), reopens and resumes at the fourth, labels the rest;

@@ -1,19 +1,18 @@
 """Reward models on the world: they learn the preference, by strength as in the paper; mix; bad input."""
 
 import logging
-import runpy
-from pathlib import Path
 
 import datasets
 import pytest
 
+import align.reports.reward_model
 from align.data import PreferenceDataError, load_preferences, load_tokenizer
 from align.modeling import AlignLlamaForSequenceClassification
 from align.reward_model import RewardModelConfig, held_out_pairs, sample_for_mix, tokenize_pairs, train_reward_model
 from align.rewards import score
 from align.world import World
 
-report = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_model_report.py"))
+report = vars(align.reports.reward_model)
 
 
 def test_both_models_beat_chance_and_clear_pairs_beat_negligible_ones(reward_models, tmp_path):

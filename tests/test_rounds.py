@@ -2,7 +2,6 @@
 
 import json
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import align.reports.rounds
 import align.rounds
 from align.io import atomic_write_jsonl, read_jsonl
 from align.reward_model import world_pairs
 from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = runpy.run_path(str(ROOT / "eval" / "rounds_report.py"))
+REPORT = vars(align.reports.rounds)
 
 
 def write_yaml(path: Path, values: dict) -> str:

@@ -1,6 +1,6 @@
-"""Evaluation after each RLHF round and the report of a run of rounds (used by recipes/rlhf_round.py).
+"""Evaluation after each RLHF round and the report of a run of rounds (used by `align round`).
 
-    python eval/rounds_report.py runs/demo            # rebuild runs/demo/report.md and progress.png
+    align report runs/demo            # rebuild runs/demo/report.md, report.html and progress.png
 
 `evaluate_round` answers held-out prompts greedily with the round's policy, the previous round's and the SFT
 model, and measures, with the judges `align.rounds.Rounds.evaluation_setup()` names:
@@ -15,17 +15,18 @@ model, and measures, with the judges `align.rounds.Rounds.evaluation_setup()` na
 A tie counts half. Each metrics file says which judge produced its numbers (`judge`).
 
 `write_report` reads every round's evaluation and writes `report.md` (a table per round, with an Elo score
-fitted to all pairwise comparisons between rounds, SFT = round 0) and `progress.png` (metrics across rounds,
-like the paper's figure of progress across RLHF versions).
+fitted to all pairwise comparisons between rounds, SFT = round 0, what each column means, the stages' times and
+package versions), `report.html` (the same with plots and example answers side by side; align.reports.html)
+and `progress.png` (metrics across rounds, like the paper's figure of progress across RLHF versions).
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 import itertools
 import json
 import math
-import runpy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,13 @@ import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 
-from align.data import load_tokenizer  # noqa: E402
-from align.generation import chat_prompt_texts, complete, longest_first  # noqa: E402
-from align.io import atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
-from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
-from align.rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
+from ..data import load_tokenizer  # noqa: E402
+from ..generation import chat_prompt_texts, complete, longest_first  # noqa: E402
+from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
+from ..modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
+from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
+from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
 
-REWARD_MODEL_REPORT = runpy.run_path(str(Path(__file__).resolve().parent / "reward_model_report.py"))
 COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft", "win_rate_vs_previous")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -75,6 +76,12 @@ def greedy_answers(
     return answers, sum(lengths) / max(len(lengths), 1)
 
 
+def question(prompt: dict[str, Any]) -> str:
+    """The last user turn of a prompt record (what the report shows next to the answers)."""
+    turns = [m["content"] for m in prompt["prompt"] if m.get("role") == "user"]
+    return turns[-1] if turns else ""
+
+
 def wins(first: list[float], second: list[float]) -> float:
     """Prompts where the first answer is judged better; a tie counts half."""
     return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second))
@@ -87,8 +94,8 @@ def win_rate(first: list[float], second: list[float]) -> float:
 
 def gold_judgements(prompts: list[dict[str, Any]], answers: dict[str, list[str]]) -> tuple[dict, dict]:
     """The world's gold reward of every answer, and each model's gold metrics."""
-    from align.world import WorldPrompt, gold_reward
-    from align.world.evaluation import score_answers
+    from ..world import WorldPrompt, gold_reward
+    from ..world.evaluation import score_answers
 
     world_prompts = [WorldPrompt.from_record(record) for record in prompts]
     judged = {name: [gold_reward(p, a) for p, a in zip(world_prompts, texts)] for name, texts in answers.items()}
@@ -119,7 +126,7 @@ def judge_judgements(
 
 
 def reward_model_accuracy(checkpoint: Path, pairs: Any, folder: Path, title: str, prefix: str) -> dict[str, float]:
-    report = REWARD_MODEL_REPORT["evaluate_reward_model"](checkpoint, pairs, folder, title)
+    report = evaluate_reward_model(checkpoint, pairs, folder, title)
     return {f"{prefix}/{k}": v for k, v in report.items() if k.startswith("accuracy")}
 
 
@@ -157,13 +164,15 @@ def evaluate_round(
                                              f"{target}_rm"))  # fmt: skip
     atomic_write_jsonl(
         folder / "answers.jsonl",
-        ({"id": p["id"], "policy": a, "judge": j} for p, a, j in zip(prompts, answers["policy"], judged["policy"])),
-    )
+        ({"id": p["id"], "question": question(p), "policy": a, "judge": j}
+         for p, a, j in zip(prompts, answers["policy"], judged["policy"])),
+    )  # fmt: skip
     if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
         atomic_write_jsonl(
             round_zero / "sft_answers.jsonl",
-            ({"id": p["id"], "policy": a, "judge": j} for p, a, j in zip(prompts, answers["sft"], judged["sft"])),
+            ({"id": p["id"], "question": question(p), "policy": a, "judge": j}
+             for p, a, j in zip(prompts, answers["sft"], judged["sft"])),
         )
         sft_metrics = {"round": 0, **quality["sft"], "answer_length": lengths["sft"], "judge": judge}
         for target in ("helpfulness", "safety"):
@@ -191,8 +200,38 @@ def elo_scores(judged: dict[int, list[float]], iterations: int = 200) -> dict[in
     return {r: 1000 + 400 * math.log10(strength[r] / base) for r in rounds}
 
 
-def write_report(run_dir: Path) -> Path:
-    """`report.md` and `progress.png` of a run from its rounds' evaluations; returns the report path."""
+@dataclass
+class RunSummary:
+    """What a report shows of a run of rounds, read from its folder (`read_run`)."""
+
+    run_dir: Path
+    rows: list[dict[str, Any]]  # one per evaluated round, round 0 (SFT) first when it was evaluated
+    columns: list[tuple[str, str]]  # (metrics key, header) that some row has
+    elo: dict[int, float]
+    judge: str
+    prompts: int
+    gold: bool
+    manifest: dict[str, Any]
+    answers: dict[int, list[dict[str, Any]]]  # round -> its answers.jsonl records (id, question, policy, judge)
+    labelled_by: list[str] = field(default_factory=list)
+
+    def stages(self, number: int) -> dict[str, dict[str, Any]]:
+        """The manifest's stages of a round (evaluation aside), in the order they ran."""
+        return {k: v for k, v in self.manifest.get("rounds", {}).get(str(number), {}).items() if k != "evaluate"}
+
+    def versions(self, number: int) -> dict[str, str]:
+        """Package versions a round's stages ran under (the manifest's top-level ones for runs before they were
+        kept per stage); several stages under different versions give 'a / b'."""
+        seen: dict[str, list[str]] = {}
+        for facts in self.stages(number).values():
+            for package, version in facts.get("versions", self.manifest.get("versions", {})).items():
+                if version not in seen.setdefault(package, []):
+                    seen[package].append(version)
+        return {package: " / ".join(versions) for package, versions in seen.items()}
+
+
+def read_run(run_dir: str | Path) -> RunSummary:
+    """Every evaluated round of `run_dir`, its judgements' Elo scores and the manifest."""
     run_dir = Path(run_dir)
     rows = []
     for folder in sorted(run_dir.glob("round-*/evaluate"), key=lambda p: int(p.parent.name.split("-")[1])):
@@ -200,31 +239,17 @@ def write_report(run_dir: Path) -> Path:
             rows.append(json.loads((folder / "metrics.json").read_text()))
     if not rows:
         raise FileNotFoundError(f"{run_dir}: no evaluated rounds (round-N/evaluate/metrics.json)")
-    judged = {}
+    answers = {}
     sft_answers = run_dir / "round-0" / "sft_answers.jsonl"
     if sft_answers.is_file():
-        judged[0] = [r["judge"] for r in read_jsonl(sft_answers)]
+        answers[0] = read_jsonl(sft_answers)
     for row in rows:
-        judged[row["round"]] = [
-            r["judge"] for r in read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")
-        ]
-    elo = elo_scores(judged)
+        answers[row["round"]] = read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")
+    elo = elo_scores({number: [r["judge"] for r in records] for number, records in answers.items()})
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
     sft_metrics = run_dir / "round-0" / "sft_metrics.json"
     sft = json.loads(sft_metrics.read_text()) if sft_metrics.is_file() else None
     table_rows = ([sft] if sft and 0 in elo else []) + rows
-    # Gold columns only where there is gold (the world); on real data the judges' measures alone.
-    columns = [(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)]
-    gold = rows[-1]["judge"] == "gold"
-    lines = [
-        f"# RLHF rounds: {run_dir.name}",
-        "",
-        f"Judge of win rates{'' if gold else ', violation rate'} and Elo: {rows[-1]['judge']}; "
-        f"{rows[-1]['prompts']} held-out prompts, greedy answers. Reward-model accuracy: on the held-out pairs.",
-        "",
-        "| round | stages | " + " | ".join(header for _, header in columns) + " | Elo |",
-        "|---|---|" + "---|" * len(columns) + "---|",
-    ]
     labelled_by = []  # who labelled each round's comparison batch: people (their names) or AI feedback
     for number, stages in sorted(manifest.get("rounds", {}).items(), key=lambda item: int(item[0])):
         collect = stages.get("collect", {})
@@ -234,29 +259,128 @@ def write_report(run_dir: Path) -> Path:
             labelled_by.append(
                 f"Round {number}'s comparisons labelled by {', '.join(collect['annotated_by'])}{left_out}."
             )
-    lines[3:3] = ["", *labelled_by] if labelled_by else []
-    for row in table_rows:
-        number = row["round"]
-        stages = [s for s in manifest.get("rounds", {}).get(str(number), {}) if s != "evaluate"]
-        label = "0 (SFT)" if number == 0 else str(number)
-        cells = " | ".join(_cell(row.get(key), ".1f" if key == "answer_length" else ".3f") for key, _ in columns)
-        lines.append(f"| {label} | {', '.join(stages) or 'given checkpoints'} | {cells} | {elo[number]:.0f} |")
-    lines += ["", "![progress](progress.png)", ""]
-    report = run_dir / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
-        points = [(row["round"], row[name]) for row in table_rows if isinstance(row.get(name), (int, float))]
-        if points:
-            left.plot(*zip(*points), marker="o", label=name.replace("_", " "))
-    left.set(xlabel="round", ylim=(0, 1), title="gold metrics" if gold else "held-out judges' metrics")
-    left.legend(fontsize=8)
-    right.plot(sorted(elo), [elo[r] for r in sorted(elo)], marker="o")
-    right.set(xlabel="round (0 = SFT)", ylabel="Elo", title="Elo across rounds")
-    figure.tight_layout()
-    figure.savefig(run_dir / "progress.png", dpi=120)
-    plt.close(figure)
+    return RunSummary(
+        run_dir=run_dir, rows=table_rows, elo=elo, judge=rows[-1]["judge"], prompts=rows[-1]["prompts"],
+        # Gold columns only where there is gold (the world); on real data the judges' measures alone.
+        columns=[(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)],
+        gold=rows[-1]["judge"] == "gold", manifest=manifest, answers=answers, labelled_by=labelled_by,
+    )  # fmt: skip
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """`report.md`, `report.html` (align.reports.html) and `progress.png` of a run from its rounds' evaluations;
+    returns the path of report.md."""
+    from .html import write_html
+
+    run = read_run(run_dir)
+    figures = report_figures(run)
+    atomic_write_bytes(run.run_dir / "progress.png", figures["progress"])
+    report = run.run_dir / "report.md"
+    atomic_write_text(report, markdown_report(run))
+    write_html(run, figures, run.run_dir / "report.html")
     return report
+
+
+def markdown_report(run: RunSummary) -> str:
+    """report.md: the table of rounds, what its columns mean, each round's stages with their times, and the
+    package versions they ran under."""
+    lines = [
+        f"# RLHF rounds: {run.run_dir.name}",
+        "",
+        *([*run.labelled_by, ""] if run.labelled_by else []),
+        f"Judge of win rates{'' if run.gold else ', violation rate'} and Elo: {run.judge}; {run.prompts} held-out "
+        "prompts, greedy answers. Reward-model accuracy: on the held-out pairs. The same report with plots and "
+        "example answers: report.html.",
+        "",
+        "| round | stages | " + " | ".join(header for _, header in run.columns) + " | Elo |",
+        "|---|---|" + "---|" * len(run.columns) + "---|",
+    ]
+    for row in run.rows:
+        number = row["round"]
+        label = "0 (SFT)" if number == 0 else str(number)
+        cells = " | ".join(_cell(row.get(key), ".1f" if key == "answer_length" else ".3f") for key, _ in run.columns)
+        stages = ", ".join(run.stages(number)) or "given checkpoints"
+        lines.append(f"| {label} | {stages} | {cells} | {run.elo[number]:.0f} |")
+    lines += ["", "![progress](progress.png)", "", "## Columns", ""]
+    lines += [f"- **{header}**: {COLUMN_DEFINITIONS[key]}" for key, header in run.columns]
+    lines += ["- **Elo**: " + COLUMN_DEFINITIONS["elo"], "", "## Stages and times", "",
+              "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
+    for row in run.rows:
+        for stage, facts in run.stages(row["round"]).items():
+            seconds = facts.get("seconds")
+            lines.append(f"| {row['round']} | {stage} | {'' if seconds is None else f'{seconds:.0f}'} |")
+    rounds_by_versions: dict[str, list[str]] = {}
+    for row in run.rows:
+        versions = ", ".join(f"{k} {v}" for k, v in run.versions(row["round"]).items()) or "not recorded"
+        rounds_by_versions.setdefault(versions, []).append(str(row["round"]))
+    lines += ["", "## Package versions", ""]
+    lines += [f"- round{'s' * (len(numbers) > 1)} {', '.join(numbers)}: {versions}"
+              for versions, numbers in rounds_by_versions.items()]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def report_figures(run: RunSummary) -> dict[str, bytes]:
+    """PNG bytes of the report's plots: `progress` (the metrics and Elo across rounds, like the paper's figure of
+    progress across RLHF versions), `win_rates`, `elo` and `reward_model_accuracy` (by preference strength)."""
+    rounds = [row["round"] for row in run.rows]
+    figures = {}
+
+    def png(figure: Any) -> bytes:
+        buffer = io.BytesIO()
+        figure.tight_layout()
+        figure.savefig(buffer, format="png", dpi=110)
+        plt.close(figure)
+        return buffer.getvalue()
+
+    def round_axis(axis: Any, numbers: list[int]) -> None:
+        axis.set_xticks(numbers, ["SFT" if n == 0 else str(n) for n in numbers])  # whole rounds, no 0.5 ticks
+        axis.set_xlabel("round")
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
+        points = [(row["round"], row[key]) for row in run.rows if isinstance(row.get(key), (int, float))]
+        if points:
+            left.plot(*zip(*points), marker="o", label=dict(REPORT_COLUMNS)[key])
+    left.set(ylim=(0, 1), title="gold metrics" if run.gold else "held-out judges' metrics")
+    round_axis(left, rounds)
+    left.legend(fontsize=8)
+    right.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
+    right.set(ylabel="Elo", title="Elo across rounds (SFT = 1000)")
+    round_axis(right, sorted(run.elo))
+    figures["progress"] = png(figure)
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.4))
+    later = [row for row in run.rows if "win_rate_vs_sft" in row]
+    width = 0.38
+    for offset, (key, label) in ((-width / 2, ("win_rate_vs_sft", "vs SFT")),
+                                 (width / 2, ("win_rate_vs_previous", "vs the previous round"))):  # fmt: skip
+        axis.bar([row["round"] + offset for row in later], [row[key] for row in later], width, label=label)
+    axis.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+    axis.set(ylim=(0, 1), ylabel="win rate", title="win rate of each round's policy")
+    round_axis(axis, [row["round"] for row in later])
+    axis.legend(fontsize=8)
+    figures["win_rates"] = png(figure)
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.4))
+    axis.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
+    axis.set(ylabel="Elo", title="Elo of every round against all others")
+    round_axis(axis, sorted(run.elo))
+    figures["elo"] = png(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for axis, target in zip(axes, ("helpfulness", "safety")):
+        for row in run.rows:
+            values = [row.get(f"{target}_rm/accuracy/{bucket}") for bucket in BUCKETS]
+            if any(isinstance(v, (int, float)) for v in values):
+                label = "base RM (round 0)" if row["round"] == 0 else f"round {row['round']}"
+                axis.plot(range(len(BUCKETS)), [v if v is not None else math.nan for v in values], marker="o",
+                          label=label)  # fmt: skip
+        axis.set_xticks(range(len(BUCKETS)), [b.replace("_", " ") for b in BUCKETS], rotation=20, fontsize=8)
+        axis.set(ylim=(0, 1), title=f"{target} RM accuracy by preference strength")
+        axis.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy on held-out pairs")
+    figures["reward_model_accuracy"] = png(figure)
+    return figures
 
 
 REPORT_COLUMNS = (
@@ -269,6 +393,22 @@ REPORT_COLUMNS = (
     ("safety_rm/accuracy", "safety RM acc"),
     ("answer_length", "answer tokens"),
 )
+COLUMN_DEFINITIONS = {
+    "gold_helpfulness": "the world's gold helpfulness of the round's greedy answers, mean over the held-out "
+    "helpfulness prompts (0-1; the demo world only)",
+    "violation_rate": "share of the held-out safety prompts whose answer is unsafe (the world's gold scorer; on "
+    "real data the held-out safety judge's score below the 0.15 threshold of docs/method.md §7)",
+    "false_refusal_rate": "share of the benign held-out prompts the policy refused (demo world only)",
+    "win_rate_vs_sft": "share of held-out prompts where the round's answer is judged better than the SFT "
+    "model's (a tie counts half)",
+    "win_rate_vs_previous": "the same against the previous round's policy",
+    "helpfulness_rm/accuracy": "the round's helpfulness reward model: share of held-out pairs it orders as "
+    "the labels do (by strength: report.html)",
+    "safety_rm/accuracy": "the same for the safety reward model",
+    "answer_length": "mean length of the greedy answers, in tokens",
+    "elo": "Bradley-Terry ratings fitted to every pair of rounds' per-prompt judgements (ties half), on the Elo "
+    "scale, SFT (or the first round) at 1000",
+}
 
 
 def _cell(value: Any, spec: str) -> str:
@@ -278,6 +418,6 @@ def _cell(value: Any, spec: str) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    print(write_report(parser.parse_args().run_dir).read_text())
+    from ..cli.report import main
+
+    main()

@@ -1,9 +1,9 @@
 """Evaluate a reward model on held-out pairs: accuracy overall, per strength bucket and on safety prompts.
 
-Uses the local metric module `eval/metrics/pairwise_accuracy`; writes `<out>/metrics.json`,
+Uses the local `evaluate` metric module `align/reports/metrics/pairwise_accuracy` (no Hub); writes `<out>/metrics.json`,
 `<out>/predictions.jsonl` and `<out>/accuracy_by_strength.png`.
 
-    python eval/reward_model_report.py runs/reward_model/helpfulness/final --target helpfulness --out runs/rm_eval
+    python -m align.reports.reward_model runs/reward_model/helpfulness/final --target helpfulness --out runs/rm_eval
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from align.checkpoint import require_reward_model_dir  # noqa: E402
-from align.config import exit_with_error  # noqa: E402
-from align.data import load_preferences, load_tokenizer  # noqa: E402
-from align.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
-from align.modeling import AlignLlamaForSequenceClassification  # noqa: E402
-from align.reward_model import held_out_pairs, predict_pairs  # noqa: E402
+from ..checkpoint import require_reward_model_dir  # noqa: E402
+from ..config import exit_with_error  # noqa: E402
+from ..data import load_preferences, load_tokenizer  # noqa: E402
+from ..io import atomic_write_jsonl, atomic_write_text  # noqa: E402
+from ..modeling import AlignLlamaForSequenceClassification  # noqa: E402
+from ..reward_model import held_out_pairs, predict_pairs  # noqa: E402
 
 METRIC = Path(__file__).resolve().parent / "metrics" / "pairwise_accuracy"
 BUCKETS = ["significantly_better", "better", "slightly_better", "negligibly_better", "unsure"]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         report = evaluate_reward_model(args.model, pairs, args.out, f"{args.target} RM")
     except (FileNotFoundError, ValueError) as error:
-        exit_with_error(str(error), "reward_model_report")
+        exit_with_error(str(error), "align.reports.reward_model")
     print(format_table({args.target: report}))
 
 

@@ -1,6 +1,6 @@
 """Pairwise accuracy of a reward model, overall and per preference-strength bucket (Llama 2 paper, Table 8).
 
-A local `evaluate` metric: `evaluate.load("eval/metrics/pairwise_accuracy")`, no Hub needed.
+A local `evaluate` metric: `evaluate.load("align/reports/metrics/pairwise_accuracy")`, no Hub needed.
 predictions: reward(chosen) - reward(rejected) per pair; references: the pair's strength label.
 A pair counts as right when the chosen answer scores strictly higher. `accuracy/decided` leaves out pairs
 labelled "unsure" (their label is a coin flip, so no model can beat 50% on them).
