@@ -1,4 +1,4 @@
-"""AI feedback: a round's comparison batch labelled by a model when there are no annotators (PIPELINE.md §5).
+"""AI feedback: a round's comparison batch labelled by a model when there are no annotators (docs/method.md §5).
 
 The labels are the human protocol's (which answer is better, how much, the safety of the two), so that the
 round reads a judged batch exactly as a human one (`align.annotation.read_annotations`). Two annotators:

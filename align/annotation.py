@@ -1,4 +1,4 @@
-"""Comparison batches for human annotators: the data-collection step of a round on real data (PIPELINE.md §5, §8).
+"""Comparison batches for human annotators: the data-collection step of a round on real data (docs/method.md §5, §8).
 
 `write_annotation_batch` samples two answers of the latest policy per prompt, as the paper does (two sampling
 temperatures; Llama 2 §3.2.1 samples "from two different model variants, and varying the temperature"), shows

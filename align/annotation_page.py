@@ -1,4 +1,4 @@
-"""The annotation page: a round's comparison batch labelled in a browser with Llama 2's protocol (PIPELINE.md §5).
+"""The annotation page: a round's comparison batch labelled in a browser with Llama 2's protocol (docs/method.md §5).
 
 For each prompt an annotator sees two answers and answers the paper's three questions (§3.2.1): which answer is
 better, how much better (significantly better, better, slightly better, negligibly better / unsure), and the

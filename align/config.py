@@ -315,7 +315,7 @@ def precision_flags(mixed_precision: str) -> dict[str, bool]:
 class TrainerStageConfig:
     """Settings shared by the stages that ride on transformers' Trainer (pretraining, SFT, reward models).
 
-    The optimizer is the paper's everywhere (AdamW beta 0.9 / 0.95, eps 1e-5, clip 1.0; PIPELINE.md §2) with a
+    The optimizer is the paper's everywhere (AdamW beta 0.9 / 0.95, eps 1e-5, clip 1.0; docs/method.md §2) with a
     cosine schedule that decays to `min_lr_ratio` of the peak. Each stage sets its own defaults on top.
     """
 

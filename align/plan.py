@@ -201,7 +201,7 @@ class ModelRole:
 
 
 def stage_models(stage: str, lora: bool = False, shared_value_head: bool = False) -> list[ModelRole]:
-    """The models a stage holds at once (PIPELINE.md §5-7); PPO's value model is a head on the policy (no model
+    """The models a stage holds at once (docs/method.md §5-7); PPO's value model is a head on the policy (no model
     of its own) with `shared_value_head`."""
     if stage in ("pretrain", "sft"):
         return [ModelRole("policy", "lm", True)]

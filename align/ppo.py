@@ -1,4 +1,4 @@
-"""PPO with the safety-gated reward and a per-token KL penalty (PIPELINE.md §7), on accelerate.
+"""PPO with the safety-gated reward and a per-token KL penalty (docs/method.md §7), on accelerate.
 
 One iteration (`PPOTrainer.step`), for a batch of prompts split over the processes:
 
@@ -111,7 +111,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 @dataclass
 class PPOConfig:
-    """PPO settings; defaults are the paper's (PIPELINE.md §7): AdamW (0.9, 0.95, eps 1e-5), weight decay 0.1,
+    """PPO settings; defaults are the paper's (docs/method.md §7): AdamW (0.9, 0.95, eps 1e-5), weight decay 0.1,
     grad clip 1.0, constant lr 1e-6, beta 0.01, clip range 0.2, batch 512 prompts, mini-batch 64, one gradient
     step per mini-batch. Field names follow TRL's former `PPOConfig` where it had one."""
 
@@ -176,7 +176,7 @@ class PPOConfig:
     response_length: int = field(default=128, metadata={"help": "longest sampled response in tokens"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling threshold"})
-    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
+    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of docs/method.md §7"})
     forward_batch_size: int = field(
         default=32,
         metadata={"help": "rows per no-grad forward / generate call: bounds the KV cache (align.plan's "

@@ -1,4 +1,4 @@
-"""Pretraining (PIPELINE.md §2): documents packed into full-length sequences, AdamW, cosine to 10% of peak.
+"""Pretraining (docs/method.md §2): documents packed into full-length sequences, AdamW, cosine to 10% of peak.
 
 Built on transformers' `Trainer` rather than a hand-written accelerate loop: the Trainer already resumes
 exactly (optimizer, scheduler, RNG states, and the data position by skipping the batches it had consumed),
@@ -153,7 +153,7 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> A
 
 
 def training_arguments(config: PretrainConfig) -> TrainingArguments:
-    """The paper's optimizer and schedule (PIPELINE.md §2) as `TrainingArguments`."""
+    """The paper's optimizer and schedule (docs/method.md §2) as `TrainingArguments`."""
     return TrainingArguments(**trainer_kwargs(config), warmup_steps=config.warmup_steps, dataloader_drop_last=True)
 
 

@@ -1,4 +1,4 @@
-"""Best-of-K rejection sampling (PIPELINE.md §6): sample K answers per prompt, keep the one the reward models
+"""Best-of-K rejection sampling (docs/method.md §6): sample K answers per prompt, keep the one the reward models
 like best.
 
 Prompts are taken in waves: the K answers of every prompt of a wave are sampled together with the KV cache
@@ -59,7 +59,7 @@ from .sources import describe_sources, require_source
 
 @dataclass
 class RejectionSamplingConfig:
-    """Rejection-sampling settings (PIPELINE.md §6): K samples per prompt, temperature, the two reward models."""
+    """Rejection-sampling settings (docs/method.md §6): K samples per prompt, temperature, the two reward models."""
 
     policy: str = field(default="", metadata={"help": "checkpoint of the current policy (the chat model)"})
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
@@ -74,7 +74,7 @@ class RejectionSamplingConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
-    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of PIPELINE.md §7"})
+    safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of docs/method.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
     generation_batch_size: int = field(
         default=64, metadata={"help": "answers per generation batch (rows of several prompts; K rows each)"}
@@ -159,7 +159,7 @@ def best_of_k(
     synced_gpus: bool = False,
 ) -> list[dict[str, Any]]:
     """Sample K answers to each prompt (all prompts' rows batched together, each row from its own seed), score
-    them with the reward sources, keep each prompt's best by reward (the gated reward of PIPELINE.md §7 by
+    them with the reward sources, keep each prompt's best by reward (the gated reward of docs/method.md §7 by
     default). Each result keeps every candidate's reward and each source's score (`<source>_scores`: the gate's
     two as sigmoids, others raw). `synced_gpus`: the policy is sharded, so every process steps generation until
     all are done."""

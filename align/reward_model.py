@@ -1,4 +1,4 @@
-"""Reward models (PIPELINE.md §5): helpfulness and safety, trained with the margin ranking loss on TRL.
+"""Reward models (docs/method.md §5): helpfulness and safety, trained with the margin ranking loss on TRL.
 
 The model is `AlignLlamaForSequenceClassification` initialised from the chat (SFT) checkpoint: the decoder
 weights are kept, the next-token head is dropped and a fresh scalar head reads the last token. TRL's

@@ -17,7 +17,7 @@ output (a logit):
 
 The spec names the sources and how they combine (`combine`):
 
-- "llama2_gate" (the default, PIPELINE.md §7): sources `helpfulness` and `safety`; the reward of an answer is
+- "llama2_gate" (the default, docs/method.md §7): sources `helpfulness` and `safety`; the reward of an answer is
   R_c = the safety score on safety prompts or when it falls below `safety_threshold`, the helpfulness score
   otherwise, on the sigmoids of their scores (`align.rewards.gated_reward`); PPO maximises whiten(logit(R_c)).
   Another source with a `weight` adds weight x score to logit(R_c);
@@ -350,7 +350,7 @@ class RewardScorer:
         return {name: source(prompts, answers).float().cpu() for name, source in self.sources.items()}
 
     def reward(self, scores: dict[str, torch.Tensor], is_safety: torch.Tensor) -> torch.Tensor:
-        """The reward of each answer: R_c under the gate (a probability, as in PIPELINE.md §7, moved on the logit
+        """The reward of each answer: R_c under the gate (a probability, as in docs/method.md §7, moved on the logit
         scale by weighted extra sources), else the weighted sum or minimum of the scores."""
         spec = self.spec
         weighted = {name: spec.weight(name) * scores[name] for name in scores if name not in GATE_SOURCES or

@@ -1,10 +1,10 @@
 """Reward math and reward-model scoring shared by the reward-model, rejection-sampling and PPO stages.
 
-- `margin_for_strength(strength, scheme)`: the preference-strength margins of PIPELINE.md §5 (Llama 2, Table 28);
+- `margin_for_strength(strength, scheme)`: the preference-strength margins of docs/method.md §5 (Llama 2, Table 28);
 - `ranking_loss(chosen, rejected, margin)`: -log sigmoid(r_c - r_r - m), the binary ranking loss with margin;
 - `score(model, tokenizer, prompts, responses)`: one batched pass of a reward model over (prompt, response)
   pairs in the chat format, returning the raw scalar and its sigmoid;
-- `gated_reward`, `logit`, `whiten`, `ppo_reward`: the safety-gated reward of PIPELINE.md §7 and the
+- `gated_reward`, `logit`, `whiten`, `ppo_reward`: the safety-gated reward of docs/method.md §7 and the
   whiten(logit(R_c)) that PPO maximizes (the KL penalty is added per token by `align.ppo`).
 """
 
@@ -21,7 +21,7 @@ from .data.preferences import MARGINS, margin_for_strength  # noqa: F401  (the s
 
 
 def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Mean of -log sigmoid(r_chosen - r_rejected - margin) over the batch (PIPELINE.md §5)."""
+    """Mean of -log sigmoid(r_chosen - r_rejected - margin) over the batch (docs/method.md §5)."""
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
@@ -84,7 +84,7 @@ def gated_reward(
     is_safety: torch.Tensor,
     threshold: float = SAFETY_THRESHOLD,
 ) -> torch.Tensor:
-    """R_c of PIPELINE.md §7 (Llama 2 paper, eq. in §3.2.3): the safety RM's score on safety prompts or when it
+    """R_c of docs/method.md §7 (Llama 2 paper, eq. in §3.2.3): the safety RM's score on safety prompts or when it
     falls below `threshold`, the helpfulness RM's score otherwise. Scores are sigmoids in (0, 1), all (N,)."""
     use_safety = is_safety.bool() | (safety_score < threshold)
     return torch.where(use_safety, safety_score, helpful_score)
@@ -121,5 +121,5 @@ def ppo_reward(
     is_safety: torch.Tensor,
     threshold: float = SAFETY_THRESHOLD,
 ) -> torch.Tensor:
-    """The per-sequence PPO reward of PIPELINE.md §7 before the KL penalty: whiten(logit(R_c))."""
+    """The per-sequence PPO reward of docs/method.md §7 before the KL penalty: whiten(logit(R_c))."""
     return whiten(logit(gated_reward(safety_score, helpful_score, is_safety, threshold)))

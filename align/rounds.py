@@ -1,4 +1,4 @@
-"""Iterative RLHF rounds (PIPELINE.md §8): the orchestrator behind `recipes/rlhf_round.py --round N`.
+"""Iterative RLHF rounds (docs/method.md §8): the orchestrator behind `recipes/rlhf_round.py --round N`.
 
 Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >= 1:
 

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on the Llama 2 chat format (PIPELINE.md §4), on TRL's `SFTTrainer`.
+"""Supervised fine-tuning on the Llama 2 chat format (docs/method.md §4), on TRL's `SFTTrainer`.
 
 Dialogues are tokenized here with `align.data.tokenize_dialogue`, so the loss mask is ours and exact: every
 assistant answer (with its leading space and ` </s>`) is trained on, system and user tokens are masked. A record
@@ -147,7 +147,7 @@ def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> data
 
 
 def training_arguments(config: SFTConfig) -> trl.SFTConfig:
-    """TRL's `SFTConfig` for the stage settings (PIPELINE.md §4 defaults)."""
+    """TRL's `SFTConfig` for the stage settings (docs/method.md §4 defaults)."""
     return trl.SFTConfig(
         **trainer_kwargs(config),
         max_length=config.max_length,

@@ -1,6 +1,6 @@
 """Sharding models over the processes with torch's FSDP2 (`fully_shard`), for the RL stages.
 
-Llama 2 ran 70B PPO on FSDP (PIPELINE.md §7): the models did not fit whole on one GPU. PPO and rejection
+Llama 2 ran 70B PPO on FSDP (docs/method.md §7): the models did not fit whole on one GPU. PPO and rejection
 sampling use these helpers for the models they hold:
 
 - `shard_model(model)`: every decoder layer (the model's `_no_split_modules`, as transformers and

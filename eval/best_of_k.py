@@ -5,7 +5,7 @@
         --safety_rm runs/reward_model/world_small_safety/final --prompts 100 --k 16 --temperatures 0.7,1.0,1.3
 
 For each temperature, `align.rejection_sampling.best_of_k` samples K answers per prompt and scores them with the
-reward spec (`--reward`; by default the gated reward of PIPELINE.md §7 over `--helpfulness_rm` / `--safety_rm`). Printed and written to `<out>/best_of_k_eval.{json,png}`, per temperature and k:
+reward spec (`--reward`; by default the gated reward of docs/method.md §7 over `--helpfulness_rm` / `--safety_rm`). Printed and written to `<out>/best_of_k_eval.{json,png}`, per temperature and k:
 - the gated reward of the best and of the median of the first k samples (the paper's Figure 7);
 - the gold helpfulness of the answer best-of-k keeps (helpfulness prompts) and its violation rate (safety
   prompts): what the reward models' picks are truly worth;

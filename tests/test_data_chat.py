@@ -1,4 +1,4 @@
-"""Chat formats: Llama 2's (PIPELINE.md §3) exact strings and the SFT loss mask token by token; the same masks
+"""Chat formats: Llama 2's (docs/method.md §3) exact strings and the SFT loss mask token by token; the same masks
 under any template (ChatML, a template without generation markers)."""
 
 import re

@@ -1,4 +1,4 @@
-"""Ghost Attention dialogues (PIPELINE.md §4): instruction on every sampled turn, once in training, last answer."""
+"""Ghost Attention dialogues (docs/method.md §4): instruction on every sampled turn, once in training, last answer."""
 
 import random
 

@@ -1,4 +1,4 @@
-"""Chat formats: Llama 2's (PIPELINE.md §3) as a transformers chat template, and tokenization with loss masks
+"""Chat formats: Llama 2's (docs/method.md §3) as a transformers chat template, and tokenization with loss masks
 under any chat template (the user's tokenizer keeps its own; see `align.data.tokenizer.load_tokenizer`).
 
     <s>[INST] <<SYS>>
@@ -172,11 +172,11 @@ def answer_end_token_ids(tokenizer: Any) -> list[int]:
 
 
 def tokenize_dialogue(tokenizer: Any, messages: Sequence[Message], *, loss_on: str = "all") -> dict[str, list[int]]:
-    """Token ids of a dialogue and the mask of tokens that carry the SFT loss (PIPELINE.md §4), for any chat
+    """Token ids of a dialogue and the mask of tokens that carry the SFT loss (docs/method.md §4), for any chat
     template (`answer_mask`).
 
     `loss_on="all"`: every assistant answer and its `</s>` (system and user tokens masked).
-    `loss_on="last"`: only the last assistant answer (Ghost Attention samples, PIPELINE.md §4 step 3).
+    `loss_on="last"`: only the last assistant answer (Ghost Attention samples, docs/method.md §4 step 3).
     Returns `input_ids` and `assistant_masks` (1 = trained on), the columns TRL's SFT collator reads.
     """
     if loss_on not in ("all", "last"):

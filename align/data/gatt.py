@@ -1,4 +1,4 @@
-"""Ghost Attention (GAtt) training dialogues (PIPELINE.md §4; Llama 2 paper §3.3).
+"""Ghost Attention (GAtt) training dialogues (docs/method.md §4; Llama 2 paper §3.3).
 
 Given the user turns of a dialogue and a system instruction `inst` (act as a character, answer in a style,
 only talk about a topic, or a combination):

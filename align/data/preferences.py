@@ -1,7 +1,7 @@
 """Preference pairs from the public formats, as one `datasets.Dataset` every reward-model stage reads.
 
 `load_preferences(source, format="auto", target=...)` returns TRL's conversational preference format plus the
-Llama 2 annotations (PIPELINE.md §5):
+Llama 2 annotations (docs/method.md §5):
 
     prompt     list of messages, ending with a user turn (an optional system message first)
     chosen     [{"role": "assistant", "content": ...}]
@@ -52,7 +52,7 @@ FORMATS = ("auto", "trl", "hh-rlhf", "pku-saferlhf", "ultrafeedback")
 TARGETS = ("helpfulness", "safety")
 COLUMNS = ("prompt", "chosen", "rejected", "strength", "is_safety", "margin", "source")
 
-# Llama 2 paper, Table 28 (PIPELINE.md §5): margin by annotator strength, for the "small" and "large" schemes.
+# Llama 2 paper, Table 28 (docs/method.md §5): margin by annotator strength, for the "small" and "large" schemes.
 MARGINS: dict[str, dict[str, float]] = {
     "none": {strength: 0.0 for strength in STRENGTHS},
     "small": {

@@ -23,7 +23,7 @@ def llama_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
 
 
 # Model sizes are data (litgpt's `config.py` style). Source of the paper sizes: Touvron et al. 2023, Table 1 and
-# the released params.json files; see ../shared/PIPELINE.md §1. The CPU presets are ours.
+# the released params.json files; see docs/method.md §1. The CPU presets are ours.
 # fmt: off
 PRESETS: dict[str, dict[str, int]] = {
     # Paper sizes. vocab 32,000, context 4096, head_dim 128.
@@ -71,7 +71,7 @@ _LLAMA_FIXED_OPTIONS = {"hidden_act": "silu", "attention_bias": False, "mlp_bias
 
 
 class AlignLlamaConfig(PretrainedConfig):
-    """Configuration of a Llama-2-style decoder (PIPELINE.md §1).
+    """Configuration of a Llama-2-style decoder (docs/method.md §1).
 
     Defaults are the 7B model. Use `AlignLlamaConfig.from_preset("70b")` for the paper sizes or `"tiny"` /
     `"small"` for CPU work; keyword overrides apply on top of a preset.

@@ -4,7 +4,7 @@
   the parameter names are the same and `AlignLlamaConfig` folds a `model_type: llama` config into its own.
 - `export_to_llama(model, dir)` writes a plain `LlamaForCausalLM` directory (weights, config and the tokenizer)
   for tools that only know Llama.
-- `convert_mha_to_gqa(model, n)` is the checkpoint conversion of Ainslie et al. 2023 (PIPELINE.md §1).
+- `convert_mha_to_gqa(model, n)` is the checkpoint conversion of Ainslie et al. 2023 (docs/method.md §1).
 """
 
 from __future__ import annotations

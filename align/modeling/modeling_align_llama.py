@@ -1,4 +1,4 @@
-"""The Llama 2 decoder (PIPELINE.md §1) as transformers `PreTrainedModel`s.
+"""The Llama 2 decoder (docs/method.md §1) as transformers `PreTrainedModel`s.
 
 One file you can hold in your head, in the spirit of nanoGPT's `model.py`, written the way transformers' own
 `modeling_llama.py` is (parameter names, the `cache` argument, the attention interface, `create_causal_mask`), so
@@ -419,7 +419,7 @@ def last_token_index(
 class AlignLlamaForSequenceClassification(AlignLlamaPreTrainedModel):
     """Decoder with a linear head on the last non-padding token: the reward model and the PPO value model.
 
-    With `num_labels=1` (the reward models of PIPELINE.md §5), `logits` is (B, 1): the scalar reward.
+    With `num_labels=1` (the reward models of docs/method.md §5), `logits` is (B, 1): the scalar reward.
     """
 
     def __init__(self, config: AlignLlamaConfig) -> None:

@@ -8,7 +8,7 @@ model, and measures, with the judges `align.rounds.Rounds.evaluation_setup()` na
   world's gold scorers, which also judge the win rates;
 - on real data: win rates judged by held-out judges (reward models trained on the held-out pairs, or the
   user's judge models; never the round's own reward models, which the policy was optimised against), by the
-  gated reward of PIPELINE.md §7; the violation rate on the safety prompts (the held-out safety judge's score
+  gated reward of docs/method.md §7; the violation rate on the safety prompts (the held-out safety judge's score
   below the §7 threshold, 0.15); no gold metrics;
 - always: the mean answer length in tokens, and both reward models' accuracy by preference strength on the
   held-out pairs (in round 1 the base reward models' too, as round 0).
@@ -107,7 +107,7 @@ def gold_judgements(prompts: list[dict[str, Any]], answers: dict[str, list[str]]
 def judge_judgements(
     prompts: list[dict[str, Any]], answers: dict[str, list[str]], judges: dict[str, Path]
 ) -> tuple[dict, dict]:
-    """Held-out judges' gated reward of every answer (PIPELINE.md §7), and each model's violation rate on the
+    """Held-out judges' gated reward of every answer (docs/method.md §7), and each model's violation rate on the
     safety prompts (the safety judge's score below the §7 threshold)."""
     tokenizer = load_tokenizer(judges["helpfulness"])
     helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(judges[t]).to(DEVICE)

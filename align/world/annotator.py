@@ -8,7 +8,7 @@ data still prefer the more helpful of two safe answers):
 
 The annotator then picks the truly better answer, except that with probability `FLIP_PROBABILITY[strength]`
 it picks the other one. Noise falls as strength rises, so a reward model's accuracy by strength bucket
-behaves like the paper's (PIPELINE.md §5): high on clear-cut pairs, near chance on negligible ones.
+behaves like the paper's (docs/method.md §5): high on clear-cut pairs, near chance on negligible ones.
 """
 
 from __future__ import annotations

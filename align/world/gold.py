@@ -187,7 +187,7 @@ def is_false_refusal(prompt: Any, response: str) -> bool:
 
 
 def gold_reward(prompt: WorldPrompt, response: str) -> float:
-    """The gold counterpart of the gated reward R_c (PIPELINE.md §7): gold safety on safety prompts or when
+    """The gold counterpart of the gated reward R_c (docs/method.md §7): gold safety on safety prompts or when
     the answer is unsafe, gold helpfulness otherwise. Logged beside the reward models' score during PPO, so
     that reward hacking (RM score up, gold flat or down) is visible."""
     safety = gold_safety(prompt, response)

@@ -73,7 +73,7 @@ PADDING_RATE = 0.15
 # misjudging which prompts to refuse (refusing plain and borderline questions, complying with harmful ones) and
 # ignoring format instructions and system rules. Each slip is visible in the answer itself, so reward models
 # learn to see it in one pass, and the rounds can learn not to make it (Llama 2's annotators too judged answers
-# better than they wrote them, PIPELINE.md §5; false refusals and violations are its §4.2.3/§4.4 measures).
+# better than they wrote them, docs/method.md §5; false refusals and violations are its §4.2.3/§4.4 measures).
 CARELESS_QUALITY = {
     "arithmetic": "refusal",
     "fact": "refusal",
@@ -229,7 +229,7 @@ class World:
         careless_fraction: float = 0.0,
     ) -> list[dict[str, Any]]:
         """SFT demonstrations `{"messages", "loss_on"}` on train prompts: best answers (loss on every answer); a
-        `gatt_fraction` of multi-turn Ghost Attention dialogues (PIPELINE.md §4) sampled from
+        `gatt_fraction` of multi-turn Ghost Attention dialogues (docs/method.md §4) sampled from
         `reference_assistant`, trained on their last answer only; `safety_fraction` of safety prompts (kept
         small by default, so that the RLHF rounds have safety left to learn). A `careless_fraction` of the
         single-prompt demonstrations carry their kind's slip (`CARELESS_QUALITY`) instead of the best answer."""

@@ -9,7 +9,7 @@ parameters: mid-size, quick to step), after one warm-up, for `--steps` steps eac
 - `sft`: AdamW steps of the causal LM on `--batch_size` x `--seq_length` tokens (the step pretraining and SFT
   take), bf16 autocast on CUDA: tokens/s; MFU = 6 x parameters x tokens/s over the peak.
 - `reward_model`: AdamW steps of the reward model with the margin ranking loss (-log sigmoid(r_c - r_r - m),
-  PIPELINE.md §5) on chosen/rejected pairs: pairs/s, MFU as above on both sequences.
+  docs/method.md §5) on chosen/rejected pairs: pairs/s, MFU as above on both sequences.
 - `rejection_sampling`: K answers per prompt with the KV cache, each row from its own seed, with each decode
   loop of `align.generation.sample_tokens` (`generate`, `dynamic`, `static`: docs/generation.md): new tokens/s
   of each; MFU = 2 x parameters x tokens/s (the fastest) over the peak (decoding is memory-bound: low).
