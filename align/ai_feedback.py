@@ -176,7 +176,7 @@ def load_annotator(value: str, device: str | torch.device = "cpu", template: str
         return JudgeAnnotator(path, template, device=device)
     if kind == "rm":
         return RewardModelAnnotator(path, device=device)
-    raise ValueError(f"annotator: {value!r} is a person; the page (recipes/annotate.py) is theirs")
+    raise ValueError(f"annotator: {value!r} is a person; the page (`align annotate`) is theirs")
 
 
 def annotate_batch(batch_path: str | Path, out_path: str | Path, annotator: Any) -> dict[str, Any]:

@@ -514,7 +514,7 @@ def require_reward_model_dir(path: str | os.PathLike, what: str = "reward model"
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise ValueError(
             f"{what}: {path} is not a reward model (architectures {architectures}); expected one trained by "
-            "recipes/reward_model.py (a ForSequenceClassification checkpoint)"
+            "align reward-model (a ForSequenceClassification checkpoint)"
         )
     names = [name for file in weight_files(path, what) for name in tensor_names(file, what)]
     if not any(name.split(".")[-2:] == ["score", "weight"] for name in names):

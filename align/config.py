@@ -58,7 +58,17 @@ class _OneLineParser(HfArgumentParser):
         raise ConfigError(message)
 
 
+# Option names users bring from TRL / transformers scripts, and align's name for the same setting.
+FAMILIAR_NAMES = {"learning_rate": "lr", "num_epochs": "num_train_epochs", "epochs": "num_train_epochs",
+                  "batch_size": "per_device_batch_size", "per_device_train_batch_size": "per_device_batch_size",
+                  "model_name_or_path": "model", "dataset_name": "dataset", "max_seq_length": "max_length"}  # fmt: skip
+
+
 def _suggest(name: str, known: list[str]) -> str:
+    dashes = "--" if name.startswith("--") else ""
+    familiar = FAMILIAR_NAMES.get(name.lstrip("-"))
+    if familiar and dashes + familiar in known:
+        return f" (did you mean {dashes + familiar!r}?)"
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -2,6 +2,7 @@
 
     python -m align.launch recipes/sft.py --config recipes/configs/sft/world_small.yaml
     python -m align.launch --multi_gpu --num_processes 8 recipes/rlhf_round.py --round 2 ...
+    python -m align.launch --multi_gpu --num_processes 8 -m align round 2 ...       # the align command
 
 The options are `accelerate launch`'s, unchanged (its config file too). The difference is what a failed recipe
 leaves: `accelerate launch` turns every failure of the script into its own, exit status 1 with a traceback of

@@ -104,7 +104,7 @@ STAGE_CONFIGS = {
 ROUND_MODEL = "round:"
 ROUNDS_REWARD_HELP = (
     "how rejection sampling and PPO score answers in every round: a reward spec (a mapping, JSON or .yaml file, "
-    "as recipes/ppo.py takes) whose sources may be `{model: round:helpfulness}` / `{model: round:safety}`, the "
+    "as `align ppo` takes) whose sources may be `{model: round:helpfulness}` / `{model: round:safety}`, the "
     "round's own reward models, besides functions, servers and fixed models (default: the Llama 2 gate over the "
     "round's two reward models)"
 )
@@ -222,7 +222,7 @@ class RoundsConfig:
     reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_REWARD_HELP})
     annotator: str = field(
         default="human",
-        metadata={"help": "who labels a round's comparison batch on real data: human (recipes/annotate.py, or any "
+        metadata={"help": "who labels a round's comparison batch on real data: human (align annotate, or any "
                           "tool writing annotated.jsonl), judge:<chat model dir> or rm:<reward model dir> (AI "
                           "feedback, align.ai_feedback)"},
     )  # fmt: skip
@@ -291,7 +291,7 @@ class RoundsConfig:
         world_hint = "; or 'world' to use the demo's"
         if not (self.sft_model or getattr(self, "from_hub", None)):
             raise ValueError(
-                "sft_model: required when the rounds run on your own data: your chat model (recipes/sft.py "
+                "sft_model: required when the rounds run on your own data: your chat model (align sft "
                 "makes one); leave out every data option for the demo"
             )
         needed = {
