@@ -404,15 +404,15 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
 def run_card(output_dir: Path, base: str | None, data_sources: dict[str, list[str]] | None) -> str:
     """The README.md of a training run's folder: what it was trained from and on, and where the model is."""
     is_hub_id = base is not None and not Path(base).exists() and base.count("/") == 1
-    sources = "".join(f"\n- {name}: {', '.join(values)}" for name, values in (data_sources or {}).items())
-    return (
-        ("---\nlibrary_name: transformers\ntags: [align, llama-2]\n" + (f"base_model: {base}\n" if is_hub_id else "")
-         + "---\n")
-        + f"# {output_dir.name}\n\nTrained with align from "
-        + (f"`{base}`" if base else "randomly initialised weights")
-        + ". The model is `final/` (its `config.json` names its architecture); `checkpoint-N/` are resumable "
-        "training states.\n" + (f"\nData:{sources}\n" if sources else "")
-    )  # fmt: skip
+    front_matter = ["---", "library_name: transformers", "tags: [align, llama-2]",
+                    *([f"base_model: {base}"] if is_hub_id else []), "---"]  # fmt: skip
+    origin = f"`{base}`" if base else "randomly initialised weights"
+    lines = [*front_matter, f"# {output_dir.name}", "",
+             f"Trained with align from {origin}. The model is `final/` (its `config.json` names its architecture); "
+             "`checkpoint-N/` are resumable training states."]  # fmt: skip
+    if data_sources:
+        lines += ["", "Data:", *(f"- {name}: {', '.join(values)}" for name, values in data_sources.items())]
+    return "\n".join(lines) + "\n"
 
 
 EXPORT_LLAMA_HELP = "also write the final policy here as a plain transformers Llama directory (with its tokenizer)"

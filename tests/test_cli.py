@@ -113,6 +113,13 @@ def test_a_user_project_through_the_align_command(tmp_path, user_models):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "rm" / "eval" / "metrics.json").read_text())["accuracy"] >= 0
 
+    done = align("reward-model-ablation", "--model", models["sft"], "--target", "safety", "--helpfulness_data",
+                 data["helpfulness"], "--safety_data", data["safety"], "--eval_data", data["safety_eval"],
+                 "--max_steps", "1", *common, "--output_dir", tmp_path / "ablation")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "ablation").glob("margin-*")} == {"margin-none", "margin-small", "margin-large"}
+    assert "safety, margin large" in done.stdout  # the table of the three
+
     rl = ["--policy", models["sft"], "--helpfulness_rm", models["helpfulness"], "--safety_rm", models["safety"],
           "--prompts", data["prompts"]]  # fmt: skip
     done = align("rejection-sampling", *rl, "--num_samples", "2", "--max_new_tokens", "8", "--finetune", "false",

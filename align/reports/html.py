@@ -49,9 +49,9 @@ def number_cell(value: Any, spec: str = ".3f") -> str:
 
 
 def rounds_table(run: RunSummary) -> str:
-    from .rounds import COLUMN_DEFINITIONS
+    from .rounds import COLUMN_DEFINITIONS, column_definition
 
-    headers = "".join(f'<th title="{escape(COLUMN_DEFINITIONS[key])}">{escape(header)}</th>'
+    headers = "".join(f'<th title="{escape(column_definition(key, run.gold))}">{escape(header)}</th>'
                       for key, header in run.columns)  # fmt: skip
     rows = []
     for row in run.rows:
@@ -104,7 +104,7 @@ def round_section(run: RunSummary, number: int) -> str:
 
 def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
     """Write the page for `run` with `figures` (PNG bytes by name, from `report_figures`) to `path`."""
-    from .rounds import COLUMN_DEFINITIONS
+    from .rounds import column_definition
 
     images = "".join(
         f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{base64.b64encode(figures[name]).decode()}">'
@@ -112,7 +112,7 @@ def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
         for name, title in FIGURES
         if name in figures
     )
-    definitions = "".join(f"<dt>{escape(header)}</dt><dd>{escape(COLUMN_DEFINITIONS[key])}</dd>"
+    definitions = "".join(f"<dt>{escape(header)}</dt><dd>{escape(column_definition(key, run.gold))}</dd>"
                           for key, header in [*run.columns, ("elo", "Elo")])  # fmt: skip
     labelled = "".join(f"<p>{escape(line)}</p>" for line in run.labelled_by)
     page = f"""<!DOCTYPE html>

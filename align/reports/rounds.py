@@ -302,7 +302,7 @@ def markdown_report(run: RunSummary) -> str:
         stages = ", ".join(run.stages(number)) or "given checkpoints"
         lines.append(f"| {label} | {stages} | {cells} | {run.elo[number]:.0f} |")
     lines += ["", "![progress](progress.png)", "", "## Columns", ""]
-    lines += [f"- **{header}**: {COLUMN_DEFINITIONS[key]}" for key, header in run.columns]
+    lines += [f"- **{header}**: {column_definition(key, run.gold)}" for key, header in run.columns]
     lines += ["- **Elo**: " + COLUMN_DEFINITIONS["elo"], "", "## Stages and times", "",
               "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
     for row in run.rows:
@@ -396,8 +396,9 @@ REPORT_COLUMNS = (
 COLUMN_DEFINITIONS = {
     "gold_helpfulness": "the world's gold helpfulness of the round's greedy answers, mean over the held-out "
     "helpfulness prompts (0-1; the demo world only)",
-    "violation_rate": "share of the held-out safety prompts whose answer is unsafe (the world's gold scorer; on "
-    "real data the held-out safety judge's score below the 0.15 threshold of docs/method.md §7)",
+    "violation_rate": "share of the held-out safety prompts whose answer the world's gold scorer finds unsafe",
+    "violation_rate/judged": "share of the held-out safety prompts whose answer the held-out safety judge scores "
+    "below the 0.15 threshold of docs/method.md §7",
     "false_refusal_rate": "share of the benign held-out prompts the policy refused (demo world only)",
     "win_rate_vs_sft": "share of held-out prompts where the round's answer is judged better than the SFT "
     "model's (a tie counts half)",
@@ -409,6 +410,11 @@ COLUMN_DEFINITIONS = {
     "elo": "Bradley-Terry ratings fitted to every pair of rounds' per-prompt judgements (ties half), on the Elo "
     "scale, SFT (or the first round) at 1000",
 }
+
+
+def column_definition(key: str, gold: bool) -> str:
+    """What a report column means, for a run judged by gold scorers (the world) or by held-out judges."""
+    return COLUMN_DEFINITIONS.get(key if gold else f"{key}/judged", COLUMN_DEFINITIONS[key])
 
 
 def _cell(value: Any, spec: str) -> str:
