@@ -27,7 +27,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .checkpoint import EXTEND_HELP, RESUME_HELP, release_run_locks
-from .io import DiskFullError, read_text
+from .io import DiskFullError, read_text, shipped_path
 from .reward_sources import RewardSourceError
 
 ConfigT = TypeVar("ConfigT")
@@ -74,8 +74,9 @@ def _suggest(name: str, known: list[str]) -> str:
 
 
 def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
-    """The YAML mapping of `path`, every key checked against the fields of `config_class`."""
-    path = Path(path)
+    """The YAML mapping of `path` (align's shipped `recipes/configs/...` from any folder), every key checked against
+    the fields of `config_class`."""
+    path = shipped_path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no file at {path}")
     try:

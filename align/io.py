@@ -82,6 +82,20 @@ def naming_a_full_disk(folder: str | os.PathLike, needed: int | None = None, wha
         ) from None
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout of an editable install (`pip install -e .`)
+
+
+def shipped_path(path: str | os.PathLike) -> Path:
+    """`path` itself, or, for a relative path under `recipes/` or `data/` (the configs and the demo's tokenizer that
+    align ships, which its defaults name) that is not found from the working folder, the same path in align's
+    checkout: `align round 3` then works from any folder, as a console command should."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] not in (("recipes",), ("data",)):
+        return path
+    shipped = CHECKOUT / path
+    return shipped if shipped.exists() else path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, then rename it into place."""
     atomic_write_bytes(path, text.encode())

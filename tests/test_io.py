@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,20 @@ def test_tables_are_json_objects_of_jsonl_json_and_parquet_files(tmp_path):
     (tmp_path / "bad.json").write_text('{"rows": []}')
     with pytest.raises(ValueError, match=r"bad.json: expected a JSON list of records"):
         load_table(str(tmp_path / "bad.json"))
+
+
+def test_shipped_configs_and_the_demo_tokenizer_are_found_from_any_folder(tmp_path, monkeypatch):
+    """The defaults name `recipes/configs/...` and `data/tokenizer`; a console command runs from the user's own
+    folder, where a file of the user's own under that name still wins."""
+    from align.config import load_yaml_config
+    from align.data import load_tokenizer
+    from align.io import shipped_path
+    from align.sft import SFTConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert load_yaml_config("recipes/configs/sft/world_small.yaml", SFTConfig)["dataset"] == "world"
+    assert len(load_tokenizer("data/tokenizer")) > 0
+    assert shipped_path("recipes/configs/nope.yaml") == Path("recipes/configs/nope.yaml")  # named as given if absent
+    (tmp_path / "recipes" / "configs" / "sft").mkdir(parents=True)
+    (tmp_path / "recipes" / "configs" / "sft" / "world_small.yaml").write_text("lr: 0.5\n")
+    assert load_yaml_config("recipes/configs/sft/world_small.yaml", SFTConfig) == {"lr": 0.5}

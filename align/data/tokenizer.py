@@ -27,7 +27,7 @@ import jinja2
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from ..io import read_text
+from ..io import read_text, shipped_path
 from .chat import LLAMA2_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str = "
 def load_tokenizer(path: str | os.PathLike, chat_template: str = "tokenizer") -> PreTrainedTokenizerBase:
     """Load a tokenizer directory (ours, Meta's Llama 2 or any other in Hugging Face format) ready for every
     stage, with the chat template `chat_template` asks for (module docstring)."""
-    path = Path(path)
+    path = shipped_path(path)  # the demo's data/tokenizer from any folder
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer: no directory at {path}")
     try:
