@@ -48,7 +48,7 @@ def test_report_md_defines_its_columns_and_gives_times_and_versions(tmp_path):
     report = write_report(write_run(tmp_path / "run")).read_text()
     assert "| 0 (SFT) | sft | 0.100 | 0.200 |" in report
     assert "## Columns" in report and "- **win vs SFT**: share of held-out prompts where" in report
-    assert "| 1 | collect | 10 |" in report and "| 2 | rejection_sampling | 33 |" in report
+    assert "| 1 | collect | 9.5 |" in report and "| 2 | rejection_sampling | 33 |" in report
     assert "- rounds 1, 2: torch 2.13.0, transformers 5.24.0" in report
     assert "- round 0: torch 2.12.0, transformers 5.23.0" in report  # what round 0 was trained with
     assert (tmp_path / "run" / "progress.png").stat().st_size > 0

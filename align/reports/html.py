@@ -87,13 +87,14 @@ def examples_table(run: RunSummary) -> str:
 
 def round_section(run: RunSummary, number: int) -> str:
     """A round's stages (time and the facts that are numbers or short text) and package versions."""
+    from .rounds import seconds_text
+
     rows = []
     for stage, facts in run.stages(number).items():
         shown = {k: v for k, v in facts.items() if k not in ("seconds", "versions", "config", "data_sources")
                  and isinstance(v, (int, float, str))}  # fmt: skip
         text = "; ".join(f"{k}: {format(v, '.4g') if isinstance(v, float) else v}" for k, v in shown.items())
-        seconds = facts.get("seconds")
-        rows.append(f"<tr><td>{escape(stage)}</td>{number_cell(seconds, '.0f') if seconds is not None else '<td></td>'}"
+        rows.append(f'<tr><td>{escape(stage)}</td><td class="number">{seconds_text(facts.get("seconds"))}</td>'
                     f"<td>{escape(text)}</td></tr>")  # fmt: skip
     versions = ", ".join(f"{k} {v}" for k, v in run.versions(number).items())
     stages = (f"<table><tr><th>stage</th><th>seconds</th><th>facts</th></tr>{''.join(rows)}</table>" if rows

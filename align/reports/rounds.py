@@ -307,8 +307,7 @@ def markdown_report(run: RunSummary) -> str:
               "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
     for row in run.rows:
         for stage, facts in run.stages(row["round"]).items():
-            seconds = facts.get("seconds")
-            lines.append(f"| {row['round']} | {stage} | {'' if seconds is None else f'{seconds:.0f}'} |")
+            lines.append(f"| {row['round']} | {stage} | {seconds_text(facts.get('seconds'))} |")
     rounds_by_versions: dict[str, list[str]] = {}
     for row in run.rows:
         versions = ", ".join(f"{k} {v}" for k, v in run.versions(row["round"]).items()) or "not recorded"
@@ -410,6 +409,11 @@ COLUMN_DEFINITIONS = {
     "elo": "Bradley-Terry ratings fitted to every pair of rounds' per-prompt judgements (ties half), on the Elo "
     "scale, SFT (or the first round) at 1000",
 }
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A stage's time: whole seconds, tenths under 10 s (tiny test runs), nothing for a given checkpoint."""
+    return "" if seconds is None else f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
 
 
 def column_definition(key: str, gold: bool) -> str:
