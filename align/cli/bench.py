@@ -11,11 +11,11 @@ Options after the name are the benchmark's own.
 
 import runpy
 import sys
-from pathlib import Path
 
 from ..config import exit_with_error
+from ..io import CHECKOUT
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "eval" / "bench"
+BENCH_DIR = CHECKOUT / "eval" / "bench"
 
 
 def benchmarks() -> dict[str, str]:

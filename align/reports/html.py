@@ -10,10 +10,9 @@ under. `align.reports.rounds.write_report` writes it next to `report.md`; `align
 from __future__ import annotations
 
 import base64
-import math
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..io import atomic_write_text
 
@@ -42,24 +41,22 @@ def round_label(number: int) -> str:
     return "SFT (round 0)" if number == 0 else f"round {number}"
 
 
-def number_cell(value: Any, spec: str = ".3f") -> str:
-    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
-        return f'<td class="number">{format(value, spec)}</td>'
-    return "<td></td>"
+def number_cell(text: str) -> str:
+    return f'<td class="number">{escape(text)}</td>'
 
 
 def rounds_table(run: RunSummary) -> str:
-    from .rounds import COLUMN_DEFINITIONS, column_definition
+    from .rounds import COLUMN_DEFINITIONS, column_definition, metric_text
 
     headers = "".join(f'<th title="{escape(column_definition(key, run.gold))}">{escape(header)}</th>'
                       for key, header in run.columns)  # fmt: skip
     rows = []
     for row in run.rows:
         number = row["round"]
-        cells = "".join(number_cell(row.get(key), ".1f" if key == "answer_length" else ".3f") for key, _ in run.columns)
+        cells = "".join(number_cell(metric_text(key, row.get(key))) for key, _ in run.columns)
         stages = ", ".join(run.stages(number)) or "given checkpoints"
         rows.append(f'<tr data-round="{number}"><td><a href="#round-{number}">{escape(round_label(number))}</a></td>'
-                    f"<td>{escape(stages)}</td>{cells}{number_cell(run.elo[number], '.0f')}</tr>")  # fmt: skip
+                    f"<td>{escape(stages)}</td>{cells}{number_cell(format(run.elo[number], '.0f'))}</tr>")  # fmt: skip
     elo_title = escape(COLUMN_DEFINITIONS["elo"])
     return (f'<table id="rounds"><tr><th>round</th><th>stages</th>{headers}<th title="{elo_title}">Elo</th></tr>'
             + "".join(rows) + "</table>")  # fmt: skip
@@ -94,7 +91,7 @@ def round_section(run: RunSummary, number: int) -> str:
         shown = {k: v for k, v in facts.items() if k not in ("seconds", "versions", "config", "data_sources")
                  and isinstance(v, (int, float, str))}  # fmt: skip
         text = "; ".join(f"{k}: {format(v, '.4g') if isinstance(v, float) else v}" for k, v in shown.items())
-        rows.append(f'<tr><td>{escape(stage)}</td><td class="number">{seconds_text(facts.get("seconds"))}</td>'
+        rows.append(f"<tr><td>{escape(stage)}</td>{number_cell(seconds_text(facts.get('seconds')))}"
                     f"<td>{escape(text)}</td></tr>")  # fmt: skip
     versions = ", ".join(f"{k} {v}" for k, v in run.versions(number).items())
     stages = (f"<table><tr><th>stage</th><th>seconds</th><th>facts</th></tr>{''.join(rows)}</table>" if rows

@@ -45,7 +45,6 @@ from ..modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassificatio
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
 
-COLUMNS = ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft", "win_rate_vs_previous")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -80,6 +79,11 @@ def question(prompt: dict[str, Any]) -> str:
     """The last user turn of a prompt record (what the report shows next to the answers)."""
     turns = [m["content"] for m in prompt["prompt"] if m.get("role") == "user"]
     return turns[-1] if turns else ""
+
+
+def answer_records(prompts: list[dict[str, Any]], answers: list[str], judged: list[float]) -> list[dict[str, Any]]:
+    """One model's answers.jsonl records: prompt id, question, answer, judged score."""
+    return [{"id": p["id"], "question": question(p), "policy": a, "judge": j} for p, a, j in zip(prompts, answers, judged)]
 
 
 def wins(first: list[float], second: list[float]) -> float:
@@ -162,18 +166,10 @@ def evaluate_round(
         metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
                                              folder / f"reward_model_{target}", f"round {n} {target} RM",
                                              f"{target}_rm"))  # fmt: skip
-    atomic_write_jsonl(
-        folder / "answers.jsonl",
-        ({"id": p["id"], "question": question(p), "policy": a, "judge": j}
-         for p, a, j in zip(prompts, answers["policy"], judged["policy"])),
-    )  # fmt: skip
+    atomic_write_jsonl(folder / "answers.jsonl", answer_records(prompts, answers["policy"], judged["policy"]))
     if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
-        atomic_write_jsonl(
-            round_zero / "sft_answers.jsonl",
-            ({"id": p["id"], "question": question(p), "policy": a, "judge": j}
-             for p, a, j in zip(prompts, answers["sft"], judged["sft"])),
-        )
+        atomic_write_jsonl(round_zero / "sft_answers.jsonl", answer_records(prompts, answers["sft"], judged["sft"]))
         sft_metrics = {"round": 0, **quality["sft"], "answer_length": lengths["sft"], "judge": judge}
         for target in ("helpfulness", "safety"):
             if f"base_{target}" in checkpoints:
@@ -298,7 +294,7 @@ def markdown_report(run: RunSummary) -> str:
     for row in run.rows:
         number = row["round"]
         label = "0 (SFT)" if number == 0 else str(number)
-        cells = " | ".join(_cell(row.get(key), ".1f" if key == "answer_length" else ".3f") for key, _ in run.columns)
+        cells = " | ".join(metric_text(key, row.get(key)) for key, _ in run.columns)
         stages = ", ".join(run.stages(number)) or "given checkpoints"
         lines.append(f"| {label} | {stages} | {cells} | {run.elo[number]:.0f} |")
     lines += ["", "![progress](progress.png)", "", "## Columns", ""]
@@ -335,6 +331,11 @@ def report_figures(run: RunSummary) -> dict[str, bytes]:
         axis.set_xticks(numbers, ["SFT" if n == 0 else str(n) for n in numbers])  # whole rounds, no 0.5 ticks
         axis.set_xlabel("round")
 
+    def elo_line(axis: Any, title: str) -> None:
+        axis.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
+        axis.set(ylabel="Elo", title=title)
+        round_axis(axis, sorted(run.elo))
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in ("gold_helpfulness", "violation_rate", "false_refusal_rate", "win_rate_vs_sft"):
         points = [(row["round"], row[key]) for row in run.rows if isinstance(row.get(key), (int, float))]
@@ -343,9 +344,7 @@ def report_figures(run: RunSummary) -> dict[str, bytes]:
     left.set(ylim=(0, 1), title="gold metrics" if run.gold else "held-out judges' metrics")
     round_axis(left, rounds)
     left.legend(fontsize=8)
-    right.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
-    right.set(ylabel="Elo", title="Elo across rounds (SFT = 1000)")
-    round_axis(right, sorted(run.elo))
+    elo_line(right, "Elo across rounds (SFT = 1000)")
     figures["progress"] = png(figure)
 
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
@@ -361,9 +360,7 @@ def report_figures(run: RunSummary) -> dict[str, bytes]:
     figures["win_rates"] = png(figure)
 
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
-    axis.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
-    axis.set(ylabel="Elo", title="Elo of every round against all others")
-    round_axis(axis, sorted(run.elo))
+    elo_line(axis, "Elo of every round against all others")
     figures["elo"] = png(figure)
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
@@ -421,9 +418,10 @@ def column_definition(key: str, gold: bool) -> str:
     return COLUMN_DEFINITIONS.get(key if gold else f"{key}/judged", COLUMN_DEFINITIONS[key])
 
 
-def _cell(value: Any, spec: str) -> str:
+def metric_text(key: str, value: Any) -> str:
+    """A report cell: a metric to 3 decimals (answer length to 1), empty where a round has none."""
     if isinstance(value, (int, float)):
-        return "" if math.isnan(value) else format(value, spec)
+        return "" if math.isnan(value) else format(value, ".1f" if key == "answer_length" else ".3f")
     return "" if value is None else str(value)
 
 
