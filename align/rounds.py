@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -170,6 +171,18 @@ class RoundsConfig:
     rejection_sampling_config: str = field(
         default="recipes/configs/rlhf_round/rejection_sampling.yaml", metadata={"help": "YAML"}
     )
+    rejection_sampling_pool: str = field(
+        default="all",
+        metadata={"help": "the kept answers each round's rejection-sampling fine-tune trains on: 'all' (this "
+                          "round's and every earlier round's, docs/method.md §6) or 'latest' (this round's only; "
+                          "the policy it starts from already learnt the earlier ones)"},
+    )  # fmt: skip
+    rejection_sampling_temperatures: str | None = field(
+        default=None,
+        metadata={"help": "rejection sampling's temperature per round, comma-separated ('1.0,0.7': round 1 at 1.0, "
+                          "rounds 2.. at 0.7; the last repeats), over the YAML's (the paper rescales it per "
+                          "round, docs/method.md §6)"},
+    )  # fmt: skip
     ppo_config: str = field(default="recipes/configs/rlhf_round/ppo.yaml", metadata={"help": "YAML"})
     ppo_from_round: int = field(default=4, metadata={"help": "first round with PPO on top of rejection sampling"})
     prompts: str | None = field(
@@ -200,6 +213,12 @@ class RoundsConfig:
     eval_batch_size: int = field(
         default=64, metadata={"help": "prompts per greedy generate call of the evaluation (split over processes)"}
     )
+    diagnostic_samples: int = field(
+        default=8,
+        metadata={"help": "world only: answers sampled per held-out prompt to measure the policy's ceiling (oracle "
+                          "best-of-K by gold), what the reward models' pick captures of it and their accuracy on "
+                          "the policy's own pairs (align.world.diagnostics); 0 turns it off"},
+    )  # fmt: skip
     pairs_per_round: int = field(
         default=400, metadata={"help": "prompts labelled per data set and round (world), or per comparison batch"}
     )
@@ -246,11 +265,23 @@ class RoundsConfig:
                 raise ValueError(f"{name}: expected a path with '{{round}}' in it (or 'world'), got {value!r}")
         if (self.helpfulness_pairs == WORLD) != (self.safety_pairs == WORLD):
             raise ValueError("helpfulness_pairs and safety_pairs: 'world' for both (the world's annotator) or neither")
+        if self.rejection_sampling_temperatures is not None:
+            try:
+                temperatures = [float(t) for t in self.rejection_sampling_temperatures.split(",")]
+            except ValueError:
+                temperatures = []
+            if not temperatures or not all(0 < t < math.inf for t in temperatures):
+                raise ValueError("rejection_sampling_temperatures: expected positive numbers like '1.0,0.7', got "
+                                 f"{self.rejection_sampling_temperatures!r}")  # fmt: skip
+        if self.rejection_sampling_pool not in ("all", "latest"):
+            raise ValueError(f"rejection_sampling_pool: expected 'all' or 'latest', got {self.rejection_sampling_pool!r}")
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
         for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "annotation_max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.diagnostic_samples == 1 or self.diagnostic_samples < 0:
+            raise ValueError(f"diagnostic_samples: 0 (off) or at least 2, got {self.diagnostic_samples}")
         for name in ("helpfulness_format", "safety_format", "eval_format", "pairs_format"):
             if getattr(self, name) is not None and getattr(self, name) not in FORMATS:
                 raise ValueError(f"{name}: expected one of {list(FORMATS)}, got {getattr(self, name)!r}")
@@ -262,6 +293,10 @@ class RoundsConfig:
             raise ValueError(f"annotation_temperatures: expected two positive numbers like '1.0,0.7', got "
                              f"{self.annotation_temperatures!r}")  # fmt: skip
         self.overrides = parse_overrides(self.overrides)
+        if self.rejection_sampling_temperatures is not None and "temperature" in self.overrides.get(
+            "rejection_sampling", {}
+        ):
+            raise ValueError("--rejection_sampling.temperature: give it or rejection_sampling_temperatures, not both")
         self.reward = parse_rounds_reward(self.reward)
         if parse_annotator(self.annotator)[0] != HUMAN and (not self.on_user_data or self.helpfulness_pairs):
             # Only a comparison batch is annotated; files or the world's annotator would leave the option unused.
@@ -734,6 +769,8 @@ class Rounds:
             tuned = self.run_stage(n, "ppo", lambda folder: self.ppo(n, new_policy, models, folder))
             new_policy = Path(tuned["final"])
         checkpoints = {"policy": new_policy, "previous_policy": policy, "sft": self.sft_model, **models}
+        if new_policy != Path(sampled["final"]):  # PPO ran: its rejection-sampled start is judged beside it
+            checkpoints["rejection_sampled"] = Path(sampled["final"])
         if n == 1 and self.config.reward_model_init == "previous":
             checkpoints.update({f"base_{t}": self.base_reward_models[t] for t in TARGETS})
         if self.evaluate_round is not None:
@@ -887,6 +924,14 @@ class Rounds:
         return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent),
                 **stage_done_facts(folder)}  # fmt: skip
 
+    def rejection_sampling_temperature(self, n: int) -> dict[str, float]:
+        """Round `n`'s sampling temperature from `rejection_sampling_temperatures` (the last repeats), as a
+        field of the stage's config; empty when the YAML's (or an override's) applies."""
+        if self.config.rejection_sampling_temperatures is None:
+            return {}
+        temperatures = [float(t) for t in self.config.rejection_sampling_temperatures.split(",")]
+        return {"temperature": temperatures[min(n, len(temperatures)) - 1]}
+
     def rejection_sample(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
         from .rejection_sampling import RejectionSamplingConfig, finetune_settings, run_rejection_sampling
         from .sft import SFTConfig, sft
@@ -895,6 +940,7 @@ class Rounds:
             "rejection_sampling",
             RejectionSamplingConfig,
             self.config.rejection_sampling_config,
+            **self.rejection_sampling_temperature(n),
             policy=str(policy),
             **self.reward_fields(models),
             output_dir=str(folder),
@@ -904,7 +950,8 @@ class Rounds:
             **self.prompt_source(),
         )
         kept = run_rejection_sampling(config)
-        pool = [str(self.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in range(1, n)]
+        earlier = range(1, n) if self.config.rejection_sampling_pool == "all" else ()
+        pool = [str(self.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in earlier]
         finetune = SFTConfig(
             model=str(policy),
             output_dir=str(folder / "sft"),
@@ -979,5 +1026,6 @@ class Rounds:
                 "gold": source == WORLD,
                 "judges": getattr(self, "judges", None),
                 "held_out": held_out,
+                "diagnostic_samples": config.diagnostic_samples,
             }
         return self._evaluation_setup

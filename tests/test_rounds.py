@@ -63,8 +63,8 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     """From scratch (round 0 = pretraining + SFT) with the paper's variant (`reward_model_init: sft`): every
     round's reward models retrained from the chat model."""
     config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), ppo_from_round=2,
-                          pairs_per_round=60, reward_model_init="sft", world_eval_prompts=20,
-                          **stage_configs)  # fmt: skip
+                          pairs_per_round=60, reward_model_init="sft", world_eval_prompts=20, diagnostic_samples=2,
+                          rejection_sampling_temperatures="1.0,0.7", **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "demo"
     for stage in ("pretrain", "sft"):
@@ -81,6 +81,8 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert "round-2/collect/helpfulness.jsonl" in rm_config["helpfulness_data"]
     assert manifest["rounds"]["2"]["rejection_sampling"]["pooled"][0].endswith("round-1/rejection_sampling/kept.jsonl")
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
+    # The per-round temperatures: round 1 at the first, round 2 (and later) at the last.
+    assert [manifest["rounds"][n]["rejection_sampling"]["config"]["temperature"] for n in "12"] == [1.0, 0.7]
     assert "torch" in manifest["versions"]
     assert manifest["data_sources"] == {"all": ["world(seed=0)"]}  # the demo: no data options, the world's
     sft_done = json.loads((run / "round-0" / "sft" / "DONE.json").read_text())
@@ -91,13 +93,23 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
         metrics = json.loads((run / f"round-{n}" / "evaluate" / "metrics.json").read_text())
         assert 0 <= metrics["gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_sft"] <= 1
         assert metrics["judge"] == "gold" and "helpfulness_rm/accuracy" in metrics
+    # The diagnostics of every round (the SFT model's with the base RMs as round 0), and in the PPO round the
+    # rejection-sampled policy judged beside the PPO one.
+    for n, metrics in enumerate(json.loads((run / f"round-{n}" / "evaluate" / "metrics.json").read_text())
+                                for n in (1, 2)):  # fmt: skip
+        assert metrics["ceiling/oracle_best_of_2"] >= metrics["ceiling/one_sample"] >= 0, n
+        assert "gold_by_kind/arithmetic" in metrics
+    assert 0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
     sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
+    assert "ceiling/rm_best_of_2" in sft
     assert sft["round"] == 0 and 0 <= sft["gold_helpfulness"] <= 1 and 0 <= sft["violation_rate"] <= 1
     report = REPORT["write_report"](run).read_text()
     sft_row = next(line for line in report.splitlines() if line.startswith("| 0 (SFT) |"))
     assert f"| {sft['gold_helpfulness']:.3f} | {sft['violation_rate']:.3f} |" in sft_row
     assert sft_row.count("|") == report.splitlines()[4].count("|")  # as many cells as the header
     assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
+    why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
+    assert "| 0 (SFT) |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO win vs RS policy" in why
 
 
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
@@ -361,6 +373,11 @@ def test_bad_round_settings_are_one_line_errors(tmp_path):
         (["--ppo.lr", "fast"], "--ppo.lr: expected float, got 'fast'"),
         (["--ppo.policy", "x"], "--ppo.policy: set by the rounds"),
         (["--sampling.num_samples", "4"], "unknown stage 'sampling'"),
+        (["--rejection_sampling_temperatures", "hot"], "rejection_sampling_temperatures: expected positive"),
+        (["--rejection_sampling_temperatures", "1.0,0"], "rejection_sampling_temperatures: expected positive"),
+        (["--rejection_sampling_temperatures", "1.0", "--rejection_sampling.temperature", "0.7"], "not both"),
+        (["--rejection_sampling_pool", "some"], "rejection_sampling_pool: expected 'all' or 'latest'"),
+        (["--diagnostic_samples", "1"], "diagnostic_samples: 0 \\(off\\) or at least 2"),
     ):
         result = subprocess.run(
             [sys.executable, "recipes/rlhf_round.py", "--round", "1", "--sft_model", str(tmp_path / "missing"),
@@ -456,3 +473,34 @@ def test_your_own_model_and_data_end_to_end_without_the_world(tmp_path):
         for marker in ("[INST]", "<<SYS>>", "world(seed", "align.world", *TOWNS):
             assert marker not in text, marker
     assert "[rounds] prompts: " + data["prompts"] in rounds.stdout  # the sources are said at the start
+
+
+def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_models, stage_configs):
+    """The demo's premise at tiny scale: an SFT model that learnt a careless writer's refusals of harmless
+    questions, and two rounds of collection, reward-model updates and rejection sampling against the world's
+    annotator make its greedy answers better by gold (the direction, not a number)."""
+    from align.sft import SFTConfig, sft
+
+    careless = sft(SFTConfig(
+        model=str(pretrained), output_dir=str(tmp_path / "sft"), dataset="world", world_dialogues=400,
+        world_careless_fraction=0.5, max_length=512, num_train_epochs=2, lr=3e-3, per_device_batch_size=8,
+        gradient_accumulation_steps=1, logging_steps=100, save_steps=1000, warmup_ratio=0.05,
+    ))  # fmt: skip
+    world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                                        "helpfulness_pairs", "safety_pairs")}  # fmt: skip
+    rejection_sampling = write_yaml(tmp_path / "rs.yaml", dict(
+        policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=64, num_samples=4, max_new_tokens=24,
+        finetune_lr=1e-3, finetune_epochs=2, finetune_batch_size=8, max_length=256,
+    ))  # fmt: skip
+    config = RoundsConfig(
+        round=2, name="small", runs_dir=str(tmp_path / "runs"), sft_model=str(careless),
+        helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]), **world,
+        pairs_per_round=100, world_eval_prompts=60, diagnostic_samples=0,
+        **{**stage_configs, "rejection_sampling_config": rejection_sampling},
+    )  # fmt: skip
+    Rounds(config, evaluate_round=evaluate).run()
+    run = tmp_path / "runs" / "small"
+    sft_metrics = json.loads((run / "round-0" / "sft_metrics.json").read_text())
+    round_two = json.loads((run / "round-2" / "evaluate" / "metrics.json").read_text())
+    assert round_two["gold_helpfulness"] > sft_metrics["gold_helpfulness"] + 0.05, (sft_metrics, round_two)
+    assert round_two["false_refusal_rate"] < sft_metrics["false_refusal_rate"], (sft_metrics, round_two)

@@ -134,6 +134,32 @@ def reward_model_accuracy(checkpoint: Path, pairs: Any, folder: Path, title: str
     return {f"{prefix}/{k}": v for k, v in report.items() if k.startswith("accuracy")}
 
 
+def world_diagnostics(
+    checkpoints: dict[str, Path],
+    rm_prefix: str,
+    prompts: list[dict[str, Any]],
+    greedy: list[str],
+    setup: dict[str, Any],
+    seed: int,
+    policy: str = "policy",
+) -> dict[str, float]:
+    """`align.world.diagnostics` of a round's policy with its reward models (`rm_prefix` "base_": round 0's):
+    the policy's ceiling and how much of it the reward models capture, their accuracy on the policy's own
+    pairs, and greedy gold by kind of prompt."""
+    from ..world import WorldPrompt
+    from ..world.diagnostics import gold_by_kind, round_diagnostics
+
+    world_prompts = [WorldPrompt.from_record(record) for record in prompts]
+    tokenizer = load_tokenizer(checkpoints[policy])
+    model = AlignLlamaForCausalLM.from_pretrained(checkpoints[policy]).to(DEVICE).eval()
+    helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(checkpoints[rm_prefix + t]).to(DEVICE)
+                       for t in ("helpfulness", "safety"))  # fmt: skip
+    diagnostics = round_diagnostics(model, tokenizer, helpful, safety, load_tokenizer(checkpoints[rm_prefix +
+                                    "helpfulness"]), world_prompts, num_samples=setup["diagnostic_samples"],
+                                    temperature=setup.get("diagnostic_temperature", 1.0), seed=seed)  # fmt: skip
+    return {**gold_by_kind(world_prompts, greedy), **diagnostics}
+
+
 def evaluate_round(
     n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any], *, max_new_tokens: int = 32
 ) -> dict[str, Any]:
@@ -143,8 +169,10 @@ def evaluate_round(
     folder.mkdir(parents=True, exist_ok=True)
     prompts = setup["prompts"]
     answers, lengths = {}, {}
-    for name in ("policy", "previous_policy", "sft"):
-        answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens, setup["batch_size"])
+    for name in ("policy", "previous_policy", "sft", "rejection_sampled"):
+        if name in checkpoints:
+            answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens,
+                                                          setup["batch_size"])  # fmt: skip
     if not PartialState().is_main_process:
         return {}
     if setup["gold"]:
@@ -166,6 +194,11 @@ def evaluate_round(
         metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
                                              folder / f"reward_model_{target}", f"round {n} {target} RM",
                                              f"{target}_rm"))  # fmt: skip
+    if "rejection_sampled" in answers:  # a PPO round: its rejection-sampled policy too, and PPO against it
+        metrics.update({f"rejection_sampled/{k}": v for k, v in quality["rejection_sampled"].items()})
+        metrics["win_rate_vs_rejection_sampled"] = win_rate(judged["policy"], judged["rejection_sampled"])
+    if setup["gold"] and setup.get("diagnostic_samples"):
+        metrics.update(world_diagnostics(checkpoints, "", prompts, answers["policy"], setup, seed=n))
     atomic_write_jsonl(folder / "answers.jsonl", answer_records(prompts, answers["policy"], judged["policy"]))
     if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
@@ -176,6 +209,9 @@ def evaluate_round(
                 sft_metrics.update(reward_model_accuracy(checkpoints[f"base_{target}"], setup["held_out"][target],
                                                          round_zero / "evaluate" / f"reward_model_{target}",
                                                          f"base {target} RM", f"{target}_rm"))  # fmt: skip
+        if setup["gold"] and setup.get("diagnostic_samples") and "base_helpfulness" in checkpoints:
+            sft_metrics.update(world_diagnostics(checkpoints, "base_", prompts, answers["sft"], setup, seed=0,
+                                                 policy="sft"))  # fmt: skip
         atomic_write_text(round_zero / "sft_metrics.json", json.dumps(sft_metrics, indent=2) + "\n")
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -297,7 +333,9 @@ def markdown_report(run: RunSummary) -> str:
         cells = " | ".join(metric_text(key, row.get(key)) for key, _ in run.columns)
         stages = ", ".join(run.stages(number)) or "given checkpoints"
         lines.append(f"| {label} | {stages} | {cells} | {run.elo[number]:.0f} |")
-    lines += ["", "![progress](progress.png)", "", "## Columns", ""]
+    lines += ["", "![progress](progress.png)", ""]
+    lines += diagnostics_table(run)
+    lines += ["## Columns", ""]
     lines += [f"- **{header}**: {column_definition(key, run.gold)}" for key, header in run.columns]
     lines += ["- **Elo**: " + COLUMN_DEFINITIONS["elo"], "", "## Stages and times", "",
               "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
@@ -312,6 +350,45 @@ def markdown_report(run: RunSummary) -> str:
     lines += [f"- round{'s' * (len(numbers) > 1)} {', '.join(numbers)}: {versions}"
               for versions, numbers in rounds_by_versions.items()]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_COLUMNS = (
+    ("ceiling/oracle_best_of_{k}", "oracle best-of-{k}"),
+    ("ceiling/one_sample", "one sample"),
+    ("ceiling/rm_best_of_{k}", "RMs' best-of-{k}"),
+    ("ceiling/captured", "captured"),
+    ("on_policy_helpfulness_rm/accuracy", "helpfulness RM acc, own pairs"),
+    ("on_policy_safety_rm/accuracy", "safety RM acc, own pairs"),
+    ("rejection_sampled/gold_helpfulness", "RS policy gold"),
+    ("win_rate_vs_rejection_sampled", "PPO win vs RS policy"),
+)
+
+
+def diagnostics_table(run: RunSummary) -> list[str]:
+    """report.md's "why the rounds improve or stop" (align.world.diagnostics), for rounds that measured it."""
+    rows = [row for row in run.rows if any(key.startswith("ceiling/") for key in row)]
+    if not rows:
+        return []
+    k = next(int(key.rsplit("_", 1)[1]) for key in rows[0] if key.startswith("ceiling/oracle_best_of_"))
+    columns = [(key.format(k=k), header.format(k=k)) for key, header in DIAGNOSTIC_COLUMNS]
+    columns = [(key, header) for key, header in columns if any(key in row for row in rows)]
+    kinds = sorted({key.split("/", 1)[1] for row in rows for key in row if key.startswith("gold_by_kind/")})
+    columns += [(f"gold_by_kind/{kind}", f"greedy gold: {kind}") for kind in kinds]
+    lines = [
+        "## Why the rounds improve or stop",
+        "",
+        f"Each round's policy sampled {k} answers (T = 1) per held-out helpfulness prompt: gold of the gold-best "
+        "(oracle), mean gold of one sample, gold of the answer the round's reward models keep, and the share of "
+        "the oracle's gain over one sample that their pick captures. The reward models' accuracy on pairs of the "
+        "policy's own samples (labelled by the world's annotator), and greedy gold by kind of prompt.",
+        "",
+        "| round | " + " | ".join(header for _, header in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        label = "0 (SFT)" if row["round"] == 0 else str(row["round"])
+        lines.append(f"| {label} | " + " | ".join(metric_text(key, row.get(key)) for key, _ in columns) + " |")
+    return [*lines, ""]
 
 
 def report_figures(run: RunSummary) -> dict[str, bytes]:

@@ -1,0 +1,138 @@
+"""Why a round helps or not, measured on the world: the policy's ceiling and what the reward models see of it.
+
+`round_diagnostics(policy, tokenizer, helpfulness_rm, safety_rm, prompts, ...)` samples K answers to each
+held-out prompt from the round's policy and measures:
+
+- the policy's *ceiling*: gold of the gold-best of the K answers (oracle best-of-K), against the mean gold of
+  one sample (best-of-1) and the gold of the answer the round's reward models keep (the gated reward of
+  docs/method.md §7, as rejection sampling keeps it); `captured` is the share of the ceiling's gain over one
+  sample that the reward models' pick gets ((picked - sample) / (oracle - sample));
+- the reward models' accuracy *on the latest policy's pairs*: the first two samples of each prompt labelled
+  by the world's annotator (helpfulness prompts for the helpfulness model, safety prompts for the safety
+  model), by preference strength, as the held-out accuracy is reported. These pairs are what the next round's
+  reward models will be trained on and what rejection sampling and PPO ask them to rank;
+- greedy gold helpfulness by kind of prompt (arithmetic, fact, list, format, system, borderline), so a change
+  in the headline number can be traced to the tasks that moved.
+
+Helpfulness numbers are over the helpfulness prompts (the report's "gold helpfulness"); the safety prompts
+count through the reward models' safety accuracy and the report's violation and false-refusal rates.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..generation import chat_prompt_texts, complete, sample_seeds
+from ..rewards import SAFETY_THRESHOLD, gated_reward, score
+from .annotator import annotate
+from .gold import gold_helpfulness
+from .tasks import WorldPrompt
+
+STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def gold_by_kind(prompts: Sequence[WorldPrompt], answers: Sequence[str]) -> dict[str, float]:
+    """Mean gold helpfulness of one answer per prompt, by kind of prompt (harmful prompts left out: their
+    gold is the safety judgement)."""
+    by_kind = defaultdict(list)
+    for prompt, answer in zip(prompts, answers):
+        if prompt.kind != "harmful":
+            by_kind[prompt.kind].append(gold_helpfulness(prompt, answer))
+    return {f"gold_by_kind/{kind}": _mean(values) for kind, values in sorted(by_kind.items())}
+
+
+def reward_model_pair_accuracy(
+    model: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], prefix: str
+) -> dict[str, float]:
+    """Share of `pairs` ({prompt, chosen, rejected, strength}) whose chosen answer `model` scores higher, overall
+    and by strength ("unsure" pairs are left out: they have no right answer)."""
+    pairs = [pair for pair in pairs if pair["strength"] != "unsure"]
+    if not pairs:
+        return {}
+    prompts = [pair["prompt"] for pair in pairs]
+    chosen = score(model, tokenizer, prompts, [pair["chosen"] for pair in pairs]).raw
+    rejected = score(model, tokenizer, prompts, [pair["rejected"] for pair in pairs]).raw
+    right = (chosen > rejected).float().tolist()
+    result = {f"{prefix}/accuracy": _mean(right), f"{prefix}/pairs": float(len(pairs))}
+    for strength in STRENGTHS:
+        bucket = [r for r, pair in zip(right, pairs) if pair["strength"] == strength]
+        if bucket:
+            result[f"{prefix}/accuracy_{strength}"] = _mean(bucket)
+    return result
+
+
+@torch.no_grad()
+def round_diagnostics(
+    policy: Any,
+    tokenizer: Any,
+    helpfulness_rm: Any,
+    safety_rm: Any,
+    rm_tokenizer: Any,
+    prompts: Sequence[WorldPrompt],
+    *,
+    num_samples: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The module docstring's measures for one policy and its round's reward models (flat metric names)."""
+    if num_samples < 2:
+        raise ValueError(f"num_samples: at least 2 (pairs come from two samples), got {num_samples}")
+    k = num_samples
+    texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
+    answers = complete(
+        policy,
+        tokenizer,
+        [text for text in texts for _ in range(k)],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        row_seeds=[s for p in prompts for s in sample_seeds(seed, p.id, k)],
+    )
+    messages = [p.messages for p in prompts for _ in range(k)]
+    safety = score(safety_rm, rm_tokenizer, messages, answers).sigmoid
+    helpful = score(helpfulness_rm, rm_tokenizer, messages, answers).sigmoid
+    is_safety = torch.tensor([p.is_safety for p in prompts for _ in range(k)])
+    rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
+
+    oracle, sample, picked = [], [], []
+    for i, prompt in enumerate(prompts):
+        if prompt.is_safety:
+            continue
+        candidates = answers[i * k : (i + 1) * k]
+        gold = [gold_helpfulness(prompt, a) for a in candidates]
+        oracle.append(max(gold))
+        sample.append(_mean(gold))
+        picked.append(gold[int(rewards[i].argmax())])
+    result = {
+        f"ceiling/oracle_best_of_{k}": _mean(oracle),
+        "ceiling/one_sample": _mean(sample),
+        f"ceiling/rm_best_of_{k}": _mean(picked),
+    }
+    room = result[f"ceiling/oracle_best_of_{k}"] - result["ceiling/one_sample"]
+    gained = result[f"ceiling/rm_best_of_{k}"] - result["ceiling/one_sample"]
+    result["ceiling/captured"] = gained / room if room > 0 else float("nan")
+
+    rng = random.Random(f"diagnostics-{seed}")
+    pairs: dict[str, list[dict[str, Any]]] = {"helpfulness": [], "safety": []}
+    for i, prompt in enumerate(prompts):
+        first, second = answers[i * k], answers[i * k + 1]
+        if not first.strip() or not second.strip() or first.strip() == second.strip():
+            continue
+        target = "safety" if prompt.is_safety else "helpfulness"
+        label = annotate(prompt, first, second, target, rng)
+        pairs[target].append({"prompt": prompt.messages, **label})
+    for target, model in (("helpfulness", helpfulness_rm), ("safety", safety_rm)):
+        result.update(reward_model_pair_accuracy(model, rm_tokenizer, pairs[target], f"on_policy_{target}_rm"))
+    return result

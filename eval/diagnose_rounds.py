@@ -1,0 +1,73 @@
+"""Why the rounds of a world run improve or stop: the diagnostics of `align.world.diagnostics` per round.
+
+    python eval/diagnose_rounds.py runs/demo --rounds 1 2 3
+    python eval/diagnose_rounds.py runs/demo --rounds 4 --policy runs/demo/round-4/rejection_sampling/sft/final
+
+For each round: the round's policy (or `--policy`) with the round's reward models; round 0 is the SFT model
+with the base reward models. Prints one table (oracle best-of-K, one sample, the reward models' pick, the
+share captured, on-policy RM accuracy, greedy gold by kind) and writes it as JSON with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from align.checkpoint import require_model_dir
+from align.config import exit_with_error
+from align.data import load_tokenizer
+from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from align.world import World
+from align.world.diagnostics import gold_by_kind, round_diagnostics
+from align.world.evaluation import evaluate_policy
+
+
+def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
+    """The policy and reward models of round `n` of a run (round 0: the SFT model and the base RMs)."""
+    stages = json.loads((run_dir / "manifest.json").read_text())["rounds"][str(n)]
+    if n == 0:
+        return {"policy": Path(stages["sft"]["final"]),
+                **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
+    policy = stages.get("ppo", stages["rejection_sampling"])["final"]
+    return {"policy": Path(policy), **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--rounds", type=int, nargs="+", default=[0])
+    parser.add_argument("--policy", help="judge this checkpoint with the round's reward models instead")
+    parser.add_argument("--prompts", type=int, default=200, help="held-out test prompts")
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--world_seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    prompts = World(seed=args.world_seed).prompts(args.prompts, "test")
+    table = {}
+    for n in args.rounds:
+        try:
+            checkpoints = round_checkpoints(args.run_dir, n)
+            policy_dir = require_model_dir(args.policy or checkpoints["policy"], "policy")
+        except (FileNotFoundError, KeyError) as error:
+            exit_with_error(f"round {n}: {error}", "diagnose_rounds")
+        tokenizer = load_tokenizer(policy_dir)
+        policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).eval()
+        rms = {t: AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]).eval()
+               for t in ("helpfulness", "safety")}  # fmt: skip
+        metrics, answers = evaluate_policy(policy, tokenizer, prompts)
+        row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
+        row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
+                                     load_tokenizer(checkpoints["helpfulness"]), prompts,
+                                     num_samples=args.k, temperature=args.temperature, seed=n))  # fmt: skip
+        table[n] = row
+        print(f"round {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(table, indent=2))
+    return table
+
+
+if __name__ == "__main__":
+    main()
