@@ -90,6 +90,12 @@ USER_INPUTS = (
     "judge_helpfulness_rm", "judge_safety_rm",
 )  # fmt: skip
 
+# The demo's rejection-sampling temperature per round: the first round's samples at 1.0 hold the refusals and
+# broken formats the reward models see; from round 2 the 10M policy's samples at 1.0 are often garbled and the
+# reward models' pick of them scores below the policy's own greedy answer (docs/world.md, "Why the rounds stop
+# improving"), so later rounds sample closer to the policy's mode.
+DEMO_TEMPERATURES = "1.0,0.7"
+
 # `--<stage>.<field>` overrides: the stage's config class, by the prefix the command line uses.
 STAGE_CONFIGS = {
     "pretrain": ("align.pretrain", "PretrainConfig"),
@@ -180,11 +186,16 @@ class RoundsConfig:
     rejection_sampling_temperatures: str | None = field(
         default=None,
         metadata={"help": "rejection sampling's temperature per round, comma-separated ('1.0,0.7': round 1 at 1.0, "
-                          "rounds 2.. at 0.7; the last repeats), over the YAML's (the paper rescales it per "
-                          "round, docs/method.md §6)"},
+                          f"rounds 2.. at 0.7; the last repeats), over the YAML's (the paper rescales it per "
+                          f"round, docs/method.md §6); default: the YAML's on your data, {DEMO_TEMPERATURES} in "
+                          "the demo"},
     )  # fmt: skip
     ppo_config: str = field(default="recipes/configs/rlhf_round/ppo.yaml", metadata={"help": "YAML"})
-    ppo_from_round: int = field(default=4, metadata={"help": "first round with PPO on top of rejection sampling"})
+    ppo_from_round: int = field(
+        default=3,
+        metadata={"help": "first round with PPO on top of rejection sampling (the paper: 4, as the 7b configs; 3 "
+                          "here so that the documented three rounds run every stage)"},
+    )  # fmt: skip
     prompts: str | None = field(
         default=None, metadata={"help": "real data: training prompts of rejection sampling, PPO and the comparison "
                                         "batches (JSONL of {id, prompt, is_safety})"}
@@ -927,9 +938,13 @@ class Rounds:
     def rejection_sampling_temperature(self, n: int) -> dict[str, float]:
         """Round `n`'s sampling temperature from `rejection_sampling_temperatures` (the last repeats), as a
         field of the stage's config; empty when the YAML's (or an override's) applies."""
-        if self.config.rejection_sampling_temperatures is None:
+        schedule = self.config.rejection_sampling_temperatures
+        if schedule is None and not self.config.on_user_data:
+            given = "temperature" in self.config.overrides.get("rejection_sampling", {})
+            schedule = None if given else DEMO_TEMPERATURES
+        if schedule is None:
             return {}
-        temperatures = [float(t) for t in self.config.rejection_sampling_temperatures.split(",")]
+        temperatures = [float(t) for t in schedule.split(",")]
         return {"temperature": temperatures[min(n, len(temperatures)) - 1]}
 
     def rejection_sample(self, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:

@@ -504,3 +504,17 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     round_two = json.loads((run / "round-2" / "evaluate" / "metrics.json").read_text())
     assert round_two["gold_helpfulness"] > sft_metrics["gold_helpfulness"] + 0.05, (sft_metrics, round_two)
     assert round_two["false_refusal_rate"] < sft_metrics["false_refusal_rate"], (sft_metrics, round_two)
+
+
+def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
+    """The demo samples round 1 at 1.0 and later rounds at 0.7 (align.rounds.DEMO_TEMPERATURES); a schedule
+    given wins, the last temperature repeats; --rejection_sampling.temperature alone keeps the YAML's place."""
+    def temperatures(**options):
+        rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), **stage_configs, **options))
+        return [rounds.rejection_sampling_temperature(n).get("temperature") for n in (1, 2, 3)]
+
+    assert temperatures() == [1.0, 0.7, 0.7]
+    assert temperatures(rejection_sampling_temperatures="1.2,1.0,0.8") == [1.2, 1.0, 0.8]
+    assert temperatures(rejection_sampling_temperatures="0.9") == [0.9, 0.9, 0.9]
+    assert temperatures(overrides={"rejection_sampling": {"temperature": 0.8}}) == [None, None, None]
+    assert RoundsConfig().ppo_from_round == 3  # the documented `align round 3` runs PPO
