@@ -110,6 +110,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
     why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
     assert "| 0 (SFT) |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO win vs RS policy" in why
+    assert '<table id="diagnostics">' in (run / "report.html").read_text()  # the same table in report.html
 
 
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):

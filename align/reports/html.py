@@ -1,7 +1,8 @@
 """`report.html`: a run of rounds as one self-contained page (inline CSS, plots embedded as PNG data; no script,
 no network), to open from disk or attach to a message.
 
-It shows the table of rounds (each header explains itself on hover and in "Columns"), the progress, win-rate, Elo
+It shows the table of rounds (each header explains itself on hover and in "Columns"), on the world the "why the
+rounds improve or stop" diagnostics (align.world.diagnostics), the progress, win-rate, Elo
 and reward-model-accuracy-by-strength plots, example answers of every round side by side on the same held-out
 prompts, and one section per round with its stages, their times and facts, and the package versions they ran
 under. `align.reports.rounds.write_report` writes it next to `report.md`; `align report RUN_DIR` rebuilds it.
@@ -100,6 +101,21 @@ def round_section(run: RunSummary, number: int) -> str:
             f"</h3>{stages}<p class=\"muted\">versions: {escape(versions) or 'not recorded'}</p></section>")  # fmt: skip
 
 
+def diagnostics_html(run: RunSummary) -> str:
+    """The "why the rounds improve or stop" table (world runs that measured it), as in report.md."""
+    from .rounds import DIAGNOSTICS_INTRO, diagnostics_columns, metric_text
+
+    if (table := diagnostics_columns(run)) is None:
+        return ""
+    k, columns, rows = table
+    headers = "".join(f"<th>{escape(header)}</th>" for _, header in columns)
+    body = "".join(f"<tr><td>{escape(round_label(row['round']))}</td>"
+                   + "".join(number_cell(metric_text(key, row.get(key))) for key, _ in columns) + "</tr>"
+                   for row in rows)  # fmt: skip
+    return (f'<h2 id="why">Why the rounds improve or stop</h2><p>{escape(DIAGNOSTICS_INTRO.format(k=k))}</p>'
+            f'<table id="diagnostics"><tr><th>round</th>{headers}</tr>{body}</table>')  # fmt: skip
+
+
 def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
     """Write the page for `run` with `figures` (PNG bytes by name, from `report_figures`) to `path`."""
     from .rounds import column_definition
@@ -124,6 +140,7 @@ prompts, greedy answers. Reward-model accuracy: on the held-out pairs.</p>{label
 <a href="#round-details">Each round</a><a href="#columns">Columns</a></nav>
 <h2>Rounds</h2>
 {rounds_table(run)}
+{diagnostics_html(run)}
 <h2 id="plots">Plots</h2>
 {images}
 <h2 id="examples">Example answers</h2>

@@ -364,27 +364,34 @@ DIAGNOSTIC_COLUMNS = (
 )
 
 
-def diagnostics_table(run: RunSummary) -> list[str]:
-    """report.md's "why the rounds improve or stop" (align.world.diagnostics), for rounds that measured it."""
+DIAGNOSTICS_INTRO = (
+    "Each round's policy sampled {k} answers (T = 1) per held-out helpfulness prompt: gold of the gold-best "
+    "(oracle), mean gold of one sample, gold of the answer the round's reward models keep, and the share of the "
+    "oracle's gain over one sample that their pick captures. The reward models' accuracy on pairs of the "
+    "policy's own samples (labelled by the world's annotator), and greedy gold by kind of prompt."
+)
+
+
+def diagnostics_columns(run: RunSummary) -> tuple[int, list[tuple[str, str]], list[dict[str, Any]]] | None:
+    """K, the (key, header) columns and the rows of the "why the rounds improve or stop" table
+    (align.world.diagnostics), or None when no round measured it."""
     rows = [row for row in run.rows if any(key.startswith("ceiling/") for key in row)]
     if not rows:
-        return []
+        return None
     k = next(int(key.rsplit("_", 1)[1]) for key in rows[0] if key.startswith("ceiling/oracle_best_of_"))
     columns = [(key.format(k=k), header.format(k=k)) for key, header in DIAGNOSTIC_COLUMNS]
     columns = [(key, header) for key, header in columns if any(key in row for row in rows)]
     kinds = sorted({key.split("/", 1)[1] for row in rows for key in row if key.startswith("gold_by_kind/")})
-    columns += [(f"gold_by_kind/{kind}", f"greedy gold: {kind}") for kind in kinds]
-    lines = [
-        "## Why the rounds improve or stop",
-        "",
-        f"Each round's policy sampled {k} answers (T = 1) per held-out helpfulness prompt: gold of the gold-best "
-        "(oracle), mean gold of one sample, gold of the answer the round's reward models keep, and the share of "
-        "the oracle's gain over one sample that their pick captures. The reward models' accuracy on pairs of the "
-        "policy's own samples (labelled by the world's annotator), and greedy gold by kind of prompt.",
-        "",
-        "| round | " + " | ".join(header for _, header in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
+    return k, columns + [(f"gold_by_kind/{kind}", f"greedy gold: {kind}") for kind in kinds], rows
+
+
+def diagnostics_table(run: RunSummary) -> list[str]:
+    """report.md's "why the rounds improve or stop", for rounds that measured it."""
+    if (table := diagnostics_columns(run)) is None:
+        return []
+    k, columns, rows = table
+    lines = ["## Why the rounds improve or stop", "", DIAGNOSTICS_INTRO.format(k=k), "",
+             "| round | " + " | ".join(header for _, header in columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
     for row in rows:
         label = "0 (SFT)" if row["round"] == 0 else str(row["round"])
         lines.append(f"| {label} | " + " | ".join(metric_text(key, row.get(key)) for key, _ in columns) + " |")
