@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from ..generation import chat_prompt_texts, complete, sample_seeds
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score
 from .annotator import annotate
+from .collection import sample_answers
 from .gold import gold_helpfulness
 from .tasks import WorldPrompt
 
@@ -90,16 +90,9 @@ def round_diagnostics(
     if num_samples < 2:
         raise ValueError(f"num_samples: at least 2 (pairs come from two samples), got {num_samples}")
     k = num_samples
-    texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
-    answers = complete(
-        policy,
-        tokenizer,
-        [text for text in texts for _ in range(k)],
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        batch_size=batch_size,
-        row_seeds=[s for p in prompts for s in sample_seeds(seed, p.id, k)],
-    )
+    samples = sample_answers(policy, tokenizer, prompts, k, temperature=temperature, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, seed=seed)  # fmt: skip
+    answers = [answer for per_prompt in samples for answer in per_prompt]
     messages = [p.messages for p in prompts for _ in range(k)]
     safety = score(safety_rm, rm_tokenizer, messages, answers).sigmoid
     helpful = score(helpfulness_rm, rm_tokenizer, messages, answers).sigmoid
