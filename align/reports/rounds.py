@@ -469,6 +469,7 @@ REPORT_COLUMNS = (
     ("false_refusal_rate", "false refusals"),
     ("win_rate_vs_sft", "win vs SFT"),
     ("win_rate_vs_previous", "win vs previous"),
+    ("win_rate_vs_rejection_sampled", "PPO win vs RS policy"),
     ("helpfulness_rm/accuracy", "helpfulness RM acc"),
     ("safety_rm/accuracy", "safety RM acc"),
     ("answer_length", "answer tokens"),
@@ -483,6 +484,8 @@ COLUMN_DEFINITIONS = {
     "win_rate_vs_sft": "share of held-out prompts where the round's answer is judged better than the SFT "
     "model's (a tie counts half)",
     "win_rate_vs_previous": "the same against the previous round's policy",
+    "win_rate_vs_rejection_sampled": "in a round with PPO: the same against the round's rejection-sampled policy "
+    "that PPO started from (what PPO added)",
     "helpfulness_rm/accuracy": "the round's helpfulness reward model: share of held-out pairs it orders as "
     "the labels do (by strength: report.html)",
     "safety_rm/accuracy": "the same for the safety reward model",
