@@ -101,7 +101,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
         assert "gold_by_kind/arithmetic" in metrics
     assert 0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
     sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
-    assert "ceiling/rm_best_of_2" in sft
+    assert "ceiling/rm_best_of_2" not in sft  # reward_model_init sft: round 0 has no reward models of its own
     assert sft["round"] == 0 and 0 <= sft["gold_helpfulness"] <= 1 and 0 <= sft["violation_rate"] <= 1
     report = REPORT["write_report"](run).read_text()
     sft_row = next(line for line in report.splitlines() if line.startswith("| 0 (SFT) |"))
@@ -109,7 +109,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert sft_row.count("|") == report.splitlines()[4].count("|")  # as many cells as the header
     assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
     why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
-    assert "| 0 (SFT) |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO win vs RS policy" in why
+    assert "| 1 |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO win vs RS policy" in why
     assert '<table id="diagnostics">' in (run / "report.html").read_text()  # the same table in report.html
 
 
@@ -496,7 +496,7 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     config = RoundsConfig(
         round=2, name="small", runs_dir=str(tmp_path / "runs"), sft_model=str(careless),
         helpfulness_rm=str(reward_models["helpfulness"]), safety_rm=str(reward_models["safety"]), **world,
-        pairs_per_round=100, world_eval_prompts=60, diagnostic_samples=0,
+        pairs_per_round=100, world_eval_prompts=60, diagnostic_samples=2,
         **{**stage_configs, "rejection_sampling_config": rejection_sampling},
     )  # fmt: skip
     Rounds(config, evaluate_round=evaluate).run()
@@ -505,6 +505,10 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     round_two = json.loads((run / "round-2" / "evaluate" / "metrics.json").read_text())
     assert round_two["gold_helpfulness"] > sft_metrics["gold_helpfulness"] + 0.05, (sft_metrics, round_two)
     assert round_two["false_refusal_rate"] < sft_metrics["false_refusal_rate"], (sft_metrics, round_two)
+    # The base reward models given: the SFT model's diagnostics with them, as round 0 of the report.
+    assert "ceiling/rm_best_of_2" in sft_metrics
+    report = REPORT["write_report"](run).read_text()
+    assert "| 0 (SFT) |" in report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
 
 
 def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
