@@ -156,7 +156,7 @@ def world_diagnostics(
                        for t in ("helpfulness", "safety"))  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, load_tokenizer(checkpoints[rm_prefix +
                                     "helpfulness"]), world_prompts, num_samples=setup["diagnostic_samples"],
-                                    temperature=setup.get("diagnostic_temperature", 1.0), seed=seed)  # fmt: skip
+                                    seed=seed)  # fmt: skip
     return {**gold_by_kind(world_prompts, greedy), **diagnostics}
 
 

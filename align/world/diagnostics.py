@@ -29,12 +29,13 @@ from typing import Any
 import torch
 
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score
-from .annotator import annotate
+from .annotator import FLIP_PROBABILITY, annotate
 from .collection import sample_answers
 from .gold import gold_helpfulness
 from .tasks import WorldPrompt
 
-STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+# The annotator's strengths that have a right answer ("unsure" pairs have none).
+STRENGTHS = tuple(strength for strength in FLIP_PROBABILITY if strength != "unsure")
 
 
 def _mean(values: Sequence[float]) -> float:
