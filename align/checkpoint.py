@@ -420,10 +420,11 @@ EXPORT_LLAMA_HELP = "also write the final policy here as a plain transformers Ll
 
 def export_llama(checkpoint: str | os.PathLike, save_directory: str | os.PathLike) -> Path:
     """Write the align checkpoint `checkpoint` as a plain `LlamaForCausalLM` directory with its tokenizer,
-    atomically (the recipes' `--export_llama`)."""
-    from .modeling import AlignLlamaForCausalLM, export_to_llama
+    atomically (the recipes' `--export_llama`). A checkpoint in another transformers architecture (Qwen2,
+    Mistral, ...) is refused with one line: it is already what transformers loads."""
+    from .modeling import export_to_llama, load_causal_lm
 
-    model = AlignLlamaForCausalLM.from_pretrained(require_model_dir(checkpoint))
+    model = load_causal_lm(require_model_dir(checkpoint), "export", as_align_llama=True)
     return write_directory_atomic(lambda staging: export_to_llama(model, staging), save_directory)
 
 

@@ -406,6 +406,9 @@ def trainer_kwargs(config: TrainerStageConfig) -> dict:
         adam_epsilon=config.adam_epsilon,
         max_grad_norm=config.max_grad_norm,
         activation_checkpointing=config.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        # Trainer copies this into the model's config, which the stage then saves: keep the `use_cache: true` every
+        # checkpoint ships (TRL's trainers pass use_cache=False to each training forward themselves).
+        use_cache=True,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=None,  # rotated by step number by align.checkpoint.rotate_checkpoints (not by mtime)

@@ -136,6 +136,7 @@ def sample_tokens(
     top_p: float = 1.0,
     row_seeds: Sequence[int] | None = None,
     output_logits: bool = False,
+    output_logprobs: bool = False,
     synced_gpus: bool = False,
     decode: str = "dynamic",
     step_rows: list[torch.Tensor] | None = None,
@@ -147,7 +148,9 @@ def sample_tokens(
     With `row_seeds` (one per row), each row samples from its own generator (`RowSeededSampling`), so a row's
     answer is the same whichever batch or process it is in; otherwise sampling draws from torch's global RNG.
     With `output_logits`, returns `(tokens, logits)`: the model's raw logits (B, T_new, vocab) at each step,
-    before temperature or top-p (PPO reads the sampling policy's log-probs from them instead of a new forward).
+    before temperature or top-p. With `output_logprobs`, returns `(tokens, logprobs)`: log p(token) (B, T_new, fp32)
+    under softmax(logits / temperature) (temperature 1 when greedy), computed at each step, so the (B, T_new,
+    vocab) logits are never held (PPO reads the sampling policy's log-probs from them instead of a new forward).
     `synced_gpus`: the model is sharded, so every process steps until all are done. `decode` picks the loop
     (`DECODE_HELP`). `step_rows`, when given a list, receives for each forward the original row index of each
     row of its batch (-1 for a finished row still stepping), so a hook on the model can map what it records.
@@ -160,19 +163,27 @@ def sample_tokens(
         if top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
     row_sampler = RowSeededSampling(row_seeds) if temperature > 0 and row_seeds is not None else None
+    if output_logits and output_logprobs:
+        raise ValueError("sample_tokens: ask for output_logits or output_logprobs, not both")
+    scale = temperature if temperature > 0 else 1.0  # of the log-probs returned with output_logprobs
     if decode == "generate":
-        return generate_tokens(
+        result = generate_tokens(
             model, input_ids, attention_mask, pad_token_id=pad_token_id, eos_ids=eos_ids,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-            warpers=warpers, row_sampler=row_sampler, output_logits=output_logits, synced_gpus=synced_gpus,
-            step_rows=step_rows,
+            warpers=warpers, row_sampler=row_sampler, output_logits=output_logits or output_logprobs,
+            synced_gpus=synced_gpus, step_rows=step_rows,
         )  # fmt: skip
+        if not output_logprobs:
+            return result
+        tokens, logits = result
+        return tokens, sampled_logprobs(logits, tokens, scale)
     static = decode == "static"
     B, P = input_ids.shape
     device = input_ids.device
     eos = torch.tensor(eos_ids, device=device)
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logits_out = None
+    logprobs_out = torch.zeros(B, max_new_tokens, device=device) if output_logprobs else None
     rows = torch.arange(B, device=device)  # the original row of each batch row; -1: finished, still stepping
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     if static:
@@ -212,6 +223,9 @@ def sample_tokens(
             if logits_out is None:
                 logits_out = logits.new_zeros(B, max_new_tokens, logits.shape[-1])
             logits_out[rows[live], step] = logits[live]
+        if output_logprobs:
+            step_logprobs = sampled_logprobs(logits[:, None], next_tokens[:, None], scale)[:, 0]
+            logprobs_out[rows[live], step] = step_logprobs[live]
         steps = step + 1
         finished = torch.isin(next_tokens, eos) | ~live
         done = bool(finished.all())
@@ -244,7 +258,15 @@ def sample_tokens(
     tokens = tokens[:, :steps]
     if output_logits:
         return tokens, logits_out[:, :steps]
+    if output_logprobs:
+        return tokens, logprobs_out[:, :steps]
     return tokens
+
+
+def sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) under softmax(logits / temperature): logits (B, T, vocab), tokens (B, T) -> (B, T) fp32."""
+    scaled = logits.float() / temperature
+    return scaled.gather(-1, tokens[..., None])[..., 0] - torch.logsumexp(scaled, dim=-1)
 
 
 def generate_tokens(

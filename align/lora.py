@@ -84,15 +84,18 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, base: str | P
     adapter's task type (causal LM or reward model)."""
     from peft import PeftConfig
 
-    from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+    from .modeling import load_causal_lm, load_sequence_classifier
 
     adapter_dir = Path(adapter_dir)
     settings = PeftConfig.from_pretrained(str(adapter_dir))
     base = Path(base or settings.base_model_name_or_path)
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"base model of {adapter_dir}: no checkpoint at {base}; pass base=...")
-    model_class = AlignLlamaForSequenceClassification if settings.task_type == "SEQ_CLS" else AlignLlamaForCausalLM
-    model = PeftModel.from_pretrained(model_class.from_pretrained(base), str(adapter_dir)).merge_and_unload()
+    if settings.task_type == "SEQ_CLS":
+        base_model_ = load_sequence_classifier(base, f"base model of {adapter_dir}")
+    else:
+        base_model_ = load_causal_lm(base, f"base model of {adapter_dir}")
+    model = PeftModel.from_pretrained(base_model_, str(adapter_dir)).merge_and_unload()
     tokenizer = None
     if (adapter_dir / "tokenizer_config.json").is_file() or (base / "tokenizer_config.json").is_file():
         from .data import load_tokenizer

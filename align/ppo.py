@@ -85,8 +85,15 @@ from .config import check_field_types, check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
 from .generation import DECODE_HELP, chat_prompt_texts, check_decode, sample_tokens
 from .io import naming_a_full_disk
+from .logprobs import DEFAULT_CHUNK_TOKENS, LOGITS_CHUNK_HELP, token_logprobs_and_entropy
 from .lora import base_model, lora_config, parse_lora_setting
-from .modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from .modeling import (
+    decoder_trunk,
+    final_norm,
+    load_causal_lm,
+    load_sequence_classifier,
+    score_head,
+)
 from .prompts import PROMPTS_HELP, check_prompt_lengths
 from .reward_guard import AdaptiveKLController, RewardHackingGuard
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
@@ -177,6 +184,7 @@ class PPOConfig:
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling threshold"})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of docs/method.md §7"})
+    logits_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, metadata={"help": LOGITS_CHUNK_HELP})
     forward_batch_size: int = field(
         default=32,
         metadata={"help": "rows per no-grad forward / generate call: bounds the KV cache (align.plan's "
@@ -216,7 +224,8 @@ class PPOConfig:
             self,
             positive=("num_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "save_steps",
                       "logging_steps", "forward_batch_size", "world_prompts", "lr", "cliprange", "cliprange_value"),
-            non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit"),
+            non_negative=("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "save_total_limit",
+                          "logits_chunk_tokens"),
             fraction=("gamma", "lam", "safety_threshold", "adam_beta1", "adam_beta2"),
         )  # fmt: skip
         check_decode(self.decode, sharded=self.fsdp)
@@ -272,11 +281,6 @@ def used_columns(attention_mask: torch.Tensor, response_mask: torch.Tensor) -> t
     start = int(attention_mask.any(dim=0).long().argmax())
     ends = response_mask.any(dim=0).nonzero()
     return start, int(ends.max()) + 1 if len(ends) else 1
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(token) under `logits / temperature` (the distribution the tokens were sampled from), (B, T)."""
-    return torch.gather(F.log_softmax(logits.float() / temperature, dim=-1), 2, tokens[..., None])[..., 0]
 
 
 def compute_gae(
@@ -342,25 +346,69 @@ def ppo_losses(
 # ---- models ------------------------------------------------------------------------------------------------
 
 
+def final_hidden_states(causal_lm: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """The decoder's last hidden states (B, T, C) of a causal LM, without its vocabulary projection."""
+    trunk = decoder_trunk(causal_lm)
+    return trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+
+def response_logprobs(
+    causal_lm: torch.nn.Module,
+    hidden: torch.Tensor,
+    responses: torch.Tensor,
+    temperature: float,
+    chunk_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and entropy (B, W) of the W response tokens that end the rows of `hidden` (B, T, C): position t
+    predicts token t + 1, so the response's tokens are predicted by the positions just before them."""
+    width = responses.shape[1]
+    return token_logprobs_and_entropy(causal_lm, hidden[:, -width - 1 : -1], responses, temperature, chunk_tokens)
+
+
+def causal_lm_parts(causal_lm: torch.nn.Module, what: str) -> list[torch.nn.Module]:
+    """The trunk and LM head of a causal LM, the units it is sharded by (PPO runs them one by one). A model that
+    ties its LM head to its input embeddings would have one weight in two units: refused with one line."""
+    head = causal_lm.get_output_embeddings()
+    if head.weight is causal_lm.get_input_embeddings().weight:
+        raise ValueError(
+            f"{what}: the model ties its LM head to its input embeddings (tie_word_embeddings), which PPO's FSDP2 "
+            f"sharding (fsdp / shard_frozen) does not split yet; run without sharding"
+        )
+    return [decoder_trunk(causal_lm), head]
+
+
 class PolicyAndValue(torch.nn.Module):
     """The two trained models under one module, so accelerate wraps (DDP / FSDP) and optimizes them together."""
 
-    def __init__(self, policy: torch.nn.Module, value_model: AlignLlamaForSequenceClassification) -> None:
+    def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module) -> None:
         super().__init__()
         self.policy = policy
         self.value_model = value_model
 
+    def causal_lm(self) -> torch.nn.Module:
+        """The policy's transformers model, trunk and LM head (under LoRA: the base model, adapters in)."""
+        return base_model(self.policy)
+
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy's logits (of the last `logits_to_keep` positions, all when 0) and the value at every position."""
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep).logits
-        return logits, self.values(input_ids, attention_mask)
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        responses: torch.Tensor,
+        temperature: float = 1.0,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The policy's log-probs and entropies of the `responses` (B, W) that end the rows, and the value at
+        every position (B, T); the vocabulary logits are computed `chunk_tokens` positions at a time."""
+        causal_lm = self.causal_lm()
+        hidden = final_hidden_states(causal_lm, input_ids, attention_mask)
+        logprobs, entropy = response_logprobs(causal_lm, hidden, responses, temperature, chunk_tokens)
+        return logprobs, entropy, self.values(input_ids, attention_mask)
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The value head read at every position (B, T), not only at the last token as a reward model does."""
-        hidden = self.value_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.value_model.score(hidden)[..., 0].float()
+        trunk = decoder_trunk(self.value_model)
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return score_head(self.value_model)(hidden)[..., 0].float()
 
 
 class PolicyWithValueHead(torch.nn.Module):
@@ -375,22 +423,27 @@ class PolicyWithValueHead(torch.nn.Module):
         self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
         torch.nn.init.zeros_(self.value_head.weight)
 
-    def causal_lm(self) -> AlignLlamaForCausalLM:
-        """The policy's model with its `model` trunk and `lm_head` (under LoRA: the base model, adapters in)."""
+    def causal_lm(self) -> torch.nn.Module:
+        """The policy's transformers model, trunk and LM head (under LoRA: the base model, adapters in)."""
         return base_model(self.policy)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy's logits (of the last `logits_to_keep` positions, all when 0) and the value at every position."""
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        responses: torch.Tensor,
+        temperature: float = 1.0,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `PolicyAndValue.forward`, from one trunk: log-probs and entropies of the responses, values."""
         causal_lm = self.causal_lm()
-        hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        logits = causal_lm.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        return logits, self.value_head(hidden)[..., 0].float()
+        hidden = final_hidden_states(causal_lm, input_ids, attention_mask)
+        logprobs, entropy = response_logprobs(causal_lm, hidden, responses, temperature, chunk_tokens)
+        return logprobs, entropy, self.value_head(hidden)[..., 0].float()
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The value head read at every position (B, T)."""
-        return self.forward(input_ids, attention_mask, logits_to_keep=1)[1]
+        return self.value_head(final_hidden_states(self.causal_lm(), input_ids, attention_mask))[..., 0].float()
 
     @contextlib.contextmanager
     def values_while_generating(self) -> Iterator[list[torch.Tensor]]:
@@ -402,7 +455,7 @@ class PolicyWithValueHead(torch.nn.Module):
         def record(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
             values.append(self.value_head(output[:, -1])[..., 0].float())
 
-        hook = self.causal_lm().model.norm.register_forward_hook(record)
+        hook = final_norm(self.causal_lm()).register_forward_hook(record)
         try:
             yield values
         finally:
@@ -434,7 +487,7 @@ class PPOTrainer:
         config: PPOConfig,
         policy: torch.nn.Module,
         reference: torch.nn.Module | None,
-        value_model: AlignLlamaForSequenceClassification | None,
+        value_model: torch.nn.Module | None,
         reward: RewardScorer,
         tokenizer: Any,
         prompts: Sequence[dict[str, Any]],
@@ -479,7 +532,9 @@ class PPOTrainer:
             if frozen is not None:
                 frozen.to(device).eval().requires_grad_(False)
                 if config.shard_frozen:
-                    shard_model(frozen, mixed_precision=config.mixed_precision)
+                    # The reference runs through its trunk and LM head (`final_hidden_states`), each its own unit.
+                    roots = causal_lm_parts(frozen, "reference") if frozen is self.reference else None
+                    shard_model(frozen, roots=roots, mixed_precision=config.mixed_precision)
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")
         model = PolicyWithValueHead(policy) if value_model is None else PolicyAndValue(policy, value_model)
@@ -498,12 +553,13 @@ class PPOTrainer:
             model.to(device)
             precision = config.mixed_precision
             causal_lm = base_model(policy)
-            parts = [causal_lm.model, causal_lm.lm_head]
+            parts = causal_lm_parts(causal_lm, "policy")
             if value_model is None:
                 shard_model(causal_lm, roots=[*parts, model.value_head], mixed_precision=precision)
             else:
-                shard_model(causal_lm, roots=parts if causal_lm is not policy else None, mixed_precision=precision)
-                shard_model(value_model, roots=[value_model.model, value_model.score], mixed_precision=precision)
+                shard_model(causal_lm, roots=parts, mixed_precision=precision)
+                value_parts = [decoder_trunk(value_model), score_head(value_model)]
+                shard_model(value_model, roots=value_parts, mixed_precision=precision)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -547,7 +603,7 @@ class PPOTrainer:
         if accelerator.is_main_process:
             acquire_run_lock(config.output_dir)  # a second run on the folder stops here, before loading models
         checkpoint = resumable_checkpoint(config.output_dir, config)
-        policy = AlignLlamaForCausalLM.from_pretrained(paths["policy"])
+        policy = load_causal_lm(paths["policy"], "policy")
         policy.generation_config.pad_token_id = tokenizer.pad_token_id
         if config.lora is not None:
             if checkpoint:
@@ -556,16 +612,16 @@ class PPOTrainer:
                 with torch.random.fork_rng():  # the adapters' random init is the run's, not the process's state
                     torch.manual_seed(config.seed)
                     policy = get_peft_model(policy, lora_config(config.lora))
-            reference = None if config.reference is None else AlignLlamaForCausalLM.from_pretrained(paths["reference"])
+            reference = None if config.reference is None else load_causal_lm(paths["reference"], "reference")
         else:
             if checkpoint:
-                policy = AlignLlamaForCausalLM.from_pretrained(checkpoint / "policy")
-            reference = AlignLlamaForCausalLM.from_pretrained(paths["reference"])
+                policy = load_causal_lm(checkpoint / "policy", "policy")
+            reference = load_causal_lm(paths["reference"], "reference")
         value_model = (
             None
             if config.shared_value_head
-            else AlignLlamaForSequenceClassification.from_pretrained(
-                checkpoint / "value_model" if checkpoint else paths["value_model"], num_labels=1
+            else load_sequence_classifier(
+                checkpoint / "value_model" if checkpoint else paths["value_model"], "value_model", num_labels=1
             )
         )
         reward = RewardScorer.load(
@@ -635,7 +691,7 @@ class PPOTrainer:
             # A value head on the policy reads its values off the generation steps; a value model needs a forward.
             step_rows: list[torch.Tensor] = []
             with model.values_while_generating() if shared_trunk else contextlib.nullcontext([]) as step_values:
-                new, logits = sample_tokens(
+                new, sampled_logprobs = sample_tokens(
                     model.policy,
                     prompts["input_ids"][rows],
                     prompts["attention_mask"][rows],
@@ -645,17 +701,17 @@ class PPOTrainer:
                     temperature=config.temperature,
                     top_p=config.top_p,
                     row_seeds=row_seeds[rows],
-                    output_logits=True,
+                    output_logprobs=True,
                     # a sharded policy's forwards are collectives: every process steps until all are done
                     synced_gpus=self.sharded,
                     decode=config.decode,
                     step_rows=step_rows,
                 )
-            # The sampling policy's log-probs come from the logits generate computed anyway (a forward of the
-            # policy saved); reduced per chunk, so one chunk's (rows, T, vocab) logits are all that is held.
+            # The sampling policy's log-probs come from the logits of each generation step (a forward of the
+            # policy saved), reduced at each step: no (rows, T, vocab) tensor is held.
             padding = config.response_length - new.shape[1]
             chunks.append(F.pad(new, (0, padding), value=tokenizer.pad_token_id))
-            logprob_chunks.append(F.pad(token_logprobs(logits, new, config.temperature), (0, padding)))
+            logprob_chunks.append(F.pad(sampled_logprobs, (0, padding)))
             if shared_trunk:
                 # Step t's forward ran the rows still going (finished rows leave the batch; -1 marks a finished
                 # row that still steps with other processes): its values go to those rows' position t.
@@ -718,7 +774,7 @@ class PPOTrainer:
         model = self.accelerator.unwrap_model(self.model)
         width = responses.shape[1]
         # pi_0 is the frozen reference, or the policy with its LoRA adapters disabled.
-        reference = self.reference if self.reference is not None else model.policy
+        reference = self.reference if self.reference is not None else model.causal_lm()
         ref_logprobs, value_rows = [], []
         prompt_width = input_ids.shape[1] - width
         for start in range(0, len(input_ids), self.config.forward_batch_size):
@@ -730,18 +786,16 @@ class PPOTrainer:
                 attention_mask[rows, first : prompt_width + used],
             )
             with contextlib.nullcontext() if self.reference is not None else model.policy.disable_adapter():
-                # Only the positions that predict response tokens need logits: the vocabulary projection of the
-                # prompt positions would be most of a small model's forward.
-                logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=used + 1).logits
-            ref_logprobs.append(F.pad(self.response_logprobs(logits, responses[rows, :used]), (0, width - used)))
+                # Only the positions that predict response tokens need the vocabulary projection (the prompt's
+                # would be most of a small model's forward), and it runs `logits_chunk_tokens` at a time.
+                hidden = final_hidden_states(reference, ids, attention)
+                logprobs, _ = response_logprobs(
+                    reference, hidden, responses[rows, :used], self.config.temperature, self.config.logits_chunk_tokens
+                )
+            ref_logprobs.append(F.pad(logprobs, (0, width - used)))
             if with_values:
                 value_rows.append(F.pad(model.values(ids, attention)[:, -used - 1 : -1], (0, width - used)))
         return torch.cat(ref_logprobs), torch.cat(value_rows) if with_values else None
-
-    def response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        # Position t predicts token t + 1: the response's tokens are predicted by the positions just before them.
-        width = responses.shape[1]
-        return token_logprobs(logits[:, -width - 1 : -1], responses, self.config.temperature)
 
     def update(self, rollout: Rollout, timings: dict[str, float]) -> dict[str, float]:
         """One gradient step per mini-batch, `ppo_epochs` passes over the batch."""
@@ -775,13 +829,14 @@ class PPOTrainer:
                 columns = slice(first, prompt_width + used)
                 row_mask = rollout.mask[rows, :used] & (len(mine) > 0)
                 token_count = self.sum_across_processes(row_mask.sum().float()).clamp(min=1) / processes
-                logits, values = self.model(
-                    rollout.input_ids[rows, columns], rollout.attention_mask[rows, columns], logits_to_keep=used + 1
-                )
-                # One log-softmax serves the log-probs and the entropy metric.
-                log_distribution = F.log_softmax(logits[:, -used - 1 : -1].float() / config.temperature, dim=-1)
                 responses = rollout.input_ids[rows, prompt_width : prompt_width + used]
-                logprobs = torch.gather(log_distribution, 2, responses[..., None])[..., 0]
+                logprobs, entropy, values = self.model(
+                    rollout.input_ids[rows, columns],
+                    rollout.attention_mask[rows, columns],
+                    responses,
+                    config.temperature,
+                    config.logits_chunk_tokens,
+                )
                 losses = ppo_losses(
                     logprobs,
                     rollout.logprobs[rows, :used],
@@ -800,9 +855,7 @@ class PPOTrainer:
                     self.clip_gradients(config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                with torch.no_grad():
-                    entropy = -(log_distribution.exp() * log_distribution).sum(-1)
-                    entropy = masked_mean(entropy, row_mask, token_count)
+                entropy = masked_mean(entropy, row_mask, token_count)
                 for name, value in {**losses, "entropy": entropy}.items():
                     totals.setdefault(name, []).append(value.item())
         timings["time/update"] = time.perf_counter() - started

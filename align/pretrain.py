@@ -29,7 +29,7 @@ from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_e
 from .config import TrainerStageConfig, trainer_kwargs
 from .data import load_tokenizer
 from .io import UnreadableRecord, read_text_lines, strict_records, table_records
-from .modeling import PRESETS, AlignLlamaConfig, AlignLlamaForCausalLM
+from .modeling import PRESETS, AlignLlamaConfig, AlignLlamaForCausalLM, load_causal_lm
 from .sources import announce_sources, require_source
 from .tracking import JsonlMetricsCallback
 
@@ -133,12 +133,12 @@ def build_dataset(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) ->
     return datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
 
 
-def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> AlignLlamaForCausalLM:
+def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
     """A fresh model of the preset sized to the tokenizer, or the checkpoint of `init_from`."""
     if config.init_from:
         init_from = require_model_dir(config.init_from, "init_from")
         check_vocabulary(tokenizer, init_from, "init_from")
-        return AlignLlamaForCausalLM.from_pretrained(init_from)
+        return load_causal_lm(init_from, "init_from")
     # Exactly the tokenizer's size, as Llama 2's 32,000: an id past the tokenizer would decode to nothing.
     model_config = AlignLlamaConfig.from_preset(
         config.model_preset,

@@ -49,7 +49,7 @@ from .config import check_field_types, check_ranges
 from .data import load_tokenizer
 from .generation import DECODE_HELP, chat_prompt_texts, check_decode, complete, longest_first, sample_seeds
 from .io import atomic_write_jsonl
-from .modeling import AlignLlamaForCausalLM
+from .modeling import load_causal_lm
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
 from .rewards import SAFETY_THRESHOLD
@@ -220,7 +220,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
         require_reward_model_dir(path, spec.where(name))
     tokenizer = load_tokenizer(policy_dir)
     check_vocabulary(tokenizer, policy_dir, "policy")
-    policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).to(state.device).eval()
+    policy = load_causal_lm(policy_dir, "policy").to(state.device).eval()
     reward = RewardScorer.load(
         spec, state.device, config.score_batch_size, config.safety_threshold, fallback_tokenizer=tokenizer
     )

@@ -1,7 +1,8 @@
 """Reward models (docs/method.md §5): helpfulness and safety, trained with the margin ranking loss on TRL.
 
-The model is `AlignLlamaForSequenceClassification` initialised from the chat (SFT) checkpoint: the decoder
-weights are kept, the next-token head is dropped and a fresh scalar head reads the last token. TRL's
+The model is the chat (SFT) checkpoint loaded as a sequence classifier in its own architecture
+(`AutoModelForSequenceClassification`: align_llama, Llama, Qwen2, Mistral, ...): the decoder weights are kept,
+the next-token head is dropped and a fresh scalar head reads the last token. TRL's
 `RewardTrainer` trains it with -log sigmoid(r_c - r_r - m) using the `margin` column we fill from each pair's
 strength (`align.rewards.margin_for_strength`).
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import trl
 from transformers import TrainerCallback, set_seed
 
@@ -41,7 +43,7 @@ from .data import load_preferences, load_tokenizer
 from .data.preferences import FORMATS, PreferenceDataError
 from .data.tokenizer import CHAT_TEMPLATE_HELP, check_chat_template_setting
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
-from .modeling import AlignLlamaForSequenceClassification
+from .modeling import load_sequence_classifier
 from .rewards import MARGINS, conversation_ids, margin_for_strength, score
 from .sources import WORLD, announce_sources, is_world, require_source, split_sources
 from .tracking import JsonlMetricsCallback
@@ -250,11 +252,11 @@ def tokenize_pairs(
     return datasets.Dataset.from_list(rows)
 
 
-def build_model(model_dir: Path, tokenizer: Any, seed: int = 0) -> AlignLlamaForSequenceClassification:
+def build_model(model_dir: Path, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
     """The reward model: the chat model's decoder with a fresh scalar head (its LM head is not loaded), drawn
     from `seed` so that the run does not depend on what used the random state before (e.g. process count)."""
     set_seed(seed)
-    model = AlignLlamaForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    model = load_sequence_classifier(model_dir, "model", num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 

@@ -806,14 +806,14 @@ class Rounds:
         if self.processes.is_main_process and not batch.is_file():
             from .annotation import write_annotation_batch
             from .data import load_tokenizer
-            from .modeling import AlignLlamaForCausalLM
+            from .modeling import load_causal_lm
             from .prompts import load_prompts
 
             print(f"[round {n}] writing the comparison batch to annotate ...", flush=True)
             prompts = load_prompts(self.config.prompts, world_seed=self.config.world_seed)
             if len(prompts) > self.config.pairs_per_round:
                 prompts = random.Random(self.config.seed * 1000 + n).sample(prompts, self.config.pairs_per_round)
-            model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
+            model = load_causal_lm(policy, "policy").to(self.processes.device)
             temperatures = tuple(float(t) for t in self.config.annotation_temperatures.split(","))
             write_annotation_batch(model, load_tokenizer(policy), prompts, batch, temperatures=temperatures,
                                    max_new_tokens=self.config.annotation_max_new_tokens, seed=self.config.seed + n)  # fmt: skip
@@ -879,12 +879,12 @@ class Rounds:
                     "annotated_by": annotators or ["not recorded"], "unparsable": dict(unparsable),
                     "data_sources": {"annotations": [describe_source(str(labelled))]}}  # fmt: skip
         from .data import load_tokenizer
-        from .modeling import AlignLlamaForCausalLM
+        from .modeling import load_causal_lm
         from .world import TARGET_PROMPT_MIX, World
         from .world.collection import label_pairs, sample_answers
 
         world = World(seed=self.config.world_seed)
-        model = AlignLlamaForCausalLM.from_pretrained(policy).to(self.processes.device)
+        model = load_causal_lm(policy, "policy").to(self.processes.device)
         tokenizer = load_tokenizer(policy)
         processes, rank = self.processes.num_processes, self.processes.process_index
         seeds = {target: 1000 * n + index + self.config.seed for index, target in enumerate(TARGETS)}

@@ -32,7 +32,7 @@ from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_di
 from .data.tokenizer import check_chat_template_setting
 from .io import strict_records, table_records
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
-from .modeling import AlignLlamaForCausalLM
+from .modeling import load_causal_lm
 from .sources import WORLD, announce_sources, require_source, split_sources
 from .tracking import JsonlMetricsCallback
 
@@ -44,7 +44,13 @@ class SFTConfig(TrainerStageConfig):
     """SFT settings; defaults are the paper's (2 epochs, lr 2e-5 cosine, weight decay 0.1, batch 64, 4096 tokens).
     The optimizer fields come from `TrainerStageConfig`."""
 
-    model: str = field(default="", metadata={"help": "checkpoint to start from (ours or any Llama 2 directory)"})
+    model: str = field(
+        default="", metadata={"help": "checkpoint to start from: any transformers decoder (Llama, Qwen, Mistral, ...)"}
+    )
+    as_align_llama: bool = field(
+        default=False,
+        metadata={"help": "load a Llama checkpoint into align's own model (align_llama) instead of its own class"},
+    )
     output_dir: str = field(default="runs/sft", metadata={"help": "run folder: checkpoints, metrics, final/"})
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
     dataset: str | None = field(
@@ -169,7 +175,7 @@ def sft(config: SFTConfig, callbacks: list[TrainerCallback] | None = None) -> Pa
         "sft", {"dataset": config.dataset, "gatt_dataset": config.gatt_dataset}, config.world_seed
     )
     dataset = build_dataset(config, tokenizer)
-    model = AlignLlamaForCausalLM.from_pretrained(model_dir)
+    model = load_causal_lm(model_dir, "model", as_align_llama=config.as_align_llama)
     trainer = trl.SFTTrainer(
         model=model,
         args=training_arguments(config),

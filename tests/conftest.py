@@ -173,17 +173,20 @@ CHATML_TEMPLATE = (
 )
 
 
-def byte_level_tokenizer(texts, vocab_size: int = 700, chat_template: str | None = CHATML_TEMPLATE):
+def byte_level_tokenizer(
+    texts, vocab_size: int = 700, chat_template: str | None = CHATML_TEMPLATE, specials: list[str] | None = None,
+    bos: str | None = "<|endoftext|>", eos: str = "<|endoftext|>", pad: str | None = None,
+):  # fmt: skip
     """A GPT-2-style byte-level BPE tokenizer (not Llama's vocabulary) with ChatML special tokens, the kind a
     user brings: `<|endoftext|>` is its bos and eos (as GPT-2's), it has no pad and no unk; `chat_template=None`
-    leaves it without a chat template."""
+    leaves it without a chat template. `specials`, `bos`, `eos` and `pad` give another family's tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = specials or ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
@@ -193,9 +196,10 @@ def byte_level_tokenizer(texts, vocab_size: int = 700, chat_template: str | None
     backend.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        additional_special_tokens=specials[1:],
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        additional_special_tokens=[token for token in specials if token not in (bos, eos, pad)],
         chat_template=chat_template,
         model_max_length=512,
     )

@@ -8,6 +8,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
 )
@@ -270,11 +271,79 @@ def test_export_writes_the_tokenizer_and_generates_what_align_does(tokenizer, tm
     assert texts[0] == texts[1] and texts[0][0]["generated_text"][-1]["role"] == "assistant"
 
 
-def test_refuses_llama_configs_that_are_not_llama_2():
-    with pytest.raises(ValueError, match="rope_type"):
-        AlignLlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
-    with pytest.raises(ValueError, match="attention_bias"):
-        AlignLlamaConfig(attention_bias=True)
+# Every RoPE type of transformers' Llama, with the fields it needs (head_dim 16 -> 8 frequencies). The context is 64
+# positions; the scaled types were "pretrained" on 16 and the dynamic one on 32, so a 48-token input is past both.
+ROPE_TYPES = {
+    "default": {},
+    "linear": {"factor": 4.0},
+    "dynamic": {"factor": 2.0},
+    "yarn": {"factor": 4.0, "original_max_position_embeddings": 16},
+    "longrope": {
+        "short_factor": [1.0 + i / 8 for i in range(8)],
+        "long_factor": [2.0 + i for i in range(8)],
+        "original_max_position_embeddings": 16,
+    },
+    "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+}
+
+
+@pytest.mark.parametrize("rope_type", sorted(ROPE_TYPES))
+def test_every_rope_type_matches_transformers_llama_past_the_original_context(rope_type, tmp_path):
+    """Llama 3.x checkpoints carry `llama3` scaling: align's model gives transformers' logits (fp32, 1e-5) at
+    positions past the original context, after a save / load round trip through a Llama directory."""
+    rope = {"rope_type": rope_type, "rope_theta": 500000.0, **ROPE_TYPES[rope_type]}
+    llama_config = LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32 if rope_type == "dynamic" else 64, rope_parameters=rope,
+        tie_word_embeddings=True, eos_token_id=[1, 2],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config).save_pretrained(tmp_path / "llama")
+    llama = LlamaForCausalLM.from_pretrained(tmp_path / "llama").eval()
+    ours = AlignLlamaForCausalLM.from_pretrained(tmp_path / "llama").eval()
+    assert ours.config.rope_parameters == llama.config.rope_parameters
+    ids = torch.randint(0, 256, (2, 48))
+    torch.testing.assert_close(ours(ids).logits, llama(ids).logits, atol=1e-5, rtol=0)
+    # Generation with a KV cache crosses the original context too (the dynamic types recompute per call).
+    prompt = ids[:, :12]
+    expected = llama.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=None, pad_token_id=0)
+    got = ours.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(got, expected)
+    # The config round-trips: align's checkpoint and its export say what the user's said.
+    ours.save_pretrained(tmp_path / "align")
+    export_to_llama(AlignLlamaForCausalLM.from_pretrained(tmp_path / "align"), tmp_path / "back")
+    back = json.loads((tmp_path / "back" / "config.json").read_text())
+    original = json.loads((tmp_path / "llama" / "config.json").read_text())
+    assert back["rope_parameters"] == original["rope_parameters"]
+    assert (back["tie_word_embeddings"], back["eos_token_id"]) == (True, [1, 2])
+
+
+def test_attention_bias_mlp_bias_and_head_dim_as_in_llama_config(tmp_path):
+    llama_config = LlamaConfig(
+        vocab_size=256, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, attention_bias=True, mlp_bias=True, hidden_act="gelu",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config).save_pretrained(tmp_path)
+    llama = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ours = AlignLlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert ours.model.layers[0].self_attn.q_proj.weight.shape == (64, 48)
+    assert ours.model.layers[0].self_attn.q_proj.bias is not None and ours.model.layers[0].mlp.up_proj.bias is not None
+    ids = torch.randint(0, 256, (2, 11))
+    torch.testing.assert_close(ours(ids).logits, llama(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_bad_rope_parameters_name_the_field():
+    with pytest.raises(ValueError, match=r"rope_parameters.rope_type: unknown RoPE type 'ntk'"):
+        AlignLlamaConfig(rope_parameters={"rope_type": "ntk", "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match=r"rope_parameters: .*factor"):
+        AlignLlamaConfig(rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match=r"rope_parameters.rope_theta: must be a positive number"):
+        AlignLlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": -1.0})
+    with pytest.raises(ValueError, match="hidden_act: unknown activation 'swish2'"):
+        AlignLlamaConfig(hidden_act="swish2")
+    # An old align checkpoint's top-level rope_theta still loads (transformers folds it in).
+    assert AlignLlamaConfig(rope_theta=500000.0).rope_parameters == {"rope_type": "default", "rope_theta": 500000.0}
 
 
 def test_mha_to_gqa_mean_pools_kv_heads():

@@ -240,10 +240,13 @@ def test_a_shared_value_head_reads_the_policy_trunk(tmp_path, tokenizer):
     rollout, _ = trainer.rollout(trainer.batch_prompts(0), {})
     assert (rollout.values == 0).all()
     model = trainer.accelerator.unwrap_model(trainer.model)
+    width = rollout.mask.shape[1]
+    responses = rollout.input_ids[:, -width:]
     with torch.no_grad():
-        logits, values = model(rollout.input_ids, rollout.attention_mask)
-        expected = reference(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask).logits
-    torch.testing.assert_close(logits, expected)
+        logprobs, _, values = model(rollout.input_ids, rollout.attention_mask, responses)
+        logits = reference(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask).logits
+    expected = torch.log_softmax(logits[:, -width - 1 : -1].float(), -1).gather(-1, responses[..., None])[..., 0]
+    torch.testing.assert_close(logprobs, expected)  # the policy's own log-probs (it starts as the reference)
     assert values.shape == rollout.input_ids.shape
     assert sorted({name.split(".")[0] for name, _ in trainer.model.named_parameters()}) == ["policy", "value_head"]
     trainer.update(rollout, {})

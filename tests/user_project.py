@@ -81,24 +81,86 @@ def texts() -> list[str]:
     return out * 10 + ["You are a helpful assistant. user assistant system"] * 10
 
 
-def write_user_project(folder: Path) -> dict[str, str]:
-    """Write the model, tokenizer and data files under `folder`; returns their paths by name."""
+# The chat templates of the families users bring (the parts that shape the tokens; no date headers or tools).
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] + '\n\n' %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}{{ bos_token }}"
+    "{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+FAMILIES = ("llama", "llama3", "qwen2", "mistral")
+
+
+def family_model(family: str, texts_: list[str]):
+    """A tiny random checkpoint of `family` with the tokenizer and chat template such a checkpoint ships:
+
+    - llama: a plain `LlamaForCausalLM`, byte-level BPE, ChatML (the project's default);
+    - llama3: Llama 3.x's shape: `llama3` RoPE scaling, rope_theta 500000, tied embeddings, an eos list of two
+      ids, the Llama 3 template and special tokens, no pad token;
+    - qwen2: `Qwen2ForCausalLM` (attention biases), tied embeddings, ChatML with `<|im_end|>` as eos and
+      `<|endoftext|>` as pad, no bos;
+    - mistral: `MistralForCausalLM` (sliding window), `<s>` / `</s>`, the `[INST]` template.
+    """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     from conftest import byte_level_tokenizer
 
+    shape = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=256)  # fmt: skip
+    torch.manual_seed(0)
+    if family == "llama":
+        tokenizer = byte_level_tokenizer(texts_, vocab_size=600)
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, **shape)  # fmt: skip
+        return LlamaForCausalLM(config), tokenizer
+    if family == "llama3":
+        specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        tokenizer = byte_level_tokenizer(texts_, 600, LLAMA3_TEMPLATE, specials, bos="<|begin_of_text|>",
+                                         eos="<|eot_id|>")  # fmt: skip
+        ids = tokenizer.convert_tokens_to_ids
+        rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}  # fmt: skip
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=ids("<|begin_of_text|>"),
+                             eos_token_id=[ids("<|end_of_text|>"), ids("<|eot_id|>")], tie_word_embeddings=True,
+                             rope_parameters=rope, **shape)  # fmt: skip
+        return LlamaForCausalLM(config), tokenizer
+    if family == "qwen2":
+        tokenizer = byte_level_tokenizer(texts_, 600, eos="<|im_end|>", bos=None, pad="<|endoftext|>")
+        ids = tokenizer.convert_tokens_to_ids
+        config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=ids("<|im_end|>"),
+                             pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=True, **shape)  # fmt: skip
+        return Qwen2ForCausalLM(config), tokenizer
+    if family == "mistral":
+        tokenizer = byte_level_tokenizer(texts_, 600, MISTRAL_TEMPLATE, ["<s>", "</s>"], bos="<s>", eos="</s>")
+        ids = tokenizer.convert_tokens_to_ids
+        config = MistralConfig(vocab_size=len(tokenizer), bos_token_id=ids("<s>"), eos_token_id=ids("</s>"),
+                               sliding_window=128, tie_word_embeddings=False, **shape)  # fmt: skip
+        return MistralForCausalLM(config), tokenizer
+    raise ValueError(f"family: unknown {family!r}, allowed: {FAMILIES}")
+
+
+def write_user_project(folder: Path, family: str = "llama") -> dict[str, str]:
+    """Write the model (of `family`, see `family_model`), tokenizer and data files under `folder`; returns their
+    paths by name."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
-    tokenizer = byte_level_tokenizer(texts(), vocab_size=600)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )  # fmt: skip
-    model_dir = folder / "my-llama"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
+    model, tokenizer = family_model(family, texts())
+    model_dir = folder / ("my-llama" if family == "llama" else f"my-{family}")
+    model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
 
     train_helpful, test_helpful = HELPFUL[:12], HELPFUL[12:]

@@ -4,6 +4,15 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from .configuration_align_llama import AUTO_MAP, PRESETS, AlignLlamaConfig, llama_intermediate_size
 from .conversion import convert_mha_to_gqa, export_to_llama, from_llama_config, to_llama_config
+from .loading import (
+    UnsupportedModelError,
+    decoder_trunk,
+    final_norm,
+    load_causal_lm,
+    load_sequence_classifier,
+    logits_from_hidden,
+    score_head,
+)
 from .modeling_align_llama import (
     AlignLlamaForCausalLM,
     AlignLlamaForSequenceClassification,
@@ -32,7 +41,14 @@ __all__ = [
     "AlignLlamaPreTrainedModel",
     "AlignLlamaForCausalLM",
     "AlignLlamaForSequenceClassification",
+    "UnsupportedModelError",
     "convert_mha_to_gqa",
+    "decoder_trunk",
+    "final_norm",
+    "load_causal_lm",
+    "load_sequence_classifier",
+    "logits_from_hidden",
+    "score_head",
     "llama_intermediate_size",
     "export_to_llama",
     "from_llama_config",

@@ -4,8 +4,12 @@ Field names are those of transformers' `LlamaConfig` so that configs and checkpo
 unchanged. Our own validation runs before transformers' strict-dataclass validation, so a bad value gives a
 `ValueError` that names the field and what it accepts (transformers would raise its own exception type).
 
-Llama 2 uses plain RoPE (no scaling), so the config keeps a single `rope_theta`; a Hugging Face config's
-`rope_parameters` / `rope_scaling` dict is folded into it on load, and anything but the default RoPE is refused.
+Llama 2 uses plain RoPE; Llama 3.x checkpoints carry a scaled one. `rope_parameters` is transformers' dict
+(`rope_type`, `rope_theta`, the scaling fields) and the model computes its frequencies with transformers' own
+`ROPE_INIT_FUNCTIONS`, so every RoPE type transformers' Llama knows (`default`, `linear`, `dynamic`, `yarn`,
+`longrope`, `llama3`) gives the same network as `LlamaForCausalLM`. An old config's top-level `rope_theta` or
+`rope_scaling` is folded into `rope_parameters` by transformers on load. `attention_bias`, `mlp_bias`,
+`hidden_act` and an explicit `head_dim` are those of `LlamaConfig` too.
 """
 
 from __future__ import annotations
@@ -66,9 +70,6 @@ _POSITIVE_INT_FIELDS = (
     "max_position_embeddings",
 )
 
-# Options of transformers' LlamaConfig that Llama 2 fixes; a checkpoint asking for anything else is not Llama 2.
-_LLAMA_FIXED_OPTIONS = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False}
-
 
 class AlignLlamaConfig(PretrainedConfig):
     """Configuration of a Llama-2-style decoder (docs/method.md §1).
@@ -87,7 +88,7 @@ class AlignLlamaConfig(PretrainedConfig):
     num_attention_heads: int = 32
     num_key_value_heads: int | None = None
     max_position_embeddings: int = 4096
-    rope_theta: float = 10000.0
+    rope_parameters: dict | None = None  # transformers' form: {"rope_type": "default", "rope_theta": 10000.0, ...}
     rms_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     use_cache: bool = True
@@ -95,47 +96,56 @@ class AlignLlamaConfig(PretrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = False
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        kwargs = self._fold_llama_options(kwargs)
+        if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
+            if isinstance(self.hidden_size, int) and self.hidden_size % self.num_attention_heads:
+                allowed = [h for h in range(1, self.hidden_size + 1) if self.hidden_size % h == 0]
+                raise ValueError(
+                    f"num_attention_heads: must divide hidden_size={self.hidden_size} (or give head_dim); "
+                    f"got {self.num_attention_heads}, allowed: {allowed}"
+                )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        for ignored in ("pretraining_tp",):  # Meta's tensor-parallel slicing of the old Llama code; no effect here
+            kwargs.pop(ignored, None)
         # Where the classes live in a checkpoint: `save_pretrained` copies this file and the modeling file next to
         # config.json, so `trust_remote_code=True` loads the model without `align` installed. TRL's online
         # trainers also read it to pick `AutoModelForCausalLM` for an architecture transformers does not ship.
         kwargs["auto_map"] = dict(AUTO_MAP)
         self.validate_shapes()
+        # transformers folds `rope_theta` / `rope_scaling` into `rope_parameters` here (and fills the defaults)
         super().__post_init__(**kwargs)
+        self.validate_rope_parameters()
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def rope_theta(self) -> float:
+        """The RoPE base (`rope_parameters["rope_theta"]`; transformers' default before it is set)."""
+        return float((self.rope_parameters or {}).get("rope_theta", self.default_theta))
 
-    def _fold_llama_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Accept the extra keys of a Hugging Face `LlamaConfig` and check they describe Llama 2."""
-        rope = kwargs.pop("rope_parameters", None) or kwargs.pop("rope_scaling", None)
-        if rope:
-            rope_type = rope.get("rope_type", rope.get("type", "default"))
-            if rope_type != "default":
-                raise ValueError(f"rope_parameters.rope_type: only 'default' RoPE is supported, got {rope_type!r}")
-            self.rope_theta = float(rope.get("rope_theta", self.rope_theta))
-        for name, required in _LLAMA_FIXED_OPTIONS.items():
-            value = kwargs.pop(name, required)
-            if value != required:
-                raise ValueError(f"{name}: Llama 2 requires {required!r}, got {value!r}")
-        head_dim = kwargs.pop("head_dim", None)
-        if (
-            head_dim is not None
-            and self.num_attention_heads
-            and head_dim * self.num_attention_heads != self.hidden_size
-        ):
-            raise ValueError(
-                f"head_dim: must equal hidden_size / num_attention_heads = "
-                f"{self.hidden_size}/{self.num_attention_heads}, got {head_dim}"
-            )
-        for ignored in ("pretraining_tp", "attention_dropout"):
-            kwargs.pop(ignored, None)
-        return kwargs
+    def validate_rope_parameters(self) -> None:
+        """Raise `ValueError` naming the field when `rope_parameters` is not a RoPE transformers can build."""
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        rope = self.rope_parameters or {}
+        rope_type = rope.get("rope_type", "default")
+        if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+            allowed = ["default", *sorted(ROPE_INIT_FUNCTIONS)]
+            raise ValueError(f"rope_parameters.rope_type: unknown RoPE type {rope_type!r}, allowed: {allowed}")
+        theta = rope.get("rope_theta")
+        if not isinstance(theta, (int, float)) or isinstance(theta, bool) or not theta > 0:
+            raise ValueError(f"rope_parameters.rope_theta: must be a positive number, got {theta!r}")
+        if rope_type != "default":
+            try:
+                self.validate_rope()  # transformers' checks of the type's own fields (factor, low_freq_factor, ...)
+            except (KeyError, TypeError) as error:
+                raise ValueError(f"rope_parameters: {error.args[0] if error.args else error}") from None
 
     def validate_shapes(self) -> None:
         """Raise `ValueError` naming the first invalid field and the values it accepts."""
@@ -143,22 +153,20 @@ class AlignLlamaConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            allowed = [h for h in range(1, self.hidden_size + 1) if self.hidden_size % h == 0]
-            raise ValueError(
-                f"num_attention_heads: must divide hidden_size={self.hidden_size}; "
-                f"got {self.num_attention_heads}, allowed: {allowed}"
-            )
+        if not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim <= 0:
+            raise ValueError(f"head_dim: must be a positive integer, got {self.head_dim!r}")
         if self.head_dim % 2:
-            raise ValueError(f"hidden_size / num_attention_heads: RoPE needs an even head dim, got {self.head_dim}")
+            raise ValueError(f"head_dim: RoPE needs an even head dim, got {self.head_dim}")
         if self.num_attention_heads % self.num_key_value_heads:
             allowed = [k for k in range(1, self.num_attention_heads + 1) if self.num_attention_heads % k == 0]
             raise ValueError(
                 f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}; "
                 f"got {self.num_key_value_heads}, allowed: {allowed}"
             )
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta: must be positive, got {self.rope_theta!r}")
+        from transformers.activations import ACT2FN
+
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act: unknown activation {self.hidden_act!r}, allowed: {sorted(ACT2FN)}")
         if not self.rms_norm_eps > 0:
             raise ValueError(f"rms_norm_eps: must be positive, got {self.rms_norm_eps!r}")
 

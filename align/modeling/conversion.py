@@ -37,17 +37,18 @@ _SHARED_CONFIG_FIELDS = (
     "bos_token_id",
     "eos_token_id",
     "tie_word_embeddings",
+    "hidden_act",
+    "attention_bias",
+    "attention_dropout",
+    "mlp_bias",
+    "head_dim",
 )
 
 
 def to_llama_config(config: AlignLlamaConfig) -> LlamaConfig:
     """The transformers `LlamaConfig` describing the same network."""
     fields = {name: getattr(config, name) for name in _SHARED_CONFIG_FIELDS}
-    return LlamaConfig(
-        **fields,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-        num_labels=config.num_labels,
-    )
+    return LlamaConfig(**fields, rope_parameters=copy.deepcopy(config.rope_parameters), num_labels=config.num_labels)
 
 
 def from_llama_config(config: LlamaConfig) -> AlignLlamaConfig:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -43,6 +44,7 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import TransformersKwargs, can_return_tuple
 
@@ -85,18 +87,44 @@ class AlignLlamaRMSNorm(nn.Module):
         return self.weight * x.to(input_dtype)
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos and sin of the rotary angles, each (B or 1, T, head_dim), for integer positions (B or 1, T).
+class AlignLlamaRotaryEmbedding(nn.Module):
+    """cos and sin of the rotary angles for integer positions, with transformers' RoPE types.
 
-    Computed on the fly (a few hundred flops per position) rather than kept in a buffer: nothing to
-    re-initialise when transformers builds the model on the meta device and loads weights into it.
+    The inverse frequencies come from transformers' own `ROPE_INIT_FUNCTIONS` (`linear`, `dynamic`, `yarn`,
+    `longrope`, `llama3`; `default` is Su et al.'s), and `dynamic_rope_update` recomputes them for the dynamic and
+    longrope types past the original context, exactly as `LlamaRotaryEmbedding` does: a Llama 3.x checkpoint keeps
+    its long-context behaviour. The buffers are not saved; transformers' weight init refills them after a
+    meta-device build (it recognises the `original_inv_freq` of a "RotaryEmbedding").
     """
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
-    )
-    angles = position_ids[..., None].float() * inv_freq  # (B, T, hd/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (B, T, hd): the "rotate half" layout of HF Llama checkpoints
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def __init__(self, config: AlignLlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        self.rope_type = config.rope_parameters["rope_type"]
+        rope_init_fn = (
+            self.compute_default_rope_parameters if self.rope_type == "default" else ROPE_INIT_FUNCTIONS[self.rope_type]
+        )
+        inv_freq, self.attention_scaling = rope_init_fn(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: AlignLlamaConfig, device=None, **kwargs) -> tuple[torch.Tensor, float]:
+        """Su et al. 2021: inv_freq[i] = theta^(-2i / head_dim); no scaling of cos and sin."""
+        dim = config.head_dim
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+        return 1.0 / (config.rope_parameters["rope_theta"] ** exponents), 1.0
+
+    @torch.no_grad()
+    @dynamic_rope_update
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, each (B or 1, T, head_dim) in x's dtype, for positions (B or 1, T)."""
+        angles = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, hd/2)
+        angles = torch.cat((angles, angles), dim=-1)  # the "rotate half" layout of HF Llama checkpoints
+        cos, sin = angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -145,10 +173,12 @@ class AlignLlamaAttention(nn.Module):
         self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        self.attention_dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(
         self,
@@ -169,22 +199,31 @@ class AlignLlamaAttention(nn.Module):
             self.config._attn_implementation, eager_attention_forward
         )
         y, weights = attention(
-            self, q, k, v, attention_mask, scaling=self.scaling, dropout=0.0, **kwargs
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.attention_dropout if self.training else 0.0,
+            **kwargs,
         )  # y (B, T, nh, hd)
         return self.o_proj(y.reshape(B, T, self.num_heads * self.head_dim)), weights
 
 
 class AlignLlamaMLP(nn.Module):
-    """SwiGLU feed-forward (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+    """SwiGLU feed-forward (Shazeer 2020): down(silu(gate(x)) * up(x)); `hidden_act` as in `LlamaConfig`."""
 
     def __init__(self, config: AlignLlamaConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        bias = config.mlp_bias
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
 class AlignLlamaDecoderLayer(GradientCheckpointingLayer):
@@ -239,6 +278,7 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(AlignLlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = AlignLlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = AlignLlamaRotaryEmbedding(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -292,7 +332,12 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
             cache = None
         past_length = cache.get_seq_length() if cache is not None else 0
         # A static cache counts its length in a tensor: a compiled decode step does not branch on it.
-        if not torch.compiler.is_compiling() and past_length + T > self.config.max_position_embeddings:
+        # Dynamic NTK RoPE exists to run past the trained context; every other type stops at the configured one.
+        if (
+            not torch.compiler.is_compiling()
+            and self.rotary_emb.rope_type != "dynamic"
+            and past_length + T > self.config.max_position_embeddings
+        ):
             raise ValueError(
                 f"sequence length {past_length + T} exceeds max_position_embeddings="
                 f"{self.config.max_position_embeddings}"
@@ -308,7 +353,7 @@ class AlignLlamaModel(AlignLlamaPreTrainedModel):
         if position_ids.dim() == 1:
             position_ids = position_ids[None]
         # Shared positions stay (1, T): the cos/sin tables are broadcast, not stored once per row.
-        position_embeddings = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
+        position_embeddings = self.rotary_emb(x, position_ids)
 
         all_hidden_states = (x,) if output_hidden_states else None
         all_attentions = () if output_attentions else None

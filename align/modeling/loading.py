@@ -1,0 +1,131 @@
+"""Loading the user's checkpoints as they are: any transformers decoder as the policy, any sequence classifier
+as a reward model, and the few parts of them the stages reach into.
+
+Every stage loads through `load_causal_lm` / `load_sequence_classifier`, i.e. transformers' Auto classes: a
+Llama 3.x, Qwen2/Qwen3, Mistral or Gemma checkpoint stays that architecture through SFT, the reward models,
+rejection sampling, PPO and the rounds, and the stages write it back in the same architecture. `align_llama`
+checkpoints load into align's classes (registered with the Auto classes on import). `as_align_llama=True` is the
+one way to move a Llama checkpoint into align's model (for the paper's presets and GQA conversion).
+
+Nothing from a model folder runs unless the caller passes `trust_remote_code=True`: a checkpoint whose
+architecture transformers does not ship is refused with one line that says so.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
+
+from .configuration_align_llama import AlignLlamaConfig
+
+
+class UnsupportedModelError(ValueError):
+    """A checkpoint the stage cannot use as asked (message: one line naming the folder and what is missing)."""
+
+
+def load_model_config(path: str | os.PathLike, what: str = "model", trust_remote_code: bool = False) -> PretrainedConfig:
+    """The checkpoint's transformers config; `UnsupportedModelError` naming `what` when transformers does not know
+    its `model_type` (or would need the folder's own code without `trust_remote_code`)."""
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        text = str(error)
+        if "trust_remote_code" in text:
+            raise UnsupportedModelError(
+                f"{what}: {path} needs the code in its folder (auto_map); align runs it only with --trust_remote_code"
+            ) from None
+        raise UnsupportedModelError(f"{what}: {path}: {text.splitlines()[0]}") from None
+
+
+def _checked_class(config: PretrainedConfig, auto_class: type, what: str, path: Any, kind: str) -> None:
+    if type(config) not in auto_class._model_mapping and not getattr(config, "auto_map", None):
+        raise UnsupportedModelError(
+            f"{what}: {path} is a {config.model_type!r} model, which transformers has no {kind} class for; "
+            f"expected a decoder-only language model (Llama, Qwen2/Qwen3, Mistral, Gemma, ...)"
+        )
+
+
+def load_causal_lm(
+    path: str | os.PathLike,
+    what: str = "model",
+    *,
+    as_align_llama: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """The checkpoint as transformers' `AutoModelForCausalLM` loads it (its own architecture), or as align's
+    `AlignLlamaForCausalLM` with `as_align_llama=True` (Llama-family configs only)."""
+    config = load_model_config(path, what, trust_remote_code)
+    if as_align_llama:
+        from .modeling_align_llama import AlignLlamaForCausalLM
+
+        require_llama_family(config, what, path)
+        return AlignLlamaForCausalLM.from_pretrained(path, **kwargs)
+    _checked_class(config, AutoModelForCausalLM, what, path, "causal-LM")
+    return AutoModelForCausalLM.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_sequence_classifier(
+    path: str | os.PathLike, what: str = "reward model", *, num_labels: int = 1, trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:  # fmt: skip
+    """The checkpoint as `AutoModelForSequenceClassification` with `num_labels` outputs: a reward model as it was
+    saved, or a fresh scalar head on a causal LM's decoder (the paper's reward-model init, docs/method.md §5)."""
+    config = load_model_config(path, what, trust_remote_code)
+    _checked_class(config, AutoModelForSequenceClassification, what, path, "sequence-classification")
+    config.num_labels = num_labels
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, trust_remote_code=trust_remote_code, **kwargs
+    )
+
+
+def require_llama_family(config: PretrainedConfig, what: str, path: Any) -> None:
+    """`UnsupportedModelError` unless `config` is a Llama or align_llama config (what align's own model holds)."""
+    if config.model_type not in ("llama", AlignLlamaConfig.model_type):
+        raise UnsupportedModelError(
+            f"{what}: {path} is a {config.model_type!r} model, already loadable by transformers' Auto classes; "
+            f"align's own model (align_llama) holds Llama checkpoints only"
+        )
+
+
+# ---- the parts of a transformers decoder the stages use ------------------------------------------------------
+
+
+def decoder_trunk(model: nn.Module) -> nn.Module:
+    """The decoder stack without its head (`model.model` in Llama, Qwen2, Mistral, Gemma and align_llama)."""
+    trunk = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    if not isinstance(trunk, nn.Module):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no decoder trunk under `{getattr(model, 'base_model_prefix', 'model')}`"
+        )
+    return trunk
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The decoder's last normalisation layer (its output is the hidden state the heads read)."""
+    norm = getattr(decoder_trunk(model), "norm", None)
+    if not isinstance(norm, nn.Module):
+        raise UnsupportedModelError(f"{type(model).__name__}: its decoder has no final `norm` layer to read values from")
+    return norm
+
+
+def logits_from_hidden(causal_lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head applied to final hidden states, as the model's own forward does it (Gemma 2's final logit
+    soft-capping included)."""
+    logits = causal_lm.get_output_embeddings()(hidden)
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def score_head(model: nn.Module) -> nn.Module:
+    """The linear head of a sequence classifier (`score` in transformers' decoder classifiers and align_llama)."""
+    head = getattr(model, "score", None)
+    if not isinstance(head, nn.Module):
+        raise UnsupportedModelError(f"{type(model).__name__}: a value model needs a linear `score` head")
+    return head
