@@ -492,6 +492,9 @@ def require_model_dir(path: str | os.PathLike, what: str = "checkpoint") -> Path
         reason = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"{what}: {path} {reason}; expected a directory written by save_pretrained")
     read_model_config(path, what)
+    from .modeling import load_model_config
+
+    load_model_config(path, what)  # an architecture transformers knows (or would need the folder's code: refused)
     weights = weight_files(path, what)
     if not weights:
         pickled = pickle_weight_files(path)

@@ -53,7 +53,10 @@ def to_llama_config(config: AlignLlamaConfig) -> LlamaConfig:
 
 def from_llama_config(config: LlamaConfig) -> AlignLlamaConfig:
     """The `AlignLlamaConfig` describing the same network as a transformers `LlamaConfig`."""
-    return AlignLlamaConfig(**config.to_dict())
+    fields = config.to_dict()
+    for transformers_own in ("model_type", "architectures", "transformers_version", "auto_map"):
+        fields.pop(transformers_own, None)
+    return AlignLlamaConfig(**fields)
 
 
 def export_to_llama(

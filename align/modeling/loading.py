@@ -61,10 +61,13 @@ def load_causal_lm(
     `AlignLlamaForCausalLM` with `as_align_llama=True` (Llama-family configs only)."""
     config = load_model_config(path, what, trust_remote_code)
     if as_align_llama:
+        from .conversion import from_llama_config
         from .modeling_align_llama import AlignLlamaForCausalLM
 
         require_llama_family(config, what, path)
-        return AlignLlamaForCausalLM.from_pretrained(path, **kwargs)
+        if not isinstance(config, AlignLlamaConfig):
+            config = from_llama_config(config)  # the same network, said in align's config (no type-mismatch warning)
+        return AlignLlamaForCausalLM.from_pretrained(path, config=config, **kwargs)
     _checked_class(config, AutoModelForCausalLM, what, path, "causal-LM")
     return AutoModelForCausalLM.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, **kwargs)
 

@@ -1,0 +1,129 @@
+"""The checkpoints users bring (align.modeling.loading): a Llama-3-style Llama, Qwen2 and Mistral, each through
+`align sft` -> `align reward-model` -> `align rejection-sampling` -> `align ppo` -> `align round 1` with the
+user's files, kept in its own architecture, config and chat template; and one-line refusals."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from align.cli import main as align
+from align.modeling import UnsupportedModelError, load_causal_lm, load_sequence_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_of(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+# What the stages may change in a saved config: the pad id the tokenizer pads with (TRL's trainers set it on the
+# model when the checkpoint had none), a reward model's head, and transformers' bookkeeping.
+CHANGED_BY_TRAINING = {"pad_token_id", "architectures", "id2label", "label2id", "dtype", "transformers_version"}
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral"])
+def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(family, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from user_project import write_stage_yamls, write_user_project
+
+    monkeypatch.chdir(tmp_path)
+    data = write_user_project(tmp_path / "project", family)
+    stages = write_stage_yamls(tmp_path / "configs")
+    user = Path(data["model"])
+    tiny = ["--max_length", "256", "--per_device_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--save_steps", "1000", "--logging_steps", "5"]  # fmt: skip
+    align(["sft", "--model", str(user), "--dataset", data["sft"], "--output_dir", "sft", "--num_train_epochs", "2",
+           "--lr", "3e-3", *tiny])  # fmt: skip
+    for target, held_out in (("helpfulness", "helpfulness_eval"), ("safety", "safety_eval")):
+        align(["reward-model", "--model", "sft/final", "--target", target, "--output_dir", f"rm_{target}",
+               "--helpfulness_data", data["helpfulness"], "--safety_data", data["safety"], "--eval_data",
+               data[held_out], "--num_train_epochs", "1", "--lr", "1e-3", *tiny])  # fmt: skip
+    rms = ["--helpfulness_rm", "rm_helpfulness/final", "--safety_rm", "rm_safety/final", "--prompts", data["prompts"]]
+    align(["rejection-sampling", "--policy", "sft/final", *rms, "--output_dir", "rs", "--num_samples", "2",
+           "--max_new_tokens", "12", "--finetune_epochs", "1", "--finetune_batch_size", "4", "--max_length", "256"])  # fmt: skip
+    # PPO with a chunk smaller than a mini-batch's positions: the chunked path runs.
+    align(["ppo", "--policy", "rs/sft/final", *rms, "--output_dir", "ppo", "--num_iterations", "2", "--batch_size",
+           "4", "--mini_batch_size", "2", "--response_length", "10", "--forward_batch_size", "4",
+           "--logits_chunk_tokens", "7"])  # fmt: skip
+    align(["round", "1", "--name", "mine", "--runs_dir", "runs", "--sft_model", "sft/final",
+           "--helpfulness_rm", "rm_helpfulness/final", "--safety_rm", "rm_safety/final", "--prompts", data["prompts"],
+           "--eval_prompts", data["eval_prompts"], "--helpfulness_eval_pairs", data["helpfulness_eval"],
+           "--safety_eval_pairs", data["safety_eval"], "--helpfulness_pairs", data["helpfulness_rounds"],
+           "--safety_pairs", data["safety_rounds"], "--helpfulness_rm_config", stages["rm"],
+           "--safety_rm_config", stages["rm"], "--rm_update_config", stages["rm"],
+           "--rejection_sampling_config", stages["rs"], "--ppo_config", stages["ppo"], "--ppo_from_round", "1"])  # fmt: skip
+
+    original = config_of(user)
+    policies = [Path(p) for p in ("sft/final", "rs/sft/final", "ppo/final", "runs/mine/round-1/ppo/final",
+                                  "runs/mine/round-1/rejection_sampling/sft/final")]  # fmt: skip
+    reward_models = [Path(p) for p in ("rm_helpfulness/final", "rm_safety/final",
+                                       "runs/mine/round-1/reward_model_helpfulness/final")]  # fmt: skip
+    for folder in policies + reward_models:
+        saved = config_of(folder)
+        assert saved["model_type"] == original["model_type"], folder
+        changed = {key for key in original.keys() | saved.keys() if original.get(key) != saved.get(key)}
+        assert changed <= CHANGED_BY_TRAINING, (folder, {k: (original.get(k), saved.get(k)) for k in changed})
+        if original.get("pad_token_id") is not None:
+            assert saved["pad_token_id"] == original["pad_token_id"]
+        assert (folder / "chat_template.jinja").read_text() == (user / "chat_template.jinja").read_text()
+    # Loadable by transformers' own classes, no align code in the folder.
+    policy = AutoModelForCausalLM.from_pretrained("runs/mine/round-1/ppo/final")
+    reward = AutoModelForSequenceClassification.from_pretrained("rm_helpfulness/final")
+    for model in (policy, reward):
+        assert type(model).__module__.startswith(f"transformers.models.{original['model_type']}.")
+    assert not list(Path("runs/mine/round-1/ppo/final").glob("*.py"))
+    assert policy.config.rope_parameters == AutoModelForCausalLM.from_pretrained(user).config.rope_parameters
+    if family == "llama3":
+        assert policy.config.rope_parameters["rope_type"] == "llama3" and policy.config.tie_word_embeddings
+        assert policy.config.eos_token_id == original["eos_token_id"] and len(original["eos_token_id"]) == 2
+        assert torch.equal(policy.lm_head.weight, policy.model.embed_tokens.weight)  # still tied
+    metrics = json.loads(Path("runs/mine/round-1/evaluate/metrics.json").read_text())
+    assert metrics["prompts"] == 7 and 0 <= metrics["win_rate_vs_sft"] <= 1
+
+
+def test_a_llama3_checkpoint_moves_into_align_llama_only_when_asked(tmp_path):
+    """`as_align_llama`: the user's Llama 3 network (its llama3 RoPE included) in align's model, same logits;
+    a Qwen2 checkpoint is refused with one line."""
+    from user_project import family_model, texts
+
+    llama, _ = family_model("llama3", texts())
+    llama.eval().save_pretrained(tmp_path / "llama3")
+    ours = load_causal_lm(tmp_path / "llama3", as_align_llama=True).eval()
+    assert ours.config.model_type == "align_llama" and ours.config.rope_parameters["rope_type"] == "llama3"
+    ids = torch.randint(0, 600, (2, 100))  # past the original 64 positions
+    torch.testing.assert_close(ours(ids).logits, llama(ids).logits, atol=1e-5, rtol=0)
+    assert type(load_causal_lm(tmp_path / "llama3")).__name__ == "LlamaForCausalLM"  # the default: as it is
+    qwen, _ = family_model("qwen2", texts())
+    qwen.save_pretrained(tmp_path / "qwen2")
+    with pytest.raises(UnsupportedModelError, match=r"'qwen2' model, already loadable by transformers"):
+        load_causal_lm(tmp_path / "qwen2", "model", as_align_llama=True)
+
+
+def test_checkpoints_a_stage_cannot_use_get_one_line(tmp_path):
+    from transformers import T5Config, T5Model
+
+    T5Model(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path / "t5"
+    )
+    with pytest.raises(UnsupportedModelError, match=r"model: .*t5 is a 't5' model, which transformers has no "
+                       r"causal-LM class for; expected a decoder-only"):  # fmt: skip
+        load_causal_lm(tmp_path / "t5", "model")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({"model_type": "my_secret_lm", "auto_map": {
+        "AutoConfig": "configuration_secret.SecretConfig", "AutoModelForCausalLM": "modeling_secret.SecretLM"}}))  # fmt: skip
+    (remote / "configuration_secret.py").write_text("raise SystemExit('this code must not run')\n")
+    save_file({"weight": torch.zeros(2)}, remote / "model.safetensors")
+    with pytest.raises(UnsupportedModelError, match=r"needs the code in its folder .*--trust_remote_code"):
+        load_sequence_classifier(remote, "reward model")
+    # From the command line: one line, exit status 2, the folder's code never run.
+    result = subprocess.run([sys.executable, "-m", "align", "sft", "--model", str(remote), "--dataset", "world"],
+                            cwd=ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert re.search(r"align sft: error: model: .*remote needs the code in its folder", result.stderr)
