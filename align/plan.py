@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .modeling import AlignLlamaConfig
@@ -61,6 +63,11 @@ class PlanConfig:
     """A run to plan: model, stage, processes and batch shape (defaults: Llama 2 7B SFT on one 8-GPU node)."""
 
     preset: str = field(default="7b", metadata={"help": "model size (align.modeling.PRESETS)"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "a model's config.json (or its folder) to plan instead of --preset: any Llama-shaped "
+                          "decoder (Llama 3.x, Qwen2, Mistral); e.g. recipes/models/llama-3.1-8b/config.json"},
+    )  # fmt: skip
     stage: str = field(default="sft", metadata={"help": f"one of {STAGES}"})
     gpus: int = field(default=8, metadata={"help": "processes in all (GPUs over every node)"})
     strategy: str = field(default="ddp", metadata={"help": f"one of {STRATEGIES}"})
@@ -78,6 +85,10 @@ class PlanConfig:
     prompt_length: int = field(default=1024, metadata={"help": "prompt tokens of a rollout"})
     response_length: int = field(default=1024, metadata={"help": "generated tokens of a rollout"})
     attention: str = field(default="flash", metadata={"help": "flash (GPU kernels) or math (keeps T x T, CPU)"})
+    logits_chunk_tokens: int = field(
+        default=1024,
+        metadata={"help": "PPO: positions whose vocabulary logits are computed at a time (PPOConfig's); 0 = all"},
+    )
     shard_frozen: bool = field(
         default=False,
         metadata={"help": "frozen models sharded over the GPUs (FSDP2, the RL stages' shard_frozen) instead of whole "
@@ -108,24 +119,35 @@ class PlanConfig:
             raise PlanError(f"attention: expected 'flash' or 'math', got {self.attention!r}")
         if not 0 <= self.headroom < 1:
             raise PlanError(f"headroom: must be in [0, 1), got {self.headroom}")
+        if self.logits_chunk_tokens < 0:
+            raise PlanError(f"logits_chunk_tokens: must be 0 (all at once) or positive, got {self.logits_chunk_tokens}")
+
+    @property
+    def model_name(self) -> str:
+        """What the plan is of: the preset, or the config file's folder."""
+        if self.model is None:
+            return self.preset
+        path = Path(self.model)
+        return (path.parent if path.name == "config.json" else path).name or str(path)
 
 
 def parameter_count(config: AlignLlamaConfig, head: str = "lm") -> int:
     """Parameters of the decoder with a next-token head ("lm") or a scalar reward head ("score")."""
     hidden, kv = config.hidden_size, config.num_key_value_heads * config.head_dim
-    attention = hidden * (2 * hidden + 2 * kv)  # q, o: hidden x hidden; k, v: hidden x kv
+    query = config.num_attention_heads * config.head_dim
+    attention = hidden * (2 * query + 2 * kv)  # q, o: hidden x heads * head_dim; k, v: hidden x kv
     mlp = 3 * hidden * config.intermediate_size
     layers = config.num_hidden_layers * (attention + mlp + 2 * hidden)  # + two RMSNorm weights
-    head_size = hidden * (config.vocab_size if head == "lm" else 1)
+    tied = head == "lm" and config.tie_word_embeddings  # the LM head is the embedding matrix
+    head_size = 0 if tied else hidden * (config.vocab_size if head == "lm" else 1)
     return config.vocab_size * hidden + layers + hidden + head_size
 
 
 def lora_parameter_count(config: AlignLlamaConfig, rank: int) -> int:
     """LoRA adapters (A: rank x in, B: out x rank) on q, k, v, o and the three MLP projections of every layer."""
     hidden, kv, inner = config.hidden_size, config.num_key_value_heads * config.head_dim, config.intermediate_size
-    shapes = (
-        [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden)] + [(hidden, inner)] * 2 + [(inner, hidden)]
-    )
+    query = config.num_attention_heads * config.head_dim
+    shapes = [(hidden, query), (hidden, kv), (hidden, kv), (query, hidden)] + [(hidden, inner)] * 2 + [(inner, hidden)]
     return config.num_hidden_layers * sum(rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
 
 
@@ -149,15 +171,36 @@ def backward_workspace_bytes(config: AlignLlamaConfig, dtype_bytes: int) -> int:
     return dtype_bytes * (3 * config.intermediate_size + 2 * config.hidden_size)
 
 
-def head_activation_bytes(config: AlignLlamaConfig, dtype_bytes: int, head: str = "lm") -> int:
-    """Bytes per token at the head's backward: the final norm, and for a language-model loss the logits (returned
-    to the caller, so alive through the whole backward), their fp32 copy when they are not fp32, the
-    log-softmax and a vocabulary-sized gradient."""
+# How a stage computes its language-model loss: the whole logits (transformers' loss: pretraining), TRL's fused
+# LM head (SFT and rejection sampling's fine-tune: tiles of 4,096 tokens x 32,768 vocabulary entries), or
+# align.logprobs' chunks (PPO, `logits_chunk_tokens` positions at a time).
+LOGITS = {"pretrain": "full", "sft": "fused", "rejection_sampling": "fused", "ppo": "chunked"}
+TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
+
+
+def head_activation_bytes(config: AlignLlamaConfig, dtype_bytes: int, head: str = "lm", logits: str = "full") -> int:
+    """Bytes per token at the head's backward: the final norm, and for a language-model loss computed on the
+    whole logits those logits (returned to the caller, so alive through the whole backward), their fp32 copy
+    when they are not fp32, the log-softmax and a vocabulary-sized gradient. Chunked logits cost a fixed
+    amount per step instead (`logits_workspace_bytes`)."""
     final_norm = 4 * config.hidden_size + dtype_bytes * config.hidden_size
-    if head != "lm":
+    if head != "lm" or logits != "full":
         return final_norm
     vocab = config.vocab_size
     return final_norm + dtype_bytes * vocab + (4 * vocab if dtype_bytes != 4 else 0) + 2 * 4 * vocab
+
+
+def logits_workspace_bytes(
+    config: AlignLlamaConfig, dtype_bytes: int, tokens: int, logits: str, chunk_tokens: int = 1024
+) -> int:
+    """Bytes of the vocabulary-sized tensors of a chunked loss, whatever the batch: TRL's fused head holds one
+    tile in the compute dtype and its probabilities; align.logprobs one chunk's logits (model dtype), their fp32
+    copy scaled by the temperature, the normaliser's temporaries and the softmax (recomputed in backward)."""
+    if logits == "fused":
+        return 2 * dtype_bytes * min(tokens, TRL_TILE_TOKENS) * min(config.vocab_size, TRL_TILE_VOCAB)
+    if logits == "chunked" and chunk_tokens > 0:
+        return (dtype_bytes + 12) * min(tokens, chunk_tokens) * config.vocab_size
+    return 0
 
 
 def activation_bytes(
@@ -168,11 +211,18 @@ def activation_bytes(
     checkpointing: bool,
     head: str,
     attention: str = "flash",
+    logits: str = "full",
+    chunk_tokens: int = 1024,
 ) -> int:
-    """Peak activation memory of one forward + backward of a micro-batch of `batch_size` x `seq_length` tokens."""
+    """Peak activation memory of one forward + backward of a micro-batch of `batch_size` x `seq_length` tokens,
+    the loss computed on the whole logits, TRL's fused head or align.logprobs' chunks (`LOGITS`)."""
+    if logits == "chunked" and chunk_tokens <= 0:
+        logits = "full"
     per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention)
     workspace = backward_workspace_bytes(config, dtype_bytes)
-    head_bytes = head_activation_bytes(config, dtype_bytes, head)
+    head_bytes = head_activation_bytes(config, dtype_bytes, head, logits)
+    tokens = batch_size * seq_length
+    chunk = logits_workspace_bytes(config, dtype_bytes, tokens, logits, chunk_tokens) if head == "lm" else 0
     if checkpointing:
         # Each layer keeps its input. Measured (eval/bench/memory.py): at the peak two recomputed layers are alive
         # at once (torch frees a layer's recomputed tensors only after the next one is recomputed) together with
@@ -181,7 +231,7 @@ def activation_bytes(
         per_token = inputs + 2 * per_layer + workspace + head_bytes
     else:  # the head's loss tensors are freed before the layers' backward needs its workspace
         per_token = config.num_hidden_layers * per_layer + max(head_bytes, workspace)
-    return batch_size * seq_length * per_token
+    return tokens * per_token + chunk
 
 
 def kv_cache_bytes(config: AlignLlamaConfig, sequences: int, length: int, dtype_bytes: int) -> int:
@@ -249,9 +299,12 @@ class MemoryPlan:
             shape = f"rollouts of {c.forward_batch_size} rows x {c.prompt_length} + {c.response_length} tokens"
             if c.stage == "ppo":
                 shape += f", updates of {c.micro_batch_size} rows per GPU, {checkpointing}"
-            lines = [f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {frozen}, {c.dtype}, {shape})"]
+            if c.stage == "ppo":
+                chunk = f"{c.logits_chunk_tokens} positions" if c.logits_chunk_tokens else "whole"
+                shape += f", logits {chunk} at a time"
+            lines = [f"{c.model_name} {c.stage} on {c.gpus} GPUs ({c.strategy}, {frozen}, {c.dtype}, {shape})"]
         else:
-            lines = [f"{c.preset} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch "
+            lines = [f"{c.model_name} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch "
                      f"{c.micro_batch_size} x {c.seq_length} tokens, {checkpointing})"]  # fmt: skip
         lines += [f"  {name:24s} {count / 1e9:9.2f} B parameters" for name, count in self.parameters.items()]
         lines += [f"  {name:24s} {size / GIB:9.2f} GiB" for name, size in self.components.items()]
@@ -267,13 +320,20 @@ class MemoryPlan:
 def layer_parameter_count(config: AlignLlamaConfig) -> int:
     """Parameters of one decoder layer (what FSDP gathers at a time)."""
     hidden, kv = config.hidden_size, config.num_key_value_heads * config.head_dim
-    return hidden * (2 * hidden + 2 * kv) + 3 * hidden * config.intermediate_size + 2 * hidden
+    query = config.num_attention_heads * config.head_dim
+    return hidden * (2 * query + 2 * kv) + 3 * hidden * config.intermediate_size + 2 * hidden
 
 
-def rollout_logits_bytes(config: AlignLlamaConfig, rows: int, response_length: int) -> int:
-    """PPO's rollout keeps generate's fp32 logits of every step of a chunk, stacks them (a copy) and takes their
-    log-softmax (a third): 3 x 4 bytes per row, response token and vocabulary entry."""
-    return 3 * 4 * rows * response_length * config.vocab_size
+def rollout_logits_bytes(
+    config: AlignLlamaConfig, rows: int, length: int, response_length: int, dtype_bytes: int, chunk_tokens: int
+) -> int:
+    """PPO's rollout: each generation step's fp32 scores, their log-softmax and the sampling distribution (3 x 4
+    bytes per row and vocabulary entry; the sampled tokens' log-probs are kept, not the logits), or, if larger,
+    the reference's no-grad log-probs over the chunk's rows x `length` positions: `chunk_tokens` positions of
+    logits at a time (all the response positions at once when 0)."""
+    steps = 3 * 4 * rows * config.vocab_size
+    positions = rows * response_length if chunk_tokens <= 0 else min(rows * length, chunk_tokens)
+    return max(steps, (dtype_bytes + 12) * positions * config.vocab_size)
 
 
 def plan_memory(
@@ -284,7 +344,7 @@ def plan_memory(
     The RL stages alternate two phases, and the peak is the larger: the rollout (KV cache of a chunk of
     `forward_batch_size` rows, and PPO's logits of the chunk) and the update (gradients and activations);
     weights, gathered layers and optimizer state are held through both."""
-    model_config = model_config or AlignLlamaConfig.from_preset(config.preset)
+    model_config = model_config or plan_model_config(config)
     dtype_bytes = DTYPE_BYTES[config.dtype]
     shards = config.gpus
     shard_trained = config.strategy in ("zero3", "fsdp")
@@ -324,7 +384,7 @@ def plan_memory(
     trained_heads = [role.head for role in roles if role.trained]
     per_model = [
         activation_bytes(model_config, config.micro_batch_size, length, dtype_bytes, config.activation_checkpointing,
-                         head, config.attention)
+                         head, config.attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens)
         for head in trained_heads
     ]  # fmt: skip
     # PPO's policy and value model run forward together and share one backward: both models' activations at once.
@@ -333,19 +393,48 @@ def plan_memory(
         components["kv cache"] = kv_cache_bytes(model_config, config.forward_batch_size, length, dtype_bytes)
     if config.stage == "ppo":
         components["rollout logits"] = rollout_logits_bytes(
-            model_config, config.forward_batch_size, config.response_length
-        )
+            model_config, config.forward_batch_size, length, config.response_length, dtype_bytes,
+            config.logits_chunk_tokens,
+        )  # fmt: skip
     plan = MemoryPlan(config, {k: int(v) for k, v in components.items()}, models, parameters)
     if check_fit and not plan.fits:
         raise does_not_fit(plan, model_config)
     return plan
 
 
+# The fields of a Hugging Face config that set a Llama-shaped decoder's memory (biases and norms are negligible).
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "tie_word_embeddings", "max_position_embeddings")  # fmt: skip
+
+
+def plan_model_config(config: PlanConfig) -> AlignLlamaConfig:
+    """The shape to plan: `config.preset`, or the config.json `config.model` names (PlanError naming the file when
+    it is not a decoder's config)."""
+    if config.model is None:
+        try:
+            return AlignLlamaConfig.from_preset(config.preset)
+        except ValueError as error:
+            raise PlanError(str(error)) from None
+    path = Path(config.model)
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PlanError(f"model: cannot read {path} as a model's config.json ({error})") from None
+    if not isinstance(fields, dict) or "hidden_size" not in fields:
+        raise PlanError(f"model: {path} is not a decoder's config.json (no hidden_size)")
+    fields = fields.get("text_config", fields)  # multimodal configs hold the language model's here
+    try:
+        return AlignLlamaConfig(**{name: fields[name] for name in SHAPE_FIELDS if fields.get(name) is not None})
+    except ValueError as error:
+        raise PlanError(f"model: {path}: {error}") from None
+
+
 def does_not_fit(plan: MemoryPlan, model_config: AlignLlamaConfig) -> PlanError:
     """The error for a plan over the GPUs' memory, with the first change that fits."""
     config = plan.config
     return PlanError(
-        f"{config.preset} {config.stage} needs {plan.total / GIB:.1f} GiB per GPU under {config.strategy} on "
+        f"{config.model_name} {config.stage} needs {plan.total / GIB:.1f} GiB per GPU under {config.strategy} on "
         f"{config.gpus} GPUs, over the {plan.budget / GIB:.1f} GiB usable of {config.gpu_memory_gib:g} GiB"
         f"{suggestion(config, model_config)}"
     )
@@ -492,7 +581,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     try:
         config = build_config(PlanConfig, argv, description=__doc__, prog=prog)
-        model_config = AlignLlamaConfig.from_preset(config.preset)
+        model_config = plan_model_config(config)
         plan = plan_memory(config, model_config, check_fit=False)
         print(plan.table())
         if not plan.fits:

@@ -124,10 +124,30 @@ def test_the_papers_ppo_layouts_fit_with_sharded_frozen_models():
     with pytest.raises(PlanError, match="it fits with --strategy fsdp --shard_frozen true"):
         plan_memory(PlanConfig(**seventy))
     assert plan_memory(PlanConfig(**{**seventy, "strategy": "fsdp"}, shard_frozen=True)).total < 72 * GIB
-    # Rollouts bound by their chunk: halving forward_batch_size halves the KV cache and PPO's rollout logits.
+    # Rollouts bound by their chunk: halving forward_batch_size halves the KV cache; the rollout's logits are one
+    # generation step's and one chunk of positions' (align.logprobs), not rows x response length x vocabulary.
     halved = plan_memory(PlanConfig(**seven, shard_frozen=True, forward_batch_size=8))
     assert 2 * halved.components["kv cache"] == plan.components["kv cache"]
-    assert 2 * halved.components["rollout logits"] == plan.components["rollout logits"]
+    assert halved.components["rollout logits"] <= plan.components["rollout logits"] < GIB / 2
+    whole = plan_memory(PlanConfig(**seven, shard_frozen=True, forward_batch_size=16, logits_chunk_tokens=0))
+    assert whole.components["rollout logits"] > 10 * plan.components["rollout logits"]
+
+
+def test_llama3_8b_ppo_on_one_node_from_its_config_json():
+    """`--model` plans a checkpoint's own shape: Llama 3.1 8B (128,256 tokens, 8 kv heads) has 8.03 B parameters;
+    its PPO fits on 8 x 80 GB with the models sharded, and with the logits chunked the vocabulary costs a fixed
+    amount per step (all the logits at once would be 26 GiB more in the update and 27 GiB in the rollout: 88 GiB)."""
+    from conftest import ROOT
+
+    llama3 = dict(model=f"{ROOT}/recipes/models/llama-3.1-8b/config.json", stage="ppo", gpus=8, strategy="fsdp",
+                  shard_frozen=True, micro_batch_size=8, forward_batch_size=16)  # fmt: skip
+    plan = plan_memory(PlanConfig(**llama3))
+    assert plan.parameters["policy"] == pytest.approx(8.03e9, rel=0.002)
+    assert plan.total < 72 * GIB and "llama-3.1-8b ppo on 8 GPUs" in plan.table()
+    whole = plan_memory(PlanConfig(**llama3, logits_chunk_tokens=0, gpu_memory_gib=1e6))
+    assert whole.components["activations"] - plan.components["activations"] > 20 * GIB and whole.total > 80 * GIB
+    with pytest.raises(PlanError, match=r"model: .*nothing.json"):
+        plan_memory(PlanConfig(model="nothing.json"))
 
 
 def test_the_planner_and_the_rl_stages_share_their_option_names():
