@@ -209,14 +209,15 @@ def looks_like_a_path(source: str) -> bool:
 
 
 def table_records(source: str, option: str, split: str = "train") -> tuple[str, Iterator[tuple[str, Any]]]:
-    """(name, iterator of (where, record)) of a local .jsonl / .jsonl.gz / .json / .parquet file or else a
-    `datasets` name (network needed). `option` names the setting in errors: a missing file, a dataset that does
-    not load (offline, say), a file type that is not read."""
+    """(name, iterator of (where, record)) of a local .jsonl / .jsonl.gz / .json / .parquet file, a folder
+    written by `datasets`' `save_to_disk`, or else a `datasets` name (network needed). `option` names the setting
+    in errors: a missing file, a dataset that does not load (offline, say), a file type that is not read."""
     path = Path(source)
     name = str(source)
     suffix = path.suffix.lower()
     if path.is_dir():
-        raise ValueError(f"{option}: {name} is a folder; expected a .jsonl, .json or .parquet file")
+        table = load_disk_dataset(path, option, split)
+        return name, ((f"record {i}", row) for i, row in enumerate(table))
     if path.is_file():
         if suffix == ".jsonl" or name.lower().endswith(".jsonl.gz"):  # HH-RLHF ships train.jsonl.gz
             return name, jsonl_records(path)
@@ -246,6 +247,26 @@ def table_records(source: str, option: str, split: str = "train") -> tuple[str, 
     return name, ((f"record {i}", row) for i, row in enumerate(table))
 
 
+def load_disk_dataset(folder: Path, option: str, split: str = "train") -> datasets.Dataset:
+    """A `Dataset` saved with `save_to_disk` (a `DatasetDict`: its `split`); ValueError naming `option` for a
+    folder that is not one, or a dict without that split."""
+    if not ((folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()):
+        raise ValueError(
+            f"{option}: {folder} is a folder but not one written by datasets' save_to_disk (no state.json or "
+            "dataset_dict.json); expected such a folder or a .jsonl, .json or .parquet file"
+        )
+    try:
+        table = datasets.load_from_disk(str(folder))
+    except Exception as error:  # noqa: BLE001  (datasets and pyarrow raise several types for a damaged folder)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{option}: {folder}: not a readable save_to_disk folder ({reason})") from None
+    if isinstance(table, datasets.DatasetDict):
+        if split not in table:
+            raise ValueError(f"{option}: {folder} has no split {split!r}; it has {sorted(table)}")
+        table = table[split]
+    return table
+
+
 def load_hub_dataset(name: str, option: str, split: str = "train") -> datasets.Dataset:
     """`datasets.load_dataset(name, split=split)`; a name that does not load (no such dataset, no network, the
     Hub offline) is one ValueError naming `option` and the name."""
@@ -259,12 +280,13 @@ def load_hub_dataset(name: str, option: str, split: str = "train") -> datasets.D
         hint = " (the Hub is offline here: HF_HUB_OFFLINE=1)" if offline else ""
         raise ValueError(
             f"{option}: {name!r} is not a local file and did not load as a Hub dataset{hint}: {reason}; "
-            "give a local .jsonl, .json or .parquet file"
+            "give a local .jsonl, .json or .parquet file or a save_to_disk folder"
         ) from None
 
 
 def load_table(source: str, split: str = "train", option: str = "dataset") -> datasets.Dataset:
-    """A local .jsonl / .json / .parquet file, or else a `datasets` name (network needed), as a Dataset;
+    """A local .jsonl / .json / .parquet file or save_to_disk folder, or else a `datasets` name (network
+    needed), as a Dataset;
     records are checked to be objects, and a bad line is named by file and line."""
     name, records = table_records(source, option, split)
     return datasets.Dataset.from_list([record for _, record in strict_records(name, records)])

@@ -19,7 +19,7 @@ from .modeling import logits_from_hidden
 
 LOGITS_CHUNK_HELP = (
     "positions whose vocabulary logits are computed at a time for log-probs and entropies (memory: chunk x vocab "
-    "x 12 bytes, whatever the batch); 0 = all at once"
+    "x 20 bytes in fp32, whatever the batch); 0 = all at once"
 )
 DEFAULT_CHUNK_TOKENS = 1024
 

@@ -176,6 +176,10 @@ def backward_workspace_bytes(config: AlignLlamaConfig, dtype_bytes: int) -> int:
 # align.logprobs' chunks (PPO, `logits_chunk_tokens` positions at a time).
 LOGITS = {"pretrain": "full", "sft": "fused", "rejection_sampling": "fused", "ppo": "chunked"}
 TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
+# Bytes per position and vocabulary entry of align.logprobs' chunk beyond the logits themselves: their fp32 copy
+# divided by the temperature, the normaliser's temporaries and the softmax (recomputed in backward, with the
+# gradient). Measured: 20 bytes in fp32 (eval/bench/vocab_memory.py).
+CHUNK_EXTRA_BYTES = 16
 
 
 def head_activation_bytes(config: AlignLlamaConfig, dtype_bytes: int, head: str = "lm", logits: str = "full") -> int:
@@ -193,13 +197,15 @@ def head_activation_bytes(config: AlignLlamaConfig, dtype_bytes: int, head: str 
 def logits_workspace_bytes(
     config: AlignLlamaConfig, dtype_bytes: int, tokens: int, logits: str, chunk_tokens: int = 1024
 ) -> int:
-    """Bytes of the vocabulary-sized tensors of a chunked loss, whatever the batch: TRL's fused head holds one
-    tile in the compute dtype and its probabilities; align.logprobs one chunk's logits (model dtype), their fp32
-    copy scaled by the temperature, the normaliser's temporaries and the softmax (recomputed in backward)."""
+    """Bytes of the vocabulary-sized tensors of a loss computed in pieces: TRL's fused head (GPU, Triton) holds a
+    tile in the compute dtype and, in backward, its gradient (on a CPU its torch fallback holds about 8 tiles:
+    eval/bench/vocab_memory.py); align.logprobs one chunk of `chunk_tokens` positions (all `tokens` when 0) of
+    logits and `CHUNK_EXTRA_BYTES` more per entry."""
     if logits == "fused":
         return 2 * dtype_bytes * min(tokens, TRL_TILE_TOKENS) * min(config.vocab_size, TRL_TILE_VOCAB)
-    if logits == "chunked" and chunk_tokens > 0:
-        return (dtype_bytes + 12) * min(tokens, chunk_tokens) * config.vocab_size
+    if logits == "chunked":
+        positions = tokens if chunk_tokens <= 0 else min(tokens, chunk_tokens)
+        return (dtype_bytes + CHUNK_EXTRA_BYTES) * positions * config.vocab_size
     return 0
 
 
@@ -216,8 +222,6 @@ def activation_bytes(
 ) -> int:
     """Peak activation memory of one forward + backward of a micro-batch of `batch_size` x `seq_length` tokens,
     the loss computed on the whole logits, TRL's fused head or align.logprobs' chunks (`LOGITS`)."""
-    if logits == "chunked" and chunk_tokens <= 0:
-        logits = "full"
     per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention)
     workspace = backward_workspace_bytes(config, dtype_bytes)
     head_bytes = head_activation_bytes(config, dtype_bytes, head, logits)
@@ -333,7 +337,7 @@ def rollout_logits_bytes(
     logits at a time (all the response positions at once when 0)."""
     steps = 3 * 4 * rows * config.vocab_size
     positions = rows * response_length if chunk_tokens <= 0 else min(rows * length, chunk_tokens)
-    return max(steps, (dtype_bytes + 12) * positions * config.vocab_size)
+    return max(steps, (dtype_bytes + CHUNK_EXTRA_BYTES) * positions * config.vocab_size)
 
 
 def plan_memory(

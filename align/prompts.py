@@ -1,5 +1,5 @@
-"""Prompt sets of the on-policy stages (rejection sampling, PPO) and of evaluation: a JSONL file of the
-user's, or the world's when asked for ("world").
+"""Prompt sets of the on-policy stages (rejection sampling, PPO) and of evaluation: the user's (a JSONL, JSON or
+parquet file, a `datasets` save_to_disk folder or a Hub dataset), or the world's when asked for ("world").
 
 A prompt record is `{"id", "prompt", "is_safety"}`: `prompt` is a list of messages ending with a user turn, or
 a string (one user message); `id` defaults to the line number and `is_safety` to false. World records also
@@ -10,69 +10,87 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .data.chat import DialogueError, validate_dialogue
 from .generation import chat_prompt_texts
-from .io import UnreadableRecord, read_text_lines
+from .io import UnreadableRecord, looks_like_a_path, read_text_lines, table_records
 from .sources import WORLD, announce_sources
 
-PROMPTS_HELP = "required: a JSONL file of {id, prompt, is_safety} records, or 'world' (the demo's prompts)"
+PROMPTS_HELP = (
+    "required: a JSONL file of {id, prompt, is_safety} records (or .json, .parquet, a save_to_disk folder, a Hub "
+    "dataset name), or 'world' (the demo's prompts)"
+)
 
 
 def load_prompts(
     source: str, *, world_seed: int = 0, world_prompts: int = 200, world_prompt_seed: int = 0, split: str = "train"
 ) -> list[dict[str, Any]]:
-    """Prompt records of `source`: a JSONL file, or "world" (`split` prompts of the synthetic world)."""
+    """Prompt records of `source`: a JSONL file (errors name its lines), a .json / .parquet file, a `datasets`
+    save_to_disk folder or a Hub dataset name (records with the same fields; errors name the record), or "world"
+    (`split` prompts of the synthetic world)."""
     if source == WORLD:
         from .world import World  # only the demo data needs the world
 
         world = World(seed=world_seed)
         return [p.to_record() for p in world.prompts(world_prompts, split, seed=world_prompt_seed)]
     path = Path(source)
-    if not path.is_file():
+    if path.is_file() and path.suffix.lower() == ".jsonl":
+        rows = jsonl_lines(path)
+    elif path.exists() or not looks_like_a_path(source):
+        name, records = table_records(source, "prompts", split)
+        rows = ((where, record if isinstance(record, dict) else UnreadableRecord("expected a JSON object"))
+                for where, record in records)  # fmt: skip
+    else:
         raise FileNotFoundError(f"prompts: no file at {path}")
-    records, lines_of_ids = [], {}
-    for number, line in read_text_lines(path):
-        if isinstance(line, UnreadableRecord):
-            raise ValueError(f"{path}: line {number}: {line.reason}")
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: line {number}: not valid JSON") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {number}: expected a JSON object, got {line[:60]}")
-        prompt = record.get("prompt")
-        if isinstance(prompt, str) and prompt.strip():
-            prompt = [{"role": "user", "content": prompt}]
-        try:
-            validate_dialogue(prompt, where="field 'prompt'", need_answer=False)
-        except DialogueError as error:
-            raise ValueError(f"{path}: line {number}: {error}") from None
-        is_safety = record.get("is_safety", False)
-        if not isinstance(is_safety, bool):
-            raise ValueError(f"{path}: line {number}: field 'is_safety': expected true or false, got {is_safety!r}")
-        prompt_id = str(record.get("id", number))
-        if prompt_id in lines_of_ids:  # results are kept by id: a repeated one would overwrite the earlier prompt
-            raise ValueError(
-                f"{path}: line {number}: field 'id': {prompt_id!r} is already the id of line {lines_of_ids[prompt_id]}"
-            )
-        lines_of_ids[prompt_id] = number
-        records.append(
-            {
-                "id": prompt_id,
-                "prompt": prompt,
-                "is_safety": is_safety,
-                **({"key": record["key"]} if "key" in record else {}),
-            }
-        )
+    records, ids_at = [], {}
+    for number, (where, record) in enumerate(rows, start=1):
+        if isinstance(record, UnreadableRecord):
+            raise ValueError(f"{path}: {where}: {record.reason}")
+        records.append(prompt_record(record, f"{path}: {where}", default_id=str(number), ids_at=ids_at, where=where))
     if not records:
         raise ValueError(f"prompts {path}: the file has no prompts")
     return records
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """("line N", record) of each non-blank line of a JSONL prompt file (an `UnreadableRecord` for a bad one)."""
+    for number, line in read_text_lines(path):
+        if isinstance(line, UnreadableRecord):
+            yield f"line {number}", line
+        elif line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                yield f"line {number}", UnreadableRecord("not valid JSON")
+                continue
+            if not isinstance(record, dict):
+                yield f"line {number}", UnreadableRecord(f"expected a JSON object, got {line[:60]}")
+            else:
+                yield f"line {number}", record
+
+
+def prompt_record(record: dict, context: str, default_id: str, ids_at: dict[str, str], where: str) -> dict[str, Any]:
+    """One checked prompt record (`{id, prompt, is_safety[, key]}`); ValueError starting with `context` (the file
+    and line or record) naming the field. `ids_at` maps the ids seen so far to where they were."""
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        prompt = [{"role": "user", "content": prompt}]
+    try:
+        validate_dialogue(prompt, where="field 'prompt'", need_answer=False)
+    except DialogueError as error:
+        raise ValueError(f"{context}: {error}") from None
+    is_safety = record.get("is_safety", False)
+    if not isinstance(is_safety, bool):
+        raise ValueError(f"{context}: field 'is_safety': expected true or false, got {is_safety!r}")
+    prompt_id = str(record.get("id", where.removeprefix("line ") if where.startswith("line ") else default_id))
+    if prompt_id in ids_at:  # results are kept by id: a repeated one would overwrite the earlier prompt
+        raise ValueError(f"{context}: field 'id': {prompt_id!r} is already the id of {ids_at[prompt_id]}")
+    ids_at[prompt_id] = where
+    return {"id": prompt_id, "prompt": prompt, "is_safety": is_safety,
+            **({"key": record["key"]} if "key" in record else {})}  # fmt: skip
 
 
 def stage_prompts(config: Any) -> list[dict[str, Any]]:

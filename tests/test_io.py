@@ -68,6 +68,33 @@ def test_tables_are_json_objects_of_jsonl_json_and_parquet_files(tmp_path):
         load_table(str(tmp_path / "bad.json"))
 
 
+def test_save_to_disk_folders_are_tables_wherever_a_file_is(tmp_path):
+    """A `datasets` save_to_disk folder (a Dataset, or a DatasetDict read at the split asked for) reads like a
+    file, in every loader built on `table_records` (SFT data, preference pairs, prompts, pretraining text)."""
+    import datasets
+
+    from align.data.preferences import load_preferences
+    from align.prompts import load_prompts
+
+    rows = [{"id": "a", "prompt": "Hi?", "is_safety": False}, {"id": "b", "prompt": "Bye?", "is_safety": True}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:1]), "test": datasets.Dataset.from_list(rows)}
+                         ).save_to_disk(str(tmp_path / "splits"))  # fmt: skip
+    assert load_table(str(tmp_path / "one")).to_list() == rows
+    assert load_table(str(tmp_path / "splits")).to_list() == rows[:1]
+    assert load_table(str(tmp_path / "splits"), split="test").to_list() == rows
+    assert [p["id"] for p in load_prompts(str(tmp_path / "one"))] == ["a", "b"]
+    assert load_prompts(str(tmp_path / "splits"), split="test")[1]["is_safety"] is True
+    pairs = [{"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: No."}]
+    datasets.Dataset.from_list(pairs).save_to_disk(str(tmp_path / "hh"))
+    assert len(load_preferences(str(tmp_path / "hh"), target="helpfulness")) == 1
+    with pytest.raises(ValueError, match=r"dataset: .*splits has no split 'validation'; it has \['test', 'train'\]"):
+        load_table(str(tmp_path / "splits"), split="validation")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match=r"plain is a folder but not one written by datasets' save_to_disk"):
+        load_table(str(tmp_path / "plain"))
+
+
 def test_shipped_configs_and_the_demo_tokenizer_are_found_from_any_folder(tmp_path, monkeypatch):
     """The defaults name `recipes/configs/...` and `data/tokenizer`; a console command runs from the user's own
     folder, where a file of the user's own under that name still wins."""

@@ -1,6 +1,7 @@
 """The checkpoints users bring (align.modeling.loading): a Llama-3-style Llama, Qwen2 and Mistral, each through
 `align sft` -> `align reward-model` -> `align rejection-sampling` -> `align ppo` -> `align round 1` with the
-user's files, kept in its own architecture, config and chat template; and one-line refusals."""
+user's files (Qwen2's SFT data a save_to_disk folder, its prompts parquet), kept in its own architecture,
+config and chat template; and one-line refusals."""
 
 import json
 import re
@@ -36,6 +37,14 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
     data = write_user_project(tmp_path / "project", family)
     stages = write_stage_yamls(tmp_path / "configs")
     user = Path(data["model"])
+    if family == "qwen2":  # data as users hold it: a datasets save_to_disk folder and a parquet file
+        import datasets
+
+        from align.io import read_jsonl
+
+        datasets.Dataset.from_list(read_jsonl(data["sft"])).save_to_disk("sft_data")
+        datasets.Dataset.from_list(read_jsonl(data["prompts"])).to_parquet("prompts.parquet")
+        data = {**data, "sft": "sft_data", "prompts": "prompts.parquet"}
     tiny = ["--max_length", "256", "--per_device_batch_size", "4", "--gradient_accumulation_steps", "1",
             "--save_steps", "1000", "--logging_steps", "5"]  # fmt: skip
     align(["sft", "--model", str(user), "--dataset", data["sft"], "--output_dir", "sft", "--num_train_epochs", "2",

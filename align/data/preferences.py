@@ -340,7 +340,8 @@ def load_preferences(
     margin_scheme: str | None = "small",
     option: str = "preferences",
 ) -> datasets.Dataset:
-    """Load preference pairs from a local file (.jsonl/.json/.parquet), a `datasets` name, a Dataset or a list.
+    """Load preference pairs from a local file (.jsonl/.json/.parquet), a save_to_disk folder, a `datasets` name,
+    a Dataset or a list.
 
     `format`: one of `FORMATS` ("auto": detected from the first record); `target`: "helpfulness" or "safety" (PKU-SafeRLHF picks the better or the safer
     response by it); `on_error`: "raise" (default) or "skip"; `is_safety`: tag every record (overrides the data);
