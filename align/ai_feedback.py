@@ -85,11 +85,10 @@ class JudgeAnnotator:
 
     def __init__(self, model_dir: str | Path, template: str | Path | None = None, max_new_tokens: int = 48,
                  device: str | torch.device = "cpu", batch_size: int = 16) -> None:  # fmt: skip
-        from transformers import AutoModelForCausalLM
-
         from .checkpoint import require_model_dir
         from .data import load_tokenizer
         from .io import read_text
+        from .modeling import load_causal_lm
 
         path = require_model_dir(model_dir, "annotator judge")
         self.name = f"judge:{model_dir}"
@@ -100,7 +99,7 @@ class JudgeAnnotator:
                     f"annotator judge template {template or DEFAULT_JUDGE_TEMPLATE}: {placeholder} missing"
                 )
         self.tokenizer = load_tokenizer(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        self.model = load_causal_lm(path, "annotator judge").to(device).eval()
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def question(self, record: dict[str, Any]) -> list[dict[str, str]]:

@@ -203,10 +203,9 @@ class RewardModelSource(LoadedModelSource):
         name: str = "",
         fallback_tokenizer: Any = None,
     ) -> None:
-        from transformers import AutoModelForSequenceClassification
-
         from .checkpoint import check_vocabulary, require_reward_model_dir
         from .data import load_tokenizer
+        from .modeling import load_sequence_classifier
 
         what = name or "reward model"
         self.path = require_reward_model_dir(path, what)
@@ -217,7 +216,7 @@ class RewardModelSource(LoadedModelSource):
             logger.warning("%s: %s has no tokenizer; scoring with the policy's", what, self.path)
             tokenizer = fallback_tokenizer
         check_vocabulary(tokenizer, self.path, what)
-        model = AutoModelForSequenceClassification.from_pretrained(self.path).to(device).eval()
+        model = load_sequence_classifier(self.path, what, num_labels=None).to(device).eval()
         model.requires_grad_(False)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from align.data import load_tokenizer
 from align.io import read_jsonl
@@ -67,7 +68,7 @@ def test_reward_models_score_with_their_own_tokenizer(user_models, tokenizer):
     for name in ("helpfulness", "safety"):
         own = load_tokenizer(models[name])
         assert own.get_vocab() != tokenizer.get_vocab()
-        direct = score(AlignLlamaForSequenceClassification.from_pretrained(models[name]), own, PROMPTS, ANSWERS).raw
+        direct = score(AutoModelForSequenceClassification.from_pretrained(models[name]), own, PROMPTS, ANSWERS).raw
         assert torch.equal(scores[name], direct), name
 
 

@@ -73,14 +73,16 @@ def load_causal_lm(
 
 
 def load_sequence_classifier(
-    path: str | os.PathLike, what: str = "reward model", *, num_labels: int = 1, trust_remote_code: bool = False,
-    **kwargs: Any,
+    path: str | os.PathLike, what: str = "reward model", *, num_labels: int | None = 1,
+    trust_remote_code: bool = False, **kwargs: Any,
 ) -> nn.Module:  # fmt: skip
-    """The checkpoint as `AutoModelForSequenceClassification` with `num_labels` outputs: a reward model as it was
-    saved, or a fresh scalar head on a causal LM's decoder (the paper's reward-model init, docs/method.md §5)."""
+    """The checkpoint as `AutoModelForSequenceClassification` with `num_labels` outputs (None: as saved): a reward
+    model as it was saved, or a fresh scalar head on a causal LM's decoder (the paper's reward-model init,
+    docs/method.md §5)."""
     config = load_model_config(path, what, trust_remote_code)
     _checked_class(config, AutoModelForSequenceClassification, what, path, "sequence-classification")
-    config.num_labels = num_labels
+    if num_labels is not None:
+        config.num_labels = num_labels
     return AutoModelForSequenceClassification.from_pretrained(
         path, config=config, trust_remote_code=trust_remote_code, **kwargs
     )
