@@ -377,13 +377,11 @@ def causal_lm_parts(causal_lm: torch.nn.Module, what: str) -> list[torch.nn.Modu
     return [decoder_trunk(causal_lm), head]
 
 
-class PolicyAndValue(torch.nn.Module):
-    """The two trained models under one module, so accelerate wraps (DDP / FSDP) and optimizes them together."""
+class PolicyWithValues(torch.nn.Module):
+    """What PPO's update runs on: the policy's log-probs and entropies of the responses, and a value per position.
+    `PolicyAndValue` reads the values from a value model, `PolicyWithValueHead` from a head on the policy."""
 
-    def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-        self.value_model = value_model
+    policy: torch.nn.Module
 
     def causal_lm(self) -> torch.nn.Module:
         """The policy's transformers model, trunk and LM head (under LoRA: the base model, adapters in)."""
@@ -402,16 +400,31 @@ class PolicyAndValue(torch.nn.Module):
         causal_lm = self.causal_lm()
         hidden = final_hidden_states(causal_lm, input_ids, attention_mask)
         logprobs, entropy = response_logprobs(causal_lm, hidden, responses, temperature, chunk_tokens)
-        return logprobs, entropy, self.values(input_ids, attention_mask)
+        return logprobs, entropy, self.values_given(hidden, input_ids, attention_mask)
+
+    def values_given(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """The values (B, T) of a forward whose policy hidden states are `hidden`."""
+        raise NotImplementedError
+
+
+class PolicyAndValue(PolicyWithValues):
+    """The two trained models under one module, so accelerate wraps (DDP / FSDP) and optimizes them together."""
+
+    def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+
+    def values_given(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.values(input_ids, attention_mask)  # the value model runs its own trunk
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The value head read at every position (B, T), not only at the last token as a reward model does."""
-        trunk = decoder_trunk(self.value_model)
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = final_hidden_states(self.value_model, input_ids, attention_mask)
         return score_head(self.value_model)(hidden)[..., 0].float()
 
 
-class PolicyWithValueHead(torch.nn.Module):
+class PolicyWithValueHead(PolicyWithValues):
     """The policy with a linear value head on its own last hidden state (`shared_value_head`): one trunk serves
     both, as in TRL's former `AutoModelForCausalLMWithValueHead`, so each mini-batch runs one forward and one
     backward instead of two. Not the paper's setup (a separate value model initialised from the helpfulness
@@ -423,27 +436,13 @@ class PolicyWithValueHead(torch.nn.Module):
         self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
         torch.nn.init.zeros_(self.value_head.weight)
 
-    def causal_lm(self) -> torch.nn.Module:
-        """The policy's transformers model, trunk and LM head (under LoRA: the base model, adapters in)."""
-        return base_model(self.policy)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        responses: torch.Tensor,
-        temperature: float = 1.0,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As `PolicyAndValue.forward`, from one trunk: log-probs and entropies of the responses, values."""
-        causal_lm = self.causal_lm()
-        hidden = final_hidden_states(causal_lm, input_ids, attention_mask)
-        logprobs, entropy = response_logprobs(causal_lm, hidden, responses, temperature, chunk_tokens)
-        return logprobs, entropy, self.value_head(hidden)[..., 0].float()
+    def values_given(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.value_head(hidden)[..., 0].float()
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The value head read at every position (B, T)."""
-        return self.value_head(final_hidden_states(self.causal_lm(), input_ids, attention_mask))[..., 0].float()
+        return self.values_given(final_hidden_states(self.causal_lm(), input_ids, attention_mask), input_ids,
+                                 attention_mask)  # fmt: skip
 
     @contextlib.contextmanager
     def values_while_generating(self) -> Iterator[list[torch.Tensor]]:
