@@ -129,7 +129,7 @@ def test_checkpoints_a_stage_cannot_use_get_one_line(tmp_path):
         "AutoConfig": "configuration_secret.SecretConfig", "AutoModelForCausalLM": "modeling_secret.SecretLM"}}))  # fmt: skip
     (remote / "configuration_secret.py").write_text("raise SystemExit('this code must not run')\n")
     save_file({"weight": torch.zeros(2)}, remote / "model.safetensors")
-    with pytest.raises(UnsupportedModelError, match=r"needs the code in its folder .*--trust_remote_code"):
+    with pytest.raises(UnsupportedModelError, match=r"needs the code in its folder .*align does not run"):
         load_sequence_classifier(remote, "reward model")
     # From the command line: one line, exit status 2, the folder's code never run.
     result = subprocess.run([sys.executable, "-m", "align", "sft", "--model", str(remote), "--dataset", "world"],

@@ -7,8 +7,8 @@ rejection sampling, PPO and the rounds, and the stages write it back in the same
 checkpoints load into align's classes (registered with the Auto classes on import). `as_align_llama=True` is the
 one way to move a Llama checkpoint into align's model (for the paper's presets and GQA conversion).
 
-Nothing from a model folder runs unless the caller passes `trust_remote_code=True`: a checkpoint whose
-architecture transformers does not ship is refused with one line that says so.
+Nothing from a model folder runs unless the caller passes `trust_remote_code=True` (no command does yet): a
+checkpoint whose architecture transformers does not ship is refused with one line that says so.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def load_model_config(path: str | os.PathLike, what: str = "model", trust_remote
         text = str(error)
         if "trust_remote_code" in text:
             raise UnsupportedModelError(
-                f"{what}: {path} needs the code in its folder (auto_map); align runs it only with --trust_remote_code"
+                f"{what}: {path} needs the code in its folder (auto_map) to load, and align does not run a model "
+                f"folder's code; give a checkpoint of an architecture transformers ships"
             ) from None
         raise UnsupportedModelError(f"{what}: {path}: {text.splitlines()[0]}") from None
 
