@@ -258,7 +258,7 @@ class AlignLlamaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # Old Llama checkpoints carry a RoPE buffer we compute on the fly instead.
+    # Old Llama checkpoints saved the RoPE buffer, which is recomputed from the config (not persistent) here.
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
 
 
