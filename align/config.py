@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import logging
+import math
 import os
 import sys
 import types
@@ -169,11 +170,25 @@ def _convert(kind: str, value: Any) -> Any:
     raise TypeError(kind)
 
 
+def not_finite(value: Any) -> bool:
+    """Whether `value` reads as a number that is NaN or infinite (`inf`, `-inf`, `nan`, YAML's `.inf`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (ValueError, OverflowError):
+        return False
+
+
 def coerce_field_value(config_class: type, name: str, value: Any, option: str) -> Any:
     """`value` converted to the declared type of field `name` of `config_class` (a float for `lr: float` given
     as the YAML string '1e-6', an int for 4.0); ValueError naming `option` when it does not convert (a list for
     a float, 2.5 for an int, "maybe" for a bool)."""
     kinds = _declared_kinds(config_class, name)
+    if {"int", "float"} & set(kinds) and "str" not in kinds and not_finite(value):
+        # float() reads 'inf' and 'nan' (and YAML's .inf / .nan): a range check written `v > 0` lets inf through,
+        # and NaN fails no comparison at all, so a run would train to NaN weights and report success.
+        raise ValueError(f"{option}: expected a finite number, got {value!r}")
     for kind in kinds:
         try:
             return _convert(kind, value)

@@ -212,6 +212,13 @@ CASES = [
     Case("rejection_sampling", "num_samples 0", lambda t, p: {"--num_samples": "0"}, ("num_samples",)),
     Case("rejection_sampling", "negative temperature", lambda t, p: {"--temperature": "-1"}, ("temperature",)),
     Case("ppo", "negative kl_coef", lambda t, p: {"--kl_coef": "-5"}, ("kl_coef",)),
+    # Non-finite numbers: a range check `v > 0` lets inf through and NaN passes no comparison (issue 35).
+    Case("ppo", "kl_coef inf", lambda t, p: {"--kl_coef": "inf"}, ("kl_coef", "finite")),
+    Case("ppo", "temperature nan", lambda t, p: {"--temperature": "nan"}, ("temperature", "finite")),
+    Case("ppo", "lr inf", lambda t, p: {"--lr": "inf"}, ("lr", "finite")),
+    Case("sft", "lr inf", lambda t, p: {"--lr": "inf"}, ("lr", "finite")),
+    Case("sft", "epochs inf", lambda t, p: {"--num_train_epochs": "inf"}, ("num_train_epochs", "finite")),
+    Case("reward_model", "lr .nan in yaml", lambda t, p: yaml_config(t, "lr: .nan\n"), ("lr", "finite")),
     Case("ppo", "negative cliprange", lambda t, p: {"--cliprange": "-1"}, ("cliprange",)),
     Case("ppo", "mini batch not dividing",
          lambda t, p: {"--batch_size": "4", "--mini_batch_size": "3"}, ("mini_batch_size",)),
