@@ -119,6 +119,8 @@ class PlanConfig:
             raise PlanError(f"attention: expected 'flash' or 'math', got {self.attention!r}")
         if not 0 <= self.headroom < 1:
             raise PlanError(f"headroom: must be in [0, 1), got {self.headroom}")
+        if not 0 < self.gpu_memory_gib < float("inf"):
+            raise PlanError(f"gpu_memory_gib: must be a positive finite number, got {self.gpu_memory_gib}")
         if self.logits_chunk_tokens < 0:
             raise PlanError(f"logits_chunk_tokens: must be 0 (all at once) or positive, got {self.logits_chunk_tokens}")
 

@@ -165,6 +165,12 @@ def test_impossible_layouts_are_clear_errors():
         PlanConfig(gpus=8, global_batch_size=12)
     with pytest.raises(PlanError, match="strategy: expected one of"):
         PlanConfig(strategy="zero4")
+    with pytest.raises(PlanError, match="gpu_memory_gib: must be a positive finite number, got -80"):
+        PlanConfig(gpu_memory_gib=-80)
+    for args, message in ((["--preset", "9000b"], "preset: unknown preset '9000b'"),
+                          (["--gpu_memory_gib", "nan"], "gpu_memory_gib")):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "align.plan", *args], capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     done = subprocess.run(
         [sys.executable, "-m", "align.plan", "--preset", "70b", "--stage", "sft", "--gpus", "8"],
         capture_output=True,
