@@ -74,6 +74,10 @@ def test_align_help_lists_every_command_and_mistakes_are_one_line(capsys):
     assert done.stderr.startswith("align sft: error:") and "--lr" in done.stderr
     done = subprocess.run([sys.executable, "-m", "align", "round", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("usage: align round ")
+    for word in ("three", "-1"):  # a round number, not an unknown option
+        done = align("round", word)
+        assert done.returncode == 2 and done.stderr == (f"align round: error: round: expected the round number, a "
+                                                        f"whole number from 1 (align round 3), got {word!r}\n")  # fmt: skip
 
 
 def test_the_recipes_are_the_same_commands():

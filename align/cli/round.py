@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].isdigit():
         argv[:1] = ["--round", argv[0]]
+    elif argv and not argv[0].startswith("--"):  # `align round three`, `align round -1`: a round, not an option
+        exit_with_error(f"round: expected the round number, a whole number from 1 (align round 3), got {argv[0]!r}",
+                        prog)  # fmt: skip
     config = parse_config(RecipeConfig, argv, prog, description=__doc__)
     try:
         rounds = Rounds(config, evaluate_round=evaluate_round)
