@@ -28,7 +28,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .checkpoint import EXTEND_HELP, RESUME_HELP, release_run_locks
-from .io import DiskFullError, read_text, shipped_path
+from .io import DiskFullError, load_yaml, read_text, shipped_path
 from .reward_sources import RewardSourceError
 
 ConfigT = TypeVar("ConfigT")
@@ -81,7 +81,7 @@ def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--config: no file at {path}")
     try:
-        values = yaml.safe_load(read_text(path)) or {}
+        values = load_yaml(read_text(path)) or {}
     except ValueError as error:  # not UTF-8: named by file and line
         raise ConfigError(str(error)) from None
     except yaml.YAMLError as error:

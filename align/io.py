@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import yaml
 
 
 def current_umask() -> int:
@@ -290,3 +291,29 @@ def load_table(source: str, split: str = "train", option: str = "dataset") -> da
     records are checked to be objects, and a bad line is named by file and line."""
     name, records = table_records(source, option, split)
     return datasets.Dataset.from_list([record for _, record in strict_records(name, records)])
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (lines {seen[key]} and {key_node.start_mark.line + 1})",
+                key_node.start_mark,
+            )  # fmt: skip
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain YAML keeps the last
+    one silently, so `lr: 1e-5` further down a config would quietly win over the `lr:` a user edited."""
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, refusing duplicate keys (yaml.YAMLError naming the key and both lines)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)

@@ -143,10 +143,10 @@ def _read_spec_text(text: str) -> Any:
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():
             raise ValueError(f"reward: no file at {path}")
-        from .io import read_text
+        from .io import load_yaml, read_text
 
         try:
-            return yaml.safe_load(read_text(path))
+            return load_yaml(read_text(path))
         except yaml.YAMLError as error:
             raise ValueError(f"reward: {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:

@@ -164,9 +164,17 @@ def data_file(option: str, name: str, content: str | bytes) -> Callable[[Path, d
 
 
 def stage_yaml(stage: str, text: str) -> Callable[[Path, dict], dict]:
-    """A rounds stage config with `text` added to the shipped tiny settings."""
+    """A rounds stage config with `text`'s keys replacing or added to the shipped tiny settings (a key given twice
+    is an error of its own)."""
     option = {"rs": "--rejection_sampling_config", "ppo": "--ppo_config", "rm": "--rm_update_config"}[stage]
-    return lambda tmp, p: {option: write(tmp, f"{stage}.yaml", Path(p["stages"][stage]).read_text() + text)}
+    keys = {line.split(":")[0] for line in text.splitlines() if ":" in line}
+
+    def config(tmp: Path, project: dict) -> dict:
+        base = Path(project["stages"][stage]).read_text().splitlines(keepends=True)
+        kept = "".join(line for line in base if line.split(":")[0] not in keys)
+        return {option: write(tmp, f"{stage}.yaml", kept + text)}
+
+    return config
 
 
 HH = "\n\nHuman: {q}\n\nAssistant: {a}"
@@ -194,6 +202,8 @@ CASES = [
     Case("sft", "unknown option", lambda t, p: {"--lrr": "1e-4"}, ("--lrr", "--lr")),
     Case("sft", "config not yaml", lambda t, p: yaml_config(t, "lr: [1, 2\n"), ("config.yaml", "YAML")),
     Case("sft", "config a list", lambda t, p: yaml_config(t, "- lr\n"), ("config.yaml", "mapping")),
+    Case("sft", "duplicate key in yaml", lambda t, p: yaml_config(t, "lr: 1.0e-4\nnum_train_epochs: 1\nlr: 3.0e-4\n"),
+         ("config.yaml", "duplicate key 'lr' (lines 1 and 3)")),
     Case("sft", "config missing", lambda t, p: {"--config": str(t / "nope.yaml")}, ("nope.yaml",)),
     Case("sft", "config not utf-8",
          lambda t, p: {"--config": write(t, "config.yaml", b"lr: 1e-4 # \xe9\n")}, ("config.yaml", "UTF-8")),
