@@ -49,7 +49,8 @@ def load_prompts(
     for number, (where, record) in enumerate(rows, start=1):
         if isinstance(record, UnreadableRecord):
             raise ValueError(f"{path}: {where}: {record.reason}")
-        records.append(prompt_record(record, f"{path}: {where}", default_id=str(number), ids_at=ids_at, where=where))
+        default_id = where.removeprefix("line ") if where.startswith("line ") else str(number)  # JSONL: the line
+        records.append(prompt_record(record, f"{path}: {where}", default_id, ids_at, where))
     if not records:
         raise ValueError(f"prompts {path}: the file has no prompts")
     return records
@@ -85,7 +86,7 @@ def prompt_record(record: dict, context: str, default_id: str, ids_at: dict[str,
     is_safety = record.get("is_safety", False)
     if not isinstance(is_safety, bool):
         raise ValueError(f"{context}: field 'is_safety': expected true or false, got {is_safety!r}")
-    prompt_id = str(record.get("id", where.removeprefix("line ") if where.startswith("line ") else default_id))
+    prompt_id = str(record.get("id", default_id))
     if prompt_id in ids_at:  # results are kept by id: a repeated one would overwrite the earlier prompt
         raise ValueError(f"{context}: field 'id': {prompt_id!r} is already the id of {ids_at[prompt_id]}")
     ids_at[prompt_id] = where
