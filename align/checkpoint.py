@@ -38,6 +38,7 @@ from .io import atomic_write_text, check_free_space, current_umask, naming_a_ful
 TRAINER_STATE = "trainer_state.json"
 DONE_MARKER = "DONE.json"
 LOCK_FILE = ".align.lock"
+WRITTEN_MARKER = ".align-written"  # in every folder `write_directory_atomic` writes: align may replace it later
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _STAGING = re.compile(r"^\..+\.(tmp|old)-")  # write_directory_atomic's temporary and retired folders
 logger = logging.getLogger(__name__)
@@ -49,14 +50,22 @@ class RunFolderError(ValueError):
 
 def write_directory_atomic(write: Callable[[Path], Any], path: str | os.PathLike) -> Path:
     """Run `write(folder)` on a temporary sibling folder, then rename it to `path`: readers see the old complete
-    folder or the new complete one, never a mix."""
+    folder or the new complete one, never a mix.
+
+    An existing `path` is replaced only when align wrote it (`require_replaceable`); anything else is refused
+    with one line before the work starts, so that no command removes a folder it did not write."""
     path = Path(path)
+    require_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
         write(staging)
+        (staging / WRITTEN_MARKER).write_text(
+            json.dumps({"written_by": "align", "at": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n"
+        )
         if path.exists():
+            require_replaceable(path)  # it may have changed while this was written
             retired = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
             os.rename(path, retired)
             os.rename(staging, path)
@@ -67,6 +76,42 @@ def write_directory_atomic(write: Callable[[Path], Any], path: str | os.PathLike
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def require_replaceable(path: Path) -> None:
+    """RunFolderError unless `path` is absent, an empty folder, or a folder align wrote: one with its
+    `WRITTEN_MARKER`, or a result (`final/`, `checkpoint-N/`) inside an align run folder."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise RunFolderError(f"output folder {path}: is a file, expected a folder")
+    if not any(path.iterdir()) or (path / WRITTEN_MARKER).is_file() or is_run_folder(path.parent):
+        return
+    raise RunFolderError(
+        f"output folder {path}: already holds files align did not write ({_some_names(path)}); give a new or "
+        "empty folder (align never removes what it did not write)"
+    )
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` is the output folder of an align run (its run record, lock or completion marker)."""
+    return any((folder / name).is_file() for name in (RUN_CONFIG, LOCK_FILE, DONE_MARKER))
+
+
+def _some_names(folder: Path, count: int = 3) -> str:
+    names = sorted(child.name for child in folder.iterdir())
+    return ", ".join(names[:count]) + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def require_own_output_dir(output_dir: Path) -> None:
+    """RunFolderError when `output_dir` is a folder that holds files but is not an align run folder: a run
+    rotates its checkpoints, replaces `final/` and moves its previous run aside there, so it starts only in a
+    new, empty or earlier align run folder."""
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not is_run_folder(output_dir):
+        raise RunFolderError(
+            f"output_dir {output_dir}: already holds files align did not write ({_some_names(output_dir)}); give "
+            "a new or empty folder (align never removes what it did not write)"
+        )
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
@@ -125,6 +170,8 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"output_dir {output_dir}: is a file, expected a folder")
+    if output_dir not in _HELD_LOCKS:
+        require_own_output_dir(output_dir)
     if not output_dir.exists():
         _CREATED_FOLDERS.add(output_dir)
     try:
@@ -424,6 +471,13 @@ def export_llama(checkpoint: str | os.PathLike, save_directory: str | os.PathLik
     Mistral, ...) is refused with one line: it is already what transformers loads."""
     from .modeling import export_to_llama, load_causal_lm
 
+    source, target = Path(checkpoint).resolve(), Path(save_directory).resolve()
+    if target == source or target in source.parents:
+        raise RunFolderError(
+            f"export to {save_directory}: that folder holds the checkpoint being exported ({checkpoint}); give "
+            "another folder (align never writes onto its input)"
+        )
+    require_replaceable(Path(save_directory))  # before loading the model: a refused folder costs nothing
     model = load_causal_lm(require_model_dir(checkpoint), "export", as_align_llama=True)
     return write_directory_atomic(lambda staging: export_to_llama(model, staging), save_directory)
 

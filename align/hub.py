@@ -22,7 +22,13 @@ import fsspec
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from .checkpoint import SAFETENSORS_HOWTO, pickle_weight_files, require_model_dir, write_directory_atomic
+from .checkpoint import (
+    SAFETENSORS_HOWTO,
+    WRITTEN_MARKER,
+    pickle_weight_files,
+    require_model_dir,
+    write_directory_atomic,
+)
 
 try:  # the HTTP library huggingface_hub talks through: httpx2 in huggingface_hub 2.x, httpx before
     from httpx2 import HTTPError as TransportError
@@ -121,7 +127,7 @@ def push_checkpoint(
         operations = [
             CommitOperationAdd(path_in_repo=str(path.relative_to(folder)), path_or_fileobj=str(path))
             for path in sorted(folder.rglob("*"))
-            if path.is_file() and path.name != "README.md"
+            if path.is_file() and path.name not in ("README.md", WRITTEN_MARKER)
         ]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
         commit = api.create_commit(target, operations, commit_message=f"align: {revision}", revision=revision)

@@ -50,6 +50,7 @@ import importlib
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +65,7 @@ from accelerate.utils import gather_object
 from .ai_feedback import HUMAN, parse_annotator
 from .checkpoint import (
     DONE_MARKER,
+    RunFolderError,
     check_vocabulary,
     is_done,
     mark_done,
@@ -464,6 +466,19 @@ def parse_rounds_reward(value: Any) -> dict[str, Any] | None:
     return {"combine": spec.combine, "sources": spec.sources}
 
 
+def require_own_run_dir(run_dir: Path) -> None:
+    """RunFolderError when `run_dir` holds files but no run of the rounds (`manifest.json`, `round-N/`): the
+    rounds write and move stage folders there, so they start only in a new, empty or earlier run folder."""
+    if not run_dir.is_dir() or (run_dir / "manifest.json").is_file():
+        return
+    names = sorted(child.name for child in run_dir.iterdir())
+    if names and not any(re.fullmatch(r"round-\d+", name) for name in names):
+        raise RunFolderError(
+            f"run folder {run_dir}: already holds files align did not write ({', '.join(names[:3])}); give another "
+            "--name or --runs_dir (align never removes what it did not write)"
+        )
+
+
 class Rounds:
     """Runs rounds 1..N of a run, skipping finished stages; see the module docstring."""
 
@@ -473,6 +488,7 @@ class Rounds:
         self.run_dir = config.run_dir
         self.processes = PartialState(cpu=not torch.cuda.is_available())
         self.check_stage_configs()  # before any work: a bad setting stops the run here
+        require_own_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.run_dir / "manifest.json")
         self._evaluation_setup: dict[str, Any] | None = None

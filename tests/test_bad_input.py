@@ -30,6 +30,7 @@ class Case:
     expect: tuple[str, ...]  # what the error line must name
     keep_out: bool = False  # the output folder exists before the run (it must be left unchanged)
     full_disk: bool = False  # the disk has 1 MB free
+    foreign: bool = False  # the output folder holds a file of the user's (it must be left unchanged)
 
 
 def write(folder: Path, name: str, content: str | bytes) -> str:
@@ -441,6 +442,11 @@ CASES = [
     Case("rlhf_round", "eval pairs not utf-8",
          data_file("--helpfulness_eval_pairs", "hh.jsonl", b"\xff\n"), ("hh.jsonl", "line 1", "UTF-8")),
     Case("rlhf_round", "round below 1", lambda t, p: {"--round": "-1"}, ("round: must be at least 1",)),
+    # --- an output folder that holds the user's files: never written into, never removed -------------------------------
+    *[Case(recipe, "output folder holds the user's files", lambda t, p: {}, ("output_dir", "notes.txt", "did not write"),
+           foreign=True) for recipe in ("pretrain", "sft", "reward_model", "rejection_sampling", "ppo")],
+    Case("rlhf_round", "run folder holds the user's files", lambda t, p: {}, ("mine", "notes.txt", "did not write"),
+         foreign=True),
     Case("rlhf_round", "stage yaml not utf-8",
          lambda t, p: {"--ppo_config": write(t, "ppo.yaml", b"lr: 1 # \xe9\n")}, ("ppo.yaml", "UTF-8")),
 ]
@@ -484,7 +490,9 @@ def test_bad_input_gives_one_line_naming_it_and_writes_nothing(case, project, tm
     out = tmp_path / ("mine" if case.recipe == "rlhf_round" else "out")
     options = base_options(case.recipe, project, out)
     options.update(case.change(tmp_path, project))
-    before = snapshot(out) if case.keep_out else None
+    if case.foreign:
+        write(out, "notes.txt", "the user's notes")
+    before = snapshot(out) if case.keep_out or case.foreign else None
     if case.full_disk:
         from collections import namedtuple
 
@@ -502,7 +510,7 @@ def test_bad_input_gives_one_line_naming_it_and_writes_nothing(case, project, tm
     for part in case.expect:
         assert part in message, f"{part!r} not named in: {message}"
     assert "Traceback" not in stderr
-    if case.keep_out:
+    if case.keep_out or case.foreign:
         assert snapshot(out) == before, "the existing output folder was changed"
     else:
         assert not out.exists(), f"written: {sorted(p.name for p in out.iterdir())}"

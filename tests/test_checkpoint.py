@@ -254,3 +254,23 @@ def test_a_failed_stage_call_gives_up_its_folder_at_once(tmp_path):
     assert not (tmp_path / "run").exists()
     acquire_run_lock(tmp_path / "run")  # free for anyone
     release_run_lock(tmp_path / "run")
+
+
+def test_export_never_removes_a_folder_it_did_not_write_nor_writes_onto_its_input(tmp_path, chat_model, capsys):
+    """`align export` into a folder holding the user's files, or onto the checkpoint it exports, is one line and
+    exit 2 with nothing changed; into a new folder and again into that (its own earlier output) it works."""
+    from align.cli.export import main as export
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's notes")
+    for output, named in ((mine, "notes.txt"), (chat_model, "holds the checkpoint being exported")):
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in Path(output).iterdir())
+        with pytest.raises(SystemExit) as exit:
+            export(["--model", str(chat_model), "--output_dir", str(output)], prog="align export")
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit.value.code == 2 and len(error) == 1 and named in error[0], error
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(output).iterdir()) == before
+    for _ in range(2):
+        export(["--model", str(chat_model), "--output_dir", str(tmp_path / "llama")], prog="align export")
+    assert json.loads((tmp_path / "llama" / "config.json").read_text())["model_type"] == "llama"

@@ -145,3 +145,18 @@ def test_pickle_weights_are_refused_on_pull_and_on_load(tmp_path, checkpoint):
     (pickled / "pytorch_model.bin").unlink()
     with pytest.raises(FileNotFoundError, match=r"sft_model: .*pickled has no weights \(model.safetensors\)"):
         require_model_dir(pickled, "sft_model")
+
+
+def test_a_pull_never_replaces_a_folder_align_did_not_write(tmp_path, checkpoint):
+    """Pulling into a folder of the user's is refused with nothing changed; pulling again into the folder of an
+    earlier pull replaces it."""
+    store = tmp_path / "store"
+    push_checkpoint(checkpoint, str(store), "round-1-sft")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's notes")
+    with pytest.raises(HubError, match=r"mine: already holds files align did not write \(notes.txt\)"):
+        pull_checkpoint(f"{store}@round-1-sft", mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    pulled = pull_checkpoint(f"{store}@round-1-sft", tmp_path / "pulled")
+    assert pull_checkpoint(f"{store}@round-1-sft", pulled) == pulled and (pulled / "config.json").is_file()
