@@ -598,8 +598,10 @@ def check_same_tokenizer(tokenizer: Any, model_dir: str | os.PathLike, what: str
     policy's token ids as other tokens. A folder without a tokenizer is left to `check_vocabulary`."""
     from transformers import AutoTokenizer
 
+    from .modeling import remote_code_allowed
+
     try:
-        other = AutoTokenizer.from_pretrained(model_dir)
+        other = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote_code_allowed())
     except (OSError, ValueError, TypeError):
         return
     if other.get_vocab() != tokenizer.get_vocab():

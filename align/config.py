@@ -207,8 +207,41 @@ def check_field_types(config: Any) -> None:
         setattr(config, item.name, coerce_field_value(type(config), item.name, value, item.name))
 
 
+TRUST_REMOTE_CODE_HELP = (
+    "true: let transformers run the code in a model folder whose config.json names it (auto_map), for "
+    "architectures transformers does not ship; read that code first (default: false, such a folder is refused)"
+)
+
+
+def take_trust_remote_code(argv: list[str]) -> list[str]:
+    """`argv` without `--trust_remote_code [true|false]` (every command's option), after applying it to this
+    process (`align.modeling.allow_remote_code`; absent: false); ConfigError for a value that is not a boolean."""
+    from .modeling import allow_remote_code
+
+    kept, index, trusted = [], 0, False
+    while index < len(argv):
+        item = argv[index]
+        if item == "--trust_remote_code" or item.startswith("--trust_remote_code="):
+            if "=" in item:
+                value = item.split("=", 1)[1]
+            elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+                value, index = argv[index + 1], index + 1
+            else:
+                value = "true"
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise ConfigError(f"--trust_remote_code: expected true or false, got {value!r}")
+            trusted = value.lower() in ("true", "yes", "1")
+        else:
+            kept.append(item)
+        index += 1
+    allow_remote_code(trusted)
+    return kept
+
+
 def build_config(
-    config_class: type[ConfigT], argv: list[str] | None = None, description: str | None = None,
+    config_class: type[ConfigT],
+    argv: list[str] | None = None,
+    description: str | None = None,
     prog: str | None = None,
 ) -> ConfigT:
     """Parse `--config FILE` and overrides into `config_class`; raises `ConfigError` on any mistake.
@@ -232,6 +265,8 @@ def build_config(
         if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
             action.help = f"turn --{action.dest} off (it is on by default)"
     parser.add_argument("--config", type=str, default=None, help="YAML file of config values (CLI overrides it)")
+    parser.add_argument("--trust_remote_code", type=str, default="false", help=TRUST_REMOTE_CODE_HELP)
+    argv = take_trust_remote_code(argv)
     config_path = None
     if "--config" in argv:
         index = argv.index("--config")
@@ -265,7 +300,9 @@ def build_config(
 
 
 def parse_config(
-    config_class: type[ConfigT], argv: list[str] | None = None, prog: str | None = None,
+    config_class: type[ConfigT],
+    argv: list[str] | None = None,
+    prog: str | None = None,
     description: str | None = None,
 ) -> ConfigT:
     """`build_config` for commands: on a mistake, print `prog: error: ...` on one line and exit with status 2."""

@@ -129,10 +129,64 @@ def test_checkpoints_a_stage_cannot_use_get_one_line(tmp_path):
         "AutoConfig": "configuration_secret.SecretConfig", "AutoModelForCausalLM": "modeling_secret.SecretLM"}}))  # fmt: skip
     (remote / "configuration_secret.py").write_text("raise SystemExit('this code must not run')\n")
     save_file({"weight": torch.zeros(2)}, remote / "model.safetensors")
-    with pytest.raises(UnsupportedModelError, match=r"needs the code in its folder .*align does not run"):
+    with pytest.raises(UnsupportedModelError, match=r"needs the code in its folder .*--trust_remote_code true"):
         load_sequence_classifier(remote, "reward model")
     # From the command line: one line, exit status 2, the folder's code never run.
     result = subprocess.run([sys.executable, "-m", "align", "sft", "--model", str(remote), "--dataset", "world"],
                             cwd=ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert re.search(r"align sft: error: model: .*remote needs the code in its folder", result.stderr)
+
+
+MARKER_CODE = """import os
+from pathlib import Path
+
+from transformers import LlamaConfig, LlamaForCausalLM
+
+Path(os.environ["MARKER"]).write_text("the folder's code ran")
+
+
+class MarkerConfig(LlamaConfig):
+    model_type = "marker_llama"
+
+
+class MarkerForCausalLM(LlamaForCausalLM):
+    config_class = MarkerConfig
+"""
+
+
+def test_a_folders_own_code_runs_only_with_trust_remote_code_and_nothing_prompts(tmp_path):
+    """A user's Llama saved as an architecture of its own (`auto_map` to code in the folder that writes a marker
+    file when imported): refused with one line, the code not run and no question asked, with stdin closed and
+    with a terminal; with `--trust_remote_code true` the code runs and SFT trains it."""
+    import os
+    import pty
+
+    from user_project import write_user_project
+
+    data = write_user_project(tmp_path / "project")
+    folder = Path(data["model"])
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="marker_llama", architectures=["MarkerForCausalLM"],
+                  auto_map={"AutoConfig": "marker.MarkerConfig", "AutoModelForCausalLM": "marker.MarkerForCausalLM"})  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "marker.py").write_text(MARKER_CODE)
+    marker = tmp_path / "marker.txt"
+    env = {"HF_HUB_OFFLINE": "1", "PATH": os.environ.get("PATH", ""), "MARKER": str(marker),
+           "HF_MODULES_CACHE": str(tmp_path / "modules"), "HOME": str(tmp_path)}  # fmt: skip
+    command = [sys.executable, "-m", "align", "sft", "--model", str(folder), "--dataset", data["sft"], "--max_steps",
+               "1", "--per_device_batch_size", "2", "--max_length", "128", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    main_end, terminal = pty.openpty()
+    for stdin in (subprocess.DEVNULL, terminal):
+        result = subprocess.run(command, cwd=ROOT, env=env, stdin=stdin, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert "needs the code in its folder (auto_map)" in result.stderr and "--trust_remote_code true" in result.stderr
+        assert "[y/N]" not in result.stdout + result.stderr and not marker.exists()
+        assert not (tmp_path / "out").exists()
+    os.close(main_end), os.close(terminal)
+    result = subprocess.run([*command, "--trust_remote_code", "true"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert marker.read_text() == "the folder's code ran"
+    trained = json.loads((tmp_path / "out" / "final" / "config.json").read_text())
+    assert trained["model_type"] == "marker_llama"  # the user's architecture, trained and saved as it came

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ..io import read_text, shipped_path
+from ..modeling.loading import remote_code_allowed
 from .chat import LLAMA2_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def load_tokenizer(path: str | os.PathLike, chat_template: str = "tokenizer") ->
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer: no directory at {path}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote_code_allowed())
     except (OSError, ValueError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"tokenizer: {path}: not a tokenizer folder transformers can load ({reason})") from None

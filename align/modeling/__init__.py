@@ -6,12 +6,14 @@ from .configuration_align_llama import AUTO_MAP, PRESETS, AlignLlamaConfig, llam
 from .conversion import convert_mha_to_gqa, export_to_llama, from_llama_config, to_llama_config
 from .loading import (
     UnsupportedModelError,
+    allow_remote_code,
     decoder_trunk,
     final_norm,
     load_causal_lm,
     load_model_config,
     load_sequence_classifier,
     logits_from_hidden,
+    remote_code_allowed,
     score_head,
 )
 from .modeling_align_llama import (
@@ -43,6 +45,8 @@ __all__ = [
     "AlignLlamaForCausalLM",
     "AlignLlamaForSequenceClassification",
     "UnsupportedModelError",
+    "allow_remote_code",
+    "remote_code_allowed",
     "convert_mha_to_gqa",
     "decoder_trunk",
     "final_norm",

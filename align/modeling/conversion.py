@@ -74,7 +74,7 @@ def export_to_llama(
     llama.save_pretrained(save_directory)
     source = Path(model.name_or_path or "")
     if tokenizer is None and (source / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)  # align's own checkpoint
     if tokenizer is None:
         logger.warning("export_to_llama: no tokenizer given or found beside the model; %s has none", save_directory)
     else:

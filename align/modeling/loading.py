@@ -7,8 +7,11 @@ rejection sampling, PPO and the rounds, and the stages write it back in the same
 checkpoints load into align's classes (registered with the Auto classes on import). `as_align_llama=True` is the
 one way to move a Llama checkpoint into align's model (for the paper's presets and GQA conversion).
 
-Nothing from a model folder runs unless the caller passes `trust_remote_code=True` (no command does yet): a
-checkpoint whose architecture transformers does not ship is refused with one line that says so.
+Nothing from a model folder runs unless the user asks: every load passes `trust_remote_code` explicitly (so
+transformers never prompts "Do you wish to run the custom code?"), False unless the command was given
+`--trust_remote_code true` (`allow_remote_code`) or the caller passes `trust_remote_code=True`. align's own
+checkpoints carry an `auto_map` too, but load through align's registered classes without running their copy.
+A checkpoint whose architecture transformers does not ship is then refused with one line that says so.
 """
 
 from __future__ import annotations
@@ -27,17 +30,34 @@ class UnsupportedModelError(ValueError):
     """A checkpoint the stage cannot use as asked (message: one line naming the folder and what is missing)."""
 
 
-def load_model_config(path: str | os.PathLike, what: str = "model", trust_remote_code: bool = False) -> PretrainedConfig:
+_REMOTE_CODE_ALLOWED = False
+
+
+def allow_remote_code(allowed: bool) -> None:
+    """Let (or stop) every later load in this process run a model folder's own code (`auto_map`): what the
+    commands' `--trust_remote_code true` does. Only for folders whose code the user has read and trusts."""
+    global _REMOTE_CODE_ALLOWED
+    _REMOTE_CODE_ALLOWED = bool(allowed)
+
+
+def remote_code_allowed(trust_remote_code: bool | None = None) -> bool:
+    """`trust_remote_code` as given, or the process's setting (`allow_remote_code`) when None."""
+    return _REMOTE_CODE_ALLOWED if trust_remote_code is None else bool(trust_remote_code)
+
+
+def load_model_config(
+    path: str | os.PathLike, what: str = "model", trust_remote_code: bool | None = None
+) -> PretrainedConfig:
     """The checkpoint's transformers config; `UnsupportedModelError` naming `what` when transformers does not know
-    its `model_type` (or would need the folder's own code without `trust_remote_code`)."""
+    its `model_type` (or would need the folder's own code, which is not allowed: `remote_code_allowed`)."""
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(path, trust_remote_code=remote_code_allowed(trust_remote_code))
     except ValueError as error:
         text = str(error)
         if "trust_remote_code" in text:
             raise UnsupportedModelError(
-                f"{what}: {path} needs the code in its folder (auto_map) to load, and align does not run a model "
-                f"folder's code; give a checkpoint of an architecture transformers ships"
+                f"{what}: {path} needs the code in its folder (auto_map) to load, and align runs a model folder's "
+                "code only when asked: read that code, then add --trust_remote_code true if you trust it"
             ) from None
         raise UnsupportedModelError(f"{what}: {path}: {text.splitlines()[0]}") from None
 
@@ -55,11 +75,12 @@ def load_causal_lm(
     what: str = "model",
     *,
     as_align_llama: bool = False,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """The checkpoint as transformers' `AutoModelForCausalLM` loads it (its own architecture), or as align's
     `AlignLlamaForCausalLM` with `as_align_llama=True` (Llama-family configs only)."""
+    trust_remote_code = remote_code_allowed(trust_remote_code)
     config = load_model_config(path, what, trust_remote_code)
     if as_align_llama:
         from .conversion import from_llama_config
@@ -75,11 +96,12 @@ def load_causal_lm(
 
 def load_sequence_classifier(
     path: str | os.PathLike, what: str = "reward model", *, num_labels: int | None = 1,
-    trust_remote_code: bool = False, **kwargs: Any,
+    trust_remote_code: bool | None = None, **kwargs: Any,
 ) -> nn.Module:  # fmt: skip
     """The checkpoint as `AutoModelForSequenceClassification` with `num_labels` outputs (None: as saved): a reward
     model as it was saved, or a fresh scalar head on a causal LM's decoder (the paper's reward-model init,
     docs/method.md §5)."""
+    trust_remote_code = remote_code_allowed(trust_remote_code)
     config = load_model_config(path, what, trust_remote_code)
     _checked_class(config, AutoModelForSequenceClassification, what, path, "sequence-classification")
     if num_labels is not None:
@@ -115,7 +137,9 @@ def final_norm(model: nn.Module) -> nn.Module:
     """The decoder's last normalisation layer (its output is the hidden state the heads read)."""
     norm = getattr(decoder_trunk(model), "norm", None)
     if not isinstance(norm, nn.Module):
-        raise UnsupportedModelError(f"{type(model).__name__}: its decoder has no final `norm` layer to read values from")
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: its decoder has no final `norm` layer to read values from"
+        )
     return norm
 
 
