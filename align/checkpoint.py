@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -399,6 +400,55 @@ def checkpoint_bytes(model: Any) -> int:
     return weights + sum(p.numel() * 8 for p in parameters if p.requires_grad)
 
 
+class NonFiniteTrainingError(ValueError):
+    """Training made the loss or the weights NaN or inf; the run stopped before saving anything of that step."""
+
+    def __init__(self, step: int, what: str, unit: str = "step") -> None:
+        super().__init__(
+            f"training stopped at {unit} {step}: {what} became NaN or inf (no checkpoint of it is saved and final/ "
+            "is not written); lower lr, check the data, or resume from the last checkpoint with other settings"
+        )
+
+
+def require_finite_training(model: Any, step: int, loss: float | None = None, unit: str = "step") -> None:
+    """NonFiniteTrainingError naming `step` when `loss` or any trained weight of `model` is NaN or inf, decided
+    the same on every process (a shard's verdict is shared), so that all of them stop together. Called after
+    each optimizer step, before any checkpoint of it is written: a resume then starts from finite weights."""
+    import torch
+
+    trained = [p.detach() for p in model.parameters() if p.requires_grad]
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in trained]  # FSDP2 shards (DTensor)
+    verdict = torch.tensor([float(not all(bool(torch.isfinite(p).all()) for p in local)),
+                            float(loss is not None and not math.isfinite(loss))])  # fmt: skip
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        verdict = verdict.to(local[0].device if local else "cpu")
+        torch.distributed.all_reduce(verdict, op=torch.distributed.ReduceOp.MAX)
+    bad_weights, bad_loss = (bool(v) for v in verdict.tolist())
+    if bad_loss:
+        raise NonFiniteTrainingError(step, f"the loss ({loss})", unit)
+    if bad_weights:
+        raise NonFiniteTrainingError(step, "the weights", unit)
+
+
+def stop_on_non_finite() -> Any:
+    """A Trainer callback that stops the run (`NonFiniteTrainingError`) when a step leaves the trained weights,
+    or a logged loss, NaN or inf: Trainer calls it after each optimizer step and each log, before that step's
+    checkpoint is saved."""
+    from transformers import TrainerCallback
+
+    class StopOnNonFinite(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                require_finite_training(model, state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):  # the mean over processes: the same on all
+                raise NonFiniteTrainingError(state.global_step, f"the loss ({loss})")
+
+    return StopOnNonFinite()
+
+
 def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None, **facts: Any) -> Path:
     """Train (resuming when `prepare_run` finds a checkpoint), save `output_dir/final` atomically, mark done.
 
@@ -418,6 +468,7 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
     needed, what = checkpoint_bytes(trainer.model), "a checkpoint (weights and optimizer state)"
     checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero(), needed_bytes=needed)
     trainer.add_callback(RotateByStep())
+    trainer.add_callback(stop_on_non_finite())
     # TRL's card links a local base model as "[None](https://huggingface.co/None)"; ours names it as given.
     trainer.create_model_card = lambda *args, **kwargs: atomic_write_text(
         output_dir / "README.md", run_card(output_dir, getattr(config, "model", None), facts.get("data_sources"))

@@ -465,6 +465,9 @@ def trainer_kwargs(config: TrainerStageConfig) -> dict:
         save_steps=config.save_steps,
         save_total_limit=None,  # rotated by step number by align.checkpoint.rotate_checkpoints (not by mtime)
         logging_steps=config.logging_steps,
+        # A NaN or inf loss is logged as it is (Trainer would log the mean of the earlier steps instead), and the
+        # run stops on it (align.checkpoint.StopOnNonFinite).
+        logging_nan_inf_filter=False,
         report_to=[] if config.report_to == "none" else [config.report_to],
         seed=config.seed,
         data_seed=config.seed,

@@ -74,6 +74,7 @@ from .checkpoint import (
     prepare_run,
     release_run_lock,
     releases_its_folder_on_error,
+    require_finite_training,
     require_model_dir,
     require_reward_model_dir,
     resumable_checkpoint,
@@ -965,6 +966,8 @@ class PPOTrainer:
         metrics: dict[str, float] = {}
         while self.iteration < config.num_iterations and self.stopped_by_guard is None:
             metrics = self.step()
+            losses = metrics["loss/policy_avg"] + metrics["loss/value_avg"]  # averaged over the processes
+            require_finite_training(self.model, self.iteration, losses, unit="iteration")
             last = self.iteration == config.num_iterations or self.stopped_by_guard is not None
             if self.iteration % config.logging_steps == 0 or last:
                 self.metrics.write(self.iteration, metrics)

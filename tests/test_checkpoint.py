@@ -274,3 +274,38 @@ def test_export_never_removes_a_folder_it_did_not_write_nor_writes_onto_its_inpu
     for _ in range(2):
         export(["--model", str(chat_model), "--output_dir", str(tmp_path / "llama")], prog="align export")
     assert json.loads((tmp_path / "llama" / "config.json").read_text())["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("stage", ["sft", "reward_model", "ppo"])
+def test_a_loss_or_weights_gone_non_finite_stop_the_stage_at_that_step_without_final(stage, user_models, tmp_path):
+    """An lr of 1e30 (finite, so accepted) blows the weights up within a few steps: each trainer stops with the
+    step named, no checkpoint of a non-finite step is saved and final/ and DONE.json are not written."""
+    from safetensors.torch import load_file
+
+    from align.checkpoint import NonFiniteTrainingError
+    from align.ppo import PPOConfig, PPOTrainer
+    from align.prompts import load_prompts
+    from align.reward_model import RewardModelConfig, train_reward_model
+    from align.sft import SFTConfig, sft
+
+    data, models = user_models
+    out = tmp_path / stage
+    small = dict(output_dir=str(out), lr=1e30, max_length=256, per_device_batch_size=4, max_steps=6, save_steps=1,
+                 logging_steps=1)  # fmt: skip
+    if stage == "sft":
+        run = lambda: sft(SFTConfig(model=data["model"], dataset=data["sft"], **small))  # noqa: E731
+    elif stage == "reward_model":
+        run = lambda: train_reward_model(RewardModelConfig(  # noqa: E731
+            model=models["sft"], target="helpfulness", helpfulness_data=data["helpfulness"],
+            safety_data=data["safety"], eval_data=data["helpfulness_eval"], **small))  # fmt: skip
+    else:
+        config = PPOConfig(policy=models["sft"], helpfulness_rm=models["helpfulness"], safety_rm=models["safety"],
+                           prompts=data["prompts"], output_dir=str(out), lr=1e30, num_iterations=6, batch_size=4,
+                           mini_batch_size=2, response_length=6, save_steps=1)  # fmt: skip
+        run = PPOTrainer.from_config(config, load_prompts(data["prompts"])).train
+    unit = "iteration" if stage == "ppo" else "step"
+    with pytest.raises(NonFiniteTrainingError, match=rf"training stopped at {unit} \d+: the (loss|weights)"):
+        run()
+    assert not (out / "final").exists() and not (out / "DONE.json").exists() and not (out / LOCK_FILE).exists()
+    for weights in out.glob("checkpoint-*/**/*.safetensors"):
+        assert all(tensor.isfinite().all() for tensor in load_file(weights).values()), weights
