@@ -40,10 +40,12 @@ Without one, the stages build the default from their `helpfulness_rm` and `safet
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import time
@@ -245,7 +247,15 @@ class FunctionSource:
         self.target, self.name = target, name
 
     def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
-        return _as_scores(self.function(list(prompts), list(answers)), len(answers), f"function {self.target}")
+        try:
+            values = self.function(list(prompts), list(answers))
+        except Exception as error:  # the user's code: its failure is named, not shown as align's traceback
+            reason = str(error).splitlines()[0] if str(error) else ""
+            raise RewardSourceError(
+                f"reward: sources: {self.name}: function {self.target} raised {type(error).__name__}"
+                f"{': ' + reason if reason else ''}; fix it and rerun (the run resumes from its last checkpoint)"
+            ) from error
+        return _as_scores(values, len(answers), f"function {self.target}")
 
 
 class HttpSource:
@@ -262,9 +272,16 @@ class HttpSource:
         for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    reply = json.loads(response.read())
+                    raw = response.read()
+                reply = json.loads(raw.decode("utf-8"))
                 break
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as error:
+            except UnicodeDecodeError as error:
+                raise RewardSourceError(
+                    f"reward server {self.name} at {self.url}: its reply is not UTF-8 text (byte {error.start}); "
+                    'expected JSON {"scores": [...]}'
+                ) from None
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError,
+                    json.JSONDecodeError) as error:  # fmt: skip  (IncompleteRead: a reply cut short)
                 if attempt == self.retries:
                     reason = getattr(error, "reason", None) or error
                     raise RewardSourceError(
@@ -277,12 +294,16 @@ class HttpSource:
 
 
 def _as_scores(values: Any, count: int, what: str) -> torch.Tensor:
+    """The scores a source returned as a float tensor; RewardSourceError naming `what` unless they are `count`
+    finite numbers (a list, tuple, tensor or array; a number written as a string is refused, not converted)."""
+    if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # a tensor or an array
+        values = values.tolist()
     if not isinstance(values, (list, tuple)) or len(values) != count:
         raise RewardSourceError(f"{what}: expected a list of {count} scores, got {str(values)[:80]}")
-    try:
-        scores = torch.tensor([float(v) for v in values])
-    except (TypeError, ValueError):
-        raise RewardSourceError(f"{what}: expected numbers, got {str(values)[:80]}") from None
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+    if bad:
+        raise RewardSourceError(f"{what}: expected numbers, got {bad[0]!r} in {str(values)[:80]}")
+    scores = torch.tensor([float(v) for v in values])
     if not torch.isfinite(scores).all():
         raise RewardSourceError(f"{what}: returned a score that is not finite: {str(values)[:80]}")
     return scores

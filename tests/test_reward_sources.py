@@ -266,3 +266,56 @@ def test_ppo_stopped_by_a_lost_reward_server_resumes_to_the_same_model(tmp_path,
         server.stop()
     weights = [load_file(tmp_path / run / "ppo" / "final" / "model.safetensors") for run in ("straight", "killed")]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def failing_reward(prompts, answers):
+    """A function reward with a bug."""
+    return {"a": 1}["b"]
+
+
+def test_a_function_that_raises_is_named_in_one_line():
+    spec = {"combine": "weighted_sum", "sources": {"mine": {"function": f"{__name__}:failing_reward"}}}
+    scorer = RewardScorer.load(parse_reward_spec(spec))
+    with pytest.raises(RewardSourceError, match=rf"reward: sources: mine: function {__name__}:failing_reward raised "
+                       r"KeyError: 'b'; fix it"):  # fmt: skip
+        scorer.scores(PROMPTS, ANSWERS)
+
+
+class OddServer:
+    """A reward server on the loopback interface that answers with `reply` bytes, announcing `length` of them."""
+
+    def __init__(self, reply: bytes, length: int | None = None) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802  (http.server's name)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", str(length or len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/score"
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.mark.parametrize("reply, length, expected", [
+    (b'{"scores": [1.0, 2', 200, r"no answer after 2 tries \(IncompleteRead"),  # cut short
+    ('{"scores": [1.0, 2.0], "note": "café"}'.encode("latin-1"), None, r"its reply is not UTF-8 text"),
+    (b'{"scores": ["1.0", 2.0]}', None, r"expected numbers, got '1.0'"),
+    (b'{"scores": [true, 2.0]}', None, r"expected numbers, got True"),
+])  # fmt: skip
+def test_http_replies_cut_short_not_utf8_or_with_strings_for_numbers_are_one_clear_error(reply, length, expected):
+    server = OddServer(reply, length)
+    try:
+        with pytest.raises(RewardSourceError, match=expected):
+            HttpSource(server.url, timeout=5, retries=1, name="odd")(PROMPTS, ANSWERS)
+    finally:
+        server.close()
