@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,15 +152,21 @@ def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | Unread
     """(line number, text) of each line of a UTF-8 file (gzip-compressed if it ends with .gz), without the line
     break; a line that is not UTF-8 comes as an `UnreadableRecord` saying so."""
     path = Path(path)
+    number = 0
     with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                yield (
-                    number,
-                    UnreadableRecord(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8"),
-                )
+        try:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as error:
+                    yield (
+                        number,
+                        UnreadableRecord(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8"),
+                    )
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a download cut short, a damaged archive
+            raise ValueError(
+                f"{path}: after line {number}: the gzip file is damaged or cut short ({error}); download it again"
+            ) from None
 
 
 def jsonl_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:

@@ -8,6 +8,7 @@ traceback, and nothing written (no output folder; a folder that was there is unc
 
 from __future__ import annotations
 
+import gzip
 import json
 import runpy
 import shutil
@@ -69,6 +70,12 @@ def no_weights(model: Path) -> None:
 def pickle_weights(model: Path) -> None:
     (model / "model.safetensors").unlink()
     (model / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+
+
+def wider_config(model: Path) -> None:
+    """config.json says the MLP is twice as wide as the weights are."""
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
 
 
 def broken_config(model: Path) -> None:
@@ -244,6 +251,10 @@ CASES = [
     Case("sft", "no weights", damaged("--model", no_weights), ("model", "model.safetensors")),
     Case("sft", "pickle weights", damaged("--model", pickle_weights), ("model", "pytorch_model.bin", "safetensors")),
     Case("sft", "config.json not json", damaged("--model", broken_config), ("model", "config.json")),
+    Case("sft", "config.json shapes not the weights'", damaged("--model", wider_config),
+         ("model", "model.safetensors holds", "config.json gives it")),
+    Case("reward_model", "config.json shapes not the weights'", damaged("--model", wider_config, "sft_model"),
+         ("model", "model.safetensors holds", "config.json gives it")),
     Case("sft", "tokenizer larger than the model", damaged("--model", small_vocabulary), ("vocabulary", "100")),
     Case("pretrain", "init_from truncated", damaged("--init_from", truncate_weights), ("init_from", "safetensors")),
     Case("pretrain", "init_from empty weights", damaged("--init_from", empty_weights), ("init_from", "safetensors")),
@@ -313,6 +324,9 @@ CASES = [
     Case("sft", "empty file", data_file("--dataset", "sft.jsonl", ""), ("sft.jsonl",)),
     Case("sft", "truncated jsonl",
          data_file("--dataset", "sft.jsonl", '{"messages": [{"role": "user"'), ("sft.jsonl", "line 1")),
+    Case("sft", "jsonl.gz cut short",
+         lambda t, p: {"--dataset": write(t, "sft.jsonl.gz", gzip.compress(Path(p["sft"]).read_bytes())[:-30])},
+         ("sft.jsonl.gz", "damaged or cut short")),
     Case("sft", "a line not an object", data_file("--dataset", "sft.jsonl", "[1, 2]\n"), ("sft.jsonl", "line 1")),
     Case("sft", "parquet damaged", data_file("--dataset", "sft.parquet", b"PAR1 not really"),
          ("sft.parquet", "parquet")),

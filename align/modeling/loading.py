@@ -89,9 +89,11 @@ def load_causal_lm(
         require_llama_family(config, what, path)
         if not isinstance(config, AlignLlamaConfig):
             config = from_llama_config(config)  # the same network, said in align's config (no type-mismatch warning)
-        return AlignLlamaForCausalLM.from_pretrained(path, config=config, **kwargs)
+        return _from_pretrained(AlignLlamaForCausalLM, path, what, config=config, **kwargs)
     _checked_class(config, AutoModelForCausalLM, what, path, "causal-LM")
-    return AutoModelForCausalLM.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, **kwargs)
+    return _from_pretrained(
+        AutoModelForCausalLM, path, what, config=config, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def load_sequence_classifier(
@@ -106,9 +108,52 @@ def load_sequence_classifier(
     _checked_class(config, AutoModelForSequenceClassification, what, path, "sequence-classification")
     if num_labels is not None:
         config.num_labels = num_labels
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, trust_remote_code=trust_remote_code, **kwargs
+    return _from_pretrained(
+        AutoModelForSequenceClassification, path, what, config=config, trust_remote_code=trust_remote_code, **kwargs
     )
+
+
+def _from_pretrained(model_class: Any, path: Any, what: str, **kwargs: Any) -> nn.Module:
+    """`model_class.from_pretrained(path, **kwargs)`, after checking that the folder's weights have the shapes its
+    config.json gives them: an edited config or weights of another model is `UnsupportedModelError` naming the
+    first such weight, instead of transformers' multi-line report and traceback."""
+    config = kwargs["config"]
+    quantized = getattr(config, "quantization_config", None) or kwargs.get("quantization_config")
+    # A quantized checkpoint stores packed weights of other shapes: transformers' quantizer checks those.
+    mismatch = (
+        "" if quantized else _first_shape_mismatch(model_class, path, config, kwargs.get("trust_remote_code", False))
+    )
+    if mismatch:
+        raise UnsupportedModelError(f"{what}: {path}: {mismatch}; the config does not belong to these weights")
+    return model_class.from_pretrained(path, **kwargs)
+
+
+def _first_shape_mismatch(model_class: Any, path: Any, config: PretrainedConfig, trust_remote_code: bool) -> str:
+    """Which weight of the folder (read from the safetensors headers) has another shape than the model `config`
+    describes, or "" (also when the folder cannot be read this way: loading then says what is wrong)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    try:
+        with torch.device("meta"):
+            if model_class.__name__.startswith("Auto"):
+                model = model_class.from_config(config, trust_remote_code=trust_remote_code)
+            else:
+                model = model_class._from_config(config)
+            expected = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+        for file in sorted(Path(path).glob("*.safetensors")):
+            with safe_open(str(file), "pt") as weights:
+                for name in weights.keys():
+                    shape = list(weights.get_slice(name).get_shape())
+                    match = next(
+                        (k for k in expected if k == name or k.endswith("." + name) or name.endswith("." + k)), None
+                    )  # fmt: skip  (a base model's names lack or add the architecture's prefix)
+                    if match is not None and expected[match] != shape:
+                        return f"{file.name} holds {name} of shape {shape}, but config.json gives it {expected[match]}"
+    except Exception:  # noqa: BLE001  (a check before loading; never the reason a load fails)
+        return ""
+    return ""
 
 
 def require_llama_family(config: PretrainedConfig, what: str, path: Any) -> None:
