@@ -187,6 +187,27 @@ def jsonl_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
         index += 1
 
 
+def read_json_object(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object in the file `path` (a record align wrote: a manifest, metrics, a marker); ValueError naming
+    the file when it is not UTF-8 JSON, not an object, or lacks one of the `required` keys (a damaged or
+    hand-edited record), instead of a traceback."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.start}); expected the JSON record align writes"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); the file is damaged (restore or delete it)") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}; the file is damaged")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ValueError(f"{path}: has no {missing[0]!r}; the file is damaged (restore or delete it)")
+    return value
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records of a JSONL file; a line that is not UTF-8, not JSON or not an object raises ValueError naming the
     file and line."""

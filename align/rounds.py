@@ -74,7 +74,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, check_field_types, coerce_field_value, load_yaml_config
 from .data.preferences import FORMATS
-from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text, read_jsonl
+from .io import TABLE_SUFFIXES, atomic_write_jsonl, atomic_write_text, read_json_object, read_jsonl
 from .reward_sources import FunctionSource, parse_reward_spec
 from .sources import WORLD, describe_source, describe_sources, split_sources
 
@@ -174,7 +174,9 @@ class RoundsConfig:
     safety_data: str | None = field(
         default=None, metadata={"help": "real data: base safety pairs (files or datasets) of the base RMs"}
     )
-    helpfulness_format: str = field(default="auto", metadata={"help": f"format of helpfulness_data, one of {list(FORMATS)}"})
+    helpfulness_format: str = field(
+        default="auto", metadata={"help": f"format of helpfulness_data, one of {list(FORMATS)}"}
+    )
     safety_format: str = field(default="auto", metadata={"help": f"format of safety_data, one of {list(FORMATS)}"})
     rejection_sampling_config: str = field(
         default="recipes/configs/rlhf_round/rejection_sampling.yaml", metadata={"help": "YAML"}
@@ -287,7 +289,9 @@ class RoundsConfig:
                 raise ValueError("rejection_sampling_temperatures: expected positive numbers like '1.0,0.7', got "
                                  f"{self.rejection_sampling_temperatures!r}")  # fmt: skip
         if self.rejection_sampling_pool not in ("all", "latest"):
-            raise ValueError(f"rejection_sampling_pool: expected 'all' or 'latest', got {self.rejection_sampling_pool!r}")
+            raise ValueError(
+                f"rejection_sampling_pool: expected 'all' or 'latest', got {self.rejection_sampling_pool!r}"
+            )
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
         for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "annotation_max_new_tokens"):
@@ -410,7 +414,7 @@ class Manifest:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {"rounds": {}}
+        self.data = read_json_object(path, ("rounds",)) if path.is_file() else {"rounds": {}}
         self.data["versions"] = package_versions()  # this run's; each stage also keeps the versions it ran under
 
     def record(self, round_number: int, stage: str, **facts: Any) -> None:

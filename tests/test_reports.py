@@ -85,3 +85,23 @@ def test_report_html_renders_in_a_browser_and_shows_every_round(tmp_path):
         assert "question 0?" in first and "<script>alert(2)</script> answer 0" in first  # text, not markup
     finally:
         driver.quit()
+
+
+def test_a_damaged_manifest_or_metrics_file_is_one_line_naming_it(tmp_path, capsys):
+    """`align report` on a run whose manifest.json or a round's metrics.json is damaged: one line naming the file,
+    exit status 2, nothing written."""
+    import pytest
+
+    from align.cli.report import main as report
+
+    damages = {"manifest.json": b'{"rounds": {"1": ', "round-1/evaluate/metrics.json": b"[1, 2]\n",
+               "round-2/evaluate/metrics.json": b'{"gold_helpfulness": 0.3}\n',
+               "round-0/sft_metrics.json": b"\xff\xfe"}  # fmt: skip
+    for name, content in damages.items():
+        run_dir = write_run(tmp_path / name.replace("/", "_"))
+        (run_dir / name).write_bytes(content)
+        with pytest.raises(SystemExit) as exit:
+            report([str(run_dir)], prog="align report")
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit.value.code == 2 and len(error) == 1 and str(run_dir / name) in error[0], error
+        assert not (run_dir / "report.md").exists()

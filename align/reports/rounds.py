@@ -40,7 +40,7 @@ from accelerate.utils import gather_object  # noqa: E402
 
 from ..data import load_tokenizer  # noqa: E402
 from ..generation import chat_prompt_texts, complete, longest_first  # noqa: E402
-from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read_jsonl  # noqa: E402
+from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read_json_object, read_jsonl  # noqa: E402
 from ..modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
@@ -83,7 +83,9 @@ def question(prompt: dict[str, Any]) -> str:
 
 def answer_records(prompts: list[dict[str, Any]], answers: list[str], judged: list[float]) -> list[dict[str, Any]]:
     """One model's answers.jsonl records: prompt id, question, answer, judged score."""
-    return [{"id": p["id"], "question": question(p), "policy": a, "judge": j} for p, a, j in zip(prompts, answers, judged)]
+    return [
+        {"id": p["id"], "question": question(p), "policy": a, "judge": j} for p, a, j in zip(prompts, answers, judged)
+    ]
 
 
 def wins(first: list[float], second: list[float]) -> float:
@@ -268,7 +270,7 @@ def read_run(run_dir: str | Path) -> RunSummary:
     rows = []
     for folder in sorted(run_dir.glob("round-*/evaluate"), key=lambda p: int(p.parent.name.split("-")[1])):
         if (folder / "metrics.json").is_file():
-            rows.append(json.loads((folder / "metrics.json").read_text()))
+            rows.append(read_json_object(folder / "metrics.json", ("round", "judge", "prompts")))
     if not rows:
         raise FileNotFoundError(f"{run_dir}: no evaluated rounds (round-N/evaluate/metrics.json)")
     answers = {}
@@ -278,9 +280,11 @@ def read_run(run_dir: str | Path) -> RunSummary:
     for row in rows:
         answers[row["round"]] = read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")
     elo = elo_scores({number: [r["judge"] for r in records] for number, records in answers.items()})
-    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
+    manifest = read_json_object(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    if not isinstance(manifest.get("rounds", {}), dict):
+        raise ValueError(f"{run_dir / 'manifest.json'}: 'rounds' is not an object; the file is damaged")
     sft_metrics = run_dir / "round-0" / "sft_metrics.json"
-    sft = json.loads(sft_metrics.read_text()) if sft_metrics.is_file() else None
+    sft = read_json_object(sft_metrics) if sft_metrics.is_file() else None
     table_rows = ([sft] if sft and 0 in elo else []) + rows
     labelled_by = []  # who labelled each round's comparison batch: people (their names) or AI feedback
     for number, stages in sorted(manifest.get("rounds", {}).items(), key=lambda item: int(item[0])):
