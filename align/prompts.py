@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .data.chat import DialogueError, validate_dialogue
+from .data.chat import DialogueError, surely_longer_than, validate_dialogue
 from .generation import chat_prompt_texts
 from .io import UnreadableRecord, looks_like_a_path, read_text_lines, table_records
 from .sources import WORLD, announce_sources
@@ -123,6 +123,13 @@ def check_prompt_lengths(tokenizer: Any, records: list[dict[str, Any]], context:
     """ValueError naming the first prompt that leaves no room for `max_new_tokens` in the model's context."""
     limit = context - max_new_tokens
     for record in records:
+        prompt = record["prompt"]
+        contents = [prompt] if isinstance(prompt, str) else [str(m.get("content", "")) for m in prompt]
+        if surely_longer_than(tokenizer, contents, limit):  # a huge prompt: refused before it is tokenized
+            raise ValueError(
+                f"prompt {record['id']}: {sum(map(len, contents))} characters, more tokens than the "
+                f"{limit} that leave room for {max_new_tokens} new tokens in the context of {context}"
+            )
         length = len(
             tokenizer(chat_prompt_texts(tokenizer, [record["prompt"]])[0], add_special_tokens=False).input_ids
         )

@@ -40,6 +40,7 @@ from transformers import TrainerCallback, set_seed
 from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_error, require_model_dir, run_trainer
 from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import load_preferences, load_tokenizer
+from .data.chat import surely_longer_than
 from .data.preferences import FORMATS, PreferenceDataError
 from .data.tokenizer import CHAT_TEMPLATE_HELP, check_chat_template_setting
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
@@ -74,8 +75,12 @@ class RewardModelConfig(TrainerStageConfig):
     helpfulness_format: str | None = field(
         default=None, metadata={"help": f"format of helpfulness_data, one of {list(FORMATS)} (default: data_format)"}
     )
-    safety_format: str | None = field(default=None, metadata={"help": f"format of safety_data, one of {list(FORMATS)} (default: data_format)"})
-    eval_format: str | None = field(default=None, metadata={"help": f"format of eval_data, one of {list(FORMATS)} (default: data_format)"})
+    safety_format: str | None = field(
+        default=None, metadata={"help": f"format of safety_data, one of {list(FORMATS)} (default: data_format)"}
+    )
+    eval_format: str | None = field(
+        default=None, metadata={"help": f"format of eval_data, one of {list(FORMATS)} (default: data_format)"}
+    )
     chat_template: str = field(default="tokenizer", metadata={"help": CHAT_TEMPLATE_HELP})
     other_share: float | None = field(
         default=None, metadata={"help": "share of the other target's pairs in the mix (default 0.5 / 0.1)"}
@@ -221,6 +226,14 @@ def tokenize_pairs(
     """
     rows, too_long = [], 0
     for index, pair in enumerate(pairs):
+        contents = [m["content"] for m in pair["prompt"]] + [max(pair["chosen"][0]["content"],
+                                                                 pair["rejected"][0]["content"], key=len)]  # fmt: skip
+        if surely_longer_than(tokenizer, contents, max_length):  # a huge pair: not tokenized at all
+            if on_long == "raise":
+                raise PreferenceDataError(f"{pair['source']}: pair {index}: {sum(map(len, contents))} characters, "
+                                          f"more tokens than max_length={max_length} whatever the tokenizer")  # fmt: skip
+            too_long += 1
+            continue
         chosen = conversation_ids(tokenizer, pair["prompt"], pair["chosen"][0]["content"])
         rejected = conversation_ids(tokenizer, pair["prompt"], pair["rejected"][0]["content"])
         if max(len(chosen), len(rejected)) > max_length:

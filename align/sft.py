@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from .checkpoint import check_vocabulary, finished_run, releases_its_folder_on_error, require_model_dir, run_trainer
 from .config import TrainerStageConfig, check_ranges, trainer_kwargs
 from .data import CHAT_TEMPLATE_HELP, DialogueError, load_tokenizer, tokenize_dialogue
+from .data.chat import surely_longer_than
 from .data.tokenizer import check_chat_template_setting
 from .io import strict_records, table_records
 from .lora import adapter_finalizer, lora_config, parse_lora_setting
@@ -140,6 +141,12 @@ def build_dataset(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> data
         raise ValueError(f"dataset {config.dataset}: no dialogues")
     rows = []
     for record in records:
+        contents = [str(message.get("content", "")) for message in record["messages"] if isinstance(message, dict)]
+        if not config.packing and surely_longer_than(tokenizer, contents, config.max_length):
+            raise ValueError(
+                f"{record['where']}: {sum(map(len, contents))} characters, more tokens than max_length="
+                f"{config.max_length} whatever the tokenizer"
+            )
         try:
             row = tokenize_dialogue(tokenizer, record["messages"], loss_on=record["loss_on"])
         except (DialogueError, ValueError) as error:

@@ -192,3 +192,24 @@ def tokenize_dialogue(tokenizer: Any, messages: Sequence[Message], *, loss_on: s
             start -= 1
         mask = [1 if start <= i < end else 0 for i in range(len(mask))]
     return {"input_ids": input_ids, "assistant_masks": mask}
+
+
+_LONGEST_TOKEN: dict[int, tuple[Any, int]] = {}  # id(tokenizer) -> (tokenizer, characters of its longest token)
+
+
+def longest_token_characters(tokenizer: Any) -> int:
+    """How many characters of text one token of `tokenizer` covers at most (its longest vocabulary entry, added
+    tokens included; byte-level entries count bytes, which is at least the characters they decode to)."""
+    cached = _LONGEST_TOKEN.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        cached = (tokenizer, max(len(token) for token in tokenizer.get_vocab()) + 1)  # + a SentencePiece space
+        _LONGEST_TOKEN[id(tokenizer)] = cached
+    return cached[1]
+
+
+def surely_longer_than(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> bool:
+    """Whether `texts` (a record's contents) cannot fit in `max_tokens` tokens whatever the template adds, decided
+    from their characters alone: more than `max_tokens` times the longest token's characters. The stages check
+    this before tokenizing, so a huge record (a 30 MB line) is refused at once instead of tokenized for minutes;
+    a record that passes is tokenized and its exact length checked as before."""
+    return sum(len(text) for text in texts) > max_tokens * longest_token_characters(tokenizer)
