@@ -127,10 +127,12 @@ def finetune_settings(config: RejectionSamplingConfig, processes: int = 1) -> di
 
 
 def read_shards(shard_dir: Path) -> dict[str, dict[str, Any]]:
-    """Results already written by any process, by prompt id; a line cut short by a kill is ignored."""
+    """Results already written by any process, by prompt id. A line counts once its newline is written (the
+    writer's last byte of it): a line cut short by a kill, even one that is complete JSON, is ignored here and cut
+    off by `drop_partial_line`, so its prompt is answered again."""
     done = {}
     for shard in sorted(shard_dir.glob("shard-*.jsonl")):
-        for line in shard.read_text().splitlines():
+        for line in shard.read_text().split("\n")[:-1]:  # the part after the last newline is unfinished
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -55,19 +55,22 @@ def test_kept_answers_do_not_depend_on_the_number_of_processes_nor_on_sharding(t
     assert curve["max"] == sorted(curve["max"])  # the best of more samples is never worse
 
 
-def test_a_killed_run_resumes_without_redoing_finished_prompts(tmp_path, chat_model, reward_models):
+@pytest.mark.parametrize("last_line", ["cut short", "whole but without its newline"])
+def test_a_killed_run_resumes_without_redoing_finished_prompts(last_line, tmp_path, chat_model, reward_models):
+    """A kill after three prompts; the fourth line was being written: cut short, or complete JSON whose newline
+    was not written yet (it counts as unfinished: its prompt is answered again, none is lost)."""
     config = rs_config(tmp_path, chat_model, reward_models)
     kept = run_rejection_sampling(config)
     finished = read_jsonl(kept)
     # What a kill after three prompts leaves: three complete lines and one cut short; no kept.jsonl, no marker.
     shard = tmp_path / "rs" / "shards" / "shard-0.jsonl"
     lines = shard.read_text().splitlines()
-    shard.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
+    unfinished = lines[3][:40] if last_line == "cut short" else lines[3]
     kept.unlink()
     (tmp_path / "rs" / "DONE.json").unlink()
     # Mark the finished lines so a redo would be visible.
     marked = [json.loads(line) | {"marker": True} for line in lines[:3]]
-    shard.write_text("".join(json.dumps(r) + "\n" for r in marked) + lines[3][:40])
+    shard.write_text("".join(json.dumps(r) + "\n" for r in marked) + unfinished)
     # Batches of another size may finish the run: the answers do not depend on them.
     resumed = read_jsonl(run_rejection_sampling(dataclasses.replace(config, generation_batch_size=4)))
     # Shards hold prompts in the order they were sampled (by length), kept.jsonl in prompt order.
