@@ -153,6 +153,7 @@ RESUME_HELP = (
 )
 EXTEND_HELP = "continue a finished run from its last checkpoint (e.g. with more steps)"
 _HELD_LOCKS: dict[Path, Path] = {}  # output folder -> its lock file, held by this process
+_TAKEN_FOLDERS: list[Path] = []  # output folders this process ran in, in order (for the Ctrl-C message)
 _CREATED_FOLDERS: set[Path] = set()  # output folders this process created (removed again if left empty)
 
 
@@ -182,13 +183,23 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
     lock, host = output_dir / LOCK_FILE, socket.gethostname()
     me = {"host": host, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     while True:
+        # The lock appears with its content (written aside, then linked into place, which fails if a lock is
+        # there): another run starting in the same instant never sees an empty lock it could take over.
+        filled = output_dir / f".align.lock.{host}.{os.getpid()}"
+        filled.write_text(json.dumps(me) + "\n")
         try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                os.link(filled, lock)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: create it exclusively, then fill it
+                with os.fdopen(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as file:
+                    file.write(json.dumps(me) + "\n")
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text())
             except (OSError, ValueError):
-                holder = {}  # written by a process killed between creating and filling it
+                holder = {}  # damaged (a lock of an older align, created empty before it was filled)
             if holder.get("host") == host and holder.get("pid") == os.getpid():
                 _HELD_LOCKS[output_dir] = lock  # this process already owns it (an earlier stage call)
                 return
@@ -203,11 +214,12 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
             )
             lock.unlink(missing_ok=True)
             continue
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(me) + "\n")
+        finally:
+            filled.unlink(missing_ok=True)
         if not _HELD_LOCKS:
             atexit.register(release_run_locks)
         _HELD_LOCKS[output_dir] = lock
+        _TAKEN_FOLDERS.append(output_dir)
         return
 
 
@@ -247,6 +259,16 @@ def releases_its_folder_on_error(stage: Callable[..., Any]) -> Callable[..., Any
             raise
 
     return run
+
+
+def interrupted_message() -> str:
+    """What a command says when the user interrupts it (Ctrl-C): where each run it held stands, and how to go on."""
+    if not _TAKEN_FOLDERS:
+        return "interrupted"
+    output_dir = _TAKEN_FOLDERS[-1]  # the run in progress (the rounds take one folder per stage)
+    checkpoint = last_complete_checkpoint(output_dir)
+    where = f"its last complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint of it was complete yet"
+    return f"interrupted during the run in {output_dir} ({where}); run the same command again to resume"
 
 
 def release_run_locks() -> None:
@@ -293,7 +315,7 @@ def check_same_run(output_dir: Path, current: dict[str, Any], what: str) -> None
 def prior_work(output_dir: Path) -> list[Path]:
     """What a previous run left in `output_dir`: checkpoints, its result, its completion marker."""
     names = [child for child in output_dir.iterdir() if _CHECKPOINT.match(child.name)] if output_dir.is_dir() else []
-    results = ("final", DONE_MARKER, "kept.jsonl", "shards", "adapter", "best")
+    results = ("final", DONE_MARKER, "kept.jsonl", "shards", "adapter", "best", "metrics.jsonl")
     return sorted(names) + [output_dir / name for name in results if (output_dir / name).exists()]
 
 
@@ -346,6 +368,8 @@ def prepare_run(
         logger.warning("resume=false: moved the previous run in %s aside to %s", output_dir, aside)
     current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
+    if checkpoint is not None:
+        print(f"{output_dir}: resuming from {checkpoint} (the last complete checkpoint)", flush=True)
     return checkpoint
 
 

@@ -307,10 +307,28 @@ def parse_config(
 ) -> ConfigT:
     """`build_config` for commands: on a mistake, print `prog: error: ...` on one line and exit with status 2."""
     use_every_core_of_a_lone_cpu_process()
+    say_one_line_when_interrupted(prog)
     try:
         return build_config(config_class, argv, description=description, prog=prog)
     except ConfigError as error:
         exit_with_error(str(error), prog)
+
+
+def say_one_line_when_interrupted(prog: str | None) -> None:
+    """Make Ctrl-C end the command with one line saying where its runs stand and that the same command resumes
+    (`align.checkpoint.interrupted_message`), printed by the first process only, instead of a traceback per
+    process. Other exceptions keep Python's usual report."""
+    usual = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, KeyboardInterrupt):
+            return usual(kind, value, traceback)
+        from .checkpoint import interrupted_message
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"\n{prog or Path(sys.argv[0]).name}: {interrupted_message()}", file=sys.stderr, flush=True)
+
+    sys.excepthook = hook
 
 
 def use_every_core_of_a_lone_cpu_process() -> None:

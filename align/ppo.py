@@ -947,8 +947,8 @@ class PPOTrainer:
         if (done := finished_run(self.output_dir, config)) is not None:
             return done
         needed, what = checkpoint_bytes(self.model), "a checkpoint (policy, value model and optimizer state)"
-        if self.resumed_from is not None and self.accelerator.is_main_process:
-            mark_resume(self.output_dir / METRICS_FILE, self.resumed_from)  # what a killed attempt logged after
+        if self.accelerator.is_main_process:  # drop what a killed attempt logged after its last checkpoint
+            mark_resume(self.output_dir / METRICS_FILE, self.resumed_from or 0)
         with naming_a_full_disk(self.output_dir, needed, what):
             final = self.run_iterations()
         self.accelerator.wait_for_everyone()

@@ -55,12 +55,16 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def mark_resume(path: str | os.PathLike, step: int) -> None:
-    """A run resumes at `step`: drop the records a killed attempt logged after that step (they are logged again),
-    and append `{"step": step, "resumed_from_step": step}`, so the file has each step once and lists the resume
-    points."""
+    """A run (re)starts at `step`: drop the records a killed attempt logged after that step (they are logged
+    again), and, when it resumes from a checkpoint (`step` > 0), append `{"step": step, "resumed_from_step":
+    step}`, so the file has each step once and lists the resume points. A start from step 0 (a first attempt
+    killed before its first checkpoint was complete) begins the file afresh."""
     path = Path(path)
-    kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
-    kept.append({"step": step, "time": round(time.time(), 3), "resumed_from_step": step})
+    if step == 0 and not path.exists():
+        return
+    kept = [record for record in read_metrics(path) if record.get("step", 0) <= step and step > 0]
+    if step > 0:
+        kept.append({"step": step, "time": round(time.time(), 3), "resumed_from_step": step})
     atomic_write_text(path, "".join(json.dumps(record, default=float) + "\n" for record in kept))
 
 
@@ -91,7 +95,7 @@ class JsonlMetricsCallback(TrainerCallback):
         self.writer: MetricsWriter | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step > 0 and state.is_world_process_zero:  # the state of the checkpoint resumed from
+        if state.is_world_process_zero:  # global_step: the state of the checkpoint resumed from, or 0
             mark_resume(self.output_dir / METRICS_FILE, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

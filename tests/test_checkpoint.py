@@ -106,9 +106,55 @@ def test_resume_false_moves_the_old_run_aside_so_a_killed_restart_cannot_pick_it
     aside = [p for p in out.iterdir() if p.name.startswith(".previous-")]
     assert len(aside) == 1 and (aside[0] / "final").is_dir() and (aside[0] / "checkpoint-12").is_dir()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # the fresh run's own
+    assert (aside[0] / "metrics.jsonl").is_file()  # the old run's records went with it
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 6))
     pretrain(tiny_pretrain(out, lr=1e-3))  # restarted: resumes the fresh run (lr 1e-3), not the old one
     done = json.loads((out / "DONE.json").read_text())
     assert done["resumed_from"] == str(out / "checkpoint-4") and done["resume_points"] == [4]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 13))
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once_when_started_again(tmp_path, capsys):
+    """Killed at step 3 (the first checkpoint is at 4): the next start is from scratch and its metrics.jsonl has
+    steps 1..12 once, not the killed attempt's 1..3 before them; a resumed run says where it resumes from."""
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+    assert not list(out.glob("checkpoint-*"))
+    pretrain(tiny_pretrain(out))
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 13))
+    assert "resuming from" not in capsys.readouterr().out
+    pretrain(tiny_pretrain(out, max_steps=16, extend=True))
+    assert f"{out}: resuming from {out / 'checkpoint-12'} (the last complete checkpoint)" in capsys.readouterr().out
+
+
+def test_ctrl_c_ends_a_command_with_one_line_saying_how_to_resume(tmp_path):
+    """SIGINT (what Ctrl-C sends) to a running pretraining: no traceback, one line naming the run folder and its
+    last complete checkpoint, and the same command resumes from it."""
+    import signal
+
+    out = tmp_path / "run"
+    command = [sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/pretrain/world_tiny.yaml",
+               "--output_dir", str(out), "--save_steps", "2", "--max_steps", "400"]  # fmt: skip
+    run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    deadline = time.time() + 300
+    while not list(out.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and run.poll() is None:
+        time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    stderr = run.communicate(timeout=120)[1]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    last = next((line for line in stderr.splitlines() if "interrupted" in line), "")  # progress bars may follow
+    assert last.startswith(f"pretrain.py: interrupted during the run in {out} (its last complete checkpoint is "
+                           f"{out}/checkpoint-") and last.endswith("); run the same command again to resume"), last  # fmt: skip
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_rotation_goes_by_step_number_and_keeps_the_newest_complete_checkpoint(tmp_path):
