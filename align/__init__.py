@@ -1,9 +1,15 @@
 """align: the Llama 2 alignment pipeline on the Hugging Face stack.
 
-Importing `align` registers the `align_llama` model type with transformers' Auto classes.
+Importing `align` registers the `align_llama` model type with transformers' Auto classes, and turns transformers'
+hub kernels off unless the user turned them on (`USE_HUB_KERNELS=YES`): from transformers 5.25 on, every
+`from_pretrained` would otherwise replace layers with kernels downloaded from the Hub (code from the network at run
+time, which align never runs unasked) and, without the `kernels` package, fail. See docs/install.md.
 """
 
 import logging
+import os
+
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
 from .modeling import (
     AlignLlamaConfig,
