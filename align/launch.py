@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         launch_command(args)
+    except KeyboardInterrupt:  # Ctrl-C reached every process: the recipe has said where its run stands
+        return 130
     except Exception as error:  # noqa: BLE001  (only launch failures with a child's status are translated)
         status = child_exit_status(error)
         if status is None:
