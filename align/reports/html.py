@@ -47,17 +47,17 @@ def number_cell(text: str) -> str:
 
 
 def rounds_table(run: RunSummary) -> str:
-    from .rounds import COLUMN_DEFINITIONS, column_definition, metric_text
+    from .rounds import COLUMN_DEFINITIONS, cell_text, column_definition, elo_text
 
     headers = "".join(f'<th title="{escape(column_definition(key, run.gold))}">{escape(header)}</th>'
                       for key, header in run.columns)  # fmt: skip
     rows = []
     for row in run.rows:
         number = row["round"]
-        cells = "".join(number_cell(metric_text(key, row.get(key))) for key, _ in run.columns)
+        cells = "".join(number_cell(cell_text(row, key)) for key, _ in run.columns)
         stages = ", ".join(run.stages(number)) or "given checkpoints"
         rows.append(f'<tr data-round="{number}"><td><a href="#round-{number}">{escape(round_label(number))}</a></td>'
-                    f"<td>{escape(stages)}</td>{cells}{number_cell(format(run.elo[number], '.0f'))}</tr>")  # fmt: skip
+                    f"<td>{escape(stages)}</td>{cells}{number_cell(elo_text(run, number))}</tr>")  # fmt: skip
     elo_title = escape(COLUMN_DEFINITIONS["elo"])
     return (f'<table id="rounds"><tr><th>round</th><th>stages</th>{headers}<th title="{elo_title}">Elo</th></tr>'
             + "".join(rows) + "</table>")  # fmt: skip
@@ -135,7 +135,9 @@ def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
 <body>
 <h1>RLHF rounds: {escape(run.run_dir.name)}</h1>
 <p>Judge of win rates{"" if run.gold else ", violation rate"} and Elo: {escape(run.judge)}; {run.prompts} held-out
-prompts, greedy answers. Reward-model accuracy: on the held-out pairs.</p>{labelled}
+prompts, greedy answers. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by bootstrap
+over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers 1000, is not a difference
+from SFT this evaluation can tell from chance.</p>{labelled}
 <nav><a href="#rounds">Rounds</a><a href="#plots">Plots</a><a href="#examples">Example answers</a>
 <a href="#round-details">Each round</a><a href="#columns">Columns</a></nav>
 <h2>Rounds</h2>

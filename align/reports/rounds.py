@@ -23,7 +23,6 @@ and `progress.png` (metrics across rounds, like the paper's figure of progress a
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read
 from ..modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
+from .statistics import elo_with_intervals, win_rate_with_interval  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -96,6 +96,12 @@ def wins(first: list[float], second: list[float]) -> float:
 def win_rate(first: list[float], second: list[float]) -> float:
     """Share of prompts where the first answer is judged better; ties count half."""
     return wins(first, second) / len(first)
+
+
+def win_rate_fields(key: str, first: list[float], second: list[float]) -> dict[str, Any]:
+    """`{key: win rate, key + "_interval": [low, high]}`, the 95% bootstrap interval over prompts."""
+    rate, low, high = win_rate_with_interval(first, second)
+    return {key: rate, f"{key}{INTERVAL}": [low, high]}
 
 
 def gold_judgements(prompts: list[dict[str, Any]], answers: dict[str, list[str]]) -> tuple[dict, dict]:
@@ -187,8 +193,8 @@ def evaluate_round(
         "round": n,
         **quality["policy"],
         "answer_length": lengths["policy"],
-        "win_rate_vs_sft": win_rate(judged["policy"], judged["sft"]),
-        "win_rate_vs_previous": win_rate(judged["policy"], judged["previous_policy"]),
+        **win_rate_fields("win_rate_vs_sft", judged["policy"], judged["sft"]),
+        **win_rate_fields("win_rate_vs_previous", judged["policy"], judged["previous_policy"]),
         "judge": judge,
         "prompts": len(prompts),
     }
@@ -198,7 +204,7 @@ def evaluate_round(
                                              f"{target}_rm"))  # fmt: skip
     if "rejection_sampled" in answers:  # a PPO round: its rejection-sampled policy too, and PPO against it
         metrics.update({f"rejection_sampled/{k}": v for k, v in quality["rejection_sampled"].items()})
-        metrics["win_rate_vs_rejection_sampled"] = win_rate(judged["policy"], judged["rejection_sampled"])
+        metrics.update(win_rate_fields("win_rate_vs_rejection_sampled", judged["policy"], judged["rejection_sampled"]))
     if setup["gold"] and setup.get("diagnostic_samples"):
         metrics.update(world_diagnostics(checkpoints, "", prompts, answers["policy"], setup, seed=n))
     atomic_write_jsonl(folder / "answers.jsonl", answer_records(prompts, answers["policy"], judged["policy"]))
@@ -219,19 +225,9 @@ def evaluate_round(
     return metrics
 
 
-def elo_scores(judged: dict[int, list[float]], iterations: int = 200) -> dict[int, float]:
-    """Elo-scale ratings (Bradley-Terry fitted by minorization-maximization) from per-prompt judgements of
-    every pair of rounds; a tie counts half a win each. The first round is pinned at 1000."""
-    rounds = sorted(judged)
-    won = {(a, b): wins(judged[a], judged[b]) for a, b in itertools.permutations(rounds, 2)}
-    strength = {r: 1.0 for r in rounds}
-    for _ in range(iterations):
-        for r in rounds:
-            total_wins = sum(won[(r, o)] for o in rounds if o != r) + 0.5  # a half-win prior keeps it finite
-            games = sum(len(judged[r]) / (strength[r] + strength[o]) for o in rounds if o != r) + 1 / strength[r]
-            strength[r] = total_wins / games
-    base = strength[rounds[0]]
-    return {r: 1000 + 400 * math.log10(strength[r] / base) for r in rounds}
+def elo_scores(judged: dict[int, list[float]]) -> dict[int, float]:
+    """Elo ratings of the rounds from their per-prompt judgements (align.reports.statistics), SFT at 1000."""
+    return {number: elo for number, (elo, _, _) in elo_with_intervals(judged).items()}
 
 
 @dataclass
@@ -242,6 +238,7 @@ class RunSummary:
     rows: list[dict[str, Any]]  # one per evaluated round, round 0 (SFT) first when it was evaluated
     columns: list[tuple[str, str]]  # (metrics key, header) that some row has
     elo: dict[int, float]
+    elo_interval: dict[int, tuple[float, float]]  # 95% bootstrap interval over the prompts
     judge: str
     prompts: int
     gold: bool
@@ -279,7 +276,9 @@ def read_run(run_dir: str | Path) -> RunSummary:
         answers[0] = read_jsonl(sft_answers)
     for row in rows:
         answers[row["round"]] = read_jsonl(run_dir / f"round-{row['round']}" / "evaluate" / "answers.jsonl")
-    elo = elo_scores({number: [r["judge"] for r in records] for number, records in answers.items()})
+    rated = elo_with_intervals({number: [r["judge"] for r in records] for number, records in answers.items()})
+    elo = {number: rating for number, (rating, _, _) in rated.items()}
+    elo_interval = {number: (low, high) for number, (_, low, high) in rated.items()}
     manifest = read_json_object(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     if not isinstance(manifest.get("rounds", {}), dict):
         raise ValueError(f"{run_dir / 'manifest.json'}: 'rounds' is not an object; the file is damaged")
@@ -296,7 +295,7 @@ def read_run(run_dir: str | Path) -> RunSummary:
                 f"Round {number}'s comparisons labelled by {', '.join(collect['annotated_by'])}{left_out}."
             )
     return RunSummary(
-        run_dir=run_dir, rows=table_rows, elo=elo, judge=rows[-1]["judge"], prompts=rows[-1]["prompts"],
+        run_dir=run_dir, rows=table_rows, elo=elo, elo_interval=elo_interval, judge=rows[-1]["judge"], prompts=rows[-1]["prompts"],
         # Gold columns only where there is gold (the world); on real data the judges' measures alone.
         columns=[(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)],
         gold=rows[-1]["judge"] == "gold", manifest=manifest, answers=answers, labelled_by=labelled_by,
@@ -325,7 +324,9 @@ def markdown_report(run: RunSummary) -> str:
         "",
         *([*run.labelled_by, ""] if run.labelled_by else []),
         f"Judge of win rates{'' if run.gold else ', violation rate'} and Elo: {run.judge}; {run.prompts} held-out "
-        "prompts, greedy answers. Reward-model accuracy: on the held-out pairs. The same report with plots and "
+        "prompts, greedy answers. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by "
+        "bootstrap over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers "
+        "1000, is not a difference from SFT this evaluation can tell from chance. The same report with plots and "
         "example answers: report.html.",
         "",
         "| round | stages | " + " | ".join(header for _, header in run.columns) + " | Elo |",
@@ -334,9 +335,9 @@ def markdown_report(run: RunSummary) -> str:
     for row in run.rows:
         number = row["round"]
         label = "0 (SFT)" if number == 0 else str(number)
-        cells = " | ".join(metric_text(key, row.get(key)) for key, _ in run.columns)
+        cells = " | ".join(cell_text(row, key) for key, _ in run.columns)
         stages = ", ".join(run.stages(number)) or "given checkpoints"
-        lines.append(f"| {label} | {stages} | {cells} | {run.elo[number]:.0f} |")
+        lines.append(f"| {label} | {stages} | {cells} | {elo_text(run, number)} |")
     lines += ["", "![progress](progress.png)", ""]
     lines += diagnostics_table(run)
     lines += ["## Columns", ""]
@@ -420,7 +421,10 @@ def report_figures(run: RunSummary) -> dict[str, bytes]:
         axis.set_xlabel("round")
 
     def elo_line(axis: Any, title: str) -> None:
-        axis.plot(sorted(run.elo), [run.elo[r] for r in sorted(run.elo)], marker="o")
+        numbers = sorted(run.elo)
+        below = [run.elo[r] - run.elo_interval.get(r, (run.elo[r],) * 2)[0] for r in numbers]
+        above = [run.elo_interval.get(r, (run.elo[r],) * 2)[1] - run.elo[r] for r in numbers]
+        axis.errorbar(numbers, [run.elo[r] for r in numbers], yerr=[below, above], marker="o", capsize=3)
         axis.set(ylabel="Elo", title=title)
         round_axis(axis, sorted(run.elo))
 
@@ -440,7 +444,10 @@ def report_figures(run: RunSummary) -> dict[str, bytes]:
     width = 0.38
     for offset, (key, label) in ((-width / 2, ("win_rate_vs_sft", "vs SFT")),
                                  (width / 2, ("win_rate_vs_previous", "vs the previous round"))):  # fmt: skip
-        axis.bar([row["round"] + offset for row in later], [row[key] for row in later], width, label=label)
+        errors = [[row[key] - row.get(key + INTERVAL, [row[key]] * 2)[0] for row in later],
+                  [row.get(key + INTERVAL, [row[key]] * 2)[1] - row[key] for row in later]]  # fmt: skip
+        axis.bar([row["round"] + offset for row in later], [row[key] for row in later], width, label=label,
+                 yerr=errors, capsize=3)  # fmt: skip
     axis.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
     axis.set(ylim=(0, 1), ylabel="win rate", title="win rate of each round's policy")
     round_axis(axis, [row["round"] for row in later])
@@ -495,7 +502,8 @@ COLUMN_DEFINITIONS = {
     "safety_rm/accuracy": "the same for the safety reward model",
     "answer_length": "mean length of the greedy answers, in tokens",
     "elo": "Bradley-Terry ratings fitted to every pair of rounds' per-prompt judgements (ties half), on the Elo "
-    "scale, SFT (or the first round) at 1000",
+    "scale, SFT (or the first round) at 1000, with a weak prior that keeps a round winning every comparison "
+    "finite (align/reports/statistics.py); [low, high]: 95% bootstrap interval over the prompts",
 }
 
 
@@ -507,6 +515,24 @@ def seconds_text(seconds: float | None) -> str:
 def column_definition(key: str, gold: bool) -> str:
     """What a report column means, for a run judged by gold scorers (the world) or by held-out judges."""
     return COLUMN_DEFINITIONS.get(key if gold else f"{key}/judged", COLUMN_DEFINITIONS[key])
+
+
+INTERVAL = "_interval"  # metrics.json: a measure's 95% bootstrap interval is stored under its key + INTERVAL
+
+
+def cell_text(row: dict[str, Any], key: str) -> str:
+    """A report cell with the measure's interval when the round has one: `0.530 [0.470, 0.605]`."""
+    text, interval = metric_text(key, row.get(key)), row.get(key + INTERVAL)
+    if text and isinstance(interval, list) and len(interval) == 2:
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def elo_text(run: RunSummary, number: int) -> str:
+    """An Elo cell: the rating and its interval (none for the round pinned at 1000)."""
+    low, high = run.elo_interval.get(number, (run.elo[number], run.elo[number]))
+    interval = f" [{low:.0f}, {high:.0f}]" if high - low >= 0.5 else ""
+    return f"{run.elo[number]:.0f}{interval}"
 
 
 def metric_text(key: str, value: Any) -> str:
