@@ -324,9 +324,13 @@ def complete(
     stop: str | None = None,
     add_special_tokens: bool = False,
     row_seeds: Sequence[int] | None = None,
+    token_counts: list[int] | None = None,
     **sampling: Any,
 ) -> list[str]:
     """The continuation of each text (greedy when `temperature` is 0), without the prompt or special tokens.
+
+    `token_counts`, when given a list, receives each answer's generated tokens (before the token that ended it;
+    `max_new_tokens` for an answer cut at the limit), in the order of `texts`.
 
     Texts are sorted by length and decoded `batch_size` rows at a time, so rows of similar length share a
     batch (little padding); answers come back in the order of `texts`. With `row_seeds` (one per text) each
@@ -343,6 +347,7 @@ def complete(
     outputs: list[str] = [""] * len(texts)
     stop_ids = answer_end_token_ids(tokenizer)
     order = longest_first(tokenizer, texts, add_special_tokens)
+    counts = [0] * len(texts)
     try:
         for start in range(0, len(texts), batch_size):
             chunk = order[start : start + batch_size]
@@ -363,7 +368,20 @@ def complete(
             )
             for i, text in zip(chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 outputs[i] = (text.split(stop)[0] if stop else text).strip()
+            if token_counts is not None:
+                for i, count in zip(chunk, generated_token_counts(new_tokens, stop_ids)):
+                    counts[i] = int(count)
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
+    if token_counts is not None:
+        token_counts[:] = counts
     return outputs
+
+
+def generated_token_counts(new_tokens: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
+    """Per row of `new_tokens` (generated ids; a row that ended is padded after its stop token), the tokens
+    before its first stop token, or all of them when none ended it (an answer cut at the limit)."""
+    stopped = torch.isin(new_tokens, torch.tensor(list(stop_ids), device=new_tokens.device))
+    width = torch.full_like(stopped[:, 0], new_tokens.shape[1], dtype=torch.long)
+    return torch.where(stopped.any(1), stopped.long().argmax(1), width)

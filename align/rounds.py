@@ -226,7 +226,15 @@ class RoundsConfig:
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
     world_eval_prompts: int = field(default=200, metadata={"help": "world test prompts judged after each round"})
     eval_batch_size: int = field(
-        default=64, metadata={"help": "prompts per greedy generate call of the evaluation (split over processes)"}
+        default=64, metadata={"help": "prompts per generate call of the evaluation (split over processes)"}
+    )
+    eval_max_new_tokens: int = field(
+        default=128,
+        metadata={"help": "longest answer the evaluation generates; the report's 'cut at limit' column says how many "
+                          "reached it (the judges then saw them cut short)"},
+    )  # fmt: skip
+    eval_temperature: float = field(
+        default=0.0, metadata={"help": "temperature of the evaluation's answers (0: greedy; else one seed per prompt)"}
     )
     diagnostic_samples: int = field(
         default=8,
@@ -294,9 +302,12 @@ class RoundsConfig:
             )
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
-        for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "annotation_max_new_tokens"):
+        for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "eval_max_new_tokens",
+                     "annotation_max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.eval_temperature < 0:
+            raise ValueError(f"eval_temperature: must be 0 (greedy) or positive, got {self.eval_temperature}")
         if self.diagnostic_samples == 1 or self.diagnostic_samples < 0:
             raise ValueError(f"diagnostic_samples: 0 (off) or at least 2, got {self.diagnostic_samples}")
         for name in ("helpfulness_format", "safety_format", "eval_format", "pairs_format"):
@@ -1058,6 +1069,8 @@ class Rounds:
             self._evaluation_setup = {
                 "prompts": prompts,
                 "batch_size": config.eval_batch_size,
+                "max_new_tokens": config.eval_max_new_tokens,
+                "temperature": config.eval_temperature,
                 "gold": source == WORLD,
                 "judges": getattr(self, "judges", None),
                 "held_out": held_out,

@@ -121,3 +121,36 @@ def test_the_loops_decode_a_plain_transformers_llama_too():
                           temperature=1.0, row_seeds=[1, 2, 3, 4, 5, 6], decode=decode)
             for decode in ("generate", "dynamic", "static")]  # fmt: skip
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
+def test_token_counts_are_the_generated_tokens_and_say_which_answers_hit_the_limit():
+    """`complete(token_counts=...)`: the tokens each answer generated before the token that ended it (what the
+    report's "answer tokens" is), `max_new_tokens` for one cut at the limit; counted from the generated ids,
+    not by re-tokenizing the decoded text."""
+    from align.data import answer_end_token_ids
+    from align.generation import generated_token_counts
+
+    stop = [2, 5]
+    new_tokens = torch.tensor([[7, 8, 2, 0, 0], [7, 5, 9, 0, 0], [7, 8, 9, 9, 9], [2, 0, 0, 0, 0]])
+    assert generated_token_counts(new_tokens, stop).tolist() == [2, 1, 5, 0]
+
+    tokenizer = load_tokenizer("data/tokenizer")
+    config = AlignLlamaConfig.from_preset("tiny", vocab_size=-(-len(tokenizer) // 64) * 64)
+    torch.manual_seed(0)
+    model = AlignLlamaForCausalLM(config).eval()
+    # An untrained model rarely ends an answer: raise the end-of-answer token's logit so that some end early.
+    end = answer_end_token_ids(tokenizer)[0]
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits.index_add(
+        -1, torch.tensor([end]), torch.full((*logits.shape[:-1], 1), 3.5)))  # fmt: skip
+    texts = ["a", "a much longer prompt with many more words in it", "mid length text", "b c", "d", "e f g"]
+    counts: list[int] = []
+    complete(model, tokenizer, texts, max_new_tokens=12, temperature=1.0, row_seeds=range(6), batch_size=4,
+             token_counts=counts)  # fmt: skip
+    for text, seed, count in zip(texts, range(6), counts):
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        alone = sample_tokens(model, ids.input_ids, ids.attention_mask, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=answer_end_token_ids(tokenizer), max_new_tokens=12, temperature=1.0,
+                              row_seeds=[seed])[0].tolist()  # fmt: skip
+        ended = [i for i, token in enumerate(alone) if token in answer_end_token_ids(tokenizer)]
+        assert count == (ended[0] if ended else 12), (text, alone, count)
+    assert min(counts) < 12 and max(counts) == 12, counts  # both kinds: ended, and cut at the limit

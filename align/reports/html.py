@@ -118,7 +118,7 @@ def diagnostics_html(run: RunSummary) -> str:
 
 def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
     """Write the page for `run` with `figures` (PNG bytes by name, from `report_figures`) to `path`."""
-    from .rounds import column_definition
+    from .rounds import answer_settings, column_definition
 
     images = "".join(
         f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{base64.b64encode(figures[name]).decode()}">'
@@ -135,7 +135,7 @@ def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
 <body>
 <h1>RLHF rounds: {escape(run.run_dir.name)}</h1>
 <p>Judge of win rates{"" if run.gold else ", violation rate"} and Elo: {escape(run.judge)}; {run.prompts} held-out
-prompts, greedy answers. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by bootstrap
+prompts, {escape(answer_settings(run))}. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by bootstrap
 over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers 1000, is not a difference
 from SFT this evaluation can tell from chance.</p>{labelled}
 <nav><a href="#rounds">Rounds</a><a href="#plots">Plots</a><a href="#examples">Example answers</a>

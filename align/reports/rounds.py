@@ -48,10 +48,12 @@ from .statistics import elo_with_intervals, win_rate_with_interval  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def greedy_answers(
-    model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 64
-) -> tuple[list[str], float]:
-    """Greedy answers of a checkpoint to prompt records, and their mean length in tokens. Prompts are sorted by
+def policy_answers(
+    model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 64,
+    temperature: float = 0.0, seed: int = 0,
+) -> tuple[list[str], list[int]]:
+    """A checkpoint's answers to prompt records (greedy at temperature 0, else sampled, each prompt from its own
+    seed) and the tokens each generated (`max_new_tokens` for an answer cut at the limit). Prompts are sorted by
     length; the batches of `batch_size` prompts are split over the processes and gathered on every one; each
     batch is padded as on one process, so the answers are the same on any number of them."""
     state = PartialState()
@@ -61,18 +63,20 @@ def greedy_answers(
     order = longest_first(tokenizer, unsorted)  # batches of similar lengths: less padding
     texts = [unsorted[i] for i in order]
     starts = range(0, len(texts), batch_size)
-    mine = {
-        start: complete(model, tokenizer, texts[start : start + batch_size], max_new_tokens=max_new_tokens,
-                        batch_size=batch_size)
-        for start in starts[state.process_index :: state.num_processes]
-    }  # fmt: skip
+    mine = {}
+    for start in starts[state.process_index :: state.num_processes]:
+        counts: list[int] = []
+        seeds = [seed * 1_000_003 + order[i] for i in range(start, min(start + batch_size, len(texts)))]
+        batch = complete(model, tokenizer, texts[start : start + batch_size], max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, temperature=temperature, token_counts=counts,
+                         row_seeds=seeds if temperature > 0 else None)  # fmt: skip
+        mine[start] = list(zip(batch, counts))
     if state.num_processes > 1:
         mine = {start: batch for part in gather_object([mine]) for start, batch in part.items()}
-    answers = [""] * len(texts)
-    for i, answer in zip(order, (answer for start in starts for answer in mine[start])):
-        answers[i] = answer
-    lengths = [len(tokenizer(answer, add_special_tokens=False).input_ids) for answer in answers]
-    return answers, sum(lengths) / max(len(lengths), 1)
+    answers, counts = [""] * len(texts), [0] * len(texts)
+    for i, (answer, count) in zip(order, (row for start in starts for row in mine[start])):
+        answers[i], counts[i] = answer, count
+    return answers, counts
 
 
 def question(prompt: dict[str, Any]) -> str:
@@ -168,19 +172,21 @@ def world_diagnostics(
     return {**gold_by_kind(world_prompts, greedy), **diagnostics}
 
 
-def evaluate_round(
-    n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any], *, max_new_tokens: int = 32
-) -> dict[str, Any]:
+def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any]) -> dict[str, Any]:
     """Metrics of round `n`'s policy (module docstring); writes `folder/{metrics.json, answers.jsonl,
     reward_model_*/}`, and in round 1 the SFT model's as round 0. Called on every process: the greedy answers
     are split over them, the judging is the main process's (the others return {})."""
     folder.mkdir(parents=True, exist_ok=True)
     prompts = setup["prompts"]
-    answers, lengths = {}, {}
+    answers, lengths, cut = {}, {}, {}
+    max_new_tokens, temperature = setup["max_new_tokens"], setup["temperature"]
     for name in ("policy", "previous_policy", "sft", "rejection_sampled"):
         if name in checkpoints:
-            answers[name], lengths[name] = greedy_answers(checkpoints[name], prompts, max_new_tokens,
-                                                          setup["batch_size"])  # fmt: skip
+            answers[name], counts = policy_answers(checkpoints[name], prompts, max_new_tokens, setup["batch_size"],
+                                                   temperature, seed=n)  # fmt: skip
+            lengths[name] = sum(counts) / max(len(counts), 1)
+            cut[name] = sum(count >= max_new_tokens for count in counts) / max(len(counts), 1)
+    settings = {"eval_max_new_tokens": max_new_tokens, "eval_temperature": temperature}
     if not PartialState().is_main_process:
         return {}
     if setup["gold"]:
@@ -193,10 +199,12 @@ def evaluate_round(
         "round": n,
         **quality["policy"],
         "answer_length": lengths["policy"],
+        "cut_at_limit": cut["policy"],
         **win_rate_fields("win_rate_vs_sft", judged["policy"], judged["sft"]),
         **win_rate_fields("win_rate_vs_previous", judged["policy"], judged["previous_policy"]),
         "judge": judge,
         "prompts": len(prompts),
+        **settings,
     }
     for target in ("helpfulness", "safety"):
         metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
@@ -211,7 +219,8 @@ def evaluate_round(
     if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
         atomic_write_jsonl(round_zero / "sft_answers.jsonl", answer_records(prompts, answers["sft"], judged["sft"]))
-        sft_metrics = {"round": 0, **quality["sft"], "answer_length": lengths["sft"], "judge": judge}
+        sft_metrics = {"round": 0, **quality["sft"], "answer_length": lengths["sft"], "cut_at_limit": cut["sft"],
+                       "judge": judge, **settings}  # fmt: skip
         for target in ("helpfulness", "safety"):
             if f"base_{target}" in checkpoints:
                 sft_metrics.update(reward_model_accuracy(checkpoints[f"base_{target}"], setup["held_out"][target],
@@ -324,7 +333,7 @@ def markdown_report(run: RunSummary) -> str:
         "",
         *([*run.labelled_by, ""] if run.labelled_by else []),
         f"Judge of win rates{'' if run.gold else ', violation rate'} and Elo: {run.judge}; {run.prompts} held-out "
-        "prompts, greedy answers. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by "
+        f"prompts, {answer_settings(run)}. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by "
         "bootstrap over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers "
         "1000, is not a difference from SFT this evaluation can tell from chance. The same report with plots and "
         "example answers: report.html.",
@@ -484,6 +493,7 @@ REPORT_COLUMNS = (
     ("helpfulness_rm/accuracy", "helpfulness RM acc"),
     ("safety_rm/accuracy", "safety RM acc"),
     ("answer_length", "answer tokens"),
+    ("cut_at_limit", "cut at limit"),
 )
 COLUMN_DEFINITIONS = {
     "gold_helpfulness": "the world's gold helpfulness of the round's greedy answers, mean over the held-out "
@@ -500,7 +510,9 @@ COLUMN_DEFINITIONS = {
     "helpfulness_rm/accuracy": "the round's helpfulness reward model: share of held-out pairs it orders as "
     "the labels do (by strength: report.html)",
     "safety_rm/accuracy": "the same for the safety reward model",
-    "answer_length": "mean length of the greedy answers, in tokens",
+    "answer_length": "mean number of tokens the policy generated per answer (before the token that ended it)",
+    "cut_at_limit": "share of the answers that reached eval_max_new_tokens without ending: the judges saw them "
+    "cut short (raise --eval_max_new_tokens if this is not 0)",
     "elo": "Bradley-Terry ratings fitted to every pair of rounds' per-prompt judgements (ties half), on the Elo "
     "scale, SFT (or the first round) at 1000, with a weak prior that keeps a round winning every comparison "
     "finite (align/reports/statistics.py); [low, high]: 95% bootstrap interval over the prompts",
@@ -526,6 +538,14 @@ def cell_text(row: dict[str, Any], key: str) -> str:
     if text and isinstance(interval, list) and len(interval) == 2:
         text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
     return text
+
+
+def answer_settings(run: RunSummary) -> str:
+    """How the evaluated answers were generated (the last round's settings; runs before they were recorded: greedy)."""
+    last = run.rows[-1]
+    temperature, limit = last.get("eval_temperature", 0.0), last.get("eval_max_new_tokens")
+    how = "greedy answers" if not temperature else f"answers sampled at temperature {temperature}"
+    return how + (f" of at most {limit} new tokens" if limit else "")
 
 
 def elo_text(run: RunSummary, number: int) -> str:
