@@ -250,6 +250,11 @@ class RoundsConfig:
         default="1.0,0.7", metadata={"help": "the two sampling temperatures of a comparison batch's answers"}
     )
     annotation_max_new_tokens: int = field(default=64, metadata={"help": "longest answer of a comparison batch"})
+    min_new_pairs: int = field(
+        default=1,
+        metadata={"help": "fewest usable new pairs per data set a round trains on; fewer (e.g. a judge whose answers "
+                          "did not parse) stops the round before any training, exit status 3"},
+    )  # fmt: skip
     helpfulness_pairs: str | None = field(
         default=None, metadata={"help": "real data: each round's annotated helpfulness pairs, '{round}' in path "
                                         "(default: the labelled comparison batch; 'world': the world's annotator)"}
@@ -303,7 +308,7 @@ class RoundsConfig:
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
         for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "eval_max_new_tokens",
-                     "annotation_max_new_tokens"):
+                     "annotation_max_new_tokens", "min_new_pairs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.eval_temperature < 0:
@@ -797,7 +802,8 @@ class Rounds:
         """One round from `policy` (the previous round's); returns this round's policy."""
         if self.config.on_user_data and not self.config.helpfulness_pairs:  # no files: a comparison batch
             self.wait_for_annotations(n, policy)
-        self.run_stage(n, "collect", lambda folder: self.collect(n, policy, folder))
+        collected = self.run_stage(n, "collect", lambda folder: self.collect(n, policy, folder))
+        self.require_enough_pairs(n, collected)
         models = {}
         for target in TARGETS:
             stage = f"reward_model_{target}"
@@ -865,6 +871,28 @@ class Rounds:
         raise AnnotationNeeded(
             f"round {n} needs labels: fill 'choice' (a/b), 'strength' and the safety labels in {batch}, save it as "
             f"{labelled}, then run the same command again"
+        )
+
+    def require_enough_pairs(self, n: int, collected: dict[str, Any]) -> None:
+        """AnnotationNeeded (exit status 3, nothing trained) when the round collected fewer usable pairs for a data
+        set than `min_new_pairs`; the collection is undone, so the same command collects again once the labels
+        are fixed. Decided on every process from the collection's record."""
+        short = {t: c for t, c in collected.get("pairs", {}).items() if c < self.config.min_new_pairs}
+        if not short:
+            return
+        self.processes.wait_for_everyone()
+        if self.processes.is_main_process:
+            (self.stage_dir(n, "collect") / ROUND_STAGE_MARKER).unlink(missing_ok=True)
+        self.processes.wait_for_everyone()
+        counts = ", ".join(f"{count} {target}" for target, count in short.items())
+        unparsable = sum(collected.get("unparsable", {}).values())
+        why = f" ({unparsable} comparisons left unlabelled: the judge's answers did not parse)" if unparsable else ""
+        _, labelled = self.annotation_paths(n) if collected.get("source") == "annotated comparison batch" else (0, None)
+        fix = (f"fix or add labels in {labelled} (or delete it to label the batch again)" if labelled else
+               "give more pairs")  # fmt: skip
+        raise AnnotationNeeded(
+            f"round {n}: only {counts} usable new pairs, fewer than min_new_pairs={self.config.min_new_pairs}{why}; "
+            f"nothing was trained: {fix}, then run the same command again"
         )
 
     def collect(self, n: int, policy: Path, folder: Path) -> dict[str, Any]:

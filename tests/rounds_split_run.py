@@ -26,7 +26,7 @@ def main() -> None:
     checkpoints = {"policy": policy, "previous_policy": policy, "sft": policy,
                    "helpfulness": Path(config.helpfulness_rm), "safety": Path(config.safety_rm)}  # fmt: skip
     rounds.run_stage(1, "evaluate", lambda folder: REPORT["evaluate_round"](
-        1, checkpoints, folder, rounds.evaluation_setup(), max_new_tokens=16))  # fmt: skip
+        1, checkpoints, folder, {**rounds.evaluation_setup(), "max_new_tokens": 16}))  # fmt: skip
 
 
 if __name__ == "__main__":

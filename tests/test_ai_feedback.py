@@ -129,8 +129,8 @@ def test_a_round_labelled_by_a_reward_model_goes_on_and_says_so(tmp_path, user_m
     from align.rounds import Rounds
 
     report = vars(align.reports.rounds)
-    manifest = Rounds(config, evaluate_round=lambda n, c, f, s: report["evaluate_round"](n, c, f, s,
-                                                                                         max_new_tokens=12)).run()  # fmt: skip
+    manifest = Rounds(config, evaluate_round=lambda n, c, f, s: report["evaluate_round"](
+        n, c, f, {**s, "max_new_tokens": 12})).run()  # fmt: skip
     collect = manifest["rounds"]["1"]["collect"]
     assert collect["annotated_by"] == [f"rm:{judge}"] and collect["unparsable"] == {}
     labelled = read_jsonl(Path(config.runs_dir) / config.name / "round-1" / "collect" / "annotated.jsonl")

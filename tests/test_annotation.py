@@ -94,7 +94,7 @@ def annotated_round(tmp_path, user_models):
     )  # fmt: skip
     report = vars(align.reports.rounds)
     evaluate = lambda n, checkpoints, folder, setup: report["evaluate_round"](  # noqa: E731
-        n, checkpoints, folder, setup, max_new_tokens=12
+        n, checkpoints, folder, {**setup, "max_new_tokens": 12}
     )
     return config, lambda: Rounds(config, evaluate_round=evaluate).run()
 
@@ -141,3 +141,22 @@ def test_a_round_on_real_data_writes_a_batch_stops_and_trains_on_the_labels(tmp_
         and str(collect / "helpfulness.jsonl") in done["data_sources"]["helpfulness_data"][0]
     )
     assert (tmp_path / "runs" / "annotated" / "round-1" / "evaluate" / ROUND_STAGE_MARKER).is_file()
+
+
+def test_a_round_whose_labels_give_no_usable_pair_stops_with_exit_3_and_trains_nothing(tmp_path, user_models):
+    """Every comparison left without a choice (what a judge whose answers do not parse leaves): the round stops
+    with one line saying so (AnnotationNeeded: exit status 3 from the command), trains no reward model, and the
+    same command collects again once labels are there."""
+    config, run_round = annotated_round(tmp_path, user_models)
+    collect = tmp_path / "runs" / "annotated" / "round-1" / "collect"
+    pytest_raises_annotation_needed(run_round)
+    batch = read_jsonl(collect / "to_annotate.jsonl")
+    unlabelled = [{**r, "choice": None, "unparsable": "no choice"} for r in batch]
+    (collect / "annotated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in unlabelled))
+    with pytest.raises(AnnotationNeeded, match=r"round 1: only 0 helpfulness, 0 safety usable new pairs, fewer than "
+                       r"min_new_pairs=1 \(\d+ comparisons left unlabelled: .*\); nothing was trained: fix or add "
+                       r"labels in .*annotated.jsonl"):  # fmt: skip
+        run_round()
+    round_dir = tmp_path / "runs" / "annotated" / "round-1"
+    assert not (collect / ROUND_STAGE_MARKER).exists()
+    assert not [p for p in round_dir.iterdir() if p.name.startswith(("reward_model", "rejection", "ppo"))]

@@ -56,7 +56,7 @@ def stage_configs(tmp_path):
 
 
 def evaluate(n, checkpoints, folder, setup):
-    return REPORT["evaluate_round"](n, checkpoints, folder, setup, max_new_tokens=16)
+    return REPORT["evaluate_round"](n, checkpoints, folder, {**setup, "max_new_tokens": 16})
 
 
 def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, stage_configs):
