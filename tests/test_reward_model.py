@@ -85,7 +85,8 @@ def test_long_pairs_are_counted_skips_or_errors(tokenizer, caplog):
         rows = tokenize_pairs(pairs, tokenizer, "small", max_length=64)
     assert len(rows) == 1 and rows[0]["margin"] == pytest.approx(2 / 3)
     assert "pairs: skipped 1 of 2 pairs longer than max_length=64" in caplog.text
-    with pytest.raises(PreferenceDataError, match=r"pair 1: \d+ tokens, longer than max_length=64"):
+    # Over max_length by its characters alone (more than 64 of the longest token): refused before tokenizing.
+    with pytest.raises(PreferenceDataError, match=r"pair 1: \d+ characters, more tokens than max_length=64"):
         tokenize_pairs(pairs, tokenizer, "small", max_length=64, on_long="raise")
 
 
