@@ -48,16 +48,34 @@ JUDGE_SAFETY_ANSWERS = {"only the better answer is safe": "preferred_only",
 _SAFETY = re.compile(r"safety\s*:\s*\**\s*(" + "|".join(map(re.escape, JUDGE_SAFETY_ANSWERS)) + ")", re.IGNORECASE)
 
 
-def parse_annotator(value: str) -> tuple[str, str | None]:
-    """("human", None), ("judge", DIR) or ("rm", DIR) from an `annotator` option; ValueError otherwise."""
+TARGETS = ("helpfulness", "safety")
+ANNOTATOR_HELP_FORMS = ("'human', 'judge:<chat model dir>' or 'rm:<reward model dir>', or one per data set: "
+                        "'rm:helpfulness=<dir>,safety=<dir>'")  # fmt: skip
+
+
+def parse_annotator(value: str) -> tuple[str, dict[str, str] | None]:
+    """("human", None), or ("judge" | "rm", {target: dir}) from an `annotator` option: one model for both data
+    sets ("rm:<dir>") or one per data set ("rm:helpfulness=<dir>,safety=<dir>": the helpfulness comparisons are
+    labelled by the first, the safety ones by the second); ValueError otherwise."""
     if value == HUMAN:
         return HUMAN, None
-    kind, _, path = value.partition(":")
-    if kind not in ("judge", "rm") or not path:
-        raise ValueError(
-            f"annotator: expected 'human', 'judge:<chat model dir>' or 'rm:<reward model dir>', got {value!r}"
-        )
-    return kind, path
+    kind, _, rest = value.partition(":")
+    if kind not in ("judge", "rm") or not rest:
+        raise ValueError(f"annotator: expected {ANNOTATOR_HELP_FORMS}, got {value!r}")
+    if not re.match(r"^(helpfulness|safety)=", rest):
+        return kind, dict.fromkeys(TARGETS, rest)
+    judges = {}
+    for part in rest.split(","):
+        target, _, path = part.partition("=")
+        if target not in TARGETS or not path or target in judges:
+            raise ValueError(
+                f"annotator: {part!r}: expected helpfulness=<dir> and safety=<dir> once each, got {value!r}"
+            )
+        judges[target] = path
+    if set(judges) != set(TARGETS):
+        missing = next(t for t in TARGETS if t not in judges)
+        raise ValueError(f"annotator: {value!r} names no judge for {missing}; give one per data set")
+    return kind, judges
 
 
 def parse_judge_answer(text: str, is_safety: bool) -> dict[str, Any] | str:
@@ -168,14 +186,39 @@ class RewardModelAnnotator:
         return labels
 
 
+class PerTargetAnnotator:
+    """One annotator per data set: a comparison of a safety prompt is labelled by the safety judge, the others by
+    the helpfulness judge; each label names the judge that gave it."""
+
+    def __init__(self, annotators: dict[str, Any]) -> None:
+        self.annotators = annotators
+        self.name = ",".join(f"{target}={annotators[target].name}" for target in TARGETS)
+
+    def label(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        labels: list[dict[str, Any] | None] = [None] * len(records)
+        for target, annotator in self.annotators.items():
+            mine = [i for i, r in enumerate(records) if bool(r.get("is_safety")) == (target == "safety")]
+            for i, label in zip(mine, annotator.label([records[i] for i in mine]) if mine else []):
+                labels[i] = {**label, "annotator": f"{annotator.name} ({target})"}
+        return labels  # type: ignore[return-value]
+
+
 def load_annotator(value: str, device: str | torch.device = "cpu", template: str | None = None) -> Any:
-    """The AI annotator an `annotator` option names ("judge:<dir>" or "rm:<dir>")."""
-    kind, path = parse_annotator(value)
-    if kind == "judge":
-        return JudgeAnnotator(path, template, device=device)
-    if kind == "rm":
-        return RewardModelAnnotator(path, device=device)
-    raise ValueError(f"annotator: {value!r} is a person; the page (`align annotate`) is theirs")
+    """The AI annotator an `annotator` option names ("judge:<dir>", "rm:<dir>", or one per data set)."""
+    kind, judges = parse_annotator(value)
+    if judges is None:
+        raise ValueError(f"annotator: {value!r} is a person; the page (`align annotate`) is theirs")
+
+    def load(path: str) -> Any:
+        return (
+            JudgeAnnotator(path, template, device=device)
+            if kind == "judge"
+            else RewardModelAnnotator(path, device=device)
+        )
+
+    if judges["helpfulness"] == judges["safety"]:
+        return load(judges["helpfulness"])
+    return PerTargetAnnotator({target: load(path) for target, path in judges.items()})
 
 
 def annotate_batch(batch_path: str | Path, out_path: str | Path, annotator: Any) -> dict[str, Any]:
@@ -188,7 +231,7 @@ def annotate_batch(batch_path: str | Path, out_path: str | Path, annotator: Any)
     for record, label in zip(records, labels):
         if "unparsable" in label:  # left unlabelled (choice null): the round skips it and counts it
             unparsable[label["unparsable"]] += 1
-        written.append({**record, **label, "annotator": annotator.name})
+        written.append({**record, "annotator": annotator.name, **label})  # a per-target label names its judge
     atomic_write_jsonl(out_path, written)
     return {"annotated_by": annotator.name, "labelled": len(records) - sum(unparsable.values()),
             "unparsable": dict(unparsable)}  # fmt: skip

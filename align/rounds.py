@@ -271,7 +271,8 @@ class RoundsConfig:
         default="human",
         metadata={"help": "who labels a round's comparison batch on real data: human (align annotate, or any "
                           "tool writing annotated.jsonl), judge:<chat model dir> or rm:<reward model dir> (AI "
-                          "feedback, align.ai_feedback)"},
+                          "feedback, align.ai_feedback), or one judge per data set: "
+                          "rm:helpfulness=<dir>,safety=<dir>"},
     )  # fmt: skip
     annotator_template: str | None = field(
         default=None, metadata={"help": "the judge's prompt template (default: align/templates/judge_prompt.txt)"}
@@ -557,9 +558,9 @@ class Rounds:
             for name in ("helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
                 if getattr(config, name):
                     require_reward_model_dir(getattr(config, name), name)
-        kind, annotator = parse_annotator(config.annotator)
-        if kind != HUMAN:
-            (require_model_dir if kind == "judge" else require_reward_model_dir)(annotator, "annotator")
+        kind, judges = parse_annotator(config.annotator)
+        for target, path in (judges or {}).items():
+            (require_model_dir if kind == "judge" else require_reward_model_dir)(path, f"annotator ({target})")
         for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
             if "model" in source and not round_model_target(source):
                 require_reward_model_dir(source["model"], f"reward: sources: {name}")

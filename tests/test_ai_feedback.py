@@ -1,7 +1,6 @@
 """AI feedback: a judge chat model's answers parsed into the paper's labels, a reward model's preferences, and a
 round on the user's data labelled by a model instead of people."""
 
-import json
 import math
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def test_judge_answers_are_parsed_or_counted_never_defaulted():
     assert parse_judge_answer("Better answer: C\nHow much better: better", is_safety=False) == "no choice"
     assert parse_judge_answer("Better answer: A\nHow much better: a lot", is_safety=False) == "no strength"
     assert parse_judge_answer("Better answer: A\nHow much better: better", is_safety=True) == "no safety"
-    assert parse_annotator("human") == ("human", None) and parse_annotator("rm:/x") == ("rm", "/x")
+    assert parse_annotator("human") == ("human", None) and parse_annotator("rm:/x") == ("rm", {"helpfulness": "/x", "safety": "/x"})
     for bad in ("robot:/x", "judge:", "rm"):
         with pytest.raises(ValueError, match="annotator: expected 'human', 'judge:<chat model dir>'"):
             parse_annotator(bad)
@@ -116,27 +115,33 @@ def test_a_reward_model_prefers_what_it_scores_higher(tmp_path, user_models):
     assert torch.isfinite(direct["a"]).all()
 
 
-def test_a_round_labelled_by_a_reward_model_goes_on_and_says_so(tmp_path, user_models):
-    """`annotator: rm:<dir>`: the round writes its batch, labels it with the model instead of stopping, trains
-    on it, and the manifest and report name the annotator."""
+def test_a_round_labelled_by_a_reward_model_per_data_set_goes_on_and_says_so(tmp_path, user_models):
+    """`annotator: rm:helpfulness=<dir>,safety=<dir>`: the round writes its batch, labels the comparisons of safety
+    prompts with the safety reward model and the others with the helpfulness one (not one model for both),
+    trains on them, and the manifest and report name each judge."""
     import dataclasses
 
     from test_annotation import annotated_round
 
+    from align.ai_feedback import parse_annotator
+
     config, _ = annotated_round(tmp_path, user_models)
-    judge = user_models[1]["helpfulness"]
-    config = dataclasses.replace(config, annotator=f"rm:{judge}")
+    helpful, safety = user_models[1]["helpfulness"], user_models[1]["safety"]
+    assert parse_annotator(f"rm:{helpful}") == ("rm", {"helpfulness": helpful, "safety": helpful})
+    with pytest.raises(ValueError, match="names no judge for safety"):
+        parse_annotator(f"rm:helpfulness={helpful}")
+    config = dataclasses.replace(config, annotator=f"rm:helpfulness={helpful},safety={safety}")
     from align.rounds import Rounds
 
     report = vars(align.reports.rounds)
     manifest = Rounds(config, evaluate_round=lambda n, c, f, s: report["evaluate_round"](
         n, c, f, {**s, "max_new_tokens": 12})).run()  # fmt: skip
     collect = manifest["rounds"]["1"]["collect"]
-    assert collect["annotated_by"] == [f"rm:{judge}"] and collect["unparsable"] == {}
+    judges = [f"rm:{helpful} (helpfulness)", f"rm:{safety} (safety)"]
+    assert collect["annotated_by"] == sorted(judges) and collect["unparsable"] == {}
     labelled = read_jsonl(Path(config.runs_dir) / config.name / "round-1" / "collect" / "annotated.jsonl")
+    assert {r["annotator"] for r in labelled if r["is_safety"]} == {judges[1]}
+    assert {r["annotator"] for r in labelled if not r["is_safety"]} == {judges[0]}
     assert collect["pairs"]["helpfulness"] == sum(not r["is_safety"] for r in labelled) > 0
     text = report["write_report"](Path(config.runs_dir) / config.name).read_text()
-    assert f"Round 1's comparisons labelled by rm:{judge}." in text
-    assert json.loads((Path(config.runs_dir) / config.name / "manifest.json").read_text())["rounds"]["1"]["collect"][
-        "annotated_by"
-    ] == [f"rm:{judge}"]
+    assert f"Round 1's comparisons labelled by {', '.join(sorted(judges))}." in text
