@@ -47,6 +47,8 @@ def write_run(run_dir: Path) -> Path:
 def test_report_md_defines_its_columns_and_gives_times_and_versions(tmp_path):
     report = write_report(write_run(tmp_path / "run")).read_text()
     assert "| 0 (SFT) | sft | 0.100 | 0.200 |" in report
+    # A run evaluated before intervals were recorded: win rates and their intervals from the answers' judgements.
+    assert "| 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report and "95% interval by bootstrap" in report
     assert "## Columns" in report and "- **win vs SFT**: share of held-out prompts where" in report
     assert "| 1 | collect | 9.5 |" in report and "| 2 | rejection_sampling | 33 |" in report
     assert "- rounds 1, 2: torch 2.13.0, transformers 5.24.0" in report

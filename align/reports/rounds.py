@@ -102,6 +102,11 @@ def win_rate(first: list[float], second: list[float]) -> float:
     return wins(first, second) / len(first)
 
 
+def judgements_by_id(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Prompt id -> the judge's score of the answer, from a round's answers.jsonl records."""
+    return {str(record["id"]): record["judge"] for record in records}
+
+
 def win_rate_fields(key: str, first: list[float], second: list[float]) -> dict[str, Any]:
     """`{key: win rate, key + "_interval": [low, high]}`, the 95% bootstrap interval over prompts."""
     rate, low, high = win_rate_with_interval(first, second)
@@ -294,6 +299,13 @@ def read_run(run_dir: str | Path) -> RunSummary:
     sft_metrics = run_dir / "round-0" / "sft_metrics.json"
     sft = read_json_object(sft_metrics) if sft_metrics.is_file() else None
     table_rows = ([sft] if sft and 0 in elo else []) + rows
+    for row in rows:  # runs evaluated before intervals were recorded: from the answers' per-prompt judgements
+        for key, other in (("win_rate_vs_sft", 0), ("win_rate_vs_previous", row["round"] - 1)):
+            if key in row and key + INTERVAL not in row and other in answers and row["round"] in answers:
+                first, second = (judgements_by_id(answers[n]) for n in (row["round"], other))
+                if set(first) == set(second):
+                    shared = sorted(first)
+                    row.update(win_rate_fields(key, [first[i] for i in shared], [second[i] for i in shared]))
     labelled_by = []  # who labelled each round's comparison batch: people (their names) or AI feedback
     for number, stages in sorted(manifest.get("rounds", {}).items(), key=lambda item: int(item[0])):
         collect = stages.get("collect", {})
