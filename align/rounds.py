@@ -63,6 +63,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from .ai_feedback import HUMAN, parse_annotator
+from .benchmarks import BENCHMARKS_HELP, INCLUDE_HELP, LIMIT_HELP, check_tasks, parse_tasks
 from .checkpoint import (
     DONE_MARKER,
     RunFolderError,
@@ -233,6 +234,9 @@ class RoundsConfig:
         metadata={"help": "longest answer the evaluation generates; the report's 'cut at limit' column says how many "
                           "reached it (the judges then saw them cut short)"},
     )  # fmt: skip
+    benchmarks: str | None = field(default=None, metadata={"help": BENCHMARKS_HELP})
+    benchmark_include_path: str | None = field(default=None, metadata={"help": INCLUDE_HELP})
+    benchmark_limit: int | None = field(default=None, metadata={"help": LIMIT_HELP})
     eval_temperature: float = field(
         default=0.0, metadata={"help": "temperature of the evaluation's answers (0: greedy; else one seed per prompt)"}
     )
@@ -558,6 +562,8 @@ class Rounds:
             for name in ("helpfulness_rm", "safety_rm", "judge_helpfulness_rm", "judge_safety_rm"):
                 if getattr(config, name):
                     require_reward_model_dir(getattr(config, name), name)
+        if parse_tasks(config.benchmarks):  # an unknown task, or no harness installed: said before any work
+            check_tasks(parse_tasks(config.benchmarks), config.benchmark_include_path)
         kind, judges = parse_annotator(config.annotator)
         for target, path in (judges or {}).items():
             (require_model_dir if kind == "judge" else require_reward_model_dir)(path, f"annotator ({target})")
@@ -1099,6 +1105,8 @@ class Rounds:
                 "prompts": prompts,
                 "batch_size": config.eval_batch_size,
                 "max_new_tokens": config.eval_max_new_tokens,
+                "benchmarks": {"tasks": parse_tasks(config.benchmarks), "include_path": config.benchmark_include_path,
+                               "limit": config.benchmark_limit},  # fmt: skip
                 "temperature": config.eval_temperature,
                 "gold": source == WORLD,
                 "judges": getattr(self, "judges", None),

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("align.cli.export", "write a checkpoint as a plain transformers Llama directory"),
     "annotate": ("align.cli.annotate", "label a round's comparisons in the browser"),
     "report": ("align.cli.report", "rebuild a run's report.md / report.html from its evaluations"),
+    "evaluate": ("align.cli.evaluate", "lm-evaluation-harness benchmarks on a checkpoint (align[eval])"),
     "bench": ("align.cli.bench", "run a benchmark of eval/bench/ (source checkout)"),
 }
 

@@ -102,6 +102,26 @@ def win_rate(first: list[float], second: list[float]) -> float:
     return wins(first, second) / len(first)
 
 
+BENCHMARK = "bench/"  # metrics.json: an lm-evaluation-harness task's main metric is stored under bench/<task>
+
+
+def benchmark_fields(model_dir: Path, setup: dict[str, Any]) -> dict[str, Any]:
+    """`{"bench/<task>": main metric, "bench/<task>/metric": its name}` of the checkpoint on the rounds'
+    benchmarks (align.benchmarks), or {} when none are asked for."""
+    from ..benchmarks import main_metric, run_benchmarks
+
+    benchmarks = setup.get("benchmarks") or {}
+    if not benchmarks.get("tasks"):
+        return {}
+    results = run_benchmarks(model_dir, benchmarks["tasks"], benchmarks["include_path"], benchmarks["limit"],
+                             setup["batch_size"])  # fmt: skip
+    fields: dict[str, Any] = {}
+    for task, metrics in results.items():
+        name, value = main_metric(metrics)
+        fields[f"{BENCHMARK}{task}"], fields[f"{BENCHMARK}{task}/metric"] = value, name
+    return fields
+
+
 def judgements_by_id(records: list[dict[str, Any]]) -> dict[str, float]:
     """Prompt id -> the judge's score of the answer, from a round's answers.jsonl records."""
     return {str(record["id"]): record["judge"] for record in records}
@@ -220,6 +240,7 @@ def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: di
         metrics.update(win_rate_fields("win_rate_vs_rejection_sampled", judged["policy"], judged["rejection_sampled"]))
     if setup["gold"] and setup.get("diagnostic_samples"):
         metrics.update(world_diagnostics(checkpoints, "", prompts, answers["policy"], setup, seed=n))
+    metrics.update(benchmark_fields(checkpoints["policy"], setup))
     atomic_write_jsonl(folder / "answers.jsonl", answer_records(prompts, answers["policy"], judged["policy"]))
     if n == 1:  # the SFT model's answers and metrics once, as round 0 of the report
         round_zero = folder.parent.parent / "round-0"
@@ -234,6 +255,7 @@ def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: di
         if setup["gold"] and setup.get("diagnostic_samples") and "base_helpfulness" in checkpoints:
             sft_metrics.update(world_diagnostics(checkpoints, "base_", prompts, answers["sft"], setup, seed=0,
                                                  policy="sft"))  # fmt: skip
+        sft_metrics.update(benchmark_fields(checkpoints["sft"], setup))
         atomic_write_text(round_zero / "sft_metrics.json", json.dumps(sft_metrics, indent=2) + "\n")
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -318,7 +340,8 @@ def read_run(run_dir: str | Path) -> RunSummary:
     return RunSummary(
         run_dir=run_dir, rows=table_rows, elo=elo, elo_interval=elo_interval, judge=rows[-1]["judge"], prompts=rows[-1]["prompts"],
         # Gold columns only where there is gold (the world); on real data the judges' measures alone.
-        columns=[(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)],
+        columns=[(key, header) for key, header in REPORT_COLUMNS if any(key in row for row in table_rows)]
+        + benchmark_columns(table_rows),
         gold=rows[-1]["judge"] == "gold", manifest=manifest, answers=answers, labelled_by=labelled_by,
     )  # fmt: skip
 
@@ -536,8 +559,17 @@ def seconds_text(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
 
 
+def benchmark_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, header) of each lm-evaluation-harness task some round was evaluated on, in the order first seen."""
+    keys = [key for row in rows for key in row if key.startswith(BENCHMARK) and not key.endswith("/metric")]
+    return [(key, key.removeprefix(BENCHMARK)) for key in dict.fromkeys(keys)]
+
+
 def column_definition(key: str, gold: bool) -> str:
     """What a report column means, for a run judged by gold scorers (the world) or by held-out judges."""
+    if key.startswith(BENCHMARK):
+        return (f"lm-evaluation-harness task {key.removeprefix(BENCHMARK)} on the round's policy: its main metric "
+                "(the harness's first; metrics.json names it)")  # fmt: skip
     return COLUMN_DEFINITIONS.get(key if gold else f"{key}/judged", COLUMN_DEFINITIONS[key])
 
 
