@@ -136,8 +136,8 @@ def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:
 <h1>RLHF rounds: {escape(run.run_dir.name)}</h1>
 <p>Judge of win rates{"" if run.gold else ", violation rate"} and Elo: {escape(run.judge)}; {run.prompts} held-out
 prompts, {escape(answer_settings(run))}. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by bootstrap
-over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers 1000, is not a difference
-from SFT this evaluation can tell from chance.</p>{labelled}
+over the prompts; (n.s.): the interval covers 0.5 (a win rate) or 1000 (an Elo), a difference this evaluation
+cannot tell from chance.</p>{labelled}
 <nav><a href="#rounds">Rounds</a><a href="#plots">Plots</a><a href="#examples">Example answers</a>
 <a href="#round-details">Each round</a><a href="#columns">Columns</a></nav>
 <h2>Rounds</h2>

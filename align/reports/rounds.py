@@ -369,8 +369,8 @@ def markdown_report(run: RunSummary) -> str:
         *([*run.labelled_by, ""] if run.labelled_by else []),
         f"Judge of win rates{'' if run.gold else ', violation rate'} and Elo: {run.judge}; {run.prompts} held-out "
         f"prompts, {answer_settings(run)}. Reward-model accuracy: on the held-out pairs. [low, high]: 95% interval by "
-        "bootstrap over the prompts; a win rate whose interval covers 0.5, or an Elo whose interval covers "
-        "1000, is not a difference from SFT this evaluation can tell from chance. The same report with plots and "
+        "bootstrap over the prompts; (n.s.): the interval covers 0.5 (a win rate) or 1000 (an Elo), a difference "
+        "this evaluation cannot tell from chance. The same report with plots and "
         "example answers: report.html.",
         "",
         "| round | stages | " + " | ".join(header for _, header in run.columns) + " | Elo |",
@@ -573,6 +573,7 @@ def column_definition(key: str, gold: bool) -> str:
     return COLUMN_DEFINITIONS.get(key if gold else f"{key}/judged", COLUMN_DEFINITIONS[key])
 
 
+NOT_SIGNIFICANT = " (n.s.)"  # the interval covers no difference (a win rate of 0.5, an Elo of 1000)
 INTERVAL = "_interval"  # metrics.json: a measure's 95% bootstrap interval is stored under its key + INTERVAL
 
 
@@ -581,6 +582,8 @@ def cell_text(row: dict[str, Any], key: str) -> str:
     text, interval = metric_text(key, row.get(key)), row.get(key + INTERVAL)
     if text and isinstance(interval, list) and len(interval) == 2:
         text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+        if key.startswith("win_rate") and interval[0] <= 0.5 <= interval[1]:
+            text += NOT_SIGNIFICANT
     return text
 
 
@@ -596,7 +599,8 @@ def elo_text(run: RunSummary, number: int) -> str:
     """An Elo cell: the rating and its interval (none for the round pinned at 1000)."""
     low, high = run.elo_interval.get(number, (run.elo[number], run.elo[number]))
     interval = f" [{low:.0f}, {high:.0f}]" if high - low >= 0.5 else ""
-    return f"{run.elo[number]:.0f}{interval}"
+    unclear = NOT_SIGNIFICANT if interval and low <= 1000 <= high else ""
+    return f"{run.elo[number]:.0f}{interval}{unclear}"
 
 
 def metric_text(key: str, value: Any) -> str:
