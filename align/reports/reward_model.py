@@ -23,7 +23,7 @@ from ..checkpoint import require_reward_model_dir  # noqa: E402
 from ..config import exit_with_error  # noqa: E402
 from ..data import load_preferences, load_tokenizer  # noqa: E402
 from ..io import atomic_write_jsonl, atomic_write_text  # noqa: E402
-from ..modeling import AlignLlamaForSequenceClassification  # noqa: E402
+from ..modeling import load_sequence_classifier  # noqa: E402
 from ..reward_model import held_out_pairs, predict_pairs  # noqa: E402
 
 METRIC = Path(__file__).resolve().parent / "metrics" / "pairwise_accuracy"
@@ -60,7 +60,7 @@ def plot_by_strength(report: dict[str, float], title: str, path: Path) -> None:
 def evaluate_reward_model(model_dir: str | Path, pairs, out: Path, title: str) -> dict[str, float]:
     """Score `pairs` with the reward model in `model_dir`; write predictions, metrics JSON and the bar chart."""
     model_dir = require_reward_model_dir(model_dir, "reward model")
-    model = AlignLlamaForSequenceClassification.from_pretrained(model_dir)
+    model = load_sequence_classifier(model_dir, "reward model", num_labels=None)  # its own architecture
     predictions = predict_pairs(model, load_tokenizer(model_dir), pairs)
     report = accuracy_report(predictions)
     out.mkdir(parents=True, exist_ok=True)

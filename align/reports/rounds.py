@@ -40,7 +40,7 @@ from accelerate.utils import gather_object  # noqa: E402
 from ..data import load_tokenizer  # noqa: E402
 from ..generation import chat_prompt_texts, complete, longest_first  # noqa: E402
 from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read_json_object, read_jsonl  # noqa: E402
-from ..modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification  # noqa: E402
+from ..modeling import load_causal_lm, load_sequence_classifier  # noqa: E402
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
 from .statistics import elo_with_intervals, win_rate_with_interval  # noqa: E402
@@ -49,15 +49,19 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def policy_answers(
-    model_dir: Path, prompts: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 64,
-    temperature: float = 0.0, seed: int = 0,
+    model_dir: Path,
+    prompts: list[dict[str, Any]],
+    max_new_tokens: int,
+    batch_size: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> tuple[list[str], list[int]]:
     """A checkpoint's answers to prompt records (greedy at temperature 0, else sampled, each prompt from its own
     seed) and the tokens each generated (`max_new_tokens` for an answer cut at the limit). Prompts are sorted by
     length; the batches of `batch_size` prompts are split over the processes and gathered on every one; each
     batch is padded as on one process, so the answers are the same on any number of them."""
     state = PartialState()
-    model = AlignLlamaForCausalLM.from_pretrained(model_dir).to(state.device)
+    model = load_causal_lm(model_dir, "policy").to(state.device)  # the checkpoint's own architecture
     tokenizer = load_tokenizer(model_dir)
     unsorted = chat_prompt_texts(tokenizer, [record["prompt"] for record in prompts])
     order = longest_first(tokenizer, unsorted)  # batches of similar lengths: less padding
@@ -151,7 +155,7 @@ def judge_judgements(
     """Held-out judges' gated reward of every answer (docs/method.md §7), and each model's violation rate on the
     safety prompts (the safety judge's score below the §7 threshold)."""
     tokenizer = load_tokenizer(judges["helpfulness"])
-    helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(judges[t]).to(DEVICE)
+    helpful, safety = (load_sequence_classifier(judges[t], f"{t} judge", num_labels=None).to(DEVICE)
                        for t in ("helpfulness", "safety"))  # fmt: skip
     is_safety = torch.tensor([bool(record.get("is_safety")) for record in prompts])
     messages = [record["prompt"] for record in prompts]
@@ -188,8 +192,8 @@ def world_diagnostics(
 
     world_prompts = [WorldPrompt.from_record(record) for record in prompts]
     tokenizer = load_tokenizer(checkpoints[policy])
-    model = AlignLlamaForCausalLM.from_pretrained(checkpoints[policy]).to(DEVICE).eval()
-    helpful, safety = (AlignLlamaForSequenceClassification.from_pretrained(checkpoints[rm_prefix + t]).to(DEVICE)
+    model = load_causal_lm(checkpoints[policy], policy).to(DEVICE).eval()
+    helpful, safety = (load_sequence_classifier(checkpoints[rm_prefix + t], f"{t} reward model", num_labels=None).to(DEVICE)
                        for t in ("helpfulness", "safety"))  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, load_tokenizer(checkpoints[rm_prefix +
                                     "helpfulness"]), world_prompts, num_samples=setup["diagnostic_samples"],
