@@ -143,8 +143,11 @@ def test_ctrl_c_ends_a_command_with_one_line_saying_how_to_resume(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/pretrain/world_tiny.yaml",
                "--output_dir", str(out), "--save_steps", "2", "--max_steps", "400"]  # fmt: skip
+    # A suite started in the background (`nohup ... &`) ignores SIGINT, and children inherit that: give the
+    # command the default disposition a terminal's foreground process has.
     run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 300
     while not list(out.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and run.poll() is None:
         time.sleep(0.5)
