@@ -20,7 +20,7 @@ ALIGN = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.is_file() else [sys.executable, 
 CONFIG_CLASSES = {"pretrain": "PretrainConfig", "sft": "RecipeConfig", "reward-model": "RewardModelConfig",
                   "reward-model-ablation": "RewardModelConfig", "rejection-sampling": "RecipeConfig",
                   "ppo": "RecipeConfig", "round": "RecipeConfig", "plan": "PlanConfig", "export": "ExportConfig",
-                  "annotate": "AnnotationPageConfig", "report": "ReportConfig"}  # fmt: skip
+                  "annotate": "AnnotationPageConfig", "report": "ReportConfig", "evaluate": "EvaluateConfig"}  # fmt: skip
 
 
 def align(*args: str, **kwargs) -> subprocess.CompletedProcess:
