@@ -13,7 +13,9 @@ notes of all) as the file the round reads (`round-N/collect/annotated.jsonl`, `a
 gives the agreement on double-annotated pairs and each annotator's strength histogram.
 
 `make_app` serves it all as a small ASGI app (Starlette: one HTML page with plain JavaScript, and a JSON API);
-`recipes/annotate.py` runs it with uvicorn. The web packages are the optional extra `align[annotate]`.
+`recipes/annotate.py` runs it with uvicorn. The web packages are the optional extra `align[annotate]`. Every API
+call needs a token of the page's links, from the page's own host and origin (`align.annotation_access`), and
+takes only a JSON object of at most `MAX_BODY_BYTES`; anything else is a 4xx with its reason, never a 500.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .annotation import SAFETY_ANSWERS, AnnotationError, safety_labels
+from .annotation_access import ANY_ADDRESS, PageAccess, check_token, is_loopback, link_host
 from .config import check_field_types
 from .io import atomic_write_jsonl, read_jsonl
 
@@ -35,6 +38,9 @@ from .io import atomic_write_jsonl, read_jsonl
 PAGE_STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 ANNOTATOR_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 CLAIM_SECONDS = 600  # a pair shown to one annotator is not shown to another for this long (unless double)
+MAX_NOTE_CHARS = 4000  # a note is a sentence or a paragraph; a longer one is refused, not stored
+MAX_BODY_BYTES = 64 * 1024  # the largest label (a full note in 4-byte characters, JSON-escaped) fits in this
+LABEL_KEYS = {"id", "choice", "strength", "safety", "note", "skipped"}
 
 
 @dataclass
@@ -54,6 +60,21 @@ class AnnotationPageConfig:
     seed: int = field(default=0, metadata={"help": "seed of which pairs are double-annotated"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0: every interface)"})
     port: int = field(default=8765, metadata={"help": "port to listen on"})
+    annotators: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated names (maria,li): one link each, and a label counts for the link it "
+                  "came from; without it, annotators type their name on the page"},
+    )  # fmt: skip
+    token: str | None = field(
+        default=None,
+        metadata={"help": "the owner's access token (16+ URL-safe characters; or $ALIGN_ANNOTATE_TOKEN); keeps "
+                  "every link valid across restarts (default: a new random one at each start)"},
+    )  # fmt: skip
+    allowed_hosts: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated host names the page also answers to (a DNS name, a reverse proxy's); "
+                  "'*': any (default: the bound address and, on 0.0.0.0, this machine's names)"},
+    )  # fmt: skip
     export_only: bool = field(default=False, metadata={"help": "write the export and exit, without serving"})
 
     def __post_init__(self) -> None:
@@ -66,6 +87,39 @@ class AnnotationPageConfig:
             raise ValueError(f"overlap: expected a share between 0 and 1, got {self.overlap}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port: expected 1-65535, got {self.port}")
+        if self.token is not None:
+            check_token(self.token)
+        names = self.annotator_names
+        for name in names:
+            try:
+                check_annotator(name)
+            except AnnotationError as error:
+                raise ValueError(f"annotators: {error}") from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"annotators: a name is given twice in {self.annotators!r}")
+        for host in self.extra_hosts:
+            if host != "*" and (not host or set(host) & set("/:@ ?#")):
+                raise ValueError(f"allowed_hosts: expected host names without scheme or port, got {host!r}")
+
+    @property
+    def annotator_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.annotators.split(",")) if self.annotators else ()
+
+    @property
+    def extra_hosts(self) -> list[str]:
+        return [host.strip() for host in self.allowed_hosts.split(",")] if self.allowed_hosts else []
+
+    @property
+    def listens_beyond_this_machine(self) -> bool:
+        return self.host in ANY_ADDRESS or not is_loopback(self.host)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{link_host(self.host)}:{self.port}/"
+
+    def access(self) -> PageAccess:
+        """The page's tokens and allowed hosts (a new random owner token unless one is given)."""
+        return PageAccess.create(self.token, self.annotator_names, self.host, self.extra_hosts)
 
     @property
     def batch_path(self) -> Path:
@@ -162,11 +216,19 @@ class LabelStore:
     def add(self, annotator: str, label: dict[str, Any]) -> dict[str, Any]:
         """Check and save one label (or a skip: `{"id", "skipped": true}`) of `annotator`; returns it."""
         annotator = check_annotator(annotator)
-        pair_id = str(label.get("id"))
-        if pair_id not in self.by_id:
-            raise AnnotationError(f"label: id {label.get('id')!r} is not in {self.batch_path}")
+        if not isinstance(label, dict):
+            raise AnnotationError(f"label: expected an object, got {_short(label)}")
+        if unknown := sorted(set(label) - LABEL_KEYS):
+            raise AnnotationError(f"label: unknown field {unknown[0]!r}; expected {sorted(LABEL_KEYS)}")
+        pair_id = label.get("id")
+        if not isinstance(pair_id, (str, int)) or isinstance(pair_id, bool) or str(pair_id) not in self.by_id:
+            raise AnnotationError(f"label: id {_short(pair_id)} is not in {self.batch_path}")
+        pair_id = str(pair_id)
+        skipped = label.get("skipped", False)
+        if not isinstance(skipped, bool):
+            raise AnnotationError(f"label: skipped: expected true or false, got {_short(skipped)}")
         record = {"id": pair_id, "at": round(time.time(), 3)}
-        if label.get("skipped"):
+        if skipped:
             record["skipped"] = True
         else:
             record.update(self.check_answers(label, bool(self.by_id[pair_id].get("is_safety"))))
@@ -180,19 +242,21 @@ class LabelStore:
     @staticmethod
     def check_answers(label: dict[str, Any], is_safety: bool) -> dict[str, Any]:
         choice, strength, safety = label.get("choice"), label.get("strength"), label.get("safety")
-        if choice not in ("a", "b"):
-            raise AnnotationError(f"label: choice: expected 'a' or 'b', got {choice!r}")
-        if strength not in PAGE_STRENGTHS:
-            raise AnnotationError(f"label: strength: expected one of {list(PAGE_STRENGTHS)}, got {strength!r}")
+        if not isinstance(choice, str) or choice not in ("a", "b"):
+            raise AnnotationError(f"label: choice: expected 'a' or 'b', got {_short(choice)}")
+        if not isinstance(strength, str) or strength not in PAGE_STRENGTHS:
+            raise AnnotationError(f"label: strength: expected one of {list(PAGE_STRENGTHS)}, got {_short(strength)}")
         if safety is None and is_safety:
             raise AnnotationError(
                 "label: safety: required on a safety prompt (preferred_only, both_safe, both_unsafe)"
             )
-        if safety is not None and safety not in SAFETY_ANSWERS:
-            raise AnnotationError(f"label: safety: expected one of {list(SAFETY_ANSWERS)}, got {safety!r}")
+        if safety is not None and (not isinstance(safety, str) or safety not in SAFETY_ANSWERS):
+            raise AnnotationError(f"label: safety: expected one of {list(SAFETY_ANSWERS)}, got {_short(safety)}")
         note = label.get("note") or ""
         if not isinstance(note, str):
-            raise AnnotationError(f"label: note: expected text, got {note!r}")
+            raise AnnotationError(f"label: note: expected text, got {_short(note)}")
+        if len(note) > MAX_NOTE_CHARS:
+            raise AnnotationError(f"label: note: at most {MAX_NOTE_CHARS} characters, got {len(note)}")
         return {"choice": choice, "strength": strength, "safety": safety, "note": note.strip()}
 
     def undo(self, annotator: str) -> dict[str, Any] | None:
@@ -262,6 +326,12 @@ class LabelStore:
         }
 
 
+def _short(value: Any) -> str:
+    """`value` for an error message, cut to 60 characters (a refused field may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def shown(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the page shows of a pair: never how the answers were sampled (`meta`), which could bias."""
     if record is None:
@@ -270,57 +340,130 @@ def shown(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: record[key] for key in keys if key in record}
 
 
-def make_app(store: LabelStore, export_path: str | Path) -> Any:
-    """The ASGI app of the page (see the module docstring): `/` the page, `/api/*` its JSON calls."""
+class RequestRefused(Exception):
+    """A request the page answers with a 4xx status and one line saying why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def make_app(store: LabelStore, export_path: str | Path, access: PageAccess) -> Any:
+    """The ASGI app of the page (see the module docstring): `/` the page, `/api/*` its JSON calls, open to the
+    holders of `access`'s tokens from the page's own host and origin."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    def answer(annotator: str, pair: dict[str, Any] | None) -> JSONResponse:
-        return JSONResponse({"pair": shown(pair), "progress": store.progress(annotator)})
+    # The links carry tokens: no page may frame this one, no request sends its URL on, nothing is cached.
+    private = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY",
+               "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}  # fmt: skip
 
-    async def call(request: Request, handler: Any) -> JSONResponse:
+    def checked_origin(request: Request) -> None:
+        host = request.headers.get("host")
+        if not access.host_allowed(host):
+            raise RequestRefused(403, f"host {host!r} is not this page's (align annotate --allowed_hosts NAME)")
+        if not access.origin_allowed(request.headers.get("origin"), host):
+            raise RequestRefused(403, f"origin {request.headers.get('origin')!r} is not this page's")
+
+    def checked_caller(request: Request) -> Any:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        caller = access.caller(token.strip() if scheme.lower() == "bearer" else None)
+        if caller is None:
+            raise RequestRefused(401, "no valid token: open the link align annotate printed")
+        return caller
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        if request.method != "POST":
+            return dict(request.query_params)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestRefused(415, f"expected Content-Type application/json, got {kind or 'none'!r}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise RequestRefused(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():  # a chunked body declares no length: count it as it comes
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise RequestRefused(413, f"the body is over {MAX_BODY_BYTES} bytes")
         try:
-            body = await request.json() if request.method == "POST" else dict(request.query_params)
-            if not isinstance(body, dict):
-                raise AnnotationError("expected a JSON object")
-            return handler(body)
-        except (AnnotationError, json.JSONDecodeError) as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+            raise RequestRefused(400, "the body is not a JSON object") from None
+        if not isinstance(body, dict):
+            raise RequestRefused(400, "the body is not a JSON object")
+        return body
 
-    async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(PAGE_HTML)
+    def annotator_of(caller: Any, body: dict[str, Any]) -> str:
+        """The annotator a call acts for: the one its link fixes, else (names typed on the page) the body's."""
+        named = body.get("annotator")
+        if caller.annotator is not None:
+            if named is not None and named != caller.annotator:
+                raise RequestRefused(403, f"this link labels as {caller.annotator}, not as {_short(named)}")
+            return caller.annotator
+        if access.annotators:
+            raise RequestRefused(403, "the owner's link does not label; each annotator uses their own link")
+        return check_annotator(named)
 
-    async def next_pair(request: Request) -> JSONResponse:
-        return await call(request, lambda body: answer(body.get("annotator"), store.next_pair(body.get("annotator"))))
+    def api(handler: Any) -> Any:
+        """An API endpoint: the checks (host, origin, token, body) in that order, then `handler(caller, body)`."""
 
-    async def label(request: Request) -> JSONResponse:
-        def save(body: dict[str, Any]) -> JSONResponse:
-            store.add(body.get("annotator"), body.get("label") or {})
-            return answer(body["annotator"], store.next_pair(body["annotator"]))
+        async def endpoint(request: Request) -> Response:
+            try:
+                checked_origin(request)
+                caller = checked_caller(request)
+                return JSONResponse(handler(caller, await json_body(request)), headers=private)
+            except RequestRefused as refused:
+                return JSONResponse({"error": str(refused)}, status_code=refused.status, headers=private)
+            except AnnotationError as error:
+                return JSONResponse({"error": str(error)}, status_code=400, headers=private)
 
-        return await call(request, save)
+        return endpoint
 
-    async def undo(request: Request) -> JSONResponse:
-        return await call(request, lambda body: answer(body.get("annotator"), store.undo(body.get("annotator"))))
+    def answer(annotator: str, pair: dict[str, Any] | None) -> dict[str, Any]:
+        return {"pair": shown(pair), "progress": store.progress(annotator)}
 
-    async def export(request: Request) -> JSONResponse:
-        return await call(request, lambda body: JSONResponse({**store.export(export_path), "path": str(export_path)}))
+    def session(caller: Any, body: dict[str, Any]) -> dict[str, Any]:
+        fixed = bool(access.annotators)
+        return {"annotator": caller.annotator, "owner": caller.annotator is None, "names_fixed": fixed}
 
-    async def stats(request: Request) -> JSONResponse:
-        return JSONResponse(store.stats())
+    def next_pair(caller: Any, body: dict[str, Any]) -> dict[str, Any]:
+        annotator = annotator_of(caller, body)
+        return answer(annotator, store.next_pair(annotator))
 
-    return Starlette(
+    def label(caller: Any, body: dict[str, Any]) -> dict[str, Any]:
+        annotator = annotator_of(caller, body)
+        store.add(annotator, body.get("label"))
+        return answer(annotator, store.next_pair(annotator))
+
+    def undo(caller: Any, body: dict[str, Any]) -> dict[str, Any]:
+        annotator = annotator_of(caller, body)
+        return answer(annotator, store.undo(annotator))
+
+    def export(caller: Any, body: dict[str, Any]) -> dict[str, Any]:
+        return {**store.export(export_path), "path": str(export_path)}
+
+    async def page(request: Request) -> Response:
+        try:
+            checked_origin(request)
+        except RequestRefused as refused:
+            return Response(str(refused), status_code=refused.status, media_type="text/plain", headers=private)
+        return HTMLResponse(PAGE_HTML, headers=private)
+
+    app = Starlette(
         routes=[
             Route("/", page),
-            Route("/api/next", next_pair),
-            Route("/api/label", label, methods=["POST"]),
-            Route("/api/undo", undo, methods=["POST"]),
-            Route("/api/export", export, methods=["POST"]),
-            Route("/api/stats", stats),
+            Route("/api/session", api(session)),
+            Route("/api/next", api(next_pair)),
+            Route("/api/label", api(label), methods=["POST"]),
+            Route("/api/undo", api(undo), methods=["POST"]),
+            Route("/api/export", api(export), methods=["POST"]),
+            Route("/api/stats", api(lambda caller, body: store.stats())),
         ]
     )
+    return app
 
 
 PAGE_HTML = (Path(__file__).parent / "annotation_page.html").read_text(encoding="utf-8")
