@@ -13,7 +13,7 @@ notes of all) as the file the round reads (`round-N/collect/annotated.jsonl`, `a
 gives the agreement on double-annotated pairs and each annotator's strength histogram.
 
 `make_app` serves it all as a small ASGI app (Starlette: one HTML page with plain JavaScript, and a JSON API);
-`recipes/annotate.py` runs it with uvicorn. The web packages are the optional extra `align[annotate]`. Every API
+`recipes/annotate.py` runs it with uvicorn. The web packages are the optional extra `align-rlhf[annotate]`. Every API
 call needs a token of the page's links, from the page's own host and origin (`align.annotation_access`), and
 takes only a JSON object of at most `MAX_BODY_BYTES`; anything else is a 4xx with its reason, never a 500.
 """

@@ -1,4 +1,4 @@
-"""Public benchmarks of a checkpoint through lm-evaluation-harness (the optional extra `align[eval]`).
+"""Public benchmarks of a checkpoint through lm-evaluation-harness (the optional extra `align-rlhf[eval]`).
 
 The Llama 2 paper evaluates each model on truthfulness and safety benchmarks beside its human and reward-model
 judgements (TruthfulQA, ToxiGen, BOLD; Tables 11 and 14). `run_benchmarks` runs harness tasks on a checkpoint
@@ -21,7 +21,7 @@ from typing import Any
 
 BENCHMARKS_HELP = (
     "comma-separated lm-evaluation-harness tasks run on each round's policy, one report column each (e.g. "
-    "truthfulqa_mc2,toxigen; needs pip install 'align[eval]'); your own task YAMLs: benchmark_include_path"
+    "truthfulqa_mc2,toxigen; needs pip install 'align-rlhf[eval]'); your own task YAMLs: benchmark_include_path"
 )
 INCLUDE_HELP = "a folder of your own lm-evaluation-harness task YAML files (local data, no download)"
 LIMIT_HELP = "at most this many examples per benchmark task (a quick look; the full task when unset)"
@@ -37,7 +37,7 @@ def _task_manager(include_path: str | None) -> Any:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError(
-            "benchmarks: need lm-evaluation-harness, which is not installed: pip install 'align[eval]'"
+            "benchmarks: need lm-evaluation-harness, which is not installed: pip install 'align-rlhf[eval]'"
         ) from None
     if include_path and not os.path.isdir(include_path):
         raise FileNotFoundError(f"benchmark_include_path: no folder at {include_path}")

@@ -28,7 +28,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .checkpoint import EXTEND_HELP, RESUME_HELP, release_run_locks
-from .io import DiskFullError, load_yaml, read_text, shipped_path
+from .io import DiskFullError, load_yaml, read_text, shipped_config, shipped_config_names, shipped_path
 from .reward_sources import RewardSourceError
 
 ConfigT = TypeVar("ConfigT")
@@ -75,11 +75,15 @@ def _suggest(name: str, known: list[str]) -> str:
 
 
 def load_yaml_config(path: str | Path, config_class: type) -> dict[str, Any]:
-    """The YAML mapping of `path` (align's shipped `recipes/configs/...` from any folder), every key checked against
-    the fields of `config_class`."""
-    path = shipped_path(path)
+    """The YAML mapping of `path`, every key checked against the fields of `config_class`. `path` may also be
+    align's shipped `recipes/configs/...` (from any folder) or a shipped config's name for this stage
+    (`--config world_small`; the stage folder is `config_class.shipped_configs`)."""
+    stage = getattr(config_class, "shipped_configs", None)
+    by_name = shipped_config(str(path), stage) if stage and not Path(path).exists() else None
+    path = by_name or shipped_path(path)
     if not path.is_file():
-        raise ConfigError(f"--config: no file at {path}")
+        names = f" (nor a config align ships by that name: {', '.join(shipped_config_names(stage))})" if stage else ""
+        raise ConfigError(f"--config: no file at {path}{names}")
     try:
         values = load_yaml(read_text(path)) or {}
     except ValueError as error:  # not UTF-8: named by file and line

@@ -85,17 +85,35 @@ def naming_a_full_disk(folder: str | os.PathLike, needed: int | None = None, wha
 
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout of an editable install (`pip install -e .`)
+PACKAGE = Path(__file__).resolve().parent
+# What align ships inside the package (a wheel holds them too), by the path its defaults and docs give them: the
+# configs (recipes/configs in a checkout is a link to align/configs) and the demo world's tokenizer.
+SHIPPED_FOLDERS = {("recipes", "configs"): PACKAGE / "configs", ("data", "tokenizer"): PACKAGE / "world" / "tokenizer"}
 
 
 def shipped_path(path: str | os.PathLike) -> Path:
-    """`path` itself, or, for a relative path under `recipes/` or `data/` (the configs and the demo's tokenizer that
-    align ships, which its defaults name) that is not found from the working folder, the same path in align's
-    checkout: `align round 3` then works from any folder, as a console command should."""
+    """`path` itself, or, for a relative `recipes/configs/...` or `data/tokenizer` path (the configs and the demo
+    tokenizer that align ships, which its defaults name) that is not found from the working folder, the same file
+    in the installed package: `align round 3` then works from any folder and from a wheel, as a command should."""
     path = Path(path)
-    if path.exists() or path.is_absolute() or path.parts[:1] not in (("recipes",), ("data",)):
+    if path.exists() or path.is_absolute():
         return path
-    shipped = CHECKOUT / path
-    return shipped if shipped.exists() else path
+    for prefix, folder in SHIPPED_FOLDERS.items():
+        if path.parts[: len(prefix)] == prefix:
+            return folder.joinpath(*path.parts[len(prefix) :])
+    return path
+
+
+def shipped_config(name: str, stage: str) -> Path | None:
+    """The config align ships as `name` for `stage` (`world_small` for "sft": align/configs/sft/world_small.yaml),
+    or None."""
+    path = PACKAGE / "configs" / stage / f"{name}.yaml"
+    return path if "/" not in name and path.is_file() else None
+
+
+def shipped_config_names(stage: str) -> list[str]:
+    """The names of the configs align ships for `stage`."""
+    return sorted(path.stem for path in (PACKAGE / "configs" / stage).glob("*.yaml"))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -123,6 +123,8 @@ class PPOConfig:
     grad clip 1.0, constant lr 1e-6, beta 0.01, clip range 0.2, batch 512 prompts, mini-batch 64, one gradient
     step per mini-batch. Field names follow TRL's former `PPOConfig` where it had one."""
 
+    shipped_configs = "ppo"  # `--config NAME`: align/configs/ppo/NAME.yaml (not a field)
+
     policy: str = field(default="", metadata={"help": "checkpoint to start from (rejection-sampled or SFT model)"})
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})

@@ -39,6 +39,8 @@ class PretrainConfig(TrainerStageConfig):
     """Pretraining settings; defaults are the paper's (7B: sequences of 4096, peak lr 3e-4, 2000 warmup steps,
     cosine to 10%). The optimizer fields come from `TrainerStageConfig`."""
 
+    shipped_configs = "pretrain"  # `--config NAME`: align/configs/pretrain/NAME.yaml (not a field)
+
     output_dir: str = field(default="runs/pretrain", metadata={"help": "run folder: checkpoints, metrics, final/"})
     model_preset: str = field(default="7b", metadata={"help": f"model size preset, one of {sorted(PRESETS)}"})
     init_from: str | None = field(

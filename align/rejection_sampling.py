@@ -61,6 +61,8 @@ from .sources import describe_sources, require_source
 class RejectionSamplingConfig:
     """Rejection-sampling settings (docs/method.md §6): K samples per prompt, temperature, the two reward models."""
 
+    shipped_configs = "rejection_sampling"  # `--config NAME`: align/configs/rejection_sampling/NAME.yaml (not a field)
+
     policy: str = field(default="", metadata={"help": "checkpoint of the current policy (the chat model)"})
     helpfulness_rm: str = field(default="", metadata={"help": "helpfulness reward model checkpoint"})
     safety_rm: str = field(default="", metadata={"help": "safety reward model checkpoint"})

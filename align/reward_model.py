@@ -60,6 +60,8 @@ class RewardModelConfig(TrainerStageConfig):
     """Reward-model settings; defaults are the paper's (1 epoch, lr 1e-5 cosine to 10%, warmup 3%, >= 5 steps,
     batch 512 pairs over the processes). The optimizer fields come from `TrainerStageConfig`."""
 
+    shipped_configs = "reward_model"  # `--config NAME`: align/configs/reward_model/NAME.yaml (not a field)
+
     model: str = field(default="", metadata={"help": "chat (SFT) checkpoint to initialise from"})
     target: str = field(default="helpfulness", metadata={"help": "helpfulness or safety"})
     output_dir: str = field(default="runs/reward_model", metadata={"help": "run folder"})

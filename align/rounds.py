@@ -143,6 +143,8 @@ class AnnotationNeeded(RuntimeError):
 class RoundsConfig:
     """Settings of a run of rounds; each stage's own settings live in the YAML file named here."""
 
+    shipped_configs = "rlhf_round"  # `--config NAME`: align/configs/rlhf_round/NAME.yaml (not a field)
+
     round: int = field(default=1, metadata={"help": "run rounds 1..N (missing earlier rounds run first)"})
     name: str = field(default="demo", metadata={"help": "run name: outputs under <runs_dir>/<name>/"})
     runs_dir: str = field(default="runs", metadata={"help": "folder of all runs"})
@@ -450,8 +452,10 @@ class Manifest:
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
-    for package in ("align", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub"):
+    from . import __version__
+
+    versions = {"align": __version__}  # by import: the distribution is align-rlhf
+    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -45,6 +45,8 @@ class SFTConfig(TrainerStageConfig):
     """SFT settings; defaults are the paper's (2 epochs, lr 2e-5 cosine, weight decay 0.1, batch 64, 4096 tokens).
     The optimizer fields come from `TrainerStageConfig`."""
 
+    shipped_configs = "sft"  # `--config NAME`: align/configs/sft/NAME.yaml (not a field)
+
     model: str = field(
         default="", metadata={"help": "checkpoint to start from: any transformers decoder (Llama, Qwen, Mistral, ...)"}
     )

@@ -52,7 +52,8 @@ def test_missing_config_file(tmp_path):
     "argv, message",
     [
         (["--lrr", "1"], "pretrain.py: error: unknown option --lrr (did you mean '--lr'?)"),
-        (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml"),
+        (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml (nor a config align ships by that name: "
+                                         "70b, 7b, world_small, world_tiny)"),
         (
             ["--model_preset", "tiny", "--dataset", "world", "--tokenizer", "no/such/dir"],
             "pretrain.py: error: tokenizer: no directory at no/such/dir",
@@ -81,9 +82,14 @@ CHAINED = {
     "ppo.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-", "prompts": "world"},
     "rejection_sampling.yaml": {"policy": "-", "helpfulness_rm": "-", "safety_rm": "-", "prompts": "world"},
 }
+CHAINED["world_tiny_reward_model.yaml"] = CHAINED["reward_model_update.yaml"]
+CHAINED["world_tiny_ppo.yaml"] = CHAINED["ppo.yaml"]
+CHAINED["world_tiny_rejection_sampling.yaml"] = CHAINED["rejection_sampling.yaml"]
+CHAINED["world_tiny_sft.yaml"] = {"model": "-", "dataset": "world"}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "configs").glob("*/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "configs").glob("*/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")  # fmt: skip
 def test_every_shipped_config_file_builds_its_config(path):
     """A typo in a shipped YAML (a key, a type, a bad value) fails here rather than in a user's run."""
     from align.ppo import PPOConfig
@@ -107,6 +113,12 @@ def test_every_shipped_config_file_builds_its_config(path):
             "ppo.yaml": PPOConfig,
             "world_small.yaml": recipe_config("rlhf_round.py"),
             "7b.yaml": recipe_config("rlhf_round.py"),
+            "world_tiny.yaml": recipe_config("rlhf_round.py"),
+            "world_tiny_pretrain.yaml": PretrainConfig,
+            "world_tiny_sft.yaml": SFTConfig,
+            "world_tiny_reward_model.yaml": RewardModelConfig,
+            "world_tiny_rejection_sampling.yaml": RejectionSamplingConfig,
+            "world_tiny_ppo.yaml": PPOConfig,
         }[path.name]
     values = {**load_yaml_config(path, config_class), **CHAINED.get(path.name, {})}
     config_class(**values)

@@ -1,4 +1,4 @@
-"""`align`: one command for every stage and tool of the pipeline (the console script of `pip install align`).
+"""`align`: one command for every stage and tool of the pipeline (the console script of `pip install align-rlhf`).
 
     align <command> [options]          # e.g. align sft --config recipes/configs/sft/world_small.yaml
     align <command> --help             # the stage, every option with its default, examples
@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("align.cli.export", "write a checkpoint as a plain transformers Llama directory"),
     "annotate": ("align.cli.annotate", "label a round's comparisons in the browser"),
     "report": ("align.cli.report", "rebuild a run's report.md / report.html from its evaluations"),
-    "evaluate": ("align.cli.evaluate", "lm-evaluation-harness benchmarks on a checkpoint (align[eval])"),
+    "evaluate": ("align.cli.evaluate", "lm-evaluation-harness benchmarks on a checkpoint (align-rlhf[eval])"),
     "bench": ("align.cli.bench", "run a benchmark of eval/bench/ (source checkout)"),
 }
 
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         raise SystemExit(0 if argv else 2)
     if argv[0] == "--version":
-        from importlib.metadata import version
+        from align import __version__
 
-        print(f"align {version('align')}")
+        print(f"align {__version__}")
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -1,5 +1,5 @@
 """Run lm-evaluation-harness tasks on a checkpoint (docs/reports.md, "Public benchmarks"; needs
-`pip install 'align[eval]'`).
+`pip install 'align-rlhf[eval]'`).
 
     align evaluate --model runs/demo/round-3/ppo/final --benchmarks truthfulqa_mc2,toxigen
     align evaluate --model runs/mine/round-1/rejection_sampling/final --benchmarks my_task \\

@@ -198,7 +198,7 @@ def bench_qlora(args, device, peak) -> dict:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        return {"skipped": "bitsandbytes is not installed (pip install 'align[gpu]')"}
+        return {"skipped": "bitsandbytes is not installed (pip install 'align-rlhf[gpu]')"}
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
