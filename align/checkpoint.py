@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cards import run_card
 from .io import atomic_write_text, check_free_space, current_umask, naming_a_full_disk, read_text
 
 TRAINER_STATE = "trainer_state.json"
@@ -493,10 +494,9 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
     checkpoint = prepare_run(output_dir, config, is_main=trainer.is_world_process_zero(), needed_bytes=needed)
     trainer.add_callback(RotateByStep())
     trainer.add_callback(stop_on_non_finite())
-    # TRL's card links a local base model as "[None](https://huggingface.co/None)"; ours names it as given.
-    trainer.create_model_card = lambda *args, **kwargs: atomic_write_text(
-        output_dir / "README.md", run_card(output_dir, getattr(config, "model", None), facts.get("data_sources"))
-    )
+    # TRL's card links a local base model as "[None](https://huggingface.co/None)" and is written at every
+    # checkpoint; align writes the run's card once, from final/ and DONE.json (align.cards).
+    trainer.create_model_card = lambda *args, **kwargs: None
     with naming_a_full_disk(output_dir, needed, what):
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output_dir / "final"
@@ -518,23 +518,11 @@ def run_trainer(trainer: Any, config: Any, tokenizer: Any, finalize: Any = None,
             resume_points=resumes,
             **facts,
         )
+        stage = getattr(type(config), "shipped_configs", None)
+        atomic_write_text(output_dir / "README.md", run_card(output_dir, stage, getattr(config, "model", None)))
         release_run_lock(output_dir)
     trainer.accelerator.wait_for_everyone()
     return final
-
-
-def run_card(output_dir: Path, base: str | None, data_sources: dict[str, list[str]] | None) -> str:
-    """The README.md of a training run's folder: what it was trained from and on, and where the model is."""
-    is_hub_id = base is not None and not Path(base).exists() and base.count("/") == 1
-    front_matter = ["---", "library_name: transformers", "tags: [align, llama-2]",
-                    *([f"base_model: {base}"] if is_hub_id else []), "---"]  # fmt: skip
-    origin = f"`{base}`" if base else "randomly initialised weights"
-    lines = [*front_matter, f"# {output_dir.name}", "",
-             f"Trained with align from {origin}. The model is `final/` (its `config.json` names its architecture); "
-             "`checkpoint-N/` are resumable training states."]  # fmt: skip
-    if data_sources:
-        lines += ["", "Data:", *(f"- {name}: {', '.join(values)}" for name, values in data_sources.items())]
-    return "\n".join(lines) + "\n"
 
 
 EXPORT_LLAMA_HELP = "also write the final policy here as a plain transformers Llama directory (with its tokenizer)"

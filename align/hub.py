@@ -4,8 +4,8 @@
     pull_checkpoint("me/align-demo@round-3-ppo", "runs/from_hub/round-3-ppo")
 
 A Hub target gets the folder's files (safetensors, config, tokenizer; or a LoRA adapter folder) plus a
-generated model card with the
-stage's metrics, as one commit on its own branch. A target that is a local path or an fsspec URL
+model card (align.cards: architecture, training data with hashes, settings, metrics, how to load it), as one
+commit on its own branch. A target that is a local path or an fsspec URL
 (`file://`, `s3://`, ... shared storage on clusters) gets the files under `<target>/<revision>/`. The Hub
 endpoint is `endpoint`, else `HF_ENDPOINT`; the token is `token`, else the usual places (`HF_TOKEN`, the
 cached login). Failures raise `HubError` naming the target and the cause; nothing local is touched by a push.
@@ -22,6 +22,7 @@ import fsspec
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
+from .cards import model_card
 from .checkpoint import (
     SAFETENSORS_HOWTO,
     WRITTEN_MARKER,
@@ -59,49 +60,13 @@ def split_revision(spec: str) -> tuple[str, str]:
     return target, revision or "main"
 
 
-def model_card(repo_id: str, revision: str, metrics: dict[str, Any] | None, base: str | None) -> str:
-    """A model card (README.md) for one stage's checkpoint: how to load it, where it came from, its metrics.
-    For a local or fsspec target the snippets load the folder `<target>/<revision>` itself."""
+def load_arguments(repo_id: str, revision: str) -> str:
+    """How a pushed checkpoint is named in `from_pretrained(...)`: the repo and revision on the Hub; for a local or
+    fsspec target the folder `<target>/<revision>` itself."""
     if is_hub_target(repo_id):
-        where = f'"{repo_id}", revision="{revision}"'
-    else:
-        where = '"' + (f"{repo_id.rstrip('/')}/{revision}" if "://" in repo_id else
-                       str(Path(repo_id).expanduser().resolve() / revision)) + '"'  # fmt: skip
-    rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
-                     for name, value in (metrics or {}).items())  # fmt: skip
-    return f"""---
-library_name: transformers
-tags: [align, llama-2, rlhf]
----
-# {repo_id} @ {revision}
-
-A checkpoint of the `align` Llama 2 alignment pipeline (stage `{revision}`{f", from `{base}`" if base else ""}).
-
-With `align` installed (`pip install align`; importing it registers the model with transformers):
-
-```python
-import align
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained({where})
-tokenizer = AutoTokenizer.from_pretrained({where})
-```
-
-Without it, with transformers alone: the checkpoint carries its configuration and modeling code (`auto_map`);
-pass `trust_remote_code=True` to the tokenizer too, since it reads the same config.json.
-
-```python
-model = AutoModelForCausalLM.from_pretrained({where}, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained({where}, trust_remote_code=True)
-```
-
-A reward model loads the same way with `AutoModelForSequenceClassification`. For tools that only know Llama
-(serving engines, converters), `align.export_to_llama(model, "llama-dir")` writes a plain `LlamaForCausalLM`
-directory with the tokenizer.
-
-| metric | value |
-|---|---|
-{rows}
-"""
+        return f'"{repo_id}", revision="{revision}"'
+    return '"' + (f"{repo_id.rstrip('/')}/{revision}" if "://" in repo_id else
+                  str(Path(repo_id).expanduser().resolve() / revision)) + '"'  # fmt: skip
 
 
 def push_checkpoint(
@@ -116,7 +81,8 @@ def push_checkpoint(
 ) -> str:
     """Upload a checkpoint folder to `target` at `revision`; returns where it went (a URL or a path)."""
     folder = require_checkpoint_dir(folder, "checkpoint to push")
-    card = model_card(target, revision, metrics, base)
+    card = model_card(folder, title=f"{target} @ {revision}", where=load_arguments(target, revision), stage=revision,
+                      base=base, metrics=metrics)  # fmt: skip
     try:
         if not is_hub_target(target):
             return _copy_to_storage(folder, target, revision, card)

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_cards import assert_no_empty_section
 
 from align.cli import main as align
 from align.modeling import UnsupportedModelError, load_causal_lm, load_sequence_classifier
+from align.sources import file_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +96,14 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         assert torch.equal(policy.lm_head.weight, policy.model.embed_tokens.weight)  # still tied
     metrics = json.loads(Path("runs/mine/round-1/evaluate/metrics.json").read_text())
     assert metrics["prompts"] == 7 and 0 <= metrics["win_rate_vs_sft"] <= 1
+    # The runs' cards say what the model is (its own family, loadable by transformers alone) and what it saw.
+    for run, pipeline in (("sft", "text-generation"), ("rm_helpfulness", "text-classification")):
+        card = Path(run, "README.md").read_text()
+        assert f"tags: [align, rlhf, {original['model_type']}, " in card and "llama-2" not in card, card[:400]
+        assert f"pipeline_tag: {pipeline}" in card and "no align needed" in card
+        assert_no_empty_section(card)
+    helpfulness = Path(data["helpfulness"])
+    assert f"{helpfulness} (sha256 {file_hash(helpfulness)})" in Path("rm_helpfulness", "README.md").read_text()
 
 
 def test_a_llama3_checkpoint_moves_into_align_llama_only_when_asked(tmp_path):
