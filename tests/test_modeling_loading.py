@@ -104,6 +104,9 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         assert_no_empty_section(card)
     helpfulness = Path(data["helpfulness"])
     assert f"{helpfulness} (sha256 {file_hash(helpfulness)})" in Path("rm_helpfulness", "README.md").read_text()
+    report = Path("runs/mine/report.md").read_text()  # the given models are marked as given, not as trained
+    assert "| 0 (SFT) | sft (given), reward_model_helpfulness (given)" in report
+    assert "| 0 | sft | given (--sft_model), not trained |" in report
 
 
 def test_a_llama3_checkpoint_moves_into_align_llama_only_when_asked(tmp_path):

@@ -384,7 +384,8 @@ def markdown_report(run: RunSummary) -> str:
         number = row["round"]
         label = "0 (SFT)" if number == 0 else str(number)
         cells = " | ".join(cell_text(row, key) for key, _ in run.columns)
-        stages = ", ".join(run.stages(number)) or "given checkpoints"
+        stages = ", ".join(f"{stage} (given)" if "given" in facts else stage
+                           for stage, facts in run.stages(number).items()) or "given checkpoints"  # fmt: skip
         lines.append(f"| {label} | {stages} | {cells} | {elo_text(run, number)} |")
     lines += ["", "![progress](progress.png)", ""]
     lines += diagnostics_table(run)
@@ -394,7 +395,8 @@ def markdown_report(run: RunSummary) -> str:
               "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
     for row in run.rows:
         for stage, facts in run.stages(row["round"]).items():
-            lines.append(f"| {row['round']} | {stage} | {seconds_text(facts.get('seconds'))} |")
+            took = f"given (--{facts['given']}), not trained" if "given" in facts else seconds_text(facts.get("seconds"))
+            lines.append(f"| {row['round']} | {stage} | {took} |")
     rounds_by_versions: dict[str, list[str]] = {}
     for row in run.rows:
         versions = ", ".join(f"{k} {v}" for k, v in run.versions(row["round"]).items()) or "not recorded"
