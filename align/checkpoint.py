@@ -36,6 +36,7 @@ from typing import Any
 
 from .cards import run_card
 from .io import atomic_write_text, check_free_space, current_umask, naming_a_full_disk, read_text
+from .sources import WORLD
 
 TRAINER_STATE = "trainer_state.json"
 DONE_MARKER = "DONE.json"
@@ -119,10 +120,13 @@ def require_own_output_dir(output_dir: Path) -> None:
 def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
     """Save `model` (and `tokenizer`, if given) with `save_pretrained` into `path`, atomically."""
 
+    from .data.tokenizer import keep_the_users_tokenizer_config
+
     def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+            keep_the_users_tokenizer_config(tokenizer, staging)
 
     return write_directory_atomic(write, path)
 
@@ -297,13 +301,25 @@ def _recorded_config(path: Path) -> dict[str, Any]:
     return recorded
 
 
+def recorded_config(config: Any) -> dict[str, Any]:
+    """`config` as align records it (run_config.json, the rounds' manifest): JSON values, and no `world_*`
+    settings in a run that uses no part of the demo world (no field is 'world'), where they mean nothing."""
+    return without_unused_world_fields(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+
+
+def without_unused_world_fields(record: dict[str, Any]) -> dict[str, Any]:
+    if any(value == WORLD for value in record.values()):
+        return record
+    return {name: value for name, value in record.items() if not name.startswith("world_")}
+
+
 def check_same_run(output_dir: Path, current: dict[str, Any], what: str) -> None:
     """RunFolderError naming the first field (other than the run's length or logging) in which the run recorded
     in `output_dir` differs from `current`; nothing when no run config is recorded there."""
     recorded_path = output_dir / RUN_CONFIG
     if not recorded_path.is_file():
         return
-    recorded = _recorded_config(recorded_path)
+    recorded = without_unused_world_fields(_recorded_config(recorded_path))  # as recorded before they were left out
     for name in sorted(set(recorded) | set(current)):
         if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
             raise RunFolderError(
@@ -333,7 +349,7 @@ def resumable_checkpoint(output_dir: str | os.PathLike, config: Any, extra_work:
     if not getattr(config, "resume", True):
         return None
     if prior_work(output_dir) or extra_work:
-        check_same_run(output_dir, json.loads(json.dumps(dataclasses.asdict(config), default=str)), "a run")
+        check_same_run(output_dir, recorded_config(config), "a run")
     return last_complete_checkpoint(output_dir)
 
 
@@ -367,8 +383,7 @@ def prepare_run(
         for path in previous + ([recorded_path] if recorded_path.is_file() else []):
             os.rename(path, aside / path.name)
         logger.warning("resume=false: moved the previous run in %s aside to %s", output_dir, aside)
-    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    atomic_write_text(recorded_path, json.dumps(current, indent=2) + "\n")
+    atomic_write_text(recorded_path, json.dumps(recorded_config(config), indent=2) + "\n")
     if checkpoint is not None:
         print(f"{output_dir}: resuming from {checkpoint} (the last complete checkpoint)", flush=True)
     return checkpoint
@@ -389,7 +404,7 @@ def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "fina
             if (output_dir / RUN_CONFIG).is_file():
                 _recorded_config(output_dir / RUN_CONFIG)
         return None
-    check_same_run(output_dir, json.loads(json.dumps(dataclasses.asdict(config), default=str)), "a finished run")
+    check_same_run(output_dir, recorded_config(config), "a finished run")
     path = output_dir / result
     if int(os.environ.get("RANK", "0")) == 0:
         print(

@@ -70,6 +70,7 @@ from .checkpoint import (
     check_vocabulary,
     is_done,
     mark_done,
+    recorded_config,
     require_model_dir,
     require_reward_model_dir,
 )
@@ -749,7 +750,7 @@ class Rounds:
             config = self.settings(f"{target}_rm", RewardModelConfig, getattr(self.config, f"{target}_rm_config"),
                                    model=str(self.sft_model), target=target, output_dir=str(folder),
                                    **self.reward_model_data(0, target))  # fmt: skip
-            return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config),
+            return {"final": str(train_reward_model(config)), "config": recorded_config(config),
                     "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
         return Path(self.run_stage(0, f"reward_model_{target}", train)["final"])
@@ -795,7 +796,7 @@ class Rounds:
                     data_format=self.config.eval_format, helpfulness_format=None, safety_format=None,
                     eval_data="none", world_seed=self.config.world_seed, seed=self.config.seed,
                 )  # fmt: skip
-                return {"final": str(train_reward_model(config)), "config": dataclasses.asdict(config),
+                return {"final": str(train_reward_model(config)), "config": recorded_config(config),
                         "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
             judges[target] = Path(self.run_stage(0, f"judge_{target}", train)["final"])
@@ -1002,7 +1003,7 @@ class Rounds:
         config = self.settings(stage, RewardModelConfig, yaml_path, model=str(parent), target=target,
                                output_dir=str(folder), seed=self.config.seed + n, **data)  # fmt: skip
         final = train_reward_model(config)
-        return {"final": str(final), "config": dataclasses.asdict(config), "parent": str(parent),
+        return {"final": str(final), "config": recorded_config(config), "parent": str(parent),
                 **stage_done_facts(folder)}  # fmt: skip
 
     def rejection_sampling_temperature(self, n: int) -> dict[str, float]:
@@ -1051,7 +1052,7 @@ class Rounds:
             "pooled": pool,
             "parent": str(policy),
             "mean_best_reward": done.get("mean_best_reward"),
-            "config": dataclasses.asdict(config),
+            "config": recorded_config(config),
             **stage_done_facts(folder),
         }
 
@@ -1078,7 +1079,7 @@ class Rounds:
         return {
             "final": str(final),
             "parent": str(policy),
-            "config": dataclasses.asdict(config),
+            "config": recorded_config(config),
             **{k: v for k, v in done.items() if k.startswith("objective/")},
             **stage_done_facts(folder),
         }

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from test_cards import assert_no_empty_section
 
 from align.cli import main as align
+from align.data.tokenizer import SAVED_TOKENIZER_CHANGES
 from align.modeling import UnsupportedModelError, load_causal_lm, load_sequence_classifier
 from align.sources import file_hash
 
@@ -83,6 +84,15 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         if original.get("pad_token_id") is not None:
             assert saved["pad_token_id"] == original["pad_token_id"]
         assert (folder / "chat_template.jinja").read_text() == (user / "chat_template.jinja").read_text()
+        # The tokenizer's and generation settings come out as the user's, apart from what docs/model.md lists
+        # (a pad token, where the user's has none).
+        for name, allowed in SAVED_TOKENIZER_CHANGES.items():
+            if not (folder / name).is_file() and name == "generation_config.json" and folder in reward_models:
+                continue  # a sequence classifier has no generation settings
+            theirs, ours = json.loads((user / name).read_text()), json.loads((folder / name).read_text())
+            changed = {key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key)}
+            assert changed <= allowed, (folder, name, {k: (theirs.get(k), ours.get(k)) for k in changed})
+            assert all(theirs.get(key) is None for key in changed), (folder, name)
     # Loadable by transformers' own classes, no align code in the folder.
     policy = AutoModelForCausalLM.from_pretrained("runs/mine/round-1/ppo/final")
     reward = AutoModelForSequenceClassification.from_pretrained("rm_helpfulness/final")
@@ -104,20 +114,25 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         assert_no_empty_section(card)
     helpfulness = Path(data["helpfulness"])
     assert f"{helpfulness} (sha256 {file_hash(helpfulness)})" in Path("rm_helpfulness", "README.md").read_text()
+    for run in ("sft", "rm_helpfulness", "rs", "ppo"):  # no demo-world settings in runs on the user's data
+        assert not [key for key in json.loads(Path(run, "run_config.json").read_text()) if key.startswith("world_")]
+    assert '"world_' not in Path("runs/mine/manifest.json").read_text()
     report = Path("runs/mine/report.md").read_text()  # the given models are marked as given, not as trained
     assert "| 0 (SFT) | sft (given), reward_model_helpfulness (given)" in report
     assert "| 0 | sft | given (--sft_model), not trained |" in report
 
 
-def test_a_llama3_checkpoint_moves_into_align_llama_only_when_asked(tmp_path):
+def test_a_llama3_checkpoint_moves_into_align_llama_only_when_asked(tmp_path, capfd):
     """`as_align_llama`: the user's Llama 3 network (its llama3 RoPE included) in align's model, same logits;
     a Qwen2 checkpoint is refused with one line."""
     from user_project import family_model, texts
 
     llama, _ = family_model("llama3", texts())
     llama.eval().save_pretrained(tmp_path / "llama3")
+    capfd.readouterr()
     ours = load_causal_lm(tmp_path / "llama3", as_align_llama=True).eval()
     assert ours.config.model_type == "align_llama" and ours.config.rope_parameters["rope_type"] == "llama3"
+    assert "can yield errors" not in capfd.readouterr().err  # on purpose: no architecture warning
     ids = torch.randint(0, 600, (2, 100))  # past the original 64 positions
     torch.testing.assert_close(ours(ids).logits, llama(ids).logits, atol=1e-5, rtol=0)
     assert type(load_causal_lm(tmp_path / "llama3")).__name__ == "LlamaForCausalLM"  # the default: as it is

@@ -79,6 +79,41 @@ def check_chat_template_setting(value: str, option: str = "chat_template") -> No
         raise ValueError(f"{option}: expected 'tokenizer', 'llama2' or a .jinja file, got {value!r} (no such file)")
 
 
+# What transformers (5.x) records in a loaded tokenizer's init_kwargs and would write into tokenizer_config.json.
+LOADING_FACTS = ("is_local", "local_files_only")
+# The fields of a user's tokenizer_config.json and generation_config.json a stage's saved copy may change (and only
+# where the user's has none): training and batched generation need a pad token (docs/model.md).
+SAVED_TOKENIZER_CHANGES = {"tokenizer_config.json": {"pad_token"}, "generation_config.json": {"pad_token_id"}}
+
+
+def keep_the_users_tokenizer_config(tokenizer: PreTrainedTokenizerBase, saved: Path) -> None:
+    """Rewrite `saved`/tokenizer_config.json (just written by `tokenizer.save_pretrained`) as the one of the folder
+    the tokenizer was loaded from, changing only what align means to: the fields of SAVED_TOKENIZER_CHANGES the
+    user's file leaves empty, and a chat template held in the file that align replaced. Loading through the
+    Auto classes otherwise rewrites a user's file (a tokenizer class renamed after the model type, an unk token
+    added, transformers' loading facts), which no stage means to change."""
+    source = Path(str(tokenizer.name_or_path)) / "tokenizer_config.json"
+    written = saved / "tokenizer_config.json"
+    if not source.is_file() or not written.is_file() or source.resolve() == written.resolve():
+        return
+    try:
+        theirs, ours = json.loads(read_text(source)), json.loads(read_text(written))
+    except ValueError:
+        return  # a file transformers read but that is no JSON object: keep what transformers wrote
+    if not isinstance(theirs, dict) or not isinstance(ours, dict):
+        return
+    kept = dict(theirs)
+    for key in SAVED_TOKENIZER_CHANGES["tokenizer_config.json"]:
+        if theirs.get(key) is None and ours.get(key) is not None:
+            kept[key] = ours[key]
+    if "chat_template" in theirs and ours.get("chat_template") != theirs["chat_template"]:
+        if ours.get("chat_template") is None:
+            del kept["chat_template"]  # align's template is in chat_template.jinja now
+        else:
+            kept["chat_template"] = ours["chat_template"]
+    written.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str = "tokenizer") -> PreTrainedTokenizerBase:
     """Set the chat template `chat_template` asks for (module docstring) and a pad token."""
     check_chat_template_setting(chat_template)
@@ -125,4 +160,6 @@ def load_tokenizer(path: str | os.PathLike, chat_template: str = "tokenizer") ->
     except (OSError, ValueError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"tokenizer: {path}: not a tokenizer folder transformers can load ({reason})") from None
+    for loading_fact in LOADING_FACTS:  # how it was loaded, not a setting: the saved copy stays the user's
+        tokenizer.init_kwargs.pop(loading_fact, None)
     return prepare_tokenizer(tokenizer, chat_template)
