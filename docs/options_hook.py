@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import importlib
 import re
 
@@ -20,8 +21,9 @@ def options_table(module: str, name: str) -> str:
             default = f"`{field.default_factory()!r}`"
         else:
             default = "required"
-        help_text = " ".join(str(field.metadata.get("help", "")).split()).replace("|", "\\|")
-        default = default.replace("|", "\\|")
+        # Help texts name placeholders (`<runs_dir>/<name>/`): escaped, or the page would take them for HTML tags.
+        help_text = html.escape(" ".join(str(field.metadata.get("help", "")).split()), quote=False).replace("|", "\\|")
+        default = html.escape(default, quote=False).replace("|", "\\|")
         rows.append(f"| `--{field.name}` | {default} | {help_text} |")
     return "\n".join(rows)
 
