@@ -92,8 +92,9 @@ def _loading(described: dict[str, Any], where: str) -> list[str]:
                   f"model = {auto}.from_pretrained({where}, trust_remote_code=True)",
                   f"tokenizer = AutoTokenizer.from_pretrained({where}, trust_remote_code=True)", "```"]  # fmt: skip
     if described["kind"] == "causal LM":
-        lines += ["", "For tools that only know Llama (serving engines, converters): `align export <this folder> "
-                  "<llama-dir>` writes a plain `LlamaForCausalLM` directory with the tokenizer."]  # fmt: skip
+        lines += ["", "For tools that only know Llama (serving engines, converters): `align export --model "
+                  f"{where.split(',')[0]} --output_dir llama-dir` writes a plain `LlamaForCausalLM` directory with the "
+                  "tokenizer (pull a Hub revision first: `pull_checkpoint`)."]  # fmt: skip
     return lines
 
 
@@ -142,8 +143,10 @@ def model_card(
     if sources:
         lines += ["", "## Training data", ""]
         lines += [f"- {name}: {', '.join(map(str, values))}" for name, values in sources.items()]
-        lines += ["", "Files are named with the first 16 hex digits of their SHA-256; `world(seed=N)` is align's "
-                  "synthetic demo world."]  # fmt: skip
+        named = " ".join(str(value) for values in sources.values() for value in values)
+        notes = [*(["A file is named with the first 16 hex digits of its SHA-256."] if "(sha256 " in named else []),
+                 *(["`world(seed=N)` is align's synthetic demo world."] if "world(seed=" in named else [])]  # fmt: skip
+        lines += ["", " ".join(notes)] if notes else []
     if metrics:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {_value(value)} |" for name, value in metrics.items()]

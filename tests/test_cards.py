@@ -53,7 +53,8 @@ def test_a_card_of_aligns_decoder_names_its_data_with_hashes_settings_metrics_an
     assert "tags: [align, rlhf, align_llama, sft, llama-2]" in card and "base_model: meta-llama/Llama-2-7b-hf" in card
     assert f"{data} (sha256 {file_hash(data)})" in card
     assert "| train_loss | 1.25 |" in card and '"num_train_epochs": 2' in card
-    assert "pip install align-rlhf" in card and "trust_remote_code=True" in card and "align export" in card
+    assert "pip install align-rlhf" in card and "trust_remote_code=True" in card
+    assert f"align export --model \"{run / 'final'}\" --output_dir llama-dir" in card
     assert_no_empty_section(card)
     ids = torch.tensor([[1, 2, 3]])
     for loaded in run_snippets(card):  # import align, then transformers alone with the folder's own code
