@@ -99,9 +99,10 @@ def shipped_path(path: str | os.PathLike) -> Path:
     if path.exists() or path.is_absolute():
         return path
     for prefix, folder in SHIPPED_FOLDERS.items():
-        if path.parts[: len(prefix)] == prefix:
-            return folder.joinpath(*path.parts[len(prefix) :])
-    return path
+        shipped = folder.joinpath(*path.parts[len(prefix) :])
+        if path.parts[: len(prefix)] == prefix and shipped.exists():
+            return shipped
+    return path  # absent: named as the user gave it
 
 
 def shipped_config(name: str, stage: str) -> Path | None:

@@ -109,7 +109,8 @@ def test_a_user_project_through_the_align_command(tmp_path, user_models):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fine-tuned model:" in done.stdout
     card = (tmp_path / "sft" / "README.md").read_text()
-    assert f"Trained with align from `{data['model']}`" in card and "None" not in card
+    assert f"trained with align, the Llama 2 alignment pipeline on the Hugging Face stack (stage `sft`), from " \
+           f"`{data['model']}`" in card and "None" not in card  # fmt: skip
 
     done = align("reward-model", "--model", models["sft"], "--target", "safety", "--helpfulness_data",
                  data["helpfulness"], "--safety_data", data["safety"], "--eval_data", data["safety_eval"],
