@@ -128,7 +128,9 @@ def model_card(
     if described["model_type"] == "align_llama":
         tags.append("llama-2")
     pipeline = "text-classification" if described["kind"] == "reward model" else "text-generation"
-    is_hub_id = base is not None and not Path(base).exists() and base.count("/") == 1 and "://" not in base
+    from .hub import is_hub_target  # hub imports this module
+
+    is_hub_id = base is not None and is_hub_target(base)
     lines = ["---", "library_name: " + ("peft" if described["kind"] == "adapter" else "transformers"),
              f"pipeline_tag: {pipeline}", f"tags: [{', '.join(dict.fromkeys(tags))}]",
              *([f"base_model: {base}"] if is_hub_id else []), "---", f"# {title}", ""]  # fmt: skip
