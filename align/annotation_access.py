@@ -76,13 +76,20 @@ def hosts_for(bind_host: str, extra: list[str]) -> frozenset[str]:
     return frozenset(hosts - {""})
 
 
+def split_netloc(netloc: str) -> tuple[str, int | None]:
+    """(host, port) of a `Host` header or URL netloc, the host lower case without brackets: '[::1]:8765' ->
+    ('::1', 8765); a port that is not a number reads as none."""
+    parts = urlsplit(f"//{netloc.strip()}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port
+
+
 def host_of(netloc: str) -> str:
-    """The host name of a `Host` header or URL netloc, without port or brackets, lower case: '[::1]:8765' ->
-    '::1'."""
-    netloc = netloc.strip().lower()
-    if netloc.startswith("["):
-        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
-    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+    """The host name of a `Host` header or URL netloc (`split_netloc`)."""
+    return split_netloc(netloc)[0]
 
 
 def link_host(bind_host: str) -> str:
@@ -155,10 +162,6 @@ class PageAccess:
         if parts.scheme not in ("http", "https") or host_header is None:
             return False  # 'null' (a sandboxed frame, a file:// page) and anything else is not the page
         default_port = {"http": 80, "https": 443}[parts.scheme]
-        return _with_port(parts.netloc, default_port) == _with_port(host_header, default_port)
-
-
-def _with_port(netloc: str, default_port: int) -> str:
-    netloc = netloc.strip().lower()
-    has_port = netloc.rsplit("]", 1)[-1].count(":") == 1 if netloc.startswith("[") else netloc.count(":") == 1
-    return netloc if has_port else f"{netloc}:{default_port}"
+        host, port = split_netloc(host_header)
+        origin_host, origin_port = split_netloc(parts.netloc)
+        return (origin_host, origin_port or default_port) == (host, port or default_port)

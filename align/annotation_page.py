@@ -94,7 +94,7 @@ class AnnotationPageConfig:
             try:
                 check_annotator(name)
             except AnnotationError as error:
-                raise ValueError(f"annotators: {error}") from None
+                raise ValueError(f"annotators: {str(error).removeprefix('annotator: ')}") from None
         if len(set(names)) != len(names):
             raise ValueError(f"annotators: a name is given twice in {self.annotators!r}")
         for host in self.extra_hosts:
