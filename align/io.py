@@ -88,7 +88,8 @@ CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout of an edit
 PACKAGE = Path(__file__).resolve().parent
 # What align ships inside the package (a wheel holds them too), by the path its defaults and docs give them: the
 # configs (recipes/configs in a checkout is a link to align/configs) and the demo world's tokenizer.
-SHIPPED_FOLDERS = {("recipes", "configs"): PACKAGE / "configs", ("data", "tokenizer"): PACKAGE / "world" / "tokenizer"}
+SHIPPED_CONFIGS = PACKAGE / "configs"
+SHIPPED_FOLDERS = {("recipes", "configs"): SHIPPED_CONFIGS, ("data", "tokenizer"): PACKAGE / "world" / "tokenizer"}
 
 
 def shipped_path(path: str | os.PathLike) -> Path:
@@ -108,13 +109,13 @@ def shipped_path(path: str | os.PathLike) -> Path:
 def shipped_config(name: str, stage: str) -> Path | None:
     """The config align ships as `name` for `stage` (`world_small` for "sft": align/configs/sft/world_small.yaml),
     or None."""
-    path = PACKAGE / "configs" / stage / f"{name}.yaml"
+    path = SHIPPED_CONFIGS / stage / f"{name}.yaml"
     return path if "/" not in name and path.is_file() else None
 
 
 def shipped_config_names(stage: str) -> list[str]:
     """The names of the configs align ships for `stage`."""
-    return sorted(path.stem for path in (PACKAGE / "configs" / stage).glob("*.yaml"))
+    return sorted(path.stem for path in (SHIPPED_CONFIGS / stage).glob("*.yaml"))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
