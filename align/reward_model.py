@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,16 +218,14 @@ def sample_for_mix(own_count: int, other: datasets.Dataset, other_share: float, 
     return other.select(random.Random(seed).sample(range(len(other)), min(wanted, len(other))))
 
 
-def tokenize_pairs(
-    pairs: datasets.Dataset, tokenizer: Any, scheme: str, max_length: int, on_long: str = "skip", what: str = "pairs"
-) -> datasets.Dataset:
-    """Rows `chosen_ids`, `rejected_ids`, `margin` (+ `strength`, `is_safety`) for TRL's RewardTrainer.
-
-    A pair's `margin` (the data's own, or its strength's under the stage's scheme, as `load_pairs` reads them)
-    is used as is; a pair without one gets its strength's margin under `scheme`. Pairs longer than `max_length` raise or
-    are skipped and counted (logged); when none is left, ValueError naming `what` (the data set).
-    """
-    rows, too_long = [], 0
+def fitting_pairs(
+    pairs: datasets.Dataset, tokenizer: Any, max_length: int, on_long: str = "skip", what: str = "pairs"
+) -> Iterator[tuple[int, dict[str, Any], list[int], list[int]]]:
+    """(index, pair, chosen ids, rejected ids) of each pair whose prompt + longer answer fits in `max_length`
+    tokens of the chat format; a longer pair raises (`on_long="raise"`, naming it) or is skipped and counted
+    (logged at the end). When none fits, PreferenceDataError naming `what` (the data set). The reward models
+    and DPO read their pairs through it, so that no pair is ever cut or dropped silently."""
+    kept = too_long = 0
     for index, pair in enumerate(pairs):
         contents = [m["content"] for m in pair["prompt"]] + [max(pair["chosen"][0]["content"],
                                                                  pair["rejected"][0]["content"], key=len)]  # fmt: skip
@@ -246,6 +245,29 @@ def tokenize_pairs(
                 )
             too_long += 1
             continue
+        kept += 1
+        yield index, pair, chosen, rejected
+    if too_long:
+        logger.warning(
+            "%s: skipped %d of %d pairs longer than max_length=%d tokens", what, too_long, len(pairs), max_length
+        )
+    if not kept:
+        raise PreferenceDataError(
+            f"{what}: no pair fits in max_length={max_length} tokens (all {too_long} are longer); raise max_length"
+        )
+
+
+def tokenize_pairs(
+    pairs: datasets.Dataset, tokenizer: Any, scheme: str, max_length: int, on_long: str = "skip", what: str = "pairs"
+) -> datasets.Dataset:
+    """Rows `chosen_ids`, `rejected_ids`, `margin` (+ `strength`, `is_safety`) for TRL's RewardTrainer.
+
+    A pair's `margin` (the data's own, or its strength's under the stage's scheme, as `load_pairs` reads them)
+    is used as is; a pair without one gets its strength's margin under `scheme`. Pairs longer than `max_length`
+    raise or are skipped and counted (`fitting_pairs`).
+    """
+    rows = []
+    for _, pair, chosen, rejected in fitting_pairs(pairs, tokenizer, max_length, on_long, what):
         margin = pair["margin"] if pair.get("margin") is not None else margin_for_strength(pair["strength"], scheme)
         rows.append(
             {
@@ -255,14 +277,6 @@ def tokenize_pairs(
                 "strength": pair["strength"],
                 "is_safety": pair["is_safety"],
             }
-        )
-    if too_long:
-        logger.warning(
-            "%s: skipped %d of %d pairs longer than max_length=%d tokens", what, too_long, len(pairs), max_length
-        )
-    if not rows:
-        raise PreferenceDataError(
-            f"{what}: no pair fits in max_length={max_length} tokens (all {too_long} are longer); raise max_length"
         )
     return datasets.Dataset.from_list(rows)
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import align.reports.rounds
-from align.rounds import Rounds, RoundsConfig
+from align.rounds import Rounds, RoundsConfig, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = vars(align.reports.rounds)
@@ -22,7 +22,7 @@ def main() -> None:
     config = RoundsConfig(**json.loads(Path(sys.argv[1]).read_text()))
     rounds = Rounds(config)
     policy = Path(config.sft_model)
-    rounds.run_stage(1, "collect", lambda folder: rounds.collect(1, policy, folder))
+    rounds.run_stage(1, "collect", lambda folder: collect.run(rounds, 1, policy, folder))
     checkpoints = {"policy": policy, "previous_policy": policy, "sft": policy,
                    "helpfulness": Path(config.helpfulness_rm), "safety": Path(config.safety_rm)}  # fmt: skip
     rounds.run_stage(1, "evaluate", lambda folder: REPORT["evaluate_round"](

@@ -19,7 +19,7 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("align")  # what `pip install` p
 ALIGN = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.is_file() else [sys.executable, "-m", "align"]
 CONFIG_CLASSES = {"pretrain": "PretrainConfig", "sft": "RecipeConfig", "reward-model": "RewardModelConfig",
                   "reward-model-ablation": "RewardModelConfig", "rejection-sampling": "RecipeConfig",
-                  "ppo": "RecipeConfig", "round": "RecipeConfig", "plan": "PlanConfig", "export": "ExportConfig",
+                  "ppo": "RecipeConfig", "dpo": "DPOConfig", "compare": "CompareConfig", "round": "RecipeConfig", "plan": "PlanConfig", "export": "ExportConfig",
                   "annotate": "AnnotationPageConfig", "report": "ReportConfig", "evaluate": "EvaluateConfig"}  # fmt: skip
 
 

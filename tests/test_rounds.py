@@ -15,7 +15,7 @@ import align.reports.rounds
 import align.rounds
 from align.io import atomic_write_jsonl, read_jsonl
 from align.reward_model import world_pairs
-from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig
+from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig, rejection_sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = vars(align.reports.rounds)
@@ -109,7 +109,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert sft_row.count("|") == report.splitlines()[4].count("|")  # as many cells as the header
     assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
     why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
-    assert "| 1 |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO win vs RS policy" in why
+    assert "| 1 |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO/DPO win vs RS policy" in why
     assert '<table id="diagnostics">' in (run / "report.html").read_text()  # the same table in report.html
 
 
@@ -311,7 +311,7 @@ import torch
 import torch.distributed as dist
 from accelerate import PartialState
 
-import align.rounds as rounds
+import align.rounds.runner as rounds
 
 state = PartialState(cpu=True, timeout=datetime.timedelta(seconds=30))
 run_dir = Path(sys.argv[1])
@@ -434,7 +434,7 @@ def test_your_own_model_and_data_end_to_end_without_the_world(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["data_sources"]["prompts"][0].startswith(data["prompts"])
     for n in ("1", "2"):
-        assert set(manifest["rounds"][n]) == set(align.rounds.STAGES)
+        assert set(manifest["rounds"][n]) == set(align.rounds.STAGES) - {"dpo"}
         assert manifest["rounds"][n]["rejection_sampling"]["config"]["num_samples"] == 3  # --stage.field overrides
         assert manifest["rounds"][n]["ppo"]["config"]["lr"] == 2e-5
     # The judges were trained on the held-out pairs, not the round's reward models; the report says so.
@@ -516,7 +516,7 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
     given wins, the last temperature repeats; --rejection_sampling.temperature alone keeps the YAML's place."""
     def temperatures(**options):
         rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), **stage_configs, **options))
-        return [rounds.rejection_sampling_temperature(n).get("temperature") for n in (1, 2, 3)]
+        return [rejection_sampling.temperature(rounds, n).get("temperature") for n in (1, 2, 3)]
 
     assert temperatures() == [1.0, 0.7, 0.7]
     assert temperatures(rejection_sampling_temperatures="1.2,1.0,0.8") == [1.2, 1.0, 0.8]

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reward-model-ablation": ("align.cli.reward_model_ablation", "the reward model with margin none/small/large"),
     "rejection-sampling": ("align.cli.rejection_sampling", "best-of-K sampling, then fine-tuning on the best"),
     "ppo": ("align.cli.ppo", "PPO on the safety-gated reward with a KL penalty"),
+    "dpo": ("align.cli.dpo", "direct preference optimisation on preference pairs (TRL's DPOTrainer)"),
+    "compare": ("align.cli.compare", "methods side by side (RS, RS+PPO, RS+DPO, DPO) on the same data and judges"),
     "round": ("align.cli.round", "iterative RLHF rounds: `align round N` runs rounds 1..N (the demo by default)"),
     "plan": ("align.plan", "memory per GPU of a stage's layout before a run; refuses what cannot fit"),
     "export": ("align.cli.export", "write a checkpoint as a plain transformers Llama directory"),

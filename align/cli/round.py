@@ -56,7 +56,7 @@ def push_stages(config: RecipeConfig, manifest: dict) -> None:
                 continue
             metrics = {k: v for k, v in facts.items() if isinstance(v, (int, float)) and k != "seconds"}
             evaluation = stages.get("evaluate", {})
-            if stage in ("rejection_sampling", "ppo"):
+            if stage in ("rejection_sampling", "ppo", "dpo"):
                 metrics.update({k: v for k, v in evaluation.items() if isinstance(v, float) and "/" not in k})
                 if "judge" in evaluation:
                     metrics["judged by"] = evaluation["judge"]

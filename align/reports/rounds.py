@@ -239,7 +239,7 @@ def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: di
         metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
                                              folder / f"reward_model_{target}", f"round {n} {target} RM",
                                              f"{target}_rm"))  # fmt: skip
-    if "rejection_sampled" in answers:  # a PPO round: its rejection-sampled policy too, and PPO against it
+    if "rejection_sampled" in answers:  # a PPO or DPO round: its rejection-sampled policy too, and the policy against it
         metrics.update({f"rejection_sampled/{k}": v for k, v in quality["rejection_sampled"].items()})
         metrics.update(win_rate_fields("win_rate_vs_rejection_sampled", judged["policy"], judged["rejection_sampled"]))
     if setup["gold"] and setup.get("diagnostic_samples"):
@@ -415,7 +415,7 @@ DIAGNOSTIC_COLUMNS = (
     ("on_policy_helpfulness_rm/accuracy", "helpfulness RM acc, own pairs"),
     ("on_policy_safety_rm/accuracy", "safety RM acc, own pairs"),
     ("rejection_sampled/gold_helpfulness", "RS policy gold"),
-    ("win_rate_vs_rejection_sampled", "PPO win vs RS policy"),
+    ("win_rate_vs_rejection_sampled", "PPO/DPO win vs RS policy"),
 )
 
 
@@ -530,7 +530,7 @@ REPORT_COLUMNS = (
     ("false_refusal_rate", "false refusals"),
     ("win_rate_vs_sft", "win vs SFT"),
     ("win_rate_vs_previous", "win vs previous"),
-    ("win_rate_vs_rejection_sampled", "PPO win vs RS policy"),
+    ("win_rate_vs_rejection_sampled", "PPO/DPO win vs RS policy"),
     ("helpfulness_rm/accuracy", "helpfulness RM acc"),
     ("safety_rm/accuracy", "safety RM acc"),
     ("answer_length", "answer tokens"),
@@ -546,8 +546,8 @@ COLUMN_DEFINITIONS = {
     "win_rate_vs_sft": "share of held-out prompts where the round's answer is judged better than the SFT "
     "model's (a tie counts half)",
     "win_rate_vs_previous": "the same against the previous round's policy",
-    "win_rate_vs_rejection_sampled": "in a round with PPO: the same against the round's rejection-sampled policy "
-    "that PPO started from (what PPO added)",
+    "win_rate_vs_rejection_sampled": "in a round with PPO or DPO: the same against the round's rejection-sampled policy "
+    "that PPO or DPO started from (what that stage added)",
     "helpfulness_rm/accuracy": "the round's helpfulness reward model: share of held-out pairs it orders as "
     "the labels do (by strength: report.html)",
     "safety_rm/accuracy": "the same for the safety reward model",

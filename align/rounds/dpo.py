@@ -1,0 +1,44 @@
+"""A round's `dpo` stage (rounds >= `dpo_from_round`, Llama 3's recipe): DPO from the round's rejection-sampled
+model (also the frozen reference; the previous policy when rejection sampling is off) on the round's preference
+pairs, both data sets pooled, or every round's so far with `dpo_pairs: all` (`align.dpo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import recorded_config
+from .config import TARGETS
+from .records import stage_done_facts
+
+if TYPE_CHECKING:
+    from .runner import Rounds
+
+
+def pairs(rounds: Rounds, n: int) -> list[str]:
+    """The collected pair files round `n`'s DPO trains on: the round's own, or rounds 1..n's (`dpo_pairs`)."""
+    first = 1 if rounds.config.dpo_pairs == "all" else n
+    batches = [rounds.stage_dir(r, "collect") / f"{target}.jsonl" for r in range(first, n + 1) for target in TARGETS]
+    return [str(path) for path in batches if path.stat().st_size > 0]  # e.g. no safety prompts among the user's
+
+
+def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
+    """DPO of `policy` (its own reference) on round `n`'s pairs, into `folder`; the round's reward models are not
+    used (DPO needs none). Returns the stage's facts for the manifest."""
+    from ..dpo import DPOConfig, dpo
+
+    config = rounds.settings(
+        "dpo",
+        DPOConfig,
+        rounds.config.dpo_config,
+        model=str(policy),
+        reference=str(policy),
+        output_dir=str(folder),
+        dataset=",".join(pairs(rounds, n)),
+        data_format="trl",  # the collected pairs are saved in TRL's format
+        world_seed=rounds.config.world_seed,
+        seed=rounds.config.seed + n,
+    )
+    final = dpo(config)
+    return {"final": str(final), "parent": str(policy), "pairs": pairs(rounds, n), "config": recorded_config(config),
+            **stage_done_facts(folder)}  # fmt: skip

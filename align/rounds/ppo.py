@@ -1,0 +1,43 @@
+"""A round's `ppo` stage (rounds >= `ppo_from_round`): PPO from the round's rejection-sampled model, which is
+also pi_0 of the KL penalty, scored like rejection sampling (docs/method.md §7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import DONE_MARKER, recorded_config
+from .records import stage_done_facts
+
+if TYPE_CHECKING:
+    from .runner import Rounds
+
+
+def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
+    from ..ppo import PPOConfig, PPOTrainer
+    from ..prompts import stage_prompts, world_gold_scorer
+
+    config = rounds.settings(
+        "ppo",
+        PPOConfig,
+        rounds.config.ppo_config,
+        policy=str(policy),
+        reference=str(policy),
+        **rounds.reward_fields(models),
+        output_dir=str(folder),
+        world_seed=rounds.config.world_seed,
+        world_prompt_seed=100 + n,
+        seed=rounds.config.seed + n,
+        **rounds.prompt_source(),
+    )
+    prompts = stage_prompts(config)
+    final = PPOTrainer.from_config(config, prompts, gold_scorer=world_gold_scorer(prompts)).train()
+    done = json.loads((folder / DONE_MARKER).read_text())
+    return {
+        "final": str(final),
+        "parent": str(policy),
+        "config": recorded_config(config),
+        **{k: v for k, v in done.items() if k.startswith("objective/")},
+        **stage_done_facts(folder),
+    }

@@ -1,0 +1,68 @@
+"""A round's `rejection_sampling` stage: best-of-K answers of the previous policy under the round's reward models
+(or the rounds' reward spec), then SFT of that policy on the kept answers of this round pooled with the earlier
+rounds' (docs/method.md §6); its temperature per round comes from `rejection_sampling_temperatures`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import DONE_MARKER, recorded_config
+from .config import DEMO_TEMPERATURES
+from .records import stage_done_facts
+
+if TYPE_CHECKING:
+    from .runner import Rounds
+
+
+def temperature(rounds: Rounds, n: int) -> dict[str, float]:
+    """Round `n`'s sampling temperature from `rejection_sampling_temperatures` (the last repeats), as a
+    field of the stage's config; empty when the YAML's (or an override's) applies."""
+    schedule = rounds.config.rejection_sampling_temperatures
+    if schedule is None and not rounds.config.on_user_data:
+        given = "temperature" in rounds.config.overrides.get("rejection_sampling", {})
+        schedule = None if given else DEMO_TEMPERATURES
+    if schedule is None:
+        return {}
+    temperatures = [float(t) for t in schedule.split(",")]
+    return {"temperature": temperatures[min(n, len(temperatures)) - 1]}
+
+
+def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
+    from ..rejection_sampling import RejectionSamplingConfig, finetune_settings, run_rejection_sampling
+    from ..sft import SFTConfig, sft
+
+    config = rounds.settings(
+        "rejection_sampling",
+        RejectionSamplingConfig,
+        rounds.config.rejection_sampling_config,
+        **temperature(rounds, n),
+        policy=str(policy),
+        **rounds.reward_fields(models),
+        output_dir=str(folder),
+        world_seed=rounds.config.world_seed,
+        world_prompt_seed=n,
+        seed=rounds.config.seed + n,
+        **rounds.prompt_source(),
+    )
+    kept = run_rejection_sampling(config)
+    earlier = range(1, n) if rounds.config.rejection_sampling_pool == "all" else ()
+    pool = [str(rounds.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in earlier]
+    finetune = SFTConfig(
+        model=str(policy),
+        output_dir=str(folder / "sft"),
+        dataset=",".join([str(kept), *pool]),
+        **finetune_settings(config, rounds.processes.num_processes),
+    )
+    final = sft(finetune)
+    done = json.loads((folder / DONE_MARKER).read_text())
+    return {
+        "final": str(final),
+        "kept": str(kept),
+        "pooled": pool,
+        "parent": str(policy),
+        "mean_best_reward": done.get("mean_best_reward"),
+        "config": recorded_config(config),
+        **stage_done_facts(folder),
+    }
