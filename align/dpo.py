@@ -169,7 +169,7 @@ def load_dpo_pairs(config: DPOConfig) -> datasets.Dataset:
                                           margin_scheme=None, option="dataset"))  # fmt: skip
     pairs = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     strong_enough = set(STRENGTHS[: STRENGTHS.index(config.min_strength) + 1])
-    kept = pairs.filter(lambda pair: pair["strength"] in strong_enough)
+    kept = pairs.select([i for i, strength in enumerate(pairs["strength"]) if strength in strong_enough])
     if len(kept) == 0:
         raise ValueError(f"dataset {config.dataset}: none of its {len(pairs)} pairs is at least "
                          f"min_strength={config.min_strength}")  # fmt: skip

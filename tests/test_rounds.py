@@ -523,3 +523,29 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
     assert temperatures(rejection_sampling_temperatures="0.9") == [0.9, 0.9, 0.9]
     assert temperatures(overrides={"rejection_sampling": {"temperature": 0.8}}) == [None, None, None]
     assert RoundsConfig().ppo_from_round == 3  # the documented `align round 3` runs PPO
+
+
+def test_a_round_with_dpo_from_round_1_on_the_tiny_world(tmp_path, stage_configs):
+    """Round 1 runs rejection sampling then DPO on the round's pairs (Llama 3's recipe): DPO starts from the
+    rejection-sampled model, which is also its reference; the manifest, the evaluation and the report say so."""
+    dpo_yaml = write_yaml(tmp_path / "dpo.yaml", dict(max_length=256, num_train_epochs=1, lr=1e-3,
+                                                      per_device_batch_size=8, save_steps=1000))  # fmt: skip
+    config = RoundsConfig(round=1, name="dpo", runs_dir=str(tmp_path / "runs"), ppo_from_round=0, dpo_from_round=1,
+                          dpo_config=dpo_yaml, pairs_per_round=40, world_eval_prompts=20, diagnostic_samples=0,
+                          **stage_configs)  # fmt: skip
+    manifest = Rounds(config, evaluate_round=evaluate).run()
+    run = tmp_path / "runs" / "dpo"
+    facts = manifest["rounds"]["1"]["dpo"]
+    sampled = manifest["rounds"]["1"]["rejection_sampling"]["final"]
+    assert facts["parent"] == sampled and facts["config"]["reference"] == sampled
+    assert facts["pairs"] == [str(run / "round-1" / "collect" / f"{t}.jsonl") for t in ("helpfulness", "safety")]
+    assert "ppo" not in manifest["rounds"]["1"] and (run / "round-1" / "dpo" / ROUND_STAGE_MARKER).is_file()
+    done = json.loads((run / "round-1" / "dpo" / "DONE.json").read_text())
+    assert done["pairs"] == sum(len(read_jsonl(p)) for p in facts["pairs"])
+    after = load_file(str(Path(facts["final"]) / "model.safetensors"))
+    before = load_file(str(Path(sampled) / "model.safetensors"))
+    assert any(not torch.equal(after[name], before[name]) for name in before)  # DPO moved the policy
+    metrics = json.loads((run / "round-1" / "evaluate" / "metrics.json").read_text())
+    assert 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1  # DPO judged against its rejection-sampled start
+    report = REPORT["write_report"](run).read_text()
+    assert "rejection_sampling, dpo" in next(line for line in report.splitlines() if line.startswith("| 1 |"))
