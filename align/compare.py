@@ -15,7 +15,7 @@ shared with the others as hard links, so no method pays for it again.
 `comparison.md` (and `comparison.json`, `comparison.png`) under `<runs_dir>/<name>/` then gives, per method after
 its last round: the mean judged score with its 95% bootstrap interval over prompts, gold helpfulness, violation
 and false-refusal rates (the world), the win rate against the SFT model with its interval, an Elo score of all
-methods fitted on the same prompts (SFT = 1000) with intervals, and the wall time of the method's rounds.
+methods fitted on the same prompts (SFT = 1000) with intervals, and the wall time of the method's rounds (its stages, not the evaluation).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def run_methods(config: CompareConfig, evaluate_round: Any) -> dict[str, Path]:
 
 def method_result(run_dir: Path, last_round: int) -> dict[str, Any]:
     """A method's evaluation after `last_round` (0: the SFT model), its per-prompt judgements and its wall time
-    (the seconds of its stages in rounds 1..last_round; round 0 is shared)."""
+    (the seconds of its training stages in rounds 1..last_round: not the evaluation; round 0 is shared)."""
     if last_round == 0:
         metrics = read_json_object(run_dir / "round-0" / "sft_metrics.json")
         answers = read_jsonl(run_dir / "round-0" / "sft_answers.jsonl")
@@ -128,7 +128,7 @@ def method_result(run_dir: Path, last_round: int) -> dict[str, Any]:
         answers = read_jsonl(run_dir / f"round-{last_round}" / "evaluate" / "answers.jsonl")
         rounds = read_json_object(run_dir / "manifest.json", ("rounds",))["rounds"]
         seconds = sum(facts.get("seconds", 0.0) for n in range(1, last_round + 1)
-                      for facts in rounds.get(str(n), {}).values())  # fmt: skip
+                      for stage, facts in rounds.get(str(n), {}).items() if stage != "evaluate")  # fmt: skip
     return {"metrics": metrics, "judged": [float(record["judge"]) for record in answers], "seconds": seconds}
 
 
@@ -192,7 +192,7 @@ def comparison_markdown(config: CompareConfig, rows: list[dict[str, Any]]) -> st
         f"Each method ran {config.round} round(s) from the same round 0, {config.pairs_per_round} new pairs per data "
         f"set and round from its own policy, judged on the same held-out prompts by: {judge}. [low, high]: 95% "
         "bootstrap interval over the prompts; Elo: all methods fitted on the same prompts, SFT = 1000. Wall time: "
-        "the method's rounds (round 0 is shared).",
+        "the method's stages in its rounds, the evaluation not included (round 0 is shared).",
         "",
         "| method | rounds | " + " | ".join(header for _, header in columns) + " |",
         "|---|---|" + "---|" * len(columns),
