@@ -63,6 +63,8 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
     align(["ppo", "--policy", "rs/sft/final", *rms, "--output_dir", "ppo", "--num_iterations", "2", "--batch_size",
            "4", "--mini_batch_size", "2", "--response_length", "10", "--forward_batch_size", "4",
            "--logits_chunk_tokens", "7"])  # fmt: skip
+    align(["dpo", "--model", "sft/final", "--dataset", data["helpfulness"], "--output_dir", "dpo", "--max_steps", "2",
+           "--lr", "1e-4", *tiny])  # fmt: skip
     align(["round", "1", "--name", "mine", "--runs_dir", "runs", "--sft_model", "sft/final",
            "--helpfulness_rm", "rm_helpfulness/final", "--safety_rm", "rm_safety/final", "--prompts", data["prompts"],
            "--eval_prompts", data["eval_prompts"], "--helpfulness_eval_pairs", data["helpfulness_eval"],
@@ -72,7 +74,7 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
            "--rejection_sampling_config", stages["rs"], "--ppo_config", stages["ppo"], "--ppo_from_round", "1"])  # fmt: skip
 
     original = config_of(user)
-    policies = [Path(p) for p in ("sft/final", "rs/sft/final", "ppo/final", "runs/mine/round-1/ppo/final",
+    policies = [Path(p) for p in ("sft/final", "rs/sft/final", "ppo/final", "dpo/final", "runs/mine/round-1/ppo/final",
                                   "runs/mine/round-1/rejection_sampling/sft/final")]  # fmt: skip
     reward_models = [Path(p) for p in ("rm_helpfulness/final", "rm_safety/final",
                                        "runs/mine/round-1/reward_model_helpfulness/final")]  # fmt: skip
@@ -104,6 +106,8 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         assert policy.config.rope_parameters["rope_type"] == "llama3" and policy.config.tie_word_embeddings
         assert policy.config.eos_token_id == original["eos_token_id"] and len(original["eos_token_id"]) == 2
         assert torch.equal(policy.lm_head.weight, policy.model.embed_tokens.weight)  # still tied
+        tuned = AutoModelForCausalLM.from_pretrained("dpo/final")
+        assert torch.equal(tuned.lm_head.weight, tuned.model.embed_tokens.weight)  # DPO kept them tied too
     metrics = json.loads(Path("runs/mine/round-1/evaluate/metrics.json").read_text())
     assert metrics["prompts"] == 7 and 0 <= metrics["win_rate_vs_sft"] <= 1
     # The runs' cards say what the model is (its own family, loadable by transformers alone) and what it saw.
@@ -114,7 +118,7 @@ def test_a_users_checkpoint_goes_through_every_stage_in_its_own_architecture(fam
         assert_no_empty_section(card)
     helpfulness = Path(data["helpfulness"])
     assert f"{helpfulness} (sha256 {file_hash(helpfulness)})" in Path("rm_helpfulness", "README.md").read_text()
-    for run in ("sft", "rm_helpfulness", "rs", "ppo"):  # no demo-world settings in runs on the user's data
+    for run in ("sft", "rm_helpfulness", "rs", "ppo", "dpo"):  # no demo-world settings in runs on the user's data
         assert not [key for key in json.loads(Path(run, "run_config.json").read_text()) if key.startswith("world_")]
     assert '"world_' not in Path("runs/mine/manifest.json").read_text()
     report = Path("runs/mine/report.md").read_text()  # the given models are marked as given, not as trained
