@@ -29,7 +29,7 @@ def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
     if n == 0:
         return {"policy": Path(stages["sft"]["final"]),
                 **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
-    policy = stages.get("ppo", stages["rejection_sampling"])["final"]
+    policy = next(stages[stage]["final"] for stage in ("ppo", "dpo", "rejection_sampling") if stage in stages)
     return {"policy": Path(policy), **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}
 
 

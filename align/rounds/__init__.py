@@ -10,11 +10,14 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
    far: from the SFT model with the base data too (`reward_model_init: sft`, the paper), or continuing the
    previous round's models (`previous`, the default: round 0 trains base RMs on the base data once, cached,
    like pretraining and SFT; each round then costs one short pass over the batches);
-3. `rejection_sampling`: best-of-K with the new reward models, then SFT of the latest policy on the kept
-   answers of this round pooled with every earlier round's (`rejection_sampling/sft/final`);
-4. `ppo` (from round `ppo_from_round`): PPO from the rejection-sampled model, pi_0 being that model;
-   steps 3 and 4 score with the Llama 2 gate over the round's reward models, or with the rounds' reward spec
-   (`reward`, `align.reward_sources`), where `round:helpfulness` / `round:safety` name them;
+3. `rejection_sampling` (unless `rejection_sampling: false`): best-of-K with the new reward models, then SFT of
+   the latest policy on the kept answers of this round pooled with every earlier round's
+   (`rejection_sampling/sft/final`);
+4. `ppo` (from round `ppo_from_round`): PPO from the rejection-sampled model, pi_0 being that model; or `dpo`
+   (from round `dpo_from_round`, Llama 3's recipe): DPO from that model, also its reference, on the round's
+   pairs (`RoundsConfig.policy_stage` says which: the one that started later);
+   rejection sampling and PPO score with the Llama 2 gate over the round's reward models, or with the rounds'
+   reward spec (`reward`, `align.reward_sources`), where `round:helpfulness` / `round:safety` name them;
 5. `evaluate`: the round's policy judged by `evaluate_round` (supplied by the recipe from `eval/`) with
    `Rounds.evaluation_setup()`: in the world, the gold scorers on held-out prompts; on real data, judges the
    policy was never optimised against (held-out "meta" reward models trained once on the held-out pairs, Llama 2
@@ -34,8 +37,13 @@ Every stage writes under `<runs_dir>/<name>/round-N/<stage>/` and ends with a co
 checkpoints. `manifest.json` records, per stage, its config, seed, parent checkpoint, output and metrics, plus
 the package versions and the data sources.
 
+The package: `config` (the settings and their checks), `records` (the manifest), `runner` (`Rounds`: the books,
+the checks before any work, round 0, each round's order) and one module per stage of a round, each with a
+`run(rounds, n, ...)` that returns the stage's facts: `collect`, `reward_models`, `rejection_sampling`, `ppo`,
+`dpo`. A new stage after rejection sampling is one such module and one entry in `runner.POLICY_STAGE_MODULES`.
+
 Under `accelerate launch` with several processes, the training stages (pretraining, SFT, reward models,
-rejection sampling, PPO) run on every process, split as their own recipes split them. `collect` in the world
+rejection sampling, PPO, DPO) run on every process, split as their own recipes split them. `collect` in the world
 samples and labels the two data sets on two processes (each set has its own seeded stream, so the pairs are
 those of one process); pairs from files or annotations are read by the main process. `evaluate` splits its
 greedy answers over the processes by whole generate batches (`eval_batch_size` prompts, padded as on one
