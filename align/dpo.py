@@ -210,10 +210,12 @@ def dpo(config: DPOConfig, callbacks: list[TrainerCallback] | None = None) -> Pa
     train_rows = pairs.select(fitting).select_columns(["prompt", "chosen", "rejected"])
     model = load_causal_lm(model_dir, "model", as_align_llama=config.as_align_llama)
     # TRL's own reference (a copy loaded from the policy's path) would be in the checkpoint's own class, not
-    # align_llama under as_align_llama; with LoRA and no other reference, the adapters off are the reference.
-    needs_reference = reference_dir is not None or (config.lora is None and not config.precompute_ref_log_probs)
+    # align_llama under as_align_llama; with LoRA and no other reference (or the policy named as its own, as the
+    # rounds do), the adapters off are the reference, and precomputed log-probs need no model at all.
+    separate = reference_dir is not None and reference_dir.resolve() != model_dir.resolve()
+    needs_reference = separate or (config.lora is None and not config.precompute_ref_log_probs)
     reference = (
-        load_causal_lm(reference_dir or model_dir, "reference", as_align_llama=config.as_align_llama)
+        load_causal_lm(reference_dir if separate else model_dir, "reference", as_align_llama=config.as_align_llama)
         if needs_reference
         else None
     )

@@ -17,6 +17,7 @@ from align.checkpoint import last_complete_checkpoint
 from align.data import load_preferences
 from align.dpo import LOSS_TYPES, DPOConfig, dpo
 from align.io import atomic_write_jsonl, read_jsonl
+from align.modeling import load_causal_lm as load
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(max_length=256, per_device_batch_size=4, gradient_accumulation_steps=1, logging_steps=1, lr=5e-4)
@@ -86,12 +87,16 @@ def test_dpo_resumed_after_a_kill_ends_with_the_same_weights(tmp_path, user_mode
     assert not torch.equal(first["model.embed_tokens.weight"], weights(Path(models["sft"]))["model.embed_tokens.weight"])
 
 
-def test_dpo_with_lora_keeps_the_adapter_and_merges_it(tmp_path, user_models):
+def test_dpo_with_lora_keeps_the_adapter_and_merges_it(tmp_path, user_models, monkeypatch):
     """With LoRA the reference is the base under the adapters (no second model); final/ is merged, adapter/ kept."""
     data, models = user_models
     out = tmp_path / "lora"
-    final = dpo(DPOConfig(model=models["sft"], dataset=data["helpfulness"], output_dir=str(out), max_steps=4,
-                          save_steps=1000, lora={"r": 4, "alpha": 8}, **SMALL))  # fmt: skip
+    loaded = []
+    monkeypatch.setattr("align.dpo.load_causal_lm", lambda *args, **kwargs: loaded.append(args) or load(*args, **kwargs))
+    # The policy named as its own reference, as the rounds do: still the adapters off, no second model loaded.
+    final = dpo(DPOConfig(model=models["sft"], reference=models["sft"], dataset=data["helpfulness"],
+                          output_dir=str(out), max_steps=4, save_steps=1000, lora={"r": 4, "alpha": 8}, **SMALL))  # fmt: skip
+    assert [what for _, what in loaded] == ["model"]
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert losses(out)[0] == pytest.approx(0.6931, abs=1e-3)
     base, merged = weights(Path(models["sft"])), weights(final)
