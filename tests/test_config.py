@@ -86,12 +86,14 @@ CHAINED["world_tiny_reward_model.yaml"] = CHAINED["reward_model_update.yaml"]
 CHAINED["world_tiny_ppo.yaml"] = CHAINED["ppo.yaml"]
 CHAINED["world_tiny_rejection_sampling.yaml"] = CHAINED["rejection_sampling.yaml"]
 CHAINED["world_tiny_sft.yaml"] = {"model": "-", "dataset": "world"}
+CHAINED["dpo.yaml"] = CHAINED["world_tiny_dpo.yaml"] = {"model": "-", "dataset": "world"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "configs").glob("*/*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")  # fmt: skip
 def test_every_shipped_config_file_builds_its_config(path):
     """A typo in a shipped YAML (a key, a type, a bad value) fails here rather than in a user's run."""
+    from align.dpo import DPOConfig
     from align.ppo import PPOConfig
     from align.pretrain import PretrainConfig
     from align.rejection_sampling import RejectionSamplingConfig
@@ -105,12 +107,14 @@ def test_every_shipped_config_file_builds_its_config(path):
         "reward_model": RewardModelConfig,
         "rejection_sampling": recipe_config("rejection_sampling.py"),
         "ppo": PPOConfig,
+        "dpo": DPOConfig,
     }.get(stage)
     if stage == "rlhf_round":
         config_class = {
             "reward_model_update.yaml": RewardModelConfig,
             "rejection_sampling.yaml": RejectionSamplingConfig,
             "ppo.yaml": PPOConfig,
+            "dpo.yaml": DPOConfig,
             "world_small.yaml": recipe_config("rlhf_round.py"),
             "7b.yaml": recipe_config("rlhf_round.py"),
             "world_tiny.yaml": recipe_config("rlhf_round.py"),
@@ -119,6 +123,7 @@ def test_every_shipped_config_file_builds_its_config(path):
             "world_tiny_reward_model.yaml": RewardModelConfig,
             "world_tiny_rejection_sampling.yaml": RejectionSamplingConfig,
             "world_tiny_ppo.yaml": PPOConfig,
+            "world_tiny_dpo.yaml": DPOConfig,
         }[path.name]
     values = {**load_yaml_config(path, config_class), **CHAINED.get(path.name, {})}
     config_class(**values)
