@@ -145,7 +145,7 @@ COLUMNS = (
 
 def comparison_rows(config: CompareConfig, runs: dict[str, Path]) -> list[dict[str, Any]]:
     """One row per method: its measures after the last round, intervals as [low, high] under `<key>_interval`."""
-    from .reports.statistics import bootstrap_interval, elo_with_intervals
+    from .reports.statistics import bootstrap_interval, elo_with_intervals, win_rate_with_interval
 
     first = next(iter(runs.values()))
     results = {"sft": method_result(first, 0)} | {m: method_result(d, config.round) for m, d in runs.items()}
@@ -167,6 +167,12 @@ def comparison_rows(config: CompareConfig, runs: dict[str, Path]) -> list[dict[s
         if "win_rate_vs_sft_interval" in metrics:
             row["win_rate_vs_sft_interval"] = metrics["win_rate_vs_sft_interval"]
         rows.append(row)
+    # The best method head to head with each other one on the same prompts: a paired test of the ranking.
+    best = max((row for row in rows if row["method"] != "sft"), key=lambda row: row["judged"])
+    for row in rows:
+        if row is not best:
+            rate, low, high = win_rate_with_interval(results[best["method"]]["judged"], results[row["method"]]["judged"])
+            row["best_wins"], row["best_wins_interval"] = rate, [low, high]
     return rows
 
 
@@ -199,8 +205,14 @@ def comparison_markdown(config: CompareConfig, rows: list[dict[str, Any]]) -> st
     ]
     for row in rows:
         lines.append(f"| {row['name']} | {row['rounds']} | " + " | ".join(cell(row, k) for k, _ in columns) + " |")
-    lines += ["", f"Highest judged score: {best['name']} ({best['judged']:.3f}).", "", "![comparison](comparison.png)",
-              ""]  # fmt: skip
+    head_to_head = []
+    for row in rows:
+        if "best_wins" in row:
+            low, high = row["best_wins_interval"]
+            verdict = " (n.s.: not told apart)" if low <= 0.5 <= high else ""
+            head_to_head.append(f"{row['name']} {row['best_wins']:.3f} [{low:.3f}, {high:.3f}]{verdict}")
+    lines += ["", f"Highest judged score: {best['name']} ({best['judged']:.3f}). Its win rate head to head on the same "
+              f"prompts (ties half) against {'; '.join(head_to_head)}.", "", "![comparison](comparison.png)", ""]  # fmt: skip
     return "\n".join(lines)
 
 

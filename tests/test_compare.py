@@ -42,6 +42,9 @@ def test_the_comparison_command_on_the_tiny_world_writes_its_table(tmp_path):
     assert "ppo" not in json.loads((folder / "rs" / "manifest.json").read_text())["rounds"]["1"]
     table = (folder / "comparison.md").read_text()
     assert "| iterative DPO (no rejection sampling) | 1 |" in table and "Highest judged score:" in table
+    best = max((row for row in rows.values() if row["method"] != "sft"), key=lambda row: row["judged"])
+    assert "best_wins" not in best and all(0 <= row["best_wins"] <= 1 for row in rows.values() if row is not best)
+    assert "Its win rate head to head on the same prompts" in table
     assert (folder / "comparison.png").stat().st_size > 0 and (folder / "rs" / "report.md").is_file()
 
 
