@@ -191,7 +191,7 @@ def comparison_markdown(config: CompareConfig, rows: list[dict[str, Any]]) -> st
     """`comparison.md`: the table, what it measured with, and which method won by the judged score."""
     columns = [(key, header) for key, header in COLUMNS if any(key in row for row in rows)]
     judge = next((row["judge"] for row in rows if row.get("judge")), "not recorded")
-    best = max((row for row in rows if row["method"] != "sft"), key=lambda row: row["judged"])
+    best = next(row for row in rows if "best_wins" not in row)  # comparison_rows compared the others with it
     lines = [
         f"# Methods compared: {config.name}",
         "",

@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 def pairs(rounds: Rounds, n: int) -> list[str]:
     """The collected pair files round `n`'s DPO trains on: the round's own, or rounds 1..n's (`dpo_pairs`)."""
     first = 1 if rounds.config.dpo_pairs == "all" else n
-    batches = [rounds.stage_dir(r, "collect") / f"{target}.jsonl" for r in range(first, n + 1) for target in TARGETS]
-    return [str(path) for path in batches if path.stat().st_size > 0]  # e.g. no safety prompts among the user's
+    return [batch for target in TARGETS for batch in rounds.collected(n, target, first)]
 
 
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
@@ -27,6 +26,7 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
     used (DPO needs none). Returns the stage's facts for the manifest."""
     from ..dpo import DPOConfig, dpo
 
+    dataset = pairs(rounds, n)
     config = rounds.settings(
         "dpo",
         DPOConfig,
@@ -34,11 +34,11 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         model=str(policy),
         reference=str(policy),
         output_dir=str(folder),
-        dataset=",".join(pairs(rounds, n)),
+        dataset=",".join(dataset),
         data_format="trl",  # the collected pairs are saved in TRL's format
         world_seed=rounds.config.world_seed,
         seed=rounds.config.seed + n,
     )
     final = dpo(config)
-    return {"final": str(final), "parent": str(policy), "pairs": pairs(rounds, n), "config": recorded_config(config),
+    return {"final": str(final), "parent": str(policy), "pairs": dataset, "config": recorded_config(config),
             **stage_done_facts(folder)}  # fmt: skip

@@ -393,9 +393,9 @@ class Rounds:
             )
         return new_policy
 
-    def collected(self, n: int, target: str) -> list[str]:
-        """Every non-empty batch of `target` pairs collected in rounds 1..n."""
-        paths = [self.stage_dir(r, "collect") / f"{target}.jsonl" for r in range(1, n + 1)]
+    def collected(self, n: int, target: str, first: int = 1) -> list[str]:
+        """Every non-empty batch of `target` pairs collected in rounds first..n."""
+        paths = [self.stage_dir(r, "collect") / f"{target}.jsonl" for r in range(first, n + 1)]
         return [str(path) for path in paths if not path.is_file() or path.stat().st_size > 0]
 
     # -- evaluation inputs -------------------------------------------------------------------------------
