@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import RunFolderError
 from .io import atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
 from .rounds import Rounds, RoundsConfig
 
@@ -98,8 +99,24 @@ def share_round_zero(source: Path, target: Path) -> None:
     staging.rename(target)
 
 
+COMPARISON_FILES = ("comparison.md", "comparison.json", "comparison.png")
+
+
+def require_own_comparison_dir(folder: Path) -> None:
+    """RunFolderError when `folder` holds a comparison.md/.json/.png that no earlier comparison wrote (no method's
+    run beside it): `write_comparison` replaces those files, and align never replaces what it did not write."""
+    theirs = [name for name in COMPARISON_FILES if (folder / name).exists()]
+    ours = any((folder / method / "manifest.json").is_file() for method in METHODS)
+    if theirs and not ours:
+        raise RunFolderError(
+            f"comparison folder {folder}: already holds {', '.join(theirs)} that align did not write; give another "
+            "--name or --runs_dir (align never replaces what it did not write)"
+        )
+
+
 def run_methods(config: CompareConfig, evaluate_round: Any) -> dict[str, Path]:
     """Run every method's rounds (resuming what an earlier run left), round 0 once; returns method -> run folder."""
+    require_own_comparison_dir(config.comparison_dir)
     runs: dict[str, Path] = {}
     first: Path | None = None
     for method in config.method_list:

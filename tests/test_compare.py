@@ -57,3 +57,21 @@ def test_bad_comparison_settings_are_refused():
     settings = CompareConfig(round=2, methods="rs_dpo").for_method("rs_dpo")
     assert (settings.ppo_from_round, settings.dpo_from_round, settings.rejection_sampling) == (0, 1, True)
     assert [settings.policy_stage(n) for n in (1, 2)] == ["dpo", "dpo"] and settings.name == "rs_dpo"
+
+
+def test_a_comparison_folder_with_the_users_comparison_files_is_refused_and_kept(tmp_path):
+    """`comparison.md` in <runs_dir>/<name>/ that no comparison wrote (no method run beside it): one line, exit 2,
+    before any work, and the user's file is unchanged."""
+    folder = tmp_path / "runs" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "comparison.md").write_text("my notes\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "align", "compare", "--round", "1", "--config", "world_tiny", "--name", "mine"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "comparison folder runs/mine: already holds comparison.md that align did not write" in done.stderr
+    assert (folder / "comparison.md").read_text() == "my notes\n" and sorted(p.name for p in folder.iterdir()) == [
+        "comparison.md"
+    ]
