@@ -3,6 +3,7 @@
     align plan --preset 70b --stage ppo --gpus 64 --strategy fsdp --shard_frozen true
     align plan --preset 70b --stage ppo --gpus 64 --strategy zero3      # refused, with the first change that fits
     align plan --preset 7b --stage sft --gpus 8 --strategy ddp --micro_batch_size 2
+    align plan --preset 7b --stage dpo --gpus 8 --strategy zero3 --micro_batch_size 2 --seq_length 2048
     python -m align.plan --preset 7b --stage sft --gpus 8          # the same, without the console script
 
 `plan_memory(config)` returns a `MemoryPlan` (bytes per GPU by component and model) and raises `PlanError` for a
@@ -47,7 +48,7 @@ from typing import Any
 
 from .modeling import AlignLlamaConfig
 
-STAGES = ("pretrain", "sft", "reward_model", "rejection_sampling", "ppo")
+STAGES = ("pretrain", "sft", "reward_model", "rejection_sampling", "ppo", "dpo")
 STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 TRAINABLE_BYTES_PER_PARAMETER = 16  # weights + gradients + AdamW moments (+ fp32 master copy): ZeRO §3
@@ -72,7 +73,9 @@ class PlanConfig:
     gpus: int = field(default=8, metadata={"help": "processes in all (GPUs over every node)"})
     strategy: str = field(default="ddp", metadata={"help": f"one of {STRATEGIES}"})
     dtype: str = field(default="bf16", metadata={"help": "weights and activations: bf16, fp16 or fp32"})
-    micro_batch_size: int = field(default=1, metadata={"help": "sequences per GPU and micro-step"})
+    micro_batch_size: int = field(
+        default=1, metadata={"help": "sequences per GPU and micro-step (DPO: pairs, each a chosen and a rejected row)"}
+    )
     global_batch_size: int | None = field(default=None, metadata={"help": "sequences per optimizer step"})
     seq_length: int = field(default=4096, metadata={"help": "tokens per training sequence"})
     activation_checkpointing: bool = field(default=True, metadata={"help": "keep only each layer's input"})
@@ -97,6 +100,11 @@ class PlanConfig:
     shared_value_head: bool = field(
         default=False, metadata={"help": "PPO: a value head on the policy instead of a value model (PPOConfig's)"}
     )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={"help": "DPO: the reference's log-probs computed once before training, so no reference model is "
+                          "held (DPOConfig's)"},
+    )  # fmt: skip
     gpu_memory_gib: float = field(default=80.0, metadata={"help": "memory of one GPU"})
     headroom: float = field(default=0.1, metadata={"help": "share of GPU memory kept free (allocator, buffers)"})
 
@@ -175,8 +183,8 @@ def backward_workspace_bytes(config: AlignLlamaConfig, dtype_bytes: int) -> int:
 
 # How a stage computes its language-model loss: the whole logits (transformers' loss: pretraining), TRL's fused
 # LM head (SFT and rejection sampling's fine-tune: tiles of 4,096 tokens x 32,768 vocabulary entries), or
-# align.logprobs' chunks (PPO, `logits_chunk_tokens` positions at a time).
-LOGITS = {"pretrain": "full", "sft": "fused", "rejection_sampling": "fused", "ppo": "chunked"}
+# align.logprobs' chunks (PPO, `logits_chunk_tokens` positions at a time). TRL's DPO takes the fused head too.
+LOGITS = {"pretrain": "full", "sft": "fused", "rejection_sampling": "fused", "ppo": "chunked", "dpo": "fused"}
 TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
 # Bytes per position and vocabulary entry of align.logprobs' chunk beyond the logits themselves: their fp32 copy
 # divided by the temperature, the normaliser's temporaries and the softmax (recomputed in backward, with the
@@ -256,11 +264,17 @@ class ModelRole:
     trained: bool
 
 
-def stage_models(stage: str, lora: bool = False, shared_value_head: bool = False) -> list[ModelRole]:
+def stage_models(
+    stage: str, lora: bool = False, shared_value_head: bool = False, precomputed_reference: bool = False
+) -> list[ModelRole]:
     """The models a stage holds at once (docs/method.md §5-7); PPO's value model is a head on the policy (no model
-    of its own) with `shared_value_head`."""
+    of its own) with `shared_value_head`. DPO's reference is the base under the adapters with LoRA, and not held
+    at all when its log-probs are precomputed (TRL drops it)."""
     if stage in ("pretrain", "sft"):
         return [ModelRole("policy", "lm", True)]
+    if stage == "dpo":
+        no_reference = lora or precomputed_reference
+        return [ModelRole("policy", "lm", True)] + ([] if no_reference else [ModelRole("reference", "lm", False)])
     if stage == "reward_model":
         return [ModelRole("reward model", "score", True)]
     rewards = [ModelRole("helpfulness RM", "score", False), ModelRole("safety RM", "score", False)]
@@ -310,8 +324,9 @@ class MemoryPlan:
                 shape += f", logits {chunk} at a time"
             lines = [f"{c.model_name} {c.stage} on {c.gpus} GPUs ({c.strategy}, {frozen}, {c.dtype}, {shape})"]
         else:
+            rows = f"{c.micro_batch_size} pairs (2 rows each)" if c.stage == "dpo" else f"{c.micro_batch_size}"
             lines = [f"{c.model_name} {c.stage} on {c.gpus} GPUs ({c.strategy}, {c.dtype}, micro-batch "
-                     f"{c.micro_batch_size} x {c.seq_length} tokens, {checkpointing})"]  # fmt: skip
+                     f"{rows} x {c.seq_length} tokens, {checkpointing})"]  # fmt: skip
         lines += [f"  {name:24s} {count / 1e9:9.2f} B parameters" for name, count in self.parameters.items()]
         lines += [f"  {name:24s} {size / GIB:9.2f} GiB" for name, size in self.components.items()]
         if c.stage in ("rejection_sampling", "ppo"):
@@ -359,12 +374,14 @@ def plan_memory(
     components = {"weights": 0, "gathered layers": 0, "optimizer state": 0, "gradients": 0, "activations": 0,
                   "kv cache": 0, "rollout logits": 0}  # fmt: skip
     models, parameters = {}, {}
-    roles = stage_models(config.stage, lora, config.shared_value_head)
+    roles = stage_models(config.stage, lora, config.shared_value_head, config.precompute_ref_log_probs)
     any_sharded = False
     for role in roles:
         count = parameter_count(model_config, role.head)
         parameters[role.name] = count
-        sharded = shards > 1 and (shard_trained if role.trained else config.shard_frozen)
+        # TRL prepares DPO's reference with the policy's engine: sharded under ZeRO-3 and FSDP, whole otherwise.
+        follows_policy = role.trained or config.stage == "dpo"
+        sharded = shards > 1 and (shard_trained if follows_policy else config.shard_frozen)
         any_sharded |= sharded
         weights = count * dtype_bytes / (shards if sharded else 1)
         model_bytes = weights
@@ -388,8 +405,11 @@ def plan_memory(
     rl_stage = config.stage in ("rejection_sampling", "ppo")
     length = config.prompt_length + config.response_length if rl_stage else config.seq_length
     trained_heads = [role.head for role in roles if role.trained]
+    # DPO's micro-batch runs each pair's chosen and rejected answer in one forward: two rows a pair. Its reference
+    # forward (no gradients) comes before the policy's and holds far less than the backward.
+    rows = 2 * config.micro_batch_size if config.stage == "dpo" else config.micro_batch_size
     per_model = [
-        activation_bytes(model_config, config.micro_batch_size, length, dtype_bytes, config.activation_checkpointing,
+        activation_bytes(model_config, rows, length, dtype_bytes, config.activation_checkpointing,
                          head, config.attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens)
         for head in trained_heads
     ]  # fmt: skip
@@ -448,7 +468,7 @@ def does_not_fit(plan: MemoryPlan, model_config: AlignLlamaConfig) -> PlanError:
 
 def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
     """The first change that makes `config` fit, as text for an error message: sharded frozen models, a sharding
-    strategy, smaller rollout chunks, more GPUs (in that order: the cheapest first)."""
+    strategy, smaller rollout chunks, DPO's precomputed reference, more GPUs (in that order: the cheapest first)."""
 
     def fits(**changes: object) -> bool:
         return plan_memory(_replace(config, **changes), model_config, check_fit=False).fits
@@ -456,7 +476,8 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
     def flag(shard_frozen: bool) -> str:
         return " --shard_frozen true" if shard_frozen != config.shard_frozen else ""
 
-    has_frozen = any(not role.trained for role in stage_models(config.stage))
+    roles = stage_models(config.stage, config.lora_rank > 0, config.shared_value_head, config.precompute_ref_log_probs)
+    has_frozen = config.stage != "dpo" and any(not role.trained for role in roles)  # DPO's follows the strategy
     frozen = [False, True] if has_frozen and not config.shard_frozen else [config.shard_frozen]
     # PPO shards its trained models with FSDP2 itself; DeepSpeed ZeRO-3 is not an engine it has (docs/distributed.md)
     strategies = [s for s in STRATEGIES[STRATEGIES.index(config.strategy) :] if config.stage != "ppo" or s != "zero3"]
@@ -473,6 +494,8 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
             rows //= 2
             if fits(strategy=best, shard_frozen=shard_frozen, forward_batch_size=rows):
                 return f"; it fits with --strategy {best}{flag(shard_frozen)} --forward_batch_size {rows}"
+    if config.stage == "dpo" and not config.precompute_ref_log_probs and fits(strategy=best, precompute_ref_log_probs=True):
+        return f"; it fits with --strategy {best} --precompute_ref_log_probs true (no reference model held)"
     gpus = config.gpus
     while gpus < 4096:
         gpus *= 2

@@ -98,6 +98,28 @@ def test_ppo_holds_five_models_and_four_with_lora():
     assert shared.total == pytest.approx(ppo.total - value_model_state, rel=0.02)
 
 
+def test_dpo_holds_the_policy_and_its_reference_and_runs_two_rows_a_pair():
+    """TRL's DPO: the trained policy and a frozen reference (sharded with the policy under ZeRO-3 / FSDP, as TRL
+    prepares it; none with LoRA or precomputed log-probs), each pair's chosen and rejected rows in one forward."""
+    base = dict(preset="7b", gpus=8, seq_length=2048, gpu_memory_gib=1e6)
+    count = parameter_count(AlignLlamaConfig.from_preset("7b"))
+    for strategy, shards in (("ddp", 1), ("zero2", 1), ("zero3", 8), ("fsdp", 8)):
+        dpo = plan_memory(PlanConfig(stage="dpo", strategy=strategy, micro_batch_size=1, **base))
+        sft = plan_memory(PlanConfig(stage="sft", strategy=strategy, micro_batch_size=1, **base))
+        assert list(dpo.models) == ["policy", "reference"], strategy
+        assert dpo.components["weights"] == pytest.approx(sft.components["weights"] + 2 * count / shards, abs=8)
+        assert dpo.components["optimizer state"] == sft.components["optimizer state"]
+        two_rows = plan_memory(PlanConfig(stage="sft", strategy=strategy, micro_batch_size=2, **base))
+        assert dpo.components["activations"] == two_rows.components["activations"] > sft.components["activations"]
+        assert dpo.components["kv cache"] == 0
+    for alone in (dict(lora_rank=16), dict(precompute_ref_log_probs=True)):
+        assert list(plan_memory(PlanConfig(stage="dpo", **alone, **base)).models) == ["policy"], alone
+    table = plan_memory(PlanConfig(stage="dpo", micro_batch_size=2, **base)).table()
+    assert "7b dpo on 8 GPUs (ddp, bf16, micro-batch 2 pairs (2 rows each) x 2048 tokens" in table
+    with pytest.raises(PlanError, match=r"7b dpo needs .* under ddp on 8 GPUs.*; it fits with --strategy zero2$"):
+        plan_memory(PlanConfig(preset="7b", stage="dpo", gpus=8, seq_length=2048))
+
+
 def test_paper_sizes_fit_where_expected():
     # Full fine-tuning of 7B needs ~100 GiB per GPU replicated: not on 80 GiB GPUs with DDP, fine with ZeRO-2.
     with pytest.raises(PlanError, match="it fits with --strategy zero2"):
@@ -158,6 +180,11 @@ def test_the_planner_and_the_rl_stages_share_their_option_names():
     for name in ("forward_batch_size", "shard_frozen", "shared_value_head", "response_length"):
         assert name in PlanConfig.__dataclass_fields__ and name in PPOConfig.__dataclass_fields__, name
     assert "shard_frozen" in RejectionSamplingConfig.__dataclass_fields__
+    from align.dpo import DPOConfig
+
+    assert "precompute_ref_log_probs" in PlanConfig.__dataclass_fields__ and "precompute_ref_log_probs" in (
+        DPOConfig.__dataclass_fields__
+    )
 
 
 def test_impossible_layouts_are_clear_errors():
