@@ -20,6 +20,7 @@ methods fitted on the same prompts (SFT = 1000) with intervals, and the wall tim
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 
 from .checkpoint import RunFolderError
 from .io import atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
-from .rounds import Rounds, RoundsConfig
+from .rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig
 
 # What each method sets on the rounds; everything else is the same for all of them.
 METHODS: dict[str, dict[str, Any]] = {
@@ -87,16 +88,37 @@ class CompareConfig(RoundsConfig):
 
 def share_round_zero(source: Path, target: Path) -> None:
     """Start the run `target` from the finished round 0 of `source`: `round-0/` as hard links (files are only ever
-    replaced, never written in place, so neither run can change the other's) and the manifest's round-0 records."""
+    replaced, never written in place, so neither run can change the other's) and the manifest's round-0 records,
+    their paths moved to `target`'s copies (so `target` keeps working if `source` is removed)."""
     if target.exists() or not (source / "round-0").is_dir():
         return
     staging = target.with_name(target.name + ".sharing")
     shutil.rmtree(staging, ignore_errors=True)  # a share of ours that was interrupted
     shutil.copytree(source / "round-0", staging / "round-0", copy_function=os.link)
+    origins = set()
+    for marker in (staging / "round-0").glob(f"*/{ROUND_STAGE_MARKER}"):
+        final, stage = str(read_json_object(marker).get("final", "")), f"round-0/{marker.parent.name}/"
+        if stage in final:  # trained by the run (not a model the user gave): "<its run folder>/round-0/<stage>/..."
+            origins.add(final[: final.index(stage)] + "round-0/")
+    moved = functools.partial(moved_paths, origins=origins, new=f"{target}/round-0/")
+    for marker in (staging / "round-0").glob(f"*/{ROUND_STAGE_MARKER}"):  # replaced: the link to source's breaks
+        atomic_write_text(marker, json.dumps(moved(read_json_object(marker)), indent=2, default=str) + "\n")
     manifest = read_json_object(source / "manifest.json", ("rounds",))
-    manifest["rounds"] = {"0": manifest["rounds"].get("0", {})}
+    manifest["rounds"] = {"0": moved(manifest["rounds"].get("0", {}))}
     atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     staging.rename(target)
+
+
+def moved_paths(value: Any, origins: set[str], new: str) -> Any:
+    """`value` (a stage's recorded facts) with every string that starts with one of `origins` starting with `new`."""
+    if isinstance(value, str):
+        origin = next((origin for origin in origins if value.startswith(origin)), None)
+        return new + value[len(origin) :] if origin else value
+    if isinstance(value, dict):
+        return {key: moved_paths(item, origins, new) for key, item in value.items()}
+    if isinstance(value, list):
+        return [moved_paths(item, origins, new) for item in value]
+    return value
 
 
 COMPARISON_FILES = ("comparison.md", "comparison.json", "comparison.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from align.compare import METHODS, CompareConfig
+from align.rounds import ROUND_STAGE_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,12 @@ def test_the_comparison_command_on_the_tiny_world_writes_its_table(tmp_path):
     shared = "round-0/sft/final/model.safetensors"
     assert os.path.samefile(folder / "rs" / shared, folder / "dpo" / shared)
     assert "pretrain ..." not in done.stdout.split("[compare] dpo")[1]
+    # ... and its records name the second method's copies, so removing the first method's folder breaks nothing.
+    marker = folder / "dpo" / "round-0" / "sft" / ROUND_STAGE_MARKER
+    assert json.loads(marker.read_text())["final"] == "runs/cmp/dpo/round-0/sft/final"
+    assert not os.path.samefile(marker, folder / "rs" / "round-0" / "sft" / ROUND_STAGE_MARKER)
+    round_zero = json.dumps(json.loads((folder / "dpo" / "manifest.json").read_text())["rounds"]["0"])
+    assert "runs/cmp/dpo/round-0/reward_model_helpfulness/final" in round_zero and "cmp/rs/" not in round_zero
     # Iterative DPO: no rejection sampling, DPO from the previous policy (SFT in round 1).
     dpo_round = json.loads((folder / "dpo" / "manifest.json").read_text())["rounds"]["1"]
     assert "rejection_sampling" not in dpo_round and dpo_round["dpo"]["parent"].endswith("round-0/sft/final")
