@@ -63,21 +63,30 @@ def test_switch_help_says_what_the_switch_does(capsys):
     assert "--pairs-format PAIRS_FORMAT format of the annotated pair files, one of ['auto', 'trl'," in rounds
 
 
+def exit_of(capsys, *argv: str) -> tuple[int, str, str]:
+    """`align <argv>` in this process: its exit status, stdout and stderr."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return exit_status.value.code or 0, captured.out, captured.err
+
+
 def test_align_help_lists_every_command_and_mistakes_are_one_line(capsys):
+    """The dispatcher's answers in this process; one mistake as a process, as a user's shell sees it."""
     text = help_text(capsys, "--help")
     for command in COMMANDS:
         assert f"  {command} " in text
-    done = align("sfx")
-    assert done.returncode == 2 and done.stderr.startswith("align: error: unknown command 'sfx' (did you mean 'sft'?)")
+    status, _, stderr = exit_of(capsys, "sfx")
+    assert status == 2 and stderr.startswith("align: error: unknown command 'sfx' (did you mean 'sft'?)")
     done = align("sft", "--lr", "fast")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("align sft: error:") and "--lr" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "align", "round", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.startswith("usage: align round ")
+    status, stdout, _ = exit_of(capsys, "round", "--help")
+    assert status == 0 and stdout.startswith("usage: align round ")
     for word in ("three", "-1"):  # a round number, not an unknown option
-        done = align("round", word)
-        assert done.returncode == 2 and done.stderr == (f"align round: error: round: expected the round number, a "
-                                                        f"whole number from 1 (align round 3), got {word!r}\n")  # fmt: skip
+        status, _, stderr = exit_of(capsys, "round", word)
+        assert status == 2 and stderr == (f"align round: error: round: expected the round number, a "
+                                          f"whole number from 1 (align round 3), got {word!r}\n")  # fmt: skip
 
 
 def test_the_recipes_are_the_same_commands():
