@@ -95,14 +95,15 @@ def share_round_zero(source: Path, target: Path) -> None:
     staging = target.with_name(target.name + ".sharing")
     shutil.rmtree(staging, ignore_errors=True)  # a share of ours that was interrupted
     shutil.copytree(source / "round-0", staging / "round-0", copy_function=os.link)
+    markers = {marker: read_json_object(marker) for marker in (staging / "round-0").glob(f"*/{ROUND_STAGE_MARKER}")}
     origins = set()
-    for marker in (staging / "round-0").glob(f"*/{ROUND_STAGE_MARKER}"):
-        final, stage = str(read_json_object(marker).get("final", "")), f"round-0/{marker.parent.name}/"
+    for marker, facts in markers.items():
+        final, stage = str(facts.get("final", "")), f"round-0/{marker.parent.name}/"
         if stage in final:  # trained by the run (not a model the user gave): "<its run folder>/round-0/<stage>/..."
             origins.add(final[: final.index(stage)] + "round-0/")
     moved = functools.partial(moved_paths, origins=origins, new=f"{target}/round-0/")
-    for marker in (staging / "round-0").glob(f"*/{ROUND_STAGE_MARKER}"):  # replaced: the link to source's breaks
-        atomic_write_text(marker, json.dumps(moved(read_json_object(marker)), indent=2, default=str) + "\n")
+    for marker, facts in markers.items():  # replaced, not written in place: the link to source's file breaks
+        atomic_write_text(marker, json.dumps(moved(facts), indent=2, default=str) + "\n")
     manifest = read_json_object(source / "manifest.json", ("rounds",))
     manifest["rounds"] = {"0": moved(manifest["rounds"].get("0", {}))}
     atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
