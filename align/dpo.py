@@ -25,6 +25,7 @@ preferred (the paper's "negligibly better / unsure" pairs are the noisy ones, §
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,9 +152,12 @@ class DPOConfig(TrainerStageConfig):
         if self.loss_weights is None:
             return None
         try:
-            return [float(weight) for weight in str(self.loss_weights).split(",")]
+            weights = [float(weight) for weight in str(self.loss_weights).split(",")]
         except ValueError:
-            raise ValueError(f"loss_weights: expected comma-separated numbers, got {self.loss_weights!r}") from None
+            weights = []
+        if not weights or not all(math.isfinite(weight) for weight in weights):  # nan/inf: caught before training
+            raise ValueError(f"loss_weights: expected comma-separated finite numbers, got {self.loss_weights!r}")
+        return weights
 
 
 def load_dpo_pairs(config: DPOConfig) -> datasets.Dataset:

@@ -130,6 +130,8 @@ def test_bad_dpo_inputs_are_one_line_errors(tmp_path, user_models, capsys):
         (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,nope"], "loss_type: expected one or more of"),
         (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1"],
          "loss_weights: expected 2 numbers"),
+        (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1,nan"],
+         "loss_weights: expected comma-separated finite numbers"),
         (["--dataset", str(unsure), "--min_strength", "better"], "none of its 1 pairs is at least min_strength=better"),
         (["--dataset", data["helpfulness"], "--max_length", "4", "--on_long", "raise"], "longer than max_length=4"),
         (["--dataset", data["helpfulness"], "--min_strength", "strong"], "min_strength: expected one of"),
