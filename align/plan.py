@@ -548,7 +548,12 @@ def settle_memory() -> None:
 
 
 def resident_peak(step: Callable[[], None]) -> int:
-    """The largest resident memory of this process while `step()` runs, sampled every 0.2 ms (Linux)."""
+    """The largest resident memory of this process while `step()` runs: the kernel's high-water mark, reset
+    just before (Linux >= 4.0; exact however busy the cores are), else resident memory sampled every 0.2 ms
+    (a sampler starved of CPU time misses short peaks and reads low)."""
+    if _reset_peak_resident():
+        step()
+        return _peak_resident_bytes()
     peak, running = [0], [True]
 
     def sample() -> None:
@@ -566,13 +571,33 @@ def resident_peak(step: Callable[[], None]) -> int:
     return peak[0]
 
 
+def _reset_peak_resident() -> bool:
+    """Set the kernel's peak resident memory of this process to its current resident memory (`clear_refs` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return _peak_resident_bytes() > 0
+    except (OSError, ValueError):
+        return False
+
+
+def _peak_resident_bytes() -> int:
+    """The kernel's peak resident memory of this process (`VmHWM` in /proc/self/status), 0 where unknown."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def measure_training_step(
     model: Any, batch_size: int, seq_length: int, checkpointing: bool, repeats: int = 3
 ) -> dict[str, int]:
     """Measured bytes of one AdamW training step of `model` (a causal LM) on random tokens: weights, gradients
     and optimizer state read off the tensors, activations as the peak memory of forward + backward above what
-    was held before it (CUDA: the allocator's peak; CPU: resident memory sampled every 0.2 ms, Linux only; the
-    largest of `repeats` steps).
+    was held before it (CUDA: the allocator's peak; CPU: the kernel's peak resident memory, Linux only, which
+    includes what glibc keeps of freed tensors and so moves by about +-10% from step to step; the largest of
+    `repeats` steps).
     The plan's figures are checked against this (`eval/bench/memory.py`, `tests/test_plan.py`)."""
     import torch
 
@@ -590,7 +615,7 @@ def measure_training_step(
         optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: the peak below is activations only
 
     step()  # allocates gradients and optimizer state
-    activations = max(_activation_peak(step, device) for _ in range(repeats))  # a sampled peak can only read low
+    activations = max(_activation_peak(step, device) for _ in range(repeats))  # the largest: the least disturbed
 
     def tensor_bytes(tensors: Any) -> int:
         return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))

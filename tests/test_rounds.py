@@ -113,6 +113,28 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert '<table id="diagnostics">' in (run / "report.html").read_text()  # the same table in report.html
 
 
+def test_round_zero_is_made_in_the_runs_world_and_not_reused_in_another(tmp_path, stage_configs, monkeypatch):
+    """`--world_seed 1` pretrains and fine-tunes round 0 in world 1 (it was made in world 0 before 2026-12-03,
+    then judged on world 1's people); a round 0 of another world in the run's folder is refused, not reused."""
+    made = []
+
+    def stage(name):
+        def train(config):
+            made.append((name, config.world_seed))
+            (final := Path(config.output_dir) / "final").mkdir(parents=True)
+            return final
+        return train
+
+    monkeypatch.setattr("align.pretrain.pretrain", stage("pretrain"))
+    monkeypatch.setattr("align.sft.sft", stage("sft"))
+    options = dict(round=1, name="seed1", runs_dir=str(tmp_path / "runs"), **stage_configs)
+    Rounds(RoundsConfig(world_seed=1, **options)).round_zero()
+    assert made == [("pretrain", 1), ("sft", 1)]
+    with pytest.raises(ValueError, match=r"round-0/pretrain: made in world seed 1, this run has --world_seed 0"):
+        Rounds(RoundsConfig(world_seed=0, **options)).round_zero()
+    assert len(made) == 2
+
+
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
     """The default variant (`reward_model_init: previous`): base RMs trained once in round 0, then updated."""
     world = dict(

@@ -246,17 +246,29 @@ class Rounds:
         from ..pretrain import PretrainConfig, pretrain
         from ..sft import SFTConfig, sft
 
+        world_seed = self.config.world_seed  # the world the rounds collect on and are judged in
         pretrained = self.run_stage(0, "pretrain", lambda folder: {
             "final": str(pretrain(self.settings("pretrain", PretrainConfig, self.config.pretrain_config,
-                                                output_dir=str(folder), dataset=WORLD))),
+                                                output_dir=str(folder), dataset=WORLD, world_seed=world_seed))),
+            "world_seed": world_seed,
             "config": self.config.pretrain_config, **stage_done_facts(folder),
         })  # fmt: skip
+        self.require_world(pretrained, "pretrain")
         chat = self.run_stage(0, "sft", lambda folder: {
             "final": str(sft(self.settings("sft", SFTConfig, self.config.sft_config, model=pretrained["final"],
-                                           output_dir=str(folder), dataset=WORLD))),
+                                           output_dir=str(folder), dataset=WORLD, world_seed=world_seed))),
+            "world_seed": world_seed,
             "config": self.config.sft_config, "parent": pretrained["final"], **stage_done_facts(folder),
         })  # fmt: skip
+        self.require_world(chat, "sft")
         return Path(chat["final"])
+
+    def require_world(self, facts: dict[str, Any], stage: str) -> None:
+        """A round-0 stage done in an earlier run must have been made in this run's world (ValueError)."""
+        made_in = facts.get("world_seed", 0)  # before 2026-12-03 round 0 was always made in world 0
+        if made_in != self.config.world_seed:
+            raise ValueError(f"{self.stage_dir(0, stage)}: made in world seed {made_in}, this run has --world_seed "
+                             f"{self.config.world_seed}; run it under another --name")  # fmt: skip
 
     def normalize_base_pairs(self, folder: Path) -> dict[str, Any]:
         """The user's base preference files, each set read in its own format, saved once as TRL-format JSONL
