@@ -187,7 +187,11 @@ class RoundsConfig:
     judge_config: str | None = field(
         default=None, metadata={"help": "YAML of the judges' training (default: the base RM configs)"}
     )
-    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
+    world_seed: int = field(
+        default=0,
+        metadata={"help": "seed of the demo world (its people, places and facts): round 0 is made in it, the rounds "
+                          "collect and are judged in it"},
+    )  # fmt: skip
     world_eval_prompts: int = field(default=200, metadata={"help": "world test prompts judged after each round"})
     eval_batch_size: int = field(
         default=64, metadata={"help": "prompts per generate call of the evaluation (split over processes)"}
