@@ -130,9 +130,10 @@ def test_round_zero_is_made_in_the_runs_world_and_not_reused_in_another(tmp_path
     options = dict(round=1, name="seed1", runs_dir=str(tmp_path / "runs"), **stage_configs)
     Rounds(RoundsConfig(world_seed=1, **options)).round_zero()
     assert made == [("pretrain", 1), ("sft", 1)]
+    manifest = (tmp_path / "runs" / "seed1" / "manifest.json").read_bytes()
     with pytest.raises(ValueError, match=r"round-0/pretrain: made in world seed 1, this run has --world_seed 0"):
-        Rounds(RoundsConfig(world_seed=0, **options)).round_zero()
-    assert len(made) == 2
+        Rounds(RoundsConfig(world_seed=0, **options)).run()
+    assert len(made) == 2 and (tmp_path / "runs" / "seed1" / "manifest.json").read_bytes() == manifest
 
 
 def test_a_round_killed_mid_stage_resumes_where_it_stopped(tmp_path, chat_model, stage_configs, monkeypatch):
