@@ -220,7 +220,7 @@ class Rounds:
     def run(self) -> dict[str, Any]:
         """Run every round up to `config.round`; returns the manifest. `self.policy` is then the last round's."""
         for stage in ("pretrain", "sft"):  # before the manifest is touched: another world's run is left as it is
-            self.require_world(None, stage)
+            self.require_world(stage)
         if self.processes.is_main_process:
             self.manifest.data["data_sources"] = self.config.input_sources()
             self.manifest.save()
@@ -255,25 +255,21 @@ class Rounds:
             "world_seed": world_seed,
             "config": self.config.pretrain_config, **stage_done_facts(folder),
         })  # fmt: skip
-        self.require_world(pretrained, "pretrain")
         chat = self.run_stage(0, "sft", lambda folder: {
             "final": str(sft(self.settings("sft", SFTConfig, self.config.sft_config, model=pretrained["final"],
                                            output_dir=str(folder), dataset=WORLD, world_seed=world_seed))),
             "world_seed": world_seed,
             "config": self.config.sft_config, "parent": pretrained["final"], **stage_done_facts(folder),
         })  # fmt: skip
-        self.require_world(chat, "sft")
         return Path(chat["final"])
 
-    def require_world(self, facts: dict[str, Any] | None, stage: str) -> None:
-        """A round-0 stage done in an earlier run (its marker's facts; None: read them from disk, if any) must have
-        been made in this run's world (ValueError)."""
-        if facts is None:
-            marker = self.stage_dir(0, stage) / ROUND_STAGE_MARKER
-            if self.config.sft_model or not marker.is_file():
-                return
-            facts = json.loads(marker.read_text())
-        made_in = facts.get("world_seed", 0)  # before 2026-12-03 round 0 was always made in world 0
+    def require_world(self, stage: str) -> None:
+        """A round-0 stage done in an earlier run must have been made in this run's world (ValueError)."""
+        marker = self.stage_dir(0, stage) / ROUND_STAGE_MARKER
+        if self.config.sft_model or not marker.is_file():
+            return
+        # Markers written before 2026-12-03 lack the field: round 0 was always made in world 0 then.
+        made_in = json.loads(marker.read_text()).get("world_seed", 0)
         if made_in != self.config.world_seed:
             raise ValueError(f"{self.stage_dir(0, stage)}: made in world seed {made_in}, this run has --world_seed "
                              f"{self.config.world_seed}; run it under another --name")  # fmt: skip

@@ -6,8 +6,8 @@ A random policy, value model and two reward models of `--preset` (fp32) train wi
 `shard_frozen: true` (on one process there is nothing to shard: the models are whole). Each process measures,
 above its resident memory before any model was loaded (its process group already up): what it holds after a
 warm-up step (weights, gathered layers, AdamW state) and the peak of the next step (rollout and update),
-the kernel's peak resident memory (`align.plan.resident_peak`; Linux; glibc's mmap threshold fixed at 64 KiB, so that freed tensors
-leave resident memory at once). The plan is `plan_memory` with the run's own numbers: gpus = processes,
+the kernel's peak resident memory (`align.plan.resident_peak`; Linux; glibc's mmap threshold fixed at 64 KiB,
+so that freed tensors leave resident memory at once). The plan is `plan_memory` with the run's own numbers: gpus = processes,
 strategy fsdp, frozen models sharded, rollouts of `forward_batch_size` rows x (longest prompt +
 response_length) tokens, updates of mini_batch_size / processes rows, fp32, torch's CPU "math" attention. The
 ratio plan / measured peak is the check (the issue's target: within 20%).

@@ -6,7 +6,8 @@ measured in the same run, each next to `align.plan`'s figure.
 A random Llama (hidden 64, 2 layers, fp32, the vocabulary of Llama 3: the LM head is most of the model, as the
 logits are most of a step's memory) and, for PPO, a value model of the same shape. Each variant runs in its own
 subprocess; a warm-up step allocates gradients, then the peak resident memory of the next forward + backward
-above what was held before it is measured (the kernel's peak resident memory, `align.plan.resident_peak`, largest of 3 steps):
+above what was held before it is measured (the kernel's peak resident memory, `align.plan.resident_peak`,
+largest of 3 steps):
 
 - PPO: `PolicyAndValue` over `rows` x (prompt + response) tokens, the policy's log-probs of the response from
   `align.logprobs` with `logits_chunk_tokens` positions at a time (the default 1024) or all at once (0), and a
