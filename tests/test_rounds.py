@@ -558,6 +558,25 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
     assert RoundsConfig().ppo_from_round == 3  # the documented `align round 3` runs PPO
 
 
+@pytest.mark.parametrize("reference", ["start", "sft"])
+def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch, reference):
+    """`dpo_reference: start` anchors a round's DPO to the model it starts from (so the rounds re-anchor every
+    round); `sft` to round 0's chat model in every round. Only the wiring: `align.dpo.dpo` is replaced."""
+    import align.dpo
+
+    trained = []
+    monkeypatch.setattr(align.dpo, "dpo", lambda config: trained.append(config) or Path(config.output_dir) / "final")
+    config = RoundsConfig(round=2, name="ref", runs_dir=str(tmp_path / "runs"), ppo_from_round=0, dpo_from_round=1,
+                          rejection_sampling=False, dpo_reference=reference, **stage_configs)  # fmt: skip
+    rounds = Rounds(config)
+    previous = tmp_path / "runs" / "ref" / "round-1" / "dpo" / "final"
+    facts = align.rounds.dpo.run(rounds, 2, previous, {}, tmp_path / "runs" / "ref" / "round-2" / "dpo")
+    expected = previous if reference == "start" else tmp_path / "runs" / "ref" / "round-0" / "sft" / "final"
+    assert trained[0].model == str(previous) and trained[0].reference == str(expected) == facts["reference"]
+    with pytest.raises(ValueError, match="dpo_reference: expected 'start' or 'sft', got 'base'"):
+        RoundsConfig(dpo_reference="base")
+
+
 def test_a_round_with_dpo_from_round_1_on_the_tiny_world(tmp_path, stage_configs):
     """Round 1 runs rejection sampling then DPO on the round's pairs (Llama 3's recipe): DPO starts from the
     rejection-sampled model, which is also its reference; the manifest, the evaluation and the report say so."""

@@ -164,6 +164,12 @@ class RoundsConfig:
         metadata={"help": "the pairs a round's DPO trains on: 'latest' (the round's own, collected from the "
                           "previous policy) or 'all' (every round's so far)"},
     )  # fmt: skip
+    dpo_reference: str = field(
+        default="start",
+        metadata={"help": "the frozen reference of a round's DPO: 'start' (the model the round's DPO starts from: "
+                          "the rejection-sampled one, or the previous policy) or 'sft' (round 0's chat model in "
+                          "every round, so that the rounds' drift from it is held in check, not re-anchored)"},
+    )  # fmt: skip
     prompts: str | None = field(
         default=None, metadata={"help": "real data: training prompts of rejection sampling, PPO and the comparison "
                                         "batches (JSONL of {id, prompt, is_safety})"}
@@ -263,6 +269,8 @@ class RoundsConfig:
                              "after rejection sampling, not both (0 turns one off)")  # fmt: skip
         if self.dpo_pairs not in ("latest", "all"):
             raise ValueError(f"dpo_pairs: expected 'latest' or 'all', got {self.dpo_pairs!r}")
+        if self.dpo_reference not in ("start", "sft"):
+            raise ValueError(f"dpo_reference: expected 'start' or 'sft', got {self.dpo_reference!r}")
         if not self.rejection_sampling and not all(self.policy_stage(n) for n in range(1, self.round + 1)):
             first = next(n for n in range(1, self.round + 1) if not self.policy_stage(n))
             raise ValueError(f"rejection_sampling: false leaves round {first} nothing to train the policy with; give "

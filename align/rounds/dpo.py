@@ -1,6 +1,7 @@
 """A round's `dpo` stage (rounds >= `dpo_from_round`, Llama 3's recipe): DPO from the round's rejection-sampled
-model (also the frozen reference; the previous policy when rejection sampling is off) on the round's preference
-pairs, both data sets pooled, or every round's so far with `dpo_pairs: all` (`align.dpo`)."""
+model (the previous policy when rejection sampling is off) on the round's preference pairs, both data sets pooled,
+or every round's so far with `dpo_pairs: all` (`align.dpo`). The frozen reference is the model DPO starts from, or
+round 0's chat model in every round with `dpo_reference: sft`."""
 
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ def pairs(rounds: Rounds, n: int) -> list[str]:
 
 
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
-    """DPO of `policy` (its own reference) on round `n`'s pairs, into `folder`; the round's reward models are not
-    used (DPO needs none). Returns the stage's facts for the manifest."""
+    """DPO of `policy` on round `n`'s pairs against the reference `dpo_reference` names, into `folder`; the round's
+    reward models are not used (DPO needs none). Returns the stage's facts for the manifest."""
     from ..dpo import DPOConfig, dpo
 
     dataset = pairs(rounds, n)
+    reference = rounds.sft_model if rounds.config.dpo_reference == "sft" else policy
     config = rounds.settings(
         "dpo",
         DPOConfig,
         rounds.config.dpo_config,
         model=str(policy),
-        reference=str(policy),
+        reference=str(reference),
         output_dir=str(folder),
         dataset=",".join(dataset),
         data_format="trl",  # the collected pairs are saved in TRL's format
@@ -40,5 +42,5 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         seed=rounds.config.seed + n,
     )
     final = dpo(config)
-    return {"final": str(final), "parent": str(policy), "pairs": dataset, "config": recorded_config(config),
-            **stage_done_facts(folder)}  # fmt: skip
+    return {"final": str(final), "parent": str(policy), "reference": str(reference), "pairs": dataset,
+            "config": recorded_config(config), **stage_done_facts(folder)}  # fmt: skip
