@@ -559,7 +559,8 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
 
 
 @pytest.mark.parametrize("reference", ["start", "sft"])
-def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch, reference):
+def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch,
+                                                                        reference):
     """`dpo_reference: start` anchors a round's DPO to the model it starts from (so the rounds re-anchor every
     round); `sft` to round 0's chat model in every round. Only the wiring: `align.dpo.dpo` is replaced."""
     import align.dpo
