@@ -573,7 +573,7 @@ def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path,
     previous = tmp_path / "runs" / "ref" / "round-1" / "dpo" / "final"
     facts = align.rounds.dpo.run(rounds, 2, previous, {}, tmp_path / "runs" / "ref" / "round-2" / "dpo")
     expected = previous if reference == "start" else tmp_path / "runs" / "ref" / "round-0" / "sft" / "final"
-    assert trained[0].model == str(previous) and trained[0].reference == str(expected) == facts["reference"]
+    assert trained[0].model == str(previous) and trained[0].reference == str(expected) == facts["config"]["reference"]
     with pytest.raises(ValueError, match="dpo_reference: expected 'start' or 'sft', got 'base'"):
         RoundsConfig(dpo_reference="base")
 

@@ -42,5 +42,5 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         seed=rounds.config.seed + n,
     )
     final = dpo(config)
-    return {"final": str(final), "parent": str(policy), "reference": str(reference), "pairs": dataset,
-            "config": recorded_config(config), **stage_done_facts(folder)}  # fmt: skip
+    return {"final": str(final), "parent": str(policy), "pairs": dataset, "config": recorded_config(config),
+            **stage_done_facts(folder)}  # fmt: skip
