@@ -404,6 +404,8 @@ def test_bad_round_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
         (["--rejection_sampling_temperatures", "1.0", "--rejection_sampling.temperature", "0.7"], "not both"),
         (["--rejection_sampling_pool", "some"], "rejection_sampling_pool: expected 'all' or 'latest'"),
         (["--diagnostic_samples", "1"], "diagnostic_samples: 0 \\(off\\) or at least 2"),
+        (["--collect_samples", "1"], "collect_samples: at least 2 answers per prompt"),
+        (["--collect_samples", "4"], "collect_samples: 4 answers per prompt are ranked by the world's annotator"),
     ):
         argv = ["--round", "1", "--sft_model", str(tmp_path / "missing"), "--name", "x", "--runs_dir", str(tmp_path),
                 *world, *extra]  # fmt: skip
@@ -585,9 +587,10 @@ def test_a_round_with_dpo_from_round_1_on_the_tiny_world(tmp_path, stage_configs
                                                       per_device_batch_size=8, save_steps=1000))  # fmt: skip
     config = RoundsConfig(round=1, name="dpo", runs_dir=str(tmp_path / "runs"), ppo_from_round=0, dpo_from_round=1,
                           dpo_config=dpo_yaml, pairs_per_round=40, world_eval_prompts=20, diagnostic_samples=0,
-                          **stage_configs)  # fmt: skip
+                          collect_samples=3, **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "dpo"
+    assert manifest["rounds"]["1"]["collect"]["options"]["collect_samples"] == 3  # the annotator's best of 3 vs worst
     facts = manifest["rounds"]["1"]["dpo"]
     sampled = manifest["rounds"]["1"]["rejection_sampling"]["final"]
     assert facts["parent"] == sampled and facts["config"]["reference"] == sampled
@@ -602,3 +605,24 @@ def test_a_round_with_dpo_from_round_1_on_the_tiny_world(tmp_path, stage_configs
     assert 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1  # DPO judged against its rejection-sampled start
     report = REPORT["write_report"](run).read_text()
     assert "rejection_sampling, dpo" in next(line for line in report.splitlines() if line.startswith("| 1 |"))
+
+
+def test_a_finished_stage_is_kept_and_a_rerun_says_which_of_its_options_changed(tmp_path, stage_configs, capsys):
+    """A rerun never redoes a finished stage behind the user's back; when the options it was made with differ
+    from the rerun's (`--collect_samples 4` after a run with 2), one line says which, and the stage is kept."""
+    rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="options", **stage_configs))
+    made = []
+
+    def work(folder):
+        made.append(folder)
+        return {"pairs": {"helpfulness": 1}}
+
+    rounds.run_stage(1, "collect", work, {"collect_samples": 2, "collect_temperature": 1.0})
+    rounds.run_stage(1, "collect", work, {"collect_samples": 2, "collect_temperature": 1.0})
+    assert len(made) == 1 and "note:" not in capsys.readouterr().out
+    facts = rounds.run_stage(1, "collect", work, {"collect_samples": 4, "collect_temperature": 1.0})
+    out = capsys.readouterr().out
+    assert len(made) == 1 and facts["options"] == {"collect_samples": 2, "collect_temperature": 1.0}
+    assert "[round 1] collect: note: kept as it was made, with collect_samples 2 (now 4); to make it with the new " \
+        "options, run under another --name" in out  # fmt: skip
+    assert rounds.manifest.data["rounds"]["1"]["collect"]["options"]["collect_samples"] == 2

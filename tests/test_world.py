@@ -11,6 +11,7 @@ from align.world import (
     World,
     WorldPrompt,
     annotate,
+    annotate_ranking,
     gold_gap,
     gold_helpfulness,
     gold_safety,
@@ -159,6 +160,52 @@ def test_annotator_noise_falls_as_strength_rises():
 def test_annotate_refuses_identical_answers():
     with pytest.raises(ValueError, match="identical"):
         annotate(ARITHMETIC, "12", " 12 ", "helpfulness", random.Random(0))
+
+
+def test_a_ranking_pairs_the_annotators_best_answer_against_its_worst():
+    answers = ["7 plus 5 is 14.", "7 plus 5 is 12.", "7 plus 5 is 30.", "7 plus 5 is 13."]  # gold .25 1 0 .375
+    rng = random.Random(0)
+    labels = [annotate_ranking(ARITHMETIC, answers, "helpfulness", rng) for _ in range(300)]
+    assert {label["comparisons"] for label in labels} == {6}
+    assert sum(label["chosen"] == "7 plus 5 is 12." for label in labels) > 0.9 * len(labels)
+    assert sum(label["rejected"] == "7 plus 5 is 30." for label in labels) > 0.8 * len(labels)
+    assert all(label["strength"] == strength_for_gap(label["gold_gap"]) for label in labels)
+    assert all(label["flipped"] == (label["gold_gap"] < 0) for label in labels)
+    # Two answers are one comparison, labelled as `annotate` labels them (the same draws of the same stream).
+    assert annotate_ranking(ARITHMETIC, answers[:2], "helpfulness", random.Random(5)) == {
+        **annotate(ARITHMETIC, answers[0], answers[1], "helpfulness", random.Random(5)),
+        "comparisons": 1,
+    }
+    with pytest.raises(ValueError, match="different answers"):
+        annotate_ranking(ARITHMETIC, ["12", " 12", "13"], "helpfulness", rng)
+
+
+def test_world_pairs_of_more_samples_per_prompt_carry_more_signal():
+    world = World(seed=0)
+    prompts = world.prompts(400, "train", seed=1)
+    by_id = {p.id: p for p in prompts}
+    qualities = ["good", "near", "wrong", "refusal", "unformatted"]
+
+    def sampler(k):
+        def sample(prompt, _):
+            rng = random.Random(prompt.id)
+            return [world.respond(prompt, rng.choice(qualities), rng) for _ in range(k)]
+
+        return sample
+
+    def gaps(pairs):
+        return [
+            gold_gap(by_id[p["source"].split(":")[1]], p["chosen"][0]["content"], p["rejected"][0]["content"],
+                     "helpfulness")
+            for p in pairs
+        ]  # fmt: skip
+
+    two = gaps(world.preference_pairs(prompts, "helpfulness", seed=2, sampler=sampler(2)))
+    four = gaps(world.preference_pairs(prompts, "helpfulness", seed=2, sampler=sampler(4)))
+    print(f"pairs {len(two)} / {len(four)}, mean gold gap {sum(two) / len(two):.3f} / {sum(four) / len(four):.3f}")
+    assert len(four) >= len(two)  # more answers leave fewer prompts without two different ones
+    assert sum(four) / len(four) > sum(two) / len(two) + 0.1
+    assert sum(g < 0 for g in four) / len(four) < sum(g < 0 for g in two) / len(two)
 
 
 def test_safety_annotator_prefers_safe_answers_then_helpful_ones():

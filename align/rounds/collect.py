@@ -91,6 +91,18 @@ def require_enough_pairs(rounds: Rounds, n: int, collected: dict[str, Any]) -> N
     )
 
 
+def round_options(rounds: Rounds) -> dict[str, Any]:
+    """The rounds options a round's collection depends on (recorded with it; a rerun says when they changed)."""
+    config = rounds.config
+    if config.helpfulness_pairs not in (None, WORLD):
+        return {}  # the user's files: nothing to choose
+    if config.on_user_data and config.helpfulness_pairs is None:
+        return {"pairs_per_round": config.pairs_per_round, "annotation_temperatures": config.annotation_temperatures,
+                "annotation_max_new_tokens": config.annotation_max_new_tokens, "annotator": config.annotator}  # fmt: skip
+    return {"pairs_per_round": config.pairs_per_round, "collect_samples": config.collect_samples,
+            "collect_temperature": config.collect_temperature}  # fmt: skip
+
+
 def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
     """This round's new pairs: sampled from `policy` (each process samples its share of every data set's
     prompts, each answer from its own seed) and labelled in the world by the main process, the user's
@@ -148,8 +160,8 @@ def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
         prompts[target] = world.prompts(rounds.config.pairs_per_round, "train", seed=seeds[target],
                                         mix=TARGET_PROMPT_MIX[target])  # fmt: skip
         mine = prompts[target][rank::processes]
-        samples = sample_answers(model, tokenizer, mine, 2, temperature=rounds.config.collect_temperature,
-                                 seed=seeds[target])  # fmt: skip
+        samples = sample_answers(model, tokenizer, mine, rounds.config.collect_samples,
+                                 temperature=rounds.config.collect_temperature, seed=seeds[target])  # fmt: skip
         answers[target] = {prompt.id: pair for prompt, pair in zip(mine, samples)}
     if processes > 1:
         parts = gather_object([answers])

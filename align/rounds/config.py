@@ -223,6 +223,12 @@ class RoundsConfig:
         default=400, metadata={"help": "prompts labelled per data set and round (world), or per comparison batch"}
     )
     collect_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the world collection"})
+    collect_samples: int = field(
+        default=2,
+        metadata={"help": "world only: answers sampled per prompt in a round's collection; more than 2 are ranked by "
+                          "the world's annotator (every two compared) and its best against its worst make the pair "
+                          "(InstructGPT's K-way ranking)"},
+    )  # fmt: skip
     annotation_temperatures: str = field(
         default="1.0,0.7", metadata={"help": "the two sampling temperatures of a comparison batch's answers"}
     )
@@ -303,6 +309,8 @@ class RoundsConfig:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.eval_temperature < 0:
             raise ValueError(f"eval_temperature: must be 0 (greedy) or positive, got {self.eval_temperature}")
+        if self.collect_samples < 2:
+            raise ValueError(f"collect_samples: at least 2 answers per prompt make a pair, got {self.collect_samples}")
         if self.diagnostic_samples == 1 or self.diagnostic_samples < 0:
             raise ValueError(f"diagnostic_samples: 0 (off) or at least 2, got {self.diagnostic_samples}")
         for name in ("helpfulness_format", "safety_format", "eval_format", "pairs_format"):
@@ -329,6 +337,10 @@ class RoundsConfig:
                 "annotator: labels the comparison batch of a run on your data; the demo's pairs are labelled by "
                 "the world's annotator"
             )  # fmt: skip
+        if self.collect_samples != 2 and self.on_user_data and self.helpfulness_pairs != WORLD:
+            raise ValueError(f"collect_samples: {self.collect_samples} answers per prompt are ranked by the world's "
+                             "annotator; a run on your data collects pairs from files or a comparison batch (give "
+                             "helpfulness_pairs / safety_pairs: world, or leave collect_samples at 2)")  # fmt: skip
         if self.annotator_template is not None and not Path(self.annotator_template).is_file():
             raise FileNotFoundError(f"annotator_template: no file at {self.annotator_template}")
         if self.on_user_data:

@@ -22,6 +22,17 @@ def pairs(rounds: Rounds, n: int) -> list[str]:
     return [batch for target in TARGETS for batch in rounds.collected(n, target, first)]
 
 
+def round_options(rounds: Rounds) -> dict[str, Any]:
+    """The rounds options a round's DPO depends on (recorded with it; a rerun says when they changed)."""
+    config = rounds.config
+    return {
+        "dpo_config": config.dpo_config,
+        "dpo_pairs": config.dpo_pairs,
+        "dpo_reference": config.dpo_reference,
+        "--dpo.*": config.overrides.get("dpo", {}),
+    }
+
+
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
     """DPO of `policy` on round `n`'s pairs against the reference `dpo_reference` names, into `folder`; the round's
     reward models are not used (DPO needs none). Returns the stage's facts for the manifest."""

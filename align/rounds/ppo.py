@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from .runner import Rounds
 
 
+def round_options(rounds: Rounds) -> dict[str, Any]:
+    """The rounds options a round's PPO depends on (recorded with it; a rerun says when they changed)."""
+    config = rounds.config
+    return {"ppo_config": config.ppo_config, "--ppo.*": config.overrides.get("ppo", {})}
+
+
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
     from ..ppo import PPOConfig, PPOTrainer
     from ..prompts import stage_prompts, world_gold_scorer

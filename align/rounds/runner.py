@@ -182,9 +182,18 @@ class Rounds:
                 if getattr(config, name):
                     check_vocabulary(tokenizer, getattr(config, name), name)
 
-    def run_stage(self, round_number: int, stage: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    def run_stage(
+        self,
+        round_number: int,
+        stage: str,
+        work: Callable[[Path], dict[str, Any]],
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Run `work(stage_dir)` on every process unless the stage is marked done; the main process marks it done
-        with the facts its `work` returned and records it in the manifest. Returns the stage's recorded facts."""
+        with the facts its `work` returned and records it in the manifest. Returns the stage's recorded facts.
+        `options`, the rounds options the stage's work depends on, are recorded with its facts; a finished stage
+        recorded with other values is still kept (never redone behind the user's back), with a line that says
+        which options it did not follow."""
         folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
         marker = folder / ROUND_STAGE_MARKER
         done = is_done(folder, ROUND_STAGE_MARKER)
@@ -193,15 +202,25 @@ class Rounds:
         # stage's closing barrier and leave the processes one collective apart (a hang until the group's timeout).
         self.processes.wait_for_everyone()
         if done:
+            facts = json.loads(marker.read_text())
             if main:
                 print(f"[round {round_number}] {stage}: done in an earlier run, skipped ({folder})", flush=True)
-            return json.loads(marker.read_text())
+                before = facts.get("options", options) or {}
+                changed = [
+                    f"{k} {before.get(k)!r} (now {v!r})" for k, v in (options or {}).items() if before.get(k) != v
+                ]
+                if changed:
+                    print(f"[round {round_number}] {stage}: note: kept as it was made, with {', '.join(changed)}; "
+                          f"to make it with the new options, run under another --name", flush=True)  # fmt: skip
+            return facts
         if main:
             print(f"[round {round_number}] {stage} ...", flush=True)
         started = time.time()
         facts = work(folder)
         if main:
             facts["seconds"] = round(time.time() - started, 1)
+            if options:
+                facts["options"] = options
             mark_done(folder, ROUND_STAGE_MARKER, **facts)
             self.manifest.record(round_number, stage, **facts)
         self.processes.wait_for_everyone()
@@ -379,7 +398,8 @@ class Rounds:
         """One round from `policy` (the previous round's); returns this round's policy."""
         if self.config.on_user_data and not self.config.helpfulness_pairs:  # no files: a comparison batch
             collect.wait_for_annotations(self, n, policy)
-        collected = self.run_stage(n, "collect", lambda folder: collect.run(self, n, policy, folder))
+        collected = self.run_stage(n, "collect", lambda folder: collect.run(self, n, policy, folder),
+                                   collect.round_options(self))  # fmt: skip
         collect.require_enough_pairs(self, n, collected)
         models = {}
         for target in TARGETS:
@@ -396,7 +416,8 @@ class Rounds:
         new_policy = start
         if stage := self.config.policy_stage(n):  # PPO or DPO, from the rejection-sampled model
             module = POLICY_STAGE_MODULES[stage]
-            tuned = self.run_stage(n, stage, lambda folder: module.run(self, n, start, models, folder))
+            tuned = self.run_stage(n, stage, lambda folder: module.run(self, n, start, models, folder),
+                                   module.round_options(self))  # fmt: skip
             new_policy = Path(tuned["final"])
             if self.config.rejection_sampling:  # its rejection-sampled start is judged beside it
                 checkpoints["rejection_sampled"] = start

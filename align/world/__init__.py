@@ -3,7 +3,7 @@
 See `World` and data/README.md for the rules; `gold_helpfulness` / `gold_safety` are the true rewards.
 """
 
-from .annotator import FLIP_PROBABILITY, annotate, gold_gap, strength_for_gap
+from .annotator import FLIP_PROBABILITY, annotate, annotate_ranking, gold_gap, strength_for_gap
 from .gold import (
     gold_helpfulness,
     gold_reward,
@@ -24,6 +24,7 @@ __all__ = [
     "World",
     "WorldPrompt",
     "annotate",
+    "annotate_ranking",
     "gold_gap",
     "gold_helpfulness",
     "gold_reward",

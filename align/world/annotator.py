@@ -9,6 +9,10 @@ data still prefer the more helpful of two safe answers):
 The annotator then picks the truly better answer, except that with probability `FLIP_PROBABILITY[strength]`
 it picks the other one. Noise falls as strength rises, so a reward model's accuracy by strength bucket
 behaves like the paper's (docs/method.md §5): high on clear-cut pairs, near chance on negligible ones.
+
+Given more than two answers to a prompt, the annotator ranks them, as InstructGPT's labellers ranked 4-9 answers
+(Ouyang et al. 2022, §3.4): every two are compared as above, the answers are ordered by comparisons won, and the
+pair kept is the first against the last, labelled with the strength of their gold gap.
 """
 
 from __future__ import annotations
@@ -64,4 +68,31 @@ def annotate(prompt: Any, first: str, second: str, target: str, rng: random.Rand
         "strength": strength,
         "gold_gap": abs(gap) * (-1 if flipped else 1),
         "flipped": flipped,
+    }
+
+
+def annotate_ranking(prompt: Any, answers: list[str], target: str, rng: random.Random) -> dict[str, Any]:
+    """Rank two or more different answers by comparing every two (`annotate`, with its noise) and label the
+    annotator's best against its worst: the keys of `annotate`, plus `comparisons`. Two answers are one
+    comparison, labelled exactly as `annotate` labels them."""
+    if len(answers) < 2 or len({a.strip() for a in answers}) != len(answers):
+        raise ValueError("annotate_ranking: expected two or more different answers")
+    if len(answers) == 2:
+        return {**annotate(prompt, answers[0], answers[1], target, rng), "comparisons": 1}
+    wins = [0] * len(answers)
+    for i in range(len(answers)):
+        for j in range(i + 1, len(answers)):
+            label = annotate(prompt, answers[i], answers[j], target, rng)
+            wins[i if label["chosen"] == answers[i] else j] += 1
+    tiebreak = [rng.random() for _ in answers]
+    order = sorted(range(len(answers)), key=lambda k: (wins[k], tiebreak[k]), reverse=True)
+    best, worst = answers[order[0]], answers[order[-1]]
+    gap = gold_gap(prompt, best, worst, target)
+    return {
+        "chosen": best,
+        "rejected": worst,
+        "strength": strength_for_gap(gap),
+        "gold_gap": gap,
+        "flipped": gap < 0,
+        "comparisons": len(answers) * (len(answers) - 1) // 2,
     }

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..data.gatt import build_gatt_dialogue
-from .annotator import annotate
+from .annotator import annotate_ranking
 from .gold import LIST_CATEGORIES
 from .knowledge import ATTRIBUTES, COLORS, FOODS, PETS, TOWNS, Person, make_people
 from .tasks import (
@@ -273,9 +273,10 @@ class World:
     ) -> list[dict[str, Any]]:
         """One labelled pair per prompt, in the record format `align.data.load_preferences` reads.
 
-        Answers come from `sampler(prompt, 2)` (any policy) or, by default, from `respond` at qualities drawn
-        from `quality_mix`, a `PADDING_RATE` share of them padded. Prompts whose two answers are identical, or
-        one of them empty, give no pair.
+        Answers come from `sampler(prompt, 2)` (any policy; it may return more than two, which the annotator
+        ranks: the pair is its best against its worst) or, by default, from `respond` at qualities drawn from
+        `quality_mix`, a `PADDING_RATE` share of them padded. Prompts with fewer than two different, non-empty
+        answers give no pair.
         """
         rng = random.Random(f"pairs-{self.seed}-{target}-{seed}")
         qualities, weights = zip(*sorted((quality_mix or DEFAULT_QUALITY_MIX).items()))
@@ -286,11 +287,16 @@ class World:
                     self.respond(prompt, rng.choices(qualities, weights)[0], rng, pad=rng.random() < PADDING_RATE)
                     for _ in range(2)
                 )
+                answers = [first, second]
             else:
-                first, second = list(sampler(prompt, 2))[:2]
-            if not first.strip() or not second.strip() or first.strip() == second.strip():
+                answers = list(sampler(prompt, 2))
+            distinct: list[str] = []
+            for answer in answers:
+                if answer.strip() and answer.strip() not in {d.strip() for d in distinct}:
+                    distinct.append(answer)
+            if len(distinct) < 2:
                 continue  # a pair needs two different, non-empty answers
-            label = annotate(prompt, first, second, target, rng)
+            label = annotate_ranking(prompt, distinct, target, rng)
             pairs.append(
                 {
                     "prompt": prompt.messages,
