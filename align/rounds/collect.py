@@ -15,7 +15,7 @@ from accelerate.utils import gather_object
 from ..ai_feedback import HUMAN
 from ..checkpoint import is_done
 from ..io import atomic_write_jsonl, read_jsonl
-from ..sources import WORLD, describe_source
+from ..sources import describe_source
 from .config import ROUND_STAGE_MARKER, TARGETS, AnnotationNeeded
 
 if TYPE_CHECKING:
@@ -94,11 +94,12 @@ def require_enough_pairs(rounds: Rounds, n: int, collected: dict[str, Any]) -> N
 def round_options(rounds: Rounds) -> dict[str, Any]:
     """The rounds options a round's collection depends on (recorded with it; a rerun says when they changed)."""
     config = rounds.config
-    if config.helpfulness_pairs not in (None, WORLD):
-        return {}  # the user's files: nothing to choose
-    if config.on_user_data and config.helpfulness_pairs is None:
-        return {"pairs_per_round": config.pairs_per_round, "annotation_temperatures": config.annotation_temperatures,
-                "annotation_max_new_tokens": config.annotation_max_new_tokens, "annotator": config.annotator}  # fmt: skip
+    if config.pair_source == "files":
+        return {}  # nothing to choose
+    if config.pair_source == "comparison batch":
+        return {"pairs_per_round": config.pairs_per_round, "annotator": config.annotator,
+                "annotation_temperatures": config.annotation_temperatures,
+                "annotation_max_new_tokens": config.annotation_max_new_tokens}  # fmt: skip
     return {"pairs_per_round": config.pairs_per_round, "collect_samples": config.collect_samples,
             "collect_temperature": config.collect_temperature}  # fmt: skip
 
@@ -111,8 +112,8 @@ def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     from ..data import load_preferences
 
-    from_files = rounds.config.helpfulness_pairs not in (None, WORLD)
-    annotated = rounds.config.on_user_data and rounds.config.helpfulness_pairs is None
+    from_files = rounds.config.pair_source == "files"
+    annotated = rounds.config.pair_source == "comparison batch"
     if (from_files or annotated) and not rounds.processes.is_main_process:
         return {}
     if from_files:

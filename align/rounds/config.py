@@ -337,7 +337,7 @@ class RoundsConfig:
                 "annotator: labels the comparison batch of a run on your data; the demo's pairs are labelled by "
                 "the world's annotator"
             )  # fmt: skip
-        if self.collect_samples != 2 and self.on_user_data and self.helpfulness_pairs != WORLD:
+        if self.collect_samples != 2 and self.pair_source != "world":
             raise ValueError(f"collect_samples: {self.collect_samples} answers per prompt are ranked by the world's "
                              "annotator; a run on your data collects pairs from files or a comparison batch (give "
                              "helpfulness_pairs / safety_pairs: world, or leave collect_samples at 2)")  # fmt: skip
@@ -356,6 +356,14 @@ class RoundsConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def pair_source(self) -> str:
+        """Where a round's new pairs come from: "files" (helpfulness_pairs / safety_pairs), "comparison batch"
+        (a run on your data without them: a batch to annotate) or "world" (the world's annotator)."""
+        if self.helpfulness_pairs not in (None, WORLD):
+            return "files"
+        return "comparison batch" if self.on_user_data and self.helpfulness_pairs is None else "world"
 
     @property
     def on_user_data(self) -> bool:

@@ -205,7 +205,7 @@ class Rounds:
             facts = json.loads(marker.read_text())
             if main:
                 print(f"[round {round_number}] {stage}: done in an earlier run, skipped ({folder})", flush=True)
-                before = facts.get("options", options) or {}
+                before = facts.get("options", options) or {}  # a marker older than `options`: nothing to compare
                 changed = [
                     f"{k} {before.get(k)!r} (now {v!r})" for k, v in (options or {}).items() if before.get(k) != v
                 ]
@@ -396,7 +396,7 @@ class Rounds:
 
     def run_round(self, n: int, policy: Path) -> Path:
         """One round from `policy` (the previous round's); returns this round's policy."""
-        if self.config.on_user_data and not self.config.helpfulness_pairs:  # no files: a comparison batch
+        if self.config.pair_source == "comparison batch":
             collect.wait_for_annotations(self, n, policy)
         collected = self.run_stage(n, "collect", lambda folder: collect.run(self, n, policy, folder),
                                    collect.round_options(self))  # fmt: skip

@@ -283,16 +283,16 @@ class World:
         pairs = []
         for prompt in prompts:
             if sampler is None:
-                first, second = (
+                answers = [
                     self.respond(prompt, rng.choices(qualities, weights)[0], rng, pad=rng.random() < PADDING_RATE)
                     for _ in range(2)
-                )
-                answers = [first, second]
+                ]
             else:
                 answers = list(sampler(prompt, 2))
-            distinct: list[str] = []
+            distinct, seen = [], set()
             for answer in answers:
-                if answer.strip() and answer.strip() not in {d.strip() for d in distinct}:
+                if answer.strip() and answer.strip() not in seen:
+                    seen.add(answer.strip())
                     distinct.append(answer)
             if len(distinct) < 2:
                 continue  # a pair needs two different, non-empty answers
