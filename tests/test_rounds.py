@@ -406,6 +406,7 @@ def test_bad_round_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
         (["--diagnostic_samples", "1"], "diagnostic_samples: 0 \\(off\\) or at least 2"),
         (["--collect_samples", "1"], "collect_samples: at least 2 answers per prompt"),
         (["--collect_samples", "4"], "collect_samples: 4 answers per prompt are ranked by the world's annotator"),
+        (["--collect_greedy", "true"], "collect_greedy: puts the policy's greedy answer among the answers"),
     ):
         argv = ["--round", "1", "--sft_model", str(tmp_path / "missing"), "--name", "x", "--runs_dir", str(tmp_path),
                 *world, *extra]  # fmt: skip
@@ -587,10 +588,11 @@ def test_a_round_with_dpo_from_round_1_on_the_tiny_world(tmp_path, stage_configs
                                                       per_device_batch_size=8, save_steps=1000))  # fmt: skip
     config = RoundsConfig(round=1, name="dpo", runs_dir=str(tmp_path / "runs"), ppo_from_round=0, dpo_from_round=1,
                           dpo_config=dpo_yaml, pairs_per_round=40, world_eval_prompts=20, diagnostic_samples=0,
-                          collect_samples=3, **stage_configs)  # fmt: skip
+                          collect_samples=3, collect_greedy=True, **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "dpo"
-    assert manifest["rounds"]["1"]["collect"]["options"]["collect_samples"] == 3  # the annotator's best of 3 vs worst
+    options = manifest["rounds"]["1"]["collect"]["options"]
+    assert options["collect_samples"] == 3 and options["collect_greedy"]  # the annotator's best of 3 vs worst
     facts = manifest["rounds"]["1"]["dpo"]
     sampled = manifest["rounds"]["1"]["rejection_sampling"]["final"]
     assert facts["parent"] == sampled and facts["config"]["reference"] == sampled
@@ -626,3 +628,6 @@ def test_a_finished_stage_is_kept_and_a_rerun_says_which_of_its_options_changed(
     assert "[round 1] collect: note: kept as it was made, with collect_samples 2 (now 4); to make it with the new " \
         "options, run under another --name" in out  # fmt: skip
     assert rounds.manifest.data["rounds"]["1"]["collect"]["options"]["collect_samples"] == 2
+    # An option added since the stage was made (its marker does not name it) is not a change the rerun made.
+    rounds.run_stage(1, "collect", work, {"collect_samples": 2, "collect_temperature": 1.0, "collect_greedy": False})
+    assert len(made) == 1 and "note:" not in capsys.readouterr().out

@@ -101,7 +101,7 @@ def round_options(rounds: Rounds) -> dict[str, Any]:
                 "annotation_temperatures": config.annotation_temperatures,
                 "annotation_max_new_tokens": config.annotation_max_new_tokens}  # fmt: skip
     return {"pairs_per_round": config.pairs_per_round, "collect_samples": config.collect_samples,
-            "collect_temperature": config.collect_temperature}  # fmt: skip
+            "collect_temperature": config.collect_temperature, "collect_greedy": config.collect_greedy}  # fmt: skip
 
 
 def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
@@ -162,7 +162,8 @@ def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
                                         mix=TARGET_PROMPT_MIX[target])  # fmt: skip
         mine = prompts[target][rank::processes]
         samples = sample_answers(model, tokenizer, mine, rounds.config.collect_samples,
-                                 temperature=rounds.config.collect_temperature, seed=seeds[target])  # fmt: skip
+                                 temperature=rounds.config.collect_temperature, seed=seeds[target],
+                                 greedy_first=rounds.config.collect_greedy)  # fmt: skip
         answers[target] = {prompt.id: pair for prompt, pair in zip(mine, samples)}
     if processes > 1:
         parts = gather_object([answers])

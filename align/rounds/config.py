@@ -229,6 +229,11 @@ class RoundsConfig:
                           "the world's annotator (every two compared) and its best against its worst make the pair "
                           "(InstructGPT's K-way ranking)"},
     )  # fmt: skip
+    collect_greedy: bool = field(
+        default=False,
+        metadata={"help": "world only: one of each prompt's collect_samples answers is the policy's greedy answer "
+                          "(the one the evaluation judges), the others sampled at collect_temperature"},
+    )  # fmt: skip
     annotation_temperatures: str = field(
         default="1.0,0.7", metadata={"help": "the two sampling temperatures of a comparison batch's answers"}
     )
@@ -341,6 +346,10 @@ class RoundsConfig:
             raise ValueError(f"collect_samples: {self.collect_samples} answers per prompt are ranked by the world's "
                              "annotator; a run on your data collects pairs from files or a comparison batch (give "
                              "helpfulness_pairs / safety_pairs: world, or leave collect_samples at 2)")  # fmt: skip
+        if self.collect_greedy and self.pair_source != "world":
+            raise ValueError("collect_greedy: puts the policy's greedy answer among the answers the world's "
+                             "annotator ranks; a run on your data collects pairs from files or a comparison batch "
+                             "(give helpfulness_pairs / safety_pairs: world, or leave collect_greedy off)")  # fmt: skip
         if self.annotator_template is not None and not Path(self.annotator_template).is_file():
             raise FileNotFoundError(f"annotator_template: no file at {self.annotator_template}")
         if self.on_user_data:

@@ -205,9 +205,10 @@ class Rounds:
             facts = json.loads(marker.read_text())
             if main:
                 print(f"[round {round_number}] {stage}: done in an earlier run, skipped ({folder})", flush=True)
-                before = facts.get("options", options) or {}  # a marker older than `options`: nothing to compare
+                # A marker older than `options`, or than one of them (an option added since), says nothing of it.
+                before = facts.get("options", options) or {}
                 changed = [
-                    f"{k} {before.get(k)!r} (now {v!r})" for k, v in (options or {}).items() if before.get(k) != v
+                    f"{k} {before[k]!r} (now {v!r})" for k, v in (options or {}).items() if k in before and before[k] != v
                 ]
                 if changed:
                     print(f"[round {round_number}] {stage}: note: kept as it was made, with {', '.join(changed)}; "

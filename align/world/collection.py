@@ -27,22 +27,29 @@ def sample_answers(
     max_new_tokens: int = 48,
     batch_size: int = 64,
     seed: int = 0,
+    greedy_first: bool = False,
 ) -> list[list[str]]:
     """`per_prompt` sampled answers to each prompt; rows of many prompts share a batch, each row sampled from
     its own seed (of `seed`, the prompt's id and the answer's index), so the answers do not depend on the
-    batching."""
+    batching. With `greedy_first`, each prompt's first answer is the policy's greedy answer instead (the one a
+    greedy evaluation judges) and the other `per_prompt - 1` are sampled."""
     texts = chat_prompt_texts(tokenizer, [p.messages for p in prompts])
+    sampled = per_prompt - 1 if greedy_first else per_prompt
     flat = complete(
         model,
         tokenizer,
-        [text for text in texts for _ in range(per_prompt)],
+        [text for text in texts for _ in range(sampled)],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         batch_size=batch_size,
-        row_seeds=[row_seed for p in prompts for row_seed in sample_seeds(seed, p.id, per_prompt)],
+        row_seeds=[row_seed for p in prompts for row_seed in sample_seeds(seed, p.id, sampled)],
     )
-    return [flat[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+    answers = [flat[i * sampled : (i + 1) * sampled] for i in range(len(prompts))]
+    if greedy_first:
+        greedy = complete(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        answers = [[first, *rest] for first, rest in zip(greedy, answers)]
+    return answers
 
 
 def policy_preference_pairs(
