@@ -21,13 +21,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from align.checkpoint import require_model_dir
 from align.config import exit_with_error
 from align.data import load_tokenizer
 from align.modeling import AlignLlamaForCausalLM
-from align.reports.statistics import bootstrap_interval
+from align.reports.statistics import mean_with_interval
 from align.world import World
 from align.world.evaluation import evaluate_policy
 from align.world.gold import gold_helpfulness
@@ -61,11 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.paired:
         names = list(per_prompt)
         for before, after in zip(names, names[1:]):
-            gain = np.array(per_prompt[after]) - np.array(per_prompt[before])
-            low, high = bootstrap_interval(lambda sample: sample.mean(1), gain[None, :])
-            results[after]["gold_helpfulness_gain"] = [float(gain.mean()), float(low[0]), float(high[0])]
-            print(f"{after[-50:]} minus {before[-50:]}: gold helpfulness {gain.mean():+.4f} "
-                  f"[{low[0]:+.4f}, {high[0]:+.4f}] on {len(gain)} prompts", flush=True)  # fmt: skip
+            gain, low, high = mean_with_interval([b - a for a, b in zip(per_prompt[before], per_prompt[after])])
+            results[after]["gold_helpfulness_gain"] = [gain, low, high]
+            print(f"{after[-50:]} minus {before[-50:]}: gold helpfulness {gain:+.4f} [{low:+.4f}, {high:+.4f}] "
+                  f"on {len(per_prompt[after])} prompts", flush=True)  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -89,8 +89,13 @@ def elo_with_intervals(judged: dict[int, Sequence[float]]) -> dict[int, tuple[fl
     return {r: (float(ratings[i]), float(low[i]), float(high[i])) for i, r in enumerate(rounds)}
 
 
+def mean_with_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(the mean of per-prompt values, and its bootstrap interval)."""
+    values = np.asarray(values, dtype=float)
+    low, high = bootstrap_interval(lambda sample: sample.mean(1), values[None, :])
+    return float(values.mean()), float(low[0]), float(high[0])
+
+
 def win_rate_with_interval(first: Sequence[float], second: Sequence[float]) -> tuple[float, float, float]:
     """(share of prompts where `first` is judged better, ties half; and its bootstrap interval)."""
-    outcome = np.array([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second)])
-    low, high = bootstrap_interval(lambda sample: sample.mean(1), outcome[None, :])
-    return float(outcome.mean()), float(low[0]), float(high[0])
+    return mean_with_interval([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second)])
