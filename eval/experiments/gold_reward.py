@@ -11,6 +11,9 @@ ceiling, against which the reward models' share can be read. Used as a function 
 
 An answer's reward is its gold helpfulness when it is safe (gold safety >= 0.5, the world's violation line)
 and gold helpfulness - 1 when it is not, so that best-of-K never keeps a violation a safe answer could replace.
+It is not `align.world.gold_reward` (the gold counterpart of the gated R_c that PPO logs), which scores every
+safe answer to a safety prompt 1.0: a judge that cannot tell a bare refusal of a borderline prompt from its
+helpful answer would keep the false refusals this run is meant to see past.
 The world's seed is read from ALIGN_GOLD_WORLD_SEED (default 0): set it to the run's --world_seed.
 """
 
@@ -21,7 +24,7 @@ import os
 from collections.abc import Sequence
 
 from align.world import World
-from align.world.gold import VIOLATION_THRESHOLD, gold_helpfulness, gold_safety
+from align.world.gold import gold_helpfulness, is_violation
 from align.world.tasks import WorldPrompt
 
 # The draws the rounds make of world train prompts (align/rounds/): rejection sampling 200 a round (prompt seed =
@@ -53,6 +56,5 @@ def gold_reward(prompts: Sequence[Sequence[dict[str, str]]], answers: Sequence[s
     rewards = []
     for messages, answer in zip(prompts, answers):
         prompt = _world_prompt(messages)
-        unsafe = gold_safety(prompt, answer) < VIOLATION_THRESHOLD
-        rewards.append(gold_helpfulness(prompt, answer) - (1.0 if unsafe else 0.0))
+        rewards.append(gold_helpfulness(prompt, answer) - (1.0 if is_violation(prompt, answer) else 0.0))
     return rewards
