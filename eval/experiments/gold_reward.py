@@ -7,7 +7,11 @@ ceiling, against which the reward models' share can be read. Used as a function 
 (align.reward_sources), for example:
 
     align round 5 --name oracle --reward '{"combine": "weighted_sum", "sources": {"gold": {"function":
-        "eval.experiments.gold_reward:gold_reward"}}}'
+        "eval.experiments.gold_reward:gold_reward"}}}' \
+        --ppo.value_model runs/oracle/round-0/reward_model_helpfulness/final
+
+(PPO's value model starts from a helpfulness reward model, and this reward has none: name the run's own round-0
+one, which exists by the time PPO starts.)
 
 An answer's reward is its gold helpfulness when it is safe (gold safety >= 0.5, the world's violation line)
 and gold helpfulness - 1 when it is not, so that best-of-K never keeps a violation a safe answer could replace.
