@@ -18,6 +18,16 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def free_port() -> str:
+    """A free local port for a rendezvous: tests may run side by side (pytest -n), and two launches on
+    torchrun's default port would meet each other ("0" is not accepted by torchrun's store)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def launch_two_processes(script: str, *args: str):
     """Run a recipe as 2 processes on the CPU (gloo). accelerate's `--cpu --num_processes 2` starts only one
     process (its simple launcher needs an mpirun hostfile for more), so use the torchrun launcher; the stages
@@ -38,6 +48,8 @@ def launch_two_processes(script: str, *args: str):
         "no",
         "--dynamo_backend",
         "no",
+        "--main_process_port",
+        free_port(),
         script,
         *args,
     ]

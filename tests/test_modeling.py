@@ -441,19 +441,15 @@ def test_fsdp_on_cpu_matches_one_process_resumes_from_a_sharded_checkpoint_and_l
     """torch FSDP2 (one unit per decoder layer, 2 gloo processes, half the batch each) gives the losses of one
     process on the whole batch; a sharded checkpoint resumes to the same losses; the gathered model loads on
     one process with the weights of the single-process run."""
-    import socket
     import subprocess
     import sys
 
     import fsdp_cpu_run
 
-    from conftest import ROOT
+    from conftest import ROOT, free_port
 
     def torchrun(mode):
-        with socket.socket() as probe:  # a free port for the rendezvous ("0" is not accepted by torchrun's store)
-            probe.bind(("127.0.0.1", 0))
-            port = str(probe.getsockname()[1])
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
         done = subprocess.run(
             [*command, "tests/fsdp_cpu_run.py", str(tmp_path), mode], cwd=ROOT, capture_output=True, text=True
         )

@@ -366,10 +366,13 @@ def test_a_slow_process_takes_the_same_path_through_the_stages(tmp_path):
     """Each process decides whether a stage is done before any can write its marker: a process that looks
     only after the main one finished a main-process stage (a quick collection from files, a loaded CI machine)
     still meets it at the stage's closing barrier, instead of running ahead one collective (a 30-minute hang)."""
+    from conftest import free_port
+
     script = tmp_path / "slow_looker.py"
     script.write_text(SLOW_LOOKER)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(), str(script),
+         str(tmp_path / "run")],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
