@@ -18,14 +18,14 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port() -> str:
-    """A free local port for a rendezvous: tests may run side by side (pytest -n), and two launches on
-    torchrun's default port would meet each other ("0" is not accepted by torchrun's store)."""
+def free_port() -> int:
+    """A free local port for a server or a rendezvous: tests may run side by side (pytest -n), and two launches
+    on torchrun's default port would meet each other ("0" is not accepted by torchrun's store)."""
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+        return probe.getsockname()[1]
 
 
 def launch_two_processes(script: str, *args: str):
@@ -49,7 +49,7 @@ def launch_two_processes(script: str, *args: str):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        free_port(),
+        str(free_port()),
         script,
         *args,
     ]

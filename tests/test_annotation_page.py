@@ -13,7 +13,7 @@ from align.annotation_access import Caller, PageAccess, hosts_for
 from align.annotation_page import AnnotationPageConfig, LabelStore, make_app
 from align.data import load_preferences
 from align.io import atomic_write_jsonl, read_jsonl
-from conftest import browser, needs_browser
+from conftest import browser, free_port, needs_browser
 
 
 def write_batch(path: Path, size: int = 6) -> Path:
@@ -301,12 +301,6 @@ def test_the_recipe_exports_or_says_what_is_wrong_in_one_line(tmp_path):
 
 
 # -- the page in a browser ------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class PageServer:

@@ -449,7 +449,8 @@ def test_fsdp_on_cpu_matches_one_process_resumes_from_a_sharded_checkpoint_and_l
     from conftest import ROOT, free_port
 
     def torchrun(mode):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
+        port = str(free_port())
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
         done = subprocess.run(
             [*command, "tests/fsdp_cpu_run.py", str(tmp_path), mode], cwd=ROOT, capture_output=True, text=True
         )

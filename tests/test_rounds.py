@@ -371,8 +371,8 @@ def test_a_slow_process_takes_the_same_path_through_the_stages(tmp_path):
     script = tmp_path / "slow_looker.py"
     script.write_text(SLOW_LOOKER)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(), str(script),
-         str(tmp_path / "run")],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         str(script), str(tmp_path / "run")],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
