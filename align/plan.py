@@ -87,7 +87,11 @@ class PlanConfig:
     )  # fmt: skip
     prompt_length: int = field(default=1024, metadata={"help": "prompt tokens of a rollout"})
     response_length: int = field(default=1024, metadata={"help": "generated tokens of a rollout"})
-    attention: str = field(default="flash", metadata={"help": "flash (GPU kernels) or math (keeps T x T, CPU)"})
+    attention: str = field(
+        default="flash",
+        metadata={"help": "flash (GPU kernels; an fp32 model with grouped kv heads has none and is planned as math) "
+                          "or math (keeps T x T: torch's CPU path)"},
+    )  # fmt: skip
     logits_chunk_tokens: int = field(
         default=1024,
         metadata={"help": "PPO: positions whose vocabulary logits are computed at a time (PPOConfig's); 0 = all"},
@@ -162,17 +166,21 @@ def lora_parameter_count(config: AlignLlamaConfig, rank: int) -> int:
 
 
 def layer_activation_bytes(
-    config: AlignLlamaConfig, dtype_bytes: int, seq_length: int = 0, attention: str = "flash"
+    config: AlignLlamaConfig, dtype_bytes: int, seq_length: int = 0, attention: str = "flash", autocast: bool = False
 ) -> int:
     """Bytes autograd keeps per token for one decoder layer's backward (see the module docstring); the "math"
-    attention kernel (torch's CPU path for grouped-query attention) also keeps the attention probabilities."""
+    attention kernel (torch's CPU path for grouped-query attention) also keeps the attention probabilities.
+    Under `autocast` (fp32 weights, bf16/fp16 matmuls) the residual stream and the norms' outputs stay fp32, and
+    each of the five projections that read a norm's output (q, k, v; gate, up) keeps its own low-precision copy."""
     hidden, kv, inner = config.hidden_size, config.num_key_value_heads * config.head_dim, config.intermediate_size
-    norms = 2 * (4 * hidden + dtype_bytes * hidden)  # fp32 input copy + normalized output, twice
+    norm_output_bytes = 4 if autocast else dtype_bytes
+    norms = 2 * (4 * hidden + norm_output_bytes * hidden)  # fp32 input copy + normalized output, twice
+    casts = 5 * dtype_bytes * hidden if autocast else 0
     attention_bytes = dtype_bytes * (3 * hidden + 2 * kv) + 4 * config.num_attention_heads  # q k v, out, o_proj in
     if attention == "math":
         attention_bytes += dtype_bytes * config.num_attention_heads * seq_length  # one row of probabilities
     mlp = 4 * dtype_bytes * inner  # gate, silu(gate), up, their product
-    return norms + attention_bytes + mlp
+    return norms + casts + attention_bytes + mlp
 
 
 def backward_workspace_bytes(config: AlignLlamaConfig, dtype_bytes: int) -> int:
@@ -229,23 +237,35 @@ def activation_bytes(
     attention: str = "flash",
     logits: str = "full",
     chunk_tokens: int = 1024,
+    autocast: bool = False,
 ) -> int:
     """Peak activation memory of one forward + backward of a micro-batch of `batch_size` x `seq_length` tokens,
-    the loss computed on the whole logits, TRL's fused head or align.logprobs' chunks (`LOGITS`)."""
-    per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention)
+    the loss computed on the whole logits, TRL's fused head or align.logprobs' chunks (`LOGITS`).
+
+    `autocast`: fp32 weights with a bf16/fp16 forward under `torch.autocast`, as `Trainer`'s and accelerate's
+    `bf16` run a model that is not sharded (`ddp`). The residual stream is then fp32, and every matmul keeps the
+    low-precision copy of its weight for the backward: a second copy of the model's projections in `dtype_bytes`
+    (measured on an H200: without it the plan read 22-35% low; eval/bench/memory.py)."""
+    per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention, autocast)
     workspace = backward_workspace_bytes(config, dtype_bytes)
     head_bytes = head_activation_bytes(config, dtype_bytes, head, logits)
     tokens = batch_size * seq_length
     chunk = logits_workspace_bytes(config, dtype_bytes, tokens, logits, chunk_tokens) if head == "lm" else 0
+    weight_copies = 0
+    if autocast:
+        layer = layer_parameter_count(config) - 2 * config.hidden_size  # the projections, not the norms' weights
+        head_weight = config.hidden_size * (config.vocab_size if head == "lm" else 1)
+        layers_kept = 1 if checkpointing else config.num_hidden_layers  # recomputed one layer at a time
+        weight_copies = dtype_bytes * (layers_kept * layer + head_weight)
     if checkpointing:
         # Each layer keeps its input. Measured (eval/bench/memory.py): at the peak two recomputed layers are alive
         # at once (torch frees a layer's recomputed tensors only after the next one is recomputed) together with
         # the backward workspace and the head's tensors.
-        inputs = config.num_hidden_layers * dtype_bytes * config.hidden_size
+        inputs = config.num_hidden_layers * (4 if autocast else dtype_bytes) * config.hidden_size
         per_token = inputs + 2 * per_layer + workspace + head_bytes
     else:  # the head's loss tensors are freed before the layers' backward needs its workspace
         per_token = config.num_hidden_layers * per_layer + max(head_bytes, workspace)
-    return tokens * per_token + chunk
+    return tokens * per_token + chunk + weight_copies
 
 
 def kv_cache_bytes(config: AlignLlamaConfig, sequences: int, length: int, dtype_bytes: int) -> int:
@@ -408,9 +428,18 @@ def plan_memory(
     # DPO's micro-batch runs each pair's chosen and rejected answer in one forward: two rows a pair. Its reference
     # forward (no gradients) comes before the policy's and holds far less than the backward.
     rows = 2 * config.micro_batch_size if config.stage == "dpo" else config.micro_batch_size
+    # Not sharded, a bf16/fp16 run keeps fp32 weights and casts them in the forward (torch.autocast); sharded ones
+    # (DeepSpeed, FSDP) and LoRA's frozen base hold the weights in the low precision itself.
+    autocast = dtype_bytes != 4 and config.strategy == "ddp" and not lora
+    # torch's fused attention kernels on CUDA: flash needs bf16/fp16, and the memory-efficient one (fp32) does not
+    # take grouped kv heads, so an fp32 model with them runs the math kernel (measured on an H200: the flash plan
+    # read 0.32x of the step's activations at 8 x 1024 tokens).
+    grouped = model_config.num_key_value_heads < model_config.num_attention_heads
+    attention = "math" if dtype_bytes == 4 and grouped else config.attention
     per_model = [
         activation_bytes(model_config, rows, length, dtype_bytes, config.activation_checkpointing,
-                         head, config.attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens)
+                         head, attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens,
+                         autocast)
         for head in trained_heads
     ]  # fmt: skip
     # PPO's policy and value model run forward together and share one backward: both models' activations at once.
@@ -526,8 +555,9 @@ def _return_free_memory_to_the_system() -> None:
         pass
 
 
-def _activation_peak(step: Callable[[], None], device: Any) -> int:
-    """Peak memory of `step()` above what was held before it."""
+def activation_peak(step: Callable[[], None], device: Any) -> int:
+    """Peak memory of `step()` above what was held before it: on CUDA the allocator's peak, on a CPU the kernel's
+    peak resident memory (`resident_peak`)."""
     import torch
 
     if device.type == "cuda":
@@ -591,14 +621,17 @@ def _peak_resident_bytes() -> int:
 
 
 def measure_training_step(
-    model: Any, batch_size: int, seq_length: int, checkpointing: bool, repeats: int = 3
+    model: Any, batch_size: int, seq_length: int, checkpointing: bool, repeats: int = 3, autocast: Any = None
 ) -> dict[str, int]:
     """Measured bytes of one AdamW training step of `model` (a causal LM) on random tokens: weights, gradients
     and optimizer state read off the tensors, activations as the peak memory of forward + backward above what
     was held before it (CUDA: the allocator's peak; CPU: the kernel's peak resident memory, Linux only, which
     includes what glibc keeps of freed tensors and so moves by about +-10% from step to step; the largest of
-    `repeats` steps).
+    `repeats` steps). `autocast` (e.g. `torch.bfloat16`) runs the forward under `torch.autocast`, as
+    `Trainer`'s `bf16=True` does: fp32 weights, bf16 matmuls.
     The plan's figures are checked against this (`eval/bench/memory.py`, `tests/test_plan.py`)."""
+    import contextlib
+
     import torch
 
     device = next(model.parameters()).device
@@ -610,12 +643,14 @@ def measure_training_step(
     input_ids = torch.randint(model.config.vocab_size, (batch_size, seq_length), generator=generator).to(device)
 
     def step() -> None:
-        model(input_ids=input_ids, labels=input_ids).loss.backward()
+        with torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: the peak below is activations only
 
     step()  # allocates gradients and optimizer state
-    activations = max(_activation_peak(step, device) for _ in range(repeats))  # the largest: the least disturbed
+    activations = max(activation_peak(step, device) for _ in range(repeats))  # the largest: the least disturbed
 
     def tensor_bytes(tensors: Any) -> int:
         return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))

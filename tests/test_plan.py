@@ -1,8 +1,10 @@
-"""`align.plan`: parameter counts against real models, the plan against a measured CPU step, layouts that
-cannot run."""
+"""`align.plan`: parameter counts against real models, the plan against a measured CPU step and against steps
+measured on a GPU, layouts that cannot run."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from peft import LoraConfig, get_peft_model
@@ -39,7 +41,7 @@ def test_lora_parameter_count_matches_peft(tiny_config):
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_plan_is_within_20_percent_of_a_measured_cpu_step(checkpointing):
+def test_plan_matches_a_measured_cpu_step(checkpointing):
     config = AlignLlamaConfig.from_preset("small")
     # The CPU peak (the kernel's peak resident memory) moves with what glibc keeps of freed tensors: the largest of
     # several steps. (It was sampled before and read 20% low on a loaded machine: CI, 2026-12-03.)
@@ -60,7 +62,34 @@ def test_plan_is_within_20_percent_of_a_measured_cpu_step(checkpointing):
     for part in ("weights", "gradients", "optimizer state"):  # read off the tensors (AdamW's step counts aside)
         assert plan.components[part] == pytest.approx(measured[part], rel=1e-4), part
     assert measured["activations"] > 0
-    assert plan.total == pytest.approx(sum(measured.values()), rel=0.2)
+    if checkpointing:
+        # The checkpointed peak is planned on the safe side (two recomputed layers and the backward workspace at
+        # once); the CPU figure moves by about 10% with what glibc keeps of freed tensors, and read 8-25% under
+        # the plan in full test runs (20% was exceeded once, in CI, 2026-12-04).
+        assert sum(measured.values()) <= plan.total <= 1.35 * sum(measured.values())
+    else:
+        assert plan.total == pytest.approx(sum(measured.values()), rel=0.2)
+
+
+def test_plan_against_training_steps_measured_on_an_h200():
+    """The allocator's peak of one AdamW step on a CUDA GPU (eval/bench/memory.py --device cuda, recorded in
+    tests/fixtures): bf16 is autocast over fp32 weights as Trainer runs it, flash attention (sdpa)."""
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "h200_training_steps.json").read_text())
+    for row in recorded["rows"]:
+        config = AlignLlamaConfig.from_preset(row["preset"], num_hidden_layers=row["layers"])
+        batch, length = (int(n) for n in row["batch"].split("x"))
+        layout = PlanConfig(preset=row["preset"], stage="pretrain", gpus=1, micro_batch_size=batch,
+                            seq_length=length, activation_checkpointing=row["checkpointing"], gpu_memory_gib=1e6,
+                            dtype="bf16" if row["mixed_precision"] == "bf16" else "fp32")  # fmt: skip
+        plan = plan_memory(layout, config)
+        ratio = plan.total / sum(row["measured"].values())
+        activations = plan.components["activations"] / row["measured"]["activations"]
+        name = f"{row['preset']} x {row['layers']} layers, {row['batch']}, {row['mixed_precision']}"
+        if row["checkpointing"]:  # planned on the safe side: over by 7% (7B shape) to 2x (small models)
+            assert 0.95 <= ratio <= 2.5, f"{name}, checkpointing: plan / measured {ratio:.2f}"
+        else:  # (before the autocast copies were counted, bf16 activations read 0.65-0.78)
+            assert 0.8 <= ratio <= 1.2, f"{name}: plan / measured {ratio:.2f}"
+            assert 0.8 <= activations <= 1.2, f"{name}: planned / measured activations {activations:.2f}"
 
 
 def test_sharding_divides_what_each_strategy_shards():
@@ -70,7 +99,9 @@ def test_sharding_divides_what_each_strategy_shards():
     zero3 = plan_memory(PlanConfig(gpus=8, strategy="zero3", **base)).components
     assert ddp["weights"] + ddp["gradients"] + ddp["optimizer state"] == 16 * 6_738_415_616  # ZeRO §3
     assert zero2["weights"] == ddp["weights"] and zero2["optimizer state"] == ddp["optimizer state"] // 8
-    assert zero3["weights"] == ddp["weights"] // 8 and zero3["activations"] == ddp["activations"]
+    assert zero3["weights"] == ddp["weights"] // 8 and zero3["activations"] == zero2["activations"]
+    # Unsharded, bf16 is autocast over fp32 weights: an fp32 residual stream and bf16 copies of the weights.
+    assert ddp["activations"] > zero2["activations"]
 
 
 def test_ppo_holds_five_models_and_four_with_lora():

@@ -6,8 +6,8 @@ measured in the same run, each next to `align.plan`'s figure.
 A random Llama (hidden 64, 2 layers, fp32, the vocabulary of Llama 3: the LM head is most of the model, as the
 logits are most of a step's memory) and, for PPO, a value model of the same shape. Each variant runs in its own
 subprocess; a warm-up step allocates gradients, then the peak resident memory of the next forward + backward
-above what was held before it is measured (the kernel's peak resident memory, `align.plan.resident_peak`,
-largest of 3 steps):
+above what was held before it is measured (`align.plan.activation_peak`: the kernel's peak resident memory on a
+CPU, the allocator's peak with `--device cuda`; largest of 3 steps):
 
 - PPO: `PolicyAndValue` over `rows` x (prompt + response) tokens, the policy's log-probs of the response from
   `align.logprobs` with `logits_chunk_tokens` positions at a time (the default 1024) or all at once (0), and a
@@ -15,8 +15,8 @@ largest of 3 steps):
 - SFT: the loss over every position, through TRL's fused LM head (what `SFTTrainer`, and so `align sft`, runs)
   or through the model's own forward with `labels` (the whole logits).
 
-The planner's activations for the same shape (`align.plan.activation_bytes`, fp32, torch's CPU "math"
-attention, no activation checkpointing) are printed beside each; the ratio chunked / whole is the point.
+The planner's activations for the same shape (`align.plan.activation_bytes`, fp32, torch's "math" attention on a
+CPU, flash on CUDA, no activation checkpointing) are printed beside each; the ratio chunked / whole is the point.
 """
 
 from __future__ import annotations
@@ -44,16 +44,17 @@ def build(vocab: int, hidden: int, layers: int, head: str = "lm"):
 
 def measure(args: argparse.Namespace) -> dict:
     """One variant (`args.variant`), in this process: the peak bytes of a step above what is held before it."""
-    from align.plan import resident_bytes, resident_peak, settle_memory
+    from align.plan import activation_peak
 
-    policy = build(args.vocab, args.hidden, args.layers)
+    device = torch.device(args.device)
+    policy = build(args.vocab, args.hidden, args.layers).to(device)
     length = args.prompt + args.response
-    ids = torch.randint(args.vocab, (args.rows, length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(args.vocab, (args.rows, length), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
     if args.variant.startswith("ppo"):
         from align.ppo import PolicyAndValue
 
-        model = PolicyAndValue(policy, build(args.vocab, args.hidden, args.layers, head="score"))
+        model = PolicyAndValue(policy, build(args.vocab, args.hidden, args.layers, head="score").to(device))
         chunk = args.chunk if args.variant == "ppo_chunked" else 0
 
         def step() -> None:
@@ -73,12 +74,7 @@ def measure(args: argparse.Namespace) -> dict:
                 policy(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False).loss.backward()
 
     step()  # allocates the gradients
-    peaks = []
-    for _ in range(3):
-        settle_memory()
-        before = resident_bytes()
-        peaks.append(resident_peak(step) - before)
-    return {"variant": args.variant, "peak": max(peaks)}
+    return {"variant": args.variant, "peak": max(activation_peak(step, device) for _ in range(3))}
 
 
 def planned(args: argparse.Namespace, variant: str) -> int:
@@ -92,7 +88,8 @@ def planned(args: argparse.Namespace, variant: str) -> int:
     # PPO's planner entry is align.logprobs' computation at the run's chunk (0: every position at once).
     logits, chunk = {"ppo_chunked": ("chunked", args.chunk), "ppo_whole": ("chunked", 0), "sft_fused": ("fused", 0),
                      "sft_whole": ("full", 0)}[variant]  # fmt: skip
-    common = dict(batch_size=args.rows, seq_length=length, dtype_bytes=4, checkpointing=False, attention="math")
+    attention = "flash" if args.device == "cuda" else "math"
+    common = dict(batch_size=args.rows, seq_length=length, dtype_bytes=4, checkpointing=False, attention=attention)
     total = activation_bytes(config, head="lm", logits=logits, chunk_tokens=chunk, **common)
     if variant.startswith("ppo"):
         total += activation_bytes(config, head="score", **common)
@@ -108,6 +105,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--response", type=int, default=192)
     parser.add_argument("--chunk", type=int, default=1024, help="PPO's logits_chunk_tokens")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the allocator's peak)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # set for the measuring subprocess
     parser.add_argument("--out", type=Path, default=Path("eval/bench/results/vocab_memory_cpu.json"))
     args = parser.parse_args()
@@ -115,7 +113,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     rows = []
-    shape = f"vocab {args.vocab}, hidden {args.hidden}, {args.rows} rows x {args.prompt}+{args.response} tokens"
+    shape = f"vocab {args.vocab}, hidden {args.hidden}, {args.rows} rows x {args.prompt}+{args.response} tokens, {args.device}"
     print(shape)
     print(f"{'variant':12s} {'measured MiB':>13s} {'planned MiB':>12s} {'plan/measured':>14s}")
     for variant in ("ppo_chunked", "ppo_whole", "sft_fused", "sft_whole"):
