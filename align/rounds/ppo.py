@@ -13,6 +13,9 @@ from .records import stage_done_facts
 if TYPE_CHECKING:
     from .runner import Rounds
 
+# Round n's PPO draws its world prompts with seed PPO_PROMPT_SEED_BASE + n, apart from rejection sampling's (seed n).
+PPO_PROMPT_SEED_BASE = 100
+
 
 def round_options(rounds: Rounds) -> dict[str, Any]:
     """The rounds options a round's PPO depends on (recorded with it; a rerun says when they changed)."""
@@ -33,7 +36,7 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         **rounds.reward_fields(models),
         output_dir=str(folder),
         world_seed=rounds.config.world_seed,
-        world_prompt_seed=100 + n,
+        world_prompt_seed=PPO_PROMPT_SEED_BASE + n,
         seed=rounds.config.seed + n,
         **rounds.prompt_source(),
     )

@@ -27,13 +27,15 @@ import json
 import os
 from collections.abc import Sequence
 
+from align.rounds.ppo import PPO_PROMPT_SEED_BASE
 from align.world import World
 from align.world.gold import gold_helpfulness, is_violation
 from align.world.tasks import WorldPrompt
 
 # The draws the rounds make of world train prompts (align/rounds/): rejection sampling 200 a round (prompt seed =
-# the round), PPO 1,024 (prompt seed = 100 + the round); sizes from the stage YAMLs under align/configs/rlhf_round/.
-PROMPT_DRAWS = [(200, n) for n in range(11)] + [(1024, 100 + n) for n in range(11)]
+# the round), PPO 1,024 (prompt seed = PPO_PROMPT_SEED_BASE + the round); sizes from the stage YAMLs under
+# align/configs/rlhf_round/.
+PROMPT_DRAWS = [(200, n) for n in range(11)] + [(1024, PPO_PROMPT_SEED_BASE + n) for n in range(11)]
 
 _by_messages: dict[str, WorldPrompt] = {}
 
