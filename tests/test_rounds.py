@@ -528,8 +528,10 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     ))  # fmt: skip
     world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
                                         "helpfulness_pairs", "safety_pairs")}  # fmt: skip
+    # 96 prompts x 8 samples: with 64 x 4 the step was within noise of zero on another CPU (AVX512: gold 0.000 to
+    # 0.005, 2026-12-04); with these, gold 0.000 to 0.298 and false refusals 0.86 to 0.06 there.
     rejection_sampling = write_yaml(tmp_path / "rs.yaml", dict(
-        policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=64, num_samples=4, max_new_tokens=24,
+        policy="-", helpfulness_rm="-", safety_rm="-", world_prompts=96, num_samples=8, max_new_tokens=24,
         finetune_lr=1e-3, finetune_epochs=2, finetune_batch_size=8, max_length=256,
     ))  # fmt: skip
     config = RoundsConfig(
