@@ -23,13 +23,16 @@ the stated GPUs (the message says what does). The accounting:
   the probabilities), the o_proj input, and the four SwiGLU tensors); the logits, alive through the whole
   backward; and at the peak either the loss's tensors (log-softmax, a vocabulary-sized gradient) or one
   layer's backward workspace. With activation checkpointing each layer keeps its input only; at the peak two
-  recomputed layers, the workspace and the head's tensors are alive (as measured).
+  recomputed layers, the workspace and the head's tensors are alive (as measured). A bf16/fp16 run under `ddp`
+  is autocast over fp32 weights (Trainer, accelerate): an fp32 residual stream, bf16 copies of each
+  projection's input and of every weight. An fp32 model with grouped kv heads has no fused attention kernel on
+  CUDA: its probabilities are counted.
 - KV cache of rollouts (rejection sampling, PPO): 2 x layers x kv heads x head dim per token of every sequence
   generated at once.
 PPO holds policy and value model (trained), reference and two reward models (frozen); with LoRA the reference is
 the policy with its adapters off, with `shared_value_head` the value model is a head on the policy (one model
-less each). `eval/bench/memory.py` checks these numbers against
-measured CPU runs.
+less each). `eval/bench/memory.py` checks these numbers against measured CPU runs and one H200's
+(`eval/bench/README.md`).
 """
 
 from __future__ import annotations
