@@ -37,6 +37,7 @@ less each). `eval/bench/memory.py` checks these numbers against measured CPU run
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -249,6 +250,11 @@ def activation_bytes(
     `bf16` run a model that is not sharded (`ddp`). The residual stream is then fp32, and every matmul keeps the
     low-precision copy of its weight for the backward: a second copy of the model's projections in `dtype_bytes`
     (measured on an H200: without it the plan read 22-35% low; eval/bench/memory.py)."""
+    # torch's fused attention kernels on CUDA: flash needs bf16/fp16, and the memory-efficient one (fp32) does not
+    # take grouped kv heads, so an fp32 model with them runs the math kernel (measured on an H200: the flash plan
+    # read 0.32x of the step's activations at 8 x 1024 tokens).
+    if dtype_bytes == 4 and config.num_key_value_heads < config.num_attention_heads:
+        attention = "math"
     per_layer = layer_activation_bytes(config, dtype_bytes, seq_length, attention, autocast)
     workspace = backward_workspace_bytes(config, dtype_bytes)
     head_bytes = head_activation_bytes(config, dtype_bytes, head, logits)
@@ -434,14 +440,9 @@ def plan_memory(
     # Not sharded, a bf16/fp16 run keeps fp32 weights and casts them in the forward (torch.autocast); sharded ones
     # (DeepSpeed, FSDP) and LoRA's frozen base hold the weights in the low precision itself.
     autocast = dtype_bytes != 4 and config.strategy == "ddp" and not lora
-    # torch's fused attention kernels on CUDA: flash needs bf16/fp16, and the memory-efficient one (fp32) does not
-    # take grouped kv heads, so an fp32 model with them runs the math kernel (measured on an H200: the flash plan
-    # read 0.32x of the step's activations at 8 x 1024 tokens).
-    grouped = model_config.num_key_value_heads < model_config.num_attention_heads
-    attention = "math" if dtype_bytes == 4 and grouped else config.attention
     per_model = [
         activation_bytes(model_config, rows, length, dtype_bytes, config.activation_checkpointing,
-                         head, attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens,
+                         head, config.attention, LOGITS.get(config.stage, "full"), config.logits_chunk_tokens,
                          autocast)
         for head in trained_heads
     ]  # fmt: skip
@@ -633,8 +634,6 @@ def measure_training_step(
     `repeats` steps). `autocast` (e.g. `torch.bfloat16`) runs the forward under `torch.autocast`, as
     `Trainer`'s `bf16=True` does: fp32 weights, bf16 matmuls.
     The plan's figures are checked against this (`eval/bench/memory.py`, `tests/test_plan.py`)."""
-    import contextlib
-
     import torch
 
     device = next(model.parameters()).device
