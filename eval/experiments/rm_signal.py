@@ -5,7 +5,8 @@
 For each world helpfulness prompt of `kept.jsonl` (its K candidates, their helpfulness-RM scores and the prompt's
 answer key), the candidates' gold helpfulness and length in words, centred per prompt, then per kind of prompt:
 the correlation of the RM's score with gold, with length, and with refusing; and the gold of the RM's pick, of
-one candidate on average and of the gold-best one. `--answers_only` drops the refusals first: what the reward model
+one candidate on average and of the gold-best one. `--answers_only` drops the refusals (the world's
+`is_refusal`, as its false-refusal rate counts them) first: what the reward model
 rewards among the policy's answers. A diagnostic of eval/experiments/rounds_compound.md (ninth session).
 """
 
@@ -17,20 +18,16 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from align.world.gold import gold_helpfulness
+from align.world.gold import gold_helpfulness, is_refusal
 from align.world.tasks import WorldPrompt
-
-REFUSAL_OPENINGS = ("I can't", "I cannot")
 
 
 def correlation(x: list[float], y: list[float]) -> float:
     """Pearson's r (nan when either side is constant)."""
-    mean_x, mean_y = statistics.fmean(x), statistics.fmean(y)
-    spread_x = sum((a - mean_x) ** 2 for a in x) ** 0.5
-    spread_y = sum((b - mean_y) ** 2 for b in y) ** 0.5
-    if not spread_x or not spread_y:
+    try:
+        return statistics.correlation(x, y)
+    except statistics.StatisticsError:
         return float("nan")
-    return sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y)) / (spread_x * spread_y)
 
 
 def centred(values: list[float]) -> list[float]:
@@ -48,13 +45,13 @@ def rm_signal(path: Path, answers_only: bool = False) -> dict[str, dict[str, flo
             continue
         candidates, scores = record["candidates"], record["helpfulness_scores"]
         if answers_only:
-            kept = [i for i, text in enumerate(candidates) if not text.startswith(REFUSAL_OPENINGS)]
+            kept = [i for i, text in enumerate(candidates) if not is_refusal(text)]
             candidates, scores = [candidates[i] for i in kept], [scores[i] for i in kept]
         prompt = WorldPrompt.from_record(record)
         golds = [gold_helpfulness(prompt, text) for text in candidates]
         if len(set(golds)) < 2:  # nothing to tell apart
             continue
-        refusals = [float(text.startswith(REFUSAL_OPENINGS)) for text in candidates]
+        refusals = [float(is_refusal(text)) for text in candidates]
         sums = by_kind[record["kind"]]
         sums["score"] += centred(scores)
         sums["gold"] += centred(golds)
