@@ -9,6 +9,14 @@ across processes. Both reward models score every answer (`align.rewards.score`) 
 picks the best: the safety score on safety prompts or when it is below the threshold, the helpfulness score
 otherwise.
 
+With `min_reward_gain` > 0 (the demo's rounds; 0, the paper's plain argmax, by default) the reward models' pick
+must earn its place: it replaces the policy's most frequent answer among the K only when its reward is higher by
+more than `min_reward_gain`. A reward model near chance on small differences (the paper's "negligibly better"
+pairs, docs/method.md §5) gives the K answers nearly equal scores, and the argmax of nearly equal scores falls
+on any *distinct* answer about equally often, so the policy's rare answers, mostly its wrong ones, are kept far
+more often than it samples them, and fine-tuning on them teaches the errors (eval/experiments/rounds_compound.md,
+tenth session). A clear preference (a refusal against an answer, a broken format) still wins.
+
 Distributed with accelerate: process r takes every n-th prompt and appends each result, as soon as it has it,
 to `shards/shard-r.jsonl` (one flushed line per prompt). A restarted run reads every shard, skips the prompts
 already done (a line cut short by a kill is ignored), and the main process merges the shards into
@@ -27,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +65,11 @@ from .rewards import SAFETY_THRESHOLD
 from .sharding import SHARD_FROZEN_HELP, shard_model, sharding_active
 from .sources import describe_sources, require_source
 
+MIN_REWARD_GAIN_HELP = (
+    "keep the policy's most frequent answer among the K unless the best-rewarded one beats its reward by more than "
+    "this (reward units; 0: always the best-rewarded, the paper's best-of-K)"
+)
+
 
 @dataclass
 class RejectionSamplingConfig:
@@ -76,6 +90,7 @@ class RejectionSamplingConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
+    min_reward_gain: float = field(default=0.0, metadata={"help": MIN_REWARD_GAIN_HELP})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of docs/method.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
     generation_batch_size: int = field(
@@ -103,6 +118,7 @@ class RejectionSamplingConfig:
                       "generation_batch_size", "finetune_lr",
                       "finetune_epochs", "finetune_batch_size", "max_length"),
             fraction=("safety_threshold",),
+            non_negative=("min_reward_gain",),
         )  # fmt: skip
         check_decode(self.decode, sharded=self.shard_frozen)
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
@@ -192,7 +208,8 @@ def best_of_k(
         candidates = answers[rows]
         # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
         eligible = rewards[rows].masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))
-        best = int(eligible.argmax()) if torch.isfinite(eligible).any() else None
+        by_reward = keep_index(candidates, eligible.tolist())
+        best = keep_index(candidates, eligible.tolist(), config.min_reward_gain)
         results.append(
             {
                 **record,
@@ -200,6 +217,7 @@ def best_of_k(
                 "rewards": rewards[rows].tolist(),
                 **{f"{name}_scores": value[rows].tolist() for name, value in logged.items()},
                 "best": best,
+                "kept_most_frequent": best != by_reward,  # min_reward_gain overruled the reward models' pick
                 **(
                     {"messages": [*record["prompt"], {"role": "assistant", "content": candidates[best]}]}
                     if best is not None
@@ -208,6 +226,21 @@ def best_of_k(
             }
         )
     return results
+
+
+def keep_index(candidates: list[str], rewards: list[float], min_reward_gain: float = 0.0) -> int | None:
+    """Which of one prompt's candidates best-of-K keeps (None when every reward is -inf, i.e. every answer is
+    empty): the best-rewarded, unless `min_reward_gain` > 0 and it beats the most frequent answer (by stripped
+    text; among equally frequent ones the best-rewarded) by no more than that, in which case the most frequent."""
+    finite = [i for i, reward in enumerate(rewards) if reward != float("-inf")]
+    if not finite:
+        return None
+    best = max(finite, key=lambda i: rewards[i])  # the first of equal rewards, as argmax
+    if min_reward_gain <= 0:
+        return best
+    counts = Counter(candidates[i].strip() for i in finite)
+    most_frequent = max(finite, key=lambda i: (counts[candidates[i].strip()], rewards[i]))
+    return best if rewards[best] - rewards[most_frequent] > min_reward_gain else most_frequent
 
 
 @releases_its_folder_on_error
@@ -276,6 +309,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
             resumed=len(done),
             processes=state.num_processes,
             mean_best_reward=statistics.fmean(r["rewards"][r["best"]] for r in answered) if answered else None,
+            kept_most_frequent=sum(bool(r.get("kept_most_frequent")) for r in answered),
         )
         release_run_lock(output_dir)
     state.wait_for_everyone()

@@ -11,6 +11,7 @@ from align.rejection_sampling import (
     RejectionSamplingConfig,
     best_of_k_curve,
     finetune_settings,
+    keep_index,
     run_rejection_sampling,
 )
 from conftest import launch_two_processes
@@ -86,6 +87,43 @@ def test_best_of_k_curve_is_max_and_median_of_the_first_k():
     assert curve["k"] == [1, 2, 3]
     assert curve["max"] == pytest.approx([0.25, 0.45, 0.7])
     assert curve["median"] == pytest.approx([0.25, 0.3, 0.35])
+
+
+def test_min_reward_gain_keeps_the_most_frequent_answer_over_a_near_tie():
+    # The demo's round-5 case: a reward model that cannot check sums scores a rare wrong one a hair higher.
+    right, wrong, other = "7 minus 3 is 4.", "7 minus 3 is 0.", "7 minus 3 is 5."
+    candidates = [right, wrong, right, right, other, right]
+    rewards = [0.963, 0.966, 0.963, 0.963, 0.950, 0.963]
+    assert keep_index(candidates, rewards) == 1  # the paper's argmax: the wrong sum
+    assert keep_index(candidates, rewards, min_reward_gain=0.1) == 0  # the most frequent (first of equals)
+    assert keep_index(candidates, rewards, min_reward_gain=0.001) == 1  # a gain above G still wins
+    # A clear preference wins over frequency: five refusals against one answer the reward models like.
+    refusals = ["I can't help with that."] * 5 + ["Tesk."]
+    assert keep_index(refusals, [0.1] * 5 + [0.9], min_reward_gain=0.1) == 5
+    # All different: the most frequent is the best-rewarded, so the argmax; empty answers (-inf) never count.
+    inf = float("-inf")
+    assert keep_index(["a", "b", "c"], [0.2, 0.5, 0.4], min_reward_gain=0.1) == 1
+    assert keep_index(["", "", "b", "c"], [inf, inf, 0.5, 0.55], min_reward_gain=0.1) == 3
+    assert keep_index(["", ""], [inf, inf], min_reward_gain=0.1) is None
+
+
+def test_min_reward_gain_in_a_run_keeps_most_frequent_answers_and_counts_them(tmp_path, chat_model, reward_models):
+    kept = run_rejection_sampling(
+        rs_config(tmp_path, chat_model, reward_models, min_reward_gain=10.0, temperature=0.3)
+    )
+    records = read_jsonl(kept)
+    overruled = 0
+    for record in records:
+        answers = [c.strip() for c in record["candidates"] if c.strip()]
+        by_reward = max((r, -i) for i, (c, r) in enumerate(zip(record["candidates"], record["rewards"])) if c.strip())
+        kept_answer = record["candidates"][record["best"]].strip()
+        assert answers.count(kept_answer) == max(answers.count(a) for a in answers)
+        assert record["kept_most_frequent"] == (record["best"] != -by_reward[1])
+        overruled += record["kept_most_frequent"]
+    done = json.loads((tmp_path / "rs" / "DONE.json").read_text())
+    assert done["kept_most_frequent"] == overruled
+    with pytest.raises(ValueError, match="min_reward_gain: must be >= 0, got -0.1"):
+        rs_config(tmp_path, chat_model, reward_models, min_reward_gain=-0.1)
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, chat_model, reward_models):
