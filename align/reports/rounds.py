@@ -425,8 +425,9 @@ DIAGNOSTIC_COLUMNS = (
 
 DIAGNOSTICS_INTRO = (
     "Each round's policy sampled {k} answers (T = 1) per held-out helpfulness prompt: gold of the gold-best "
-    "(oracle), mean gold of one sample, gold of the answer the round's reward models keep, and the share of the "
-    "oracle's gain over one sample that their pick captures. The reward models' accuracy on pairs of the "
+    "(oracle), mean gold of one sample, gold of the reward models' pick (their best-rewarded answer; rejection "
+    "sampling with min_reward_gain may keep another), and the share of the oracle's gain over one sample that "
+    "their pick captures. The reward models' accuracy on pairs of the "
     "policy's own samples (labelled by the world's annotator), and greedy gold by kind of prompt."
 )
 

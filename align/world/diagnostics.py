@@ -4,9 +4,10 @@
 held-out prompt from the round's policy and measures:
 
 - the policy's *ceiling*: gold of the gold-best of the K answers (oracle best-of-K), against the mean gold of
-  one sample (best-of-1) and the gold of the answer the round's reward models keep (the gated reward of
-  docs/method.md §7, as rejection sampling keeps it); `captured` is the share of the ceiling's gain over one
-  sample that the reward models' pick gets ((picked - sample) / (oracle - sample));
+  one sample (best-of-1) and the gold of the answer the round's reward models pick (the best by the gated
+  reward of docs/method.md §7: what rejection sampling keeps with `min_reward_gain` 0); `captured` is the
+  share of the ceiling's gain over one sample that the reward models' pick gets ((picked - sample) /
+  (oracle - sample));
 - the reward models' accuracy *on the latest policy's pairs*: the first two samples of each prompt labelled
   by the world's annotator (helpfulness prompts for the helpfulness model, safety prompts for the safety
   model), by preference strength, as the held-out accuracy is reported. These pairs are what the next round's
