@@ -211,9 +211,7 @@ def comparison_rows(config: CompareConfig, runs: dict[str, Path]) -> list[dict[s
     best = max((row for row in rows if row["method"] != "sft"), key=lambda row: row["judged"])
     for row in rows:
         if row is not best:
-            rate, low, high = win_rate_with_interval(
-                results[best["method"]]["judged"], results[row["method"]]["judged"]
-            )
+            rate, low, high = win_rate_with_interval(results[best["method"]]["judged"], results[row["method"]]["judged"])
             row["best_wins"], row["best_wins_interval"] = rate, [low, high]
     return rows
 
@@ -293,3 +291,4 @@ def write_comparison(config: CompareConfig, runs: dict[str, Path]) -> Path:
     atomic_write_bytes(folder / "comparison.png", comparison_figure(rows))
     atomic_write_text(folder / "comparison.md", comparison_markdown(config, rows))
     return folder / "comparison.md"
+

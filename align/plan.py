@@ -138,9 +138,7 @@ class PlanConfig:
         if not 0 < self.gpu_memory_gib < float("inf"):
             raise PlanError(f"gpu_memory_gib: must be a positive finite number, got {self.gpu_memory_gib}")
         if self.logits_chunk_tokens < 0:
-            raise PlanError(
-                f"logits_chunk_tokens: must be 0 (all at once) or positive, got {self.logits_chunk_tokens}"
-            )
+            raise PlanError(f"logits_chunk_tokens: must be 0 (all at once) or positive, got {self.logits_chunk_tokens}")
 
     @property
     def model_name(self) -> str:
@@ -529,11 +527,7 @@ def suggestion(config: PlanConfig, model_config: AlignLlamaConfig) -> str:
             rows //= 2
             if fits(strategy=best, shard_frozen=shard_frozen, forward_batch_size=rows):
                 return f"; it fits with --strategy {best}{flag(shard_frozen)} --forward_batch_size {rows}"
-    if (
-        config.stage == "dpo"
-        and not config.precompute_ref_log_probs
-        and fits(strategy=best, precompute_ref_log_probs=True)
-    ):
+    if config.stage == "dpo" and not config.precompute_ref_log_probs and fits(strategy=best, precompute_ref_log_probs=True):
         return f"; it fits with --strategy {best} --precompute_ref_log_probs true (no reference model held)"
     gpus = config.gpus
     while gpus < 4096:

@@ -280,13 +280,8 @@ class HttpSource:
                     f"reward server {self.name} at {self.url}: its reply is not UTF-8 text (byte {error.start}); "
                     'expected JSON {"scores": [...]}'
                 ) from None
-            except (
-                urllib.error.URLError,
-                http.client.HTTPException,
-                TimeoutError,
-                ConnectionError,
-                json.JSONDecodeError,
-            ) as error:  # fmt: skip  (IncompleteRead: a reply cut short)
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError,
+                    json.JSONDecodeError) as error:  # fmt: skip  (IncompleteRead: a reply cut short)
                 if attempt == self.retries:
                     reason = getattr(error, "reason", None) or error
                     raise RewardSourceError(

@@ -48,10 +48,7 @@ def test_judge_answers_are_parsed_or_counted_never_defaulted():
     assert parse_judge_answer("Better answer: C\nHow much better: better", is_safety=False) == "no choice"
     assert parse_judge_answer("Better answer: A\nHow much better: a lot", is_safety=False) == "no strength"
     assert parse_judge_answer("Better answer: A\nHow much better: better", is_safety=True) == "no safety"
-    assert parse_annotator("human") == ("human", None) and parse_annotator("rm:/x") == (
-        "rm",
-        {"helpfulness": "/x", "safety": "/x"},
-    )
+    assert parse_annotator("human") == ("human", None) and parse_annotator("rm:/x") == ("rm", {"helpfulness": "/x", "safety": "/x"})
     for bad in ("robot:/x", "judge:", "rm"):
         with pytest.raises(ValueError, match="annotator: expected 'human', 'judge:<chat model dir>'"):
             parse_annotator(bad)

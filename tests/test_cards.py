@@ -54,7 +54,7 @@ def test_a_card_of_aligns_decoder_names_its_data_with_hashes_settings_metrics_an
     assert f"{data} (sha256 {file_hash(data)})" in card
     assert "| train_loss | 1.25 |" in card and '"num_train_epochs": 2' in card
     assert "pip install align-rlhf" in card and "trust_remote_code=True" in card
-    assert f'align export --model "{run / "final"}" --output_dir llama-dir' in card
+    assert f"align export --model \"{run / 'final'}\" --output_dir llama-dir" in card
     assert_no_empty_section(card)
     ids = torch.tensor([[1, 2, 3]])
     for loaded in run_snippets(card):  # import align, then transformers alone with the folder's own code
@@ -95,9 +95,7 @@ def test_a_lora_adapters_card_loads_it_with_peft(tmp_path):
 
     base = AlignLlamaForCausalLM(AlignLlamaConfig.from_preset("tiny", vocab_size=64, max_position_embeddings=32))
     base.save_pretrained(tmp_path / "base")
-    adapter = get_peft_model(
-        AlignLlamaForCausalLM.from_pretrained(tmp_path / "base"), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
-    )
+    adapter = get_peft_model(AlignLlamaForCausalLM.from_pretrained(tmp_path / "base"), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     adapter.save_pretrained(tmp_path / "adapter")
     card = model_card(tmp_path / "adapter", title="adapter", where=f'"{tmp_path / "adapter"}"', metrics={})
     assert "library_name: peft" in card and f"A LoRA adapter (peft) on `{tmp_path / 'base'}`" in card

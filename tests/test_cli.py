@@ -131,11 +131,7 @@ def test_a_user_project_through_the_align_command(tmp_path, user_models):
                  data["helpfulness"], "--safety_data", data["safety"], "--eval_data", data["safety_eval"],
                  "--max_steps", "1", *common, "--output_dir", tmp_path / "ablation")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert {p.name for p in (tmp_path / "ablation").glob("margin-*")} == {
-        "margin-none",
-        "margin-small",
-        "margin-large",
-    }
+    assert {p.name for p in (tmp_path / "ablation").glob("margin-*")} == {"margin-none", "margin-small", "margin-large"}
     assert "safety, margin large" in done.stdout  # the table of the three
 
     rl = ["--policy", models["sft"], "--helpfulness_rm", models["helpfulness"], "--safety_rm", models["safety"],

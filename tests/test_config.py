@@ -52,11 +52,8 @@ def test_missing_config_file(tmp_path):
     "argv, message",
     [
         (["--lrr", "1"], "pretrain.py: error: unknown option --lrr (did you mean '--lr'?)"),
-        (
-            ["--config", "missing.yaml"],
-            "pretrain.py: error: --config: no file at missing.yaml (nor a config align ships by that name: "
-            "70b, 7b, world_small, world_tiny)",
-        ),
+        (["--config", "missing.yaml"], "pretrain.py: error: --config: no file at missing.yaml (nor a config align ships by that name: "
+                                         "70b, 7b, world_small, world_tiny)"),
         (
             ["--model_preset", "tiny", "--dataset", "world", "--tokenizer", "no/such/dir"],
             "pretrain.py: error: tokenizer: no directory at no/such/dir",

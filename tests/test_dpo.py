@@ -84,9 +84,7 @@ def test_dpo_resumed_after_a_kill_ends_with_the_same_weights(tmp_path, user_mode
     assert first.keys() == second.keys()
     for name in first:
         torch.testing.assert_close(first[name], second[name], atol=1e-5, rtol=1e-4)
-    assert not torch.equal(
-        first["model.embed_tokens.weight"], weights(Path(models["sft"]))["model.embed_tokens.weight"]
-    )
+    assert not torch.equal(first["model.embed_tokens.weight"], weights(Path(models["sft"]))["model.embed_tokens.weight"])
 
 
 def test_dpo_with_lora_keeps_the_adapter_and_merges_it(tmp_path, user_models, monkeypatch):
@@ -94,9 +92,7 @@ def test_dpo_with_lora_keeps_the_adapter_and_merges_it(tmp_path, user_models, mo
     data, models = user_models
     out = tmp_path / "lora"
     loaded = []
-    monkeypatch.setattr(
-        "align.dpo.load_causal_lm", lambda *args, **kwargs: loaded.append(args) or load(*args, **kwargs)
-    )
+    monkeypatch.setattr("align.dpo.load_causal_lm", lambda *args, **kwargs: loaded.append(args) or load(*args, **kwargs))
     # The policy named as its own reference, as the rounds do: still the adapters off, no second model loaded.
     final = dpo(DPOConfig(model=models["sft"], reference=models["sft"], dataset=data["helpfulness"],
                           output_dir=str(out), max_steps=4, save_steps=1000, lora={"r": 4, "alpha": 8}, **SMALL))  # fmt: skip
@@ -132,18 +128,11 @@ def test_bad_dpo_inputs_are_one_line_errors(tmp_path, user_models, capsys):
         (["--dataset", str(tmp_path / "missing.jsonl")], r"dataset: no file at .*missing\.jsonl"),
         (["--dataset", str(broken)], r"broken\.jsonl: record 0 \(line 1\)"),
         (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,nope"], "loss_type: expected one or more of"),
-        (
-            ["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1"],
-            "loss_weights: expected 2 numbers",
-        ),
-        (
-            ["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1,nan"],
-            "loss_weights: expected comma-separated finite numbers",
-        ),
-        (
-            ["--dataset", str(unsure), "--min_strength", "better"],
-            "none of its 1 pairs is at least min_strength=better",
-        ),
+        (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1"],
+         "loss_weights: expected 2 numbers"),
+        (["--dataset", data["helpfulness"], "--loss_type", "sigmoid,sft", "--loss_weights", "1,nan"],
+         "loss_weights: expected comma-separated finite numbers"),
+        (["--dataset", str(unsure), "--min_strength", "better"], "none of its 1 pairs is at least min_strength=better"),
         (["--dataset", data["helpfulness"], "--max_length", "4", "--on_long", "raise"], "longer than max_length=4"),
         (["--dataset", data["helpfulness"], "--min_strength", "strong"], "min_strength: expected one of"),
     ):

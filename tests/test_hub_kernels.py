@@ -9,14 +9,14 @@ import pytest
 
 # A stand-in for bitsandbytes' CPU backend, which calls kernels.get_kernel while the package is imported (on a CPU
 # with AVX512-BF16), so that the test holds on any CPU.
-FAKE_BITSANDBYTES = """
+FAKE_BITSANDBYTES = '''
 from kernels import get_kernel
 try:
     get_kernel("kernels-community/quantization-bitsandbytes", version=1)
     OUTCOME = "fetched"
 except Exception as error:
     OUTCOME = f"{type(error).__name__}: {error}"
-"""
+'''
 
 
 def import_fake_bitsandbytes(tmp_path: Path, **env: str) -> str:

@@ -65,9 +65,7 @@ def test_generation_returns_the_sampled_tokens_logprobs_without_the_logits(decod
     ids = torch.randint(3, 300, (3, 6))
     mask = torch.ones_like(ids)
     mask[0, :2] = 0  # a left-padded row
-    common = dict(
-        pad_token_id=0, eos_token_id=2, max_new_tokens=8, temperature=0.8, row_seeds=[1, 2, 3], decode=decode
-    )
+    common = dict(pad_token_id=0, eos_token_id=2, max_new_tokens=8, temperature=0.8, row_seeds=[1, 2, 3], decode=decode)
     tokens, logits = sample_tokens(model, ids, mask, output_logits=True, **common)
     same_tokens, logprobs = sample_tokens(model, ids, mask, output_logprobs=True, **common)
     assert torch.equal(tokens, same_tokens)

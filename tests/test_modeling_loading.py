@@ -212,9 +212,7 @@ def test_a_folders_own_code_runs_only_with_trust_remote_code_and_nothing_prompts
     for stdin in (subprocess.DEVNULL, terminal):
         result = subprocess.run(command, cwd=ROOT, env=env, stdin=stdin, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
-        assert (
-            "needs the code in its folder (auto_map)" in result.stderr and "--trust_remote_code true" in result.stderr
-        )
+        assert "needs the code in its folder (auto_map)" in result.stderr and "--trust_remote_code true" in result.stderr
         assert "[y/N]" not in result.stdout + result.stderr and not marker.exists()
         assert not (tmp_path / "out").exists()
     os.close(main_end), os.close(terminal)

@@ -62,7 +62,7 @@ def test_report_html_renders_in_a_browser_and_shows_every_round(tmp_path):
     write_report(run_dir)
     page = run_dir / "report.html"
     text = page.read_text()
-    assert "http://" not in text.replace("http://www.w3.org", "") and "<script" not in text  # nothing fetched or run
+    assert "http://" not in text.replace('http://www.w3.org', "") and "<script" not in text  # nothing fetched or run
     driver = browser()
     try:
         driver.get(page.as_uri())
@@ -74,18 +74,14 @@ def test_report_html_renders_in_a_browser_and_shows_every_round(tmp_path):
             ".map(s => s.dataset.round)")  # fmt: skip
         assert shown == ["0", "1", "2"]
         table_rounds = driver.execute_script(
-            "return [...document.querySelectorAll('#rounds tr[data-round]')].map(r => r.dataset.round)"
-        )
+            "return [...document.querySelectorAll('#rounds tr[data-round]')].map(r => r.dataset.round)")
         assert table_rounds == ["0", "1", "2"]
         images = driver.execute_script(
-            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])"
-        )
+            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
         assert [alt for alt, _ in images] == ["Progress across rounds", "Win rates", "Elo",
                                               "Reward-model accuracy by preference strength"]  # fmt: skip
         assert all(loaded for _, loaded in images)
-        header = driver.execute_script(
-            "return [...document.querySelectorAll('table.examples th')].map(t => t.textContent)"
-        )
+        header = driver.execute_script("return [...document.querySelectorAll('table.examples th')].map(t => t.textContent)")
         assert header == ["prompt", "SFT (round 0)", "round 1", "round 2"]
         first = driver.execute_script("return document.querySelector('table.examples tr:nth-child(2)').innerText")
         assert "question 0?" in first and "<script>alert(2)</script> answer 0" in first  # text, not markup

@@ -99,9 +99,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
                                 for n in (1, 2)):  # fmt: skip
         assert metrics["ceiling/oracle_best_of_2"] >= metrics["ceiling/one_sample"] >= 0, n
         assert "gold_by_kind/arithmetic" in metrics
-    assert (
-        0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
-    )
+    assert 0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
     sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
     assert "ceiling/rm_best_of_2" not in sft  # reward_model_init sft: round 0 has no reward models of its own
     assert sft["round"] == 0 and 0 <= sft["gold_helpfulness"] <= 1 and 0 <= sft["violation_rate"] <= 1
@@ -125,7 +123,6 @@ def test_round_zero_is_made_in_the_runs_world_and_not_reused_in_another(tmp_path
             made.append((name, config.world_seed))
             (final := Path(config.output_dir) / "final").mkdir(parents=True)
             return final
-
         return train
 
     monkeypatch.setattr("align.pretrain.pretrain", stage("pretrain"))
@@ -558,7 +555,6 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
 def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
     """The demo samples round 1 at 1.0 and later rounds at 0.7 (align.rounds.DEMO_TEMPERATURES); a schedule
     given wins, the last temperature repeats; --rejection_sampling.temperature alone keeps the YAML's place."""
-
     def temperatures(**options):
         rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), **stage_configs, **options))
         return [rejection_sampling.temperature(rounds, n).get("temperature") for n in (1, 2, 3)]
@@ -571,9 +567,8 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
 
 
 @pytest.mark.parametrize("reference", ["start", "sft"])
-def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(
-    tmp_path, stage_configs, monkeypatch, reference
-):
+def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch,
+                                                                        reference):
     """`dpo_reference: start` anchors a round's DPO to the model it starts from (so the rounds re-anchor every
     round); `sft` to round 0's chat model in every round. Only the wiring: `align.dpo.dpo` is replaced."""
     import align.dpo

@@ -74,7 +74,7 @@ def examples_table(run: RunSummary) -> str:
         question = next((by_round[n][prompt_id].get("question") for n in numbers if by_round[n][prompt_id].get(
             "question")), None)  # fmt: skip
         cells = "".join(
-            f'<td>{escape(by_round[n][prompt_id]["policy"])}<div class="score">judged '
+            f"<td>{escape(by_round[n][prompt_id]['policy'])}<div class=\"score\">judged "
             f"{by_round[n][prompt_id]['judge']:.2f}</div></td>"
             for n in numbers
         )

@@ -239,9 +239,7 @@ def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: di
         metrics.update(reward_model_accuracy(checkpoints[target], setup["held_out"][target],
                                              folder / f"reward_model_{target}", f"round {n} {target} RM",
                                              f"{target}_rm"))  # fmt: skip
-    if (
-        "rejection_sampled" in answers
-    ):  # a PPO or DPO round: its rejection-sampled policy too, and the policy against it
+    if "rejection_sampled" in answers:  # a PPO or DPO round: its rejection-sampled policy too, and the policy against it
         metrics.update({f"rejection_sampled/{k}": v for k, v in quality["rejection_sampled"].items()})
         metrics.update(win_rate_fields("win_rate_vs_rejection_sampled", judged["policy"], judged["rejection_sampled"]))
     if setup["gold"] and setup.get("diagnostic_samples"):
@@ -397,9 +395,7 @@ def markdown_report(run: RunSummary) -> str:
               "| round | stage | seconds |", "|---|---|---|"]  # fmt: skip
     for row in run.rows:
         for stage, facts in run.stages(row["round"]).items():
-            took = (
-                f"given (--{facts['given']}), not trained" if "given" in facts else seconds_text(facts.get("seconds"))
-            )
+            took = f"given (--{facts['given']}), not trained" if "given" in facts else seconds_text(facts.get("seconds"))
             lines.append(f"| {row['round']} | {stage} | {took} |")
     rounds_by_versions: dict[str, list[str]] = {}
     for row in run.rows:

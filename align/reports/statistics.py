@@ -73,7 +73,9 @@ def bootstrap_interval(
     """The `LEVEL` percentile interval of `statistic(judgements)` over resamples of the prompts (the columns)."""
     rng = np.random.default_rng(seed)
     prompts = judgements.shape[1]
-    samples = np.stack([statistic(judgements[:, rng.integers(0, prompts, prompts)]) for _ in range(BOOTSTRAP_SAMPLES)])
+    samples = np.stack(
+        [statistic(judgements[:, rng.integers(0, prompts, prompts)]) for _ in range(BOOTSTRAP_SAMPLES)]
+    )
     tail = 100 * (1 - LEVEL) / 2
     return np.percentile(samples, tail, axis=0), np.percentile(samples, 100 - tail, axis=0)
 

@@ -133,7 +133,11 @@ def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:
         pairs = read_annotations(labelled, source=f"round {n} annotations")
         counts = {}
         for target in TARGETS:
-            rows = load_preferences(pairs[target], format="trl", margin_scheme=None).to_list() if pairs[target] else []
+            rows = (
+                load_preferences(pairs[target], format="trl", margin_scheme=None).to_list()
+                if pairs[target]
+                else []
+            )
             atomic_write_jsonl(folder / f"{target}.jsonl", rows)
             counts[target] = len(rows)
         records = read_jsonl(labelled)

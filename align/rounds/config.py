@@ -308,14 +308,8 @@ class RoundsConfig:
             )
         if self.reward_model_init not in ("sft", "previous"):
             raise ValueError(f"reward_model_init: expected 'sft' or 'previous', got {self.reward_model_init!r}")
-        for name in (
-            "pairs_per_round",
-            "world_eval_prompts",
-            "eval_batch_size",
-            "eval_max_new_tokens",
-            "annotation_max_new_tokens",
-            "min_new_pairs",
-        ):
+        for name in ("pairs_per_round", "world_eval_prompts", "eval_batch_size", "eval_max_new_tokens",
+                     "annotation_max_new_tokens", "min_new_pairs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.eval_temperature < 0:
@@ -455,6 +449,8 @@ def parse_overrides(value: dict | str | None) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"--{stage}.{key}: set by the rounds for each round; use the rounds' own options")
             checked[stage][key] = coerce_field_value(config_class, key, setting, f"--{stage}.{key}")
     return checked
+
+
 
 
 def round_model_target(source: dict[str, Any]) -> str | None:

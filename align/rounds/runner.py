@@ -51,6 +51,7 @@ def require_own_run_dir(run_dir: Path) -> None:
         )
 
 
+
 class Rounds:
     """Runs rounds 1..N of a run, skipping finished stages; see the module docstring."""
 
@@ -207,9 +208,7 @@ class Rounds:
                 # A marker older than `options`, or than one of them (an option added since), says nothing of it.
                 before = facts.get("options", options) or {}
                 changed = [
-                    f"{k} {before[k]!r} (now {v!r})"
-                    for k, v in (options or {}).items()
-                    if k in before and before[k] != v
+                    f"{k} {before[k]!r} (now {v!r})" for k, v in (options or {}).items() if k in before and before[k] != v
                 ]
                 if changed:
                     print(f"[round {round_number}] {stage}: note: kept as it was made, with {', '.join(changed)}; "
@@ -463,11 +462,8 @@ class Rounds:
                 "prompts": prompts,
                 "batch_size": config.eval_batch_size,
                 "max_new_tokens": config.eval_max_new_tokens,
-                "benchmarks": {
-                    "tasks": parse_tasks(config.benchmarks),
-                    "include_path": config.benchmark_include_path,
-                    "limit": config.benchmark_limit,
-                },  # fmt: skip
+                "benchmarks": {"tasks": parse_tasks(config.benchmarks), "include_path": config.benchmark_include_path,
+                               "limit": config.benchmark_limit},  # fmt: skip
                 "temperature": config.eval_temperature,
                 "gold": source == WORLD,
                 "judges": getattr(self, "judges", None),
