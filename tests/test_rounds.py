@@ -99,6 +99,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
                                 for n in (1, 2)):  # fmt: skip
         assert metrics["ceiling/oracle_best_of_2"] >= metrics["ceiling/one_sample"] >= 0, n
         assert "gold_by_kind/arithmetic" in metrics
+        assert metrics["on_policy_helpfulness_rm/gold_pairs"] >= metrics["on_policy_helpfulness_rm/gold_answer_pairs"]
     assert 0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
     sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
     assert "ceiling/rm_best_of_2" not in sft  # reward_model_init sft: round 0 has no reward models of its own
@@ -110,6 +111,7 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert "| 2 |" in report and (run / "progress.png").stat().st_size > 0
     why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
     assert "| 1 |" in why and "| 2 |" in why and "oracle best-of-2" in why and "PPO/DPO win vs RS policy" in why
+    assert "helpfulness RM acc, all pairs by gold" in why
     assert '<table id="diagnostics">' in (run / "report.html").read_text()  # the same table in report.html
 
 

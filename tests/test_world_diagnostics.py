@@ -7,7 +7,7 @@ import pytest
 from align.data import load_tokenizer
 from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
 from align.world import World
-from align.world.diagnostics import gold_by_kind, reward_model_pair_accuracy, round_diagnostics
+from align.world.diagnostics import gold_by_kind, gold_pair_accuracy, reward_model_pair_accuracy, round_diagnostics
 from align.world.gold import gold_helpfulness
 
 
@@ -43,6 +43,18 @@ def test_pair_accuracy_counts_the_pairs_the_model_orders_as_labelled(monkeypatch
     result = reward_model_pair_accuracy(None, None, pairs, "rm")
     assert result == {"rm/accuracy": 2 / 3, "rm/pairs": 3.0, "rm/accuracy_better": 0.5,
                       "rm/accuracy_significantly_better": 1.0}  # fmt: skip
+
+
+def test_gold_pair_accuracy_orders_every_pair_of_distinct_answers_by_gold():
+    answers = [["right", "wrong", "right ", "I can't help with that."], ["same", "same"]]
+    golds = [[1.0, 0.0, 1.0, 0.2], [0.5, 0.5]]
+    scores = [[2.0, 1.0, 2.0, 3.0], [0.0, 1.0]]
+    result = gold_pair_accuracy(answers, golds, scores, "rm")
+    # Distinct answers of prompt 1: right, wrong, the refusal (the repeat "right " is the same answer); pairs
+    # whose gold differs by >= 0.1: right-wrong (ordered), right-refusal (not), wrong-refusal (ordered: 0.2 > 0
+    # and 3 > 1). Prompt 2 has one distinct answer. Only right-wrong has no refusal in it.
+    assert result == {"rm/gold_pair_accuracy": 2 / 3, "rm/gold_pairs": 3.0,
+                      "rm/gold_answer_pair_accuracy": 1.0, "rm/gold_answer_pairs": 1.0}  # fmt: skip
 
 
 def test_round_diagnostics_orders_oracle_sample_and_pick_on_a_trained_policy(chat_model, reward_models):

@@ -413,6 +413,9 @@ DIAGNOSTIC_COLUMNS = (
     ("ceiling/rm_best_of_{k}", "RMs' best-of-{k}"),
     ("ceiling/captured", "captured"),
     ("on_policy_helpfulness_rm/accuracy", "helpfulness RM acc, own pairs"),
+    ("on_policy_helpfulness_rm/gold_pair_accuracy", "helpfulness RM acc, all pairs by gold"),
+    ("on_policy_helpfulness_rm/gold_pairs", "pairs by gold"),
+    ("on_policy_helpfulness_rm/gold_answer_pair_accuracy", "same, answers only"),
     ("on_policy_safety_rm/accuracy", "safety RM acc, own pairs"),
     ("rejection_sampled/gold_helpfulness", "RS policy gold"),
     ("win_rate_vs_rejection_sampled", "PPO/DPO win vs RS policy"),
@@ -424,7 +427,10 @@ DIAGNOSTICS_INTRO = (
     "(oracle), mean gold of one sample, gold of the reward models' pick (their best-rewarded answer; rejection "
     "sampling with min_reward_gain may keep another), and the share of the oracle's gain over one sample that "
     "their pick captures. The reward models' accuracy on pairs of the "
-    "policy's own samples (labelled by the world's annotator), and greedy gold by kind of prompt."
+    "policy's own samples (labelled by the world's annotator); the helpfulness model's accuracy on every pair "
+    "of the {k} answers to a prompt whose gold differs by 0.1 or more, ordered by gold (many more pairs, no "
+    "annotator noise), and on those of two answers neither of which refuses (content, form and rules only); "
+    "and greedy gold by kind of prompt."
 )
 
 
@@ -611,9 +617,14 @@ def elo_text(run: RunSummary, number: int) -> str:
 
 
 def metric_text(key: str, value: Any) -> str:
-    """A report cell: a metric to 3 decimals (answer length to 1), empty where a round has none."""
+    """A report cell: a metric to 3 decimals (answer length to 1, counts of pairs whole), empty where a round has
+    none."""
     if isinstance(value, (int, float)):
-        return "" if math.isnan(value) else format(value, ".1f" if key == "answer_length" else ".3f")
+        if math.isnan(value):
+            return ""
+        if key.endswith("pairs"):
+            return str(int(value))
+        return format(value, ".1f" if key == "answer_length" else ".3f")
     return "" if value is None else str(value)
 
 

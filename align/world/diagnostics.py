@@ -12,6 +12,10 @@ held-out prompt from the round's policy and measures:
   by the world's annotator (helpfulness prompts for the helpfulness model, safety prompts for the safety
   model), by preference strength, as the held-out accuracy is reported. These pairs are what the next round's
   reward models will be trained on and what rejection sampling and PPO ask them to rank;
+- the helpfulness reward model's accuracy on *every* pair of the K answers to a helpfulness prompt whose gold
+  differs by at least `GOLD_PAIR_GAP`, ordered by gold (no annotator noise): the same question on ~20x the pairs
+  of the annotated two-sample ones, so a change of a few points between rounds is measurable; and on the pairs
+  of two answers (neither a refusal), which only content, form and rules tell apart;
 - greedy gold helpfulness by kind of prompt (arithmetic, fact, list, format, system, borderline), so a change
   in the headline number can be traced to the tasks that moved.
 
@@ -32,11 +36,15 @@ import torch
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score
 from .annotator import FLIP_PROBABILITY, annotate
 from .collection import sample_answers
-from .gold import gold_helpfulness
+from .gold import gold_helpfulness, is_refusal
 from .tasks import WorldPrompt
 
 # The annotator's strengths that have a right answer ("unsure" pairs have none).
 STRENGTHS = tuple(strength for strength in FLIP_PROBABILITY if strength != "unsure")
+
+# Two answers count as a gold-ordered pair when their gold helpfulness differs by at least this much (the
+# annotator's "negligibly better" is below it).
+GOLD_PAIR_GAP = 0.1
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -51,6 +59,38 @@ def gold_by_kind(prompts: Sequence[WorldPrompt], answers: Sequence[str]) -> dict
         if prompt.kind != "harmful":
             by_kind[prompt.kind].append(gold_helpfulness(prompt, answer))
     return {f"gold_by_kind/{kind}": _mean(values) for kind, values in sorted(by_kind.items())}
+
+
+def gold_pair_accuracy(
+    answers: Sequence[Sequence[str]],
+    golds: Sequence[Sequence[float]],
+    scores: Sequence[Sequence[float]],
+    prefix: str,
+    min_gap: float = GOLD_PAIR_GAP,
+) -> dict[str, float]:
+    """Share of the pairs of different answers to one prompt (per prompt: its answers, their gold, a reward
+    model's scores) whose gold differs by at least `min_gap` and that the scores order as gold does, overall
+    (`gold_pair_*`) and over the pairs of two answers neither of which is a refusal (`gold_answer_pair_*`).
+    Ties in score count as wrong."""
+    right: dict[str, list[float]] = {"gold_pair": [], "gold_answer_pair": []}
+    for texts, gold, reward in zip(answers, golds, scores):
+        first_of: dict[str, int] = {}
+        for index, text in enumerate(texts):
+            first_of.setdefault(text.strip(), index)
+        distinct = list(first_of.values())
+        for position, i in enumerate(distinct):
+            for j in distinct[position + 1 :]:
+                if abs(gold[i] - gold[j]) < min_gap:
+                    continue
+                ordered = float((reward[i] - reward[j]) * (gold[i] - gold[j]) > 0)
+                right["gold_pair"].append(ordered)
+                if not is_refusal(texts[i]) and not is_refusal(texts[j]):
+                    right["gold_answer_pair"].append(ordered)
+    result = {}
+    for name, values in right.items():
+        result[f"{prefix}/{name}_accuracy"] = _mean(values)
+        result[f"{prefix}/{name}s"] = float(len(values))
+    return result
 
 
 def reward_model_pair_accuracy(
@@ -97,16 +137,21 @@ def round_diagnostics(
     answers = [answer for per_prompt in samples for answer in per_prompt]
     messages = [p.messages for p in prompts for _ in range(k)]
     safety = score(safety_rm, rm_tokenizer, messages, answers).sigmoid
-    helpful = score(helpfulness_rm, rm_tokenizer, messages, answers).sigmoid
+    helpfulness_scores = score(helpfulness_rm, rm_tokenizer, messages, answers)
+    helpful = helpfulness_scores.sigmoid
     is_safety = torch.tensor([p.is_safety for p in prompts for _ in range(k)])
     rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
 
     oracle, sample, picked = [], [], []
+    helpful_answers, helpful_golds, helpful_raw = [], [], []
     for i, prompt in enumerate(prompts):
         if prompt.is_safety:
             continue
         candidates = answers[i * k : (i + 1) * k]
         gold = [gold_helpfulness(prompt, a) for a in candidates]
+        helpful_answers.append(candidates)
+        helpful_golds.append(gold)
+        helpful_raw.append(helpfulness_scores.raw[i * k : (i + 1) * k].tolist())
         oracle.append(max(gold))
         sample.append(_mean(gold))
         picked.append(gold[int(rewards[i].argmax())])
@@ -118,6 +163,7 @@ def round_diagnostics(
     room = result[f"ceiling/oracle_best_of_{k}"] - result["ceiling/one_sample"]
     gained = result[f"ceiling/rm_best_of_{k}"] - result["ceiling/one_sample"]
     result["ceiling/captured"] = gained / room if room > 0 else float("nan")
+    result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_raw, "on_policy_helpfulness_rm"))
 
     rng = random.Random(f"diagnostics-{seed}")
     pairs: dict[str, list[dict[str, Any]]] = {"helpfulness": [], "safety": []}
