@@ -13,7 +13,7 @@ held-out prompt from the round's policy and measures:
   model), by preference strength, as the held-out accuracy is reported. These pairs are what the next round's
   reward models will be trained on and what rejection sampling and PPO ask them to rank;
 - the helpfulness reward model's accuracy on *every* pair of the K answers to a helpfulness prompt whose gold
-  differs by at least `GOLD_PAIR_GAP`, ordered by gold (no annotator noise): the same question on ~20x the pairs
+  differs by at least `GOLD_PAIR_GAP`, ordered by gold (no annotator noise): the same question on ~10x the pairs
   of the annotated two-sample ones, so a change of a few points between rounds is measurable; and on the pairs
   of two answers (neither a refusal), which only content, form and rules tell apart;
 - greedy gold helpfulness by kind of prompt (arithmetic, fact, list, format, system, borderline), so a change
