@@ -313,14 +313,31 @@ def without_unused_world_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in record.items() if not name.startswith("world_")}
 
 
-def check_same_run(output_dir: Path, current: dict[str, Any], what: str) -> None:
+def field_defaults(config: Any) -> dict[str, Any]:
+    """The default of each field of the dataclass `config` (JSON values, as `recorded_config` writes them)."""
+    defaults = {}
+    for field in dataclasses.fields(config):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
+
+
+def check_same_run(
+    output_dir: Path, current: dict[str, Any], what: str, defaults: dict[str, Any] | None = None
+) -> None:
     """RunFolderError naming the first field (other than the run's length or logging) in which the run recorded
-    in `output_dir` differs from `current`; nothing when no run config is recorded there."""
+    in `output_dir` differs from `current`; nothing when no run config is recorded there. A field the record
+    lacks (a run of an earlier version, before the field existed) counts as its value in `defaults`, the
+    behaviour that version had, so such a run resumes unless the new field is set to something else."""
     recorded_path = output_dir / RUN_CONFIG
     if not recorded_path.is_file():
         return
     recorded = without_unused_world_fields(_recorded_config(recorded_path))  # as recorded before they were left out
     for name in sorted(set(recorded) | set(current)):
+        if name not in recorded and defaults is not None and name in defaults and current.get(name) == defaults[name]:
+            continue
         if name not in RUN_LENGTH_FIELDS and recorded.get(name) != current.get(name):
             raise RunFolderError(
                 f"output_dir {output_dir} holds {what} with {name}={recorded.get(name)!r}, this config has "
@@ -349,7 +366,7 @@ def resumable_checkpoint(output_dir: str | os.PathLike, config: Any, extra_work:
     if not getattr(config, "resume", True):
         return None
     if prior_work(output_dir) or extra_work:
-        check_same_run(output_dir, recorded_config(config), "a run")
+        check_same_run(output_dir, recorded_config(config), "a run", field_defaults(config))
     return last_complete_checkpoint(output_dir)
 
 
@@ -404,7 +421,7 @@ def finished_run(output_dir: str | os.PathLike, config: Any, result: str = "fina
             if (output_dir / RUN_CONFIG).is_file():
                 _recorded_config(output_dir / RUN_CONFIG)
         return None
-    check_same_run(output_dir, recorded_config(config), "a finished run")
+    check_same_run(output_dir, recorded_config(config), "a finished run", field_defaults(config))
     path = output_dir / result
     if int(os.environ.get("RANK", "0")) == 0:
         print(

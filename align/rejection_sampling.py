@@ -33,6 +33,7 @@ The kept answers are the same as unsharded, on any number of processes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import Counter
@@ -230,9 +231,11 @@ def best_of_k(
 
 def keep_index(candidates: list[str], rewards: list[float], min_reward_gain: float = 0.0) -> int | None:
     """Which of one prompt's candidates best-of-K keeps (None when every reward is -inf, i.e. every answer is
-    empty): the best-rewarded, unless `min_reward_gain` > 0 and it beats the most frequent answer (by stripped
-    text; among equally frequent ones the best-rewarded) by no more than that, in which case the most frequent."""
-    finite = [i for i, reward in enumerate(rewards) if reward != float("-inf")]
+    empty, or NaN): the best-rewarded, unless `min_reward_gain` > 0 and it beats the most frequent answer (by
+    stripped text; among equally frequent ones the best-rewarded) by no more than that, in which case the most
+    frequent. A NaN reward (a reward model that overflowed) is never kept: NaN compares false with everything, so
+    an argmax over it would keep whichever answer happened to come first."""
+    finite = [i for i, reward in enumerate(rewards) if reward != float("-inf") and not math.isnan(reward)]
     if not finite:
         return None
     best = max(finite, key=lambda i: rewards[i])  # the first of equal rewards, as argmax

@@ -358,3 +358,26 @@ def test_a_loss_or_weights_gone_non_finite_stop_the_stage_at_that_step_without_f
     assert not (out / "final").exists() and not (out / "DONE.json").exists() and not (out / LOCK_FILE).exists()
     for weights in out.glob("checkpoint-*/**/*.safetensors"):
         assert all(tensor.isfinite().all() for tensor in load_file(weights).values()), weights
+
+
+def test_a_field_an_earlier_version_did_not_record_counts_as_its_default(tmp_path):
+    """A run folder of an earlier version lacks a field added since (e.g. rejection sampling's min_reward_gain):
+    it resumes when the field is left at its default (that version's behaviour), and is refused naming the
+    field when it is set to something else."""
+    from dataclasses import dataclass
+
+    from align.checkpoint import RUN_CONFIG, check_same_run, field_defaults, recorded_config
+
+    @dataclass
+    class Config:
+        lr: float = 1e-3
+        new_setting: float = 0.0
+
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"lr": 1e-3}))  # recorded before new_setting existed
+    check_same_run(tmp_path, recorded_config(Config()), "a run", field_defaults(Config()))
+    with pytest.raises(RunFolderError, match=r"holds a run with new_setting=None, this config has 0.1"):
+        check_same_run(tmp_path, recorded_config(Config(new_setting=0.1)), "a run", field_defaults(Config()))
+    with pytest.raises(RunFolderError, match=r"new_setting"):  # without defaults a missing field differs
+        check_same_run(tmp_path, recorded_config(Config()), "a run")
+    with pytest.raises(RunFolderError, match=r"holds a run with lr=0.001, this config has 0.002"):
+        check_same_run(tmp_path, recorded_config(Config(lr=2e-3)), "a run", field_defaults(Config()))

@@ -105,6 +105,11 @@ def test_min_reward_gain_keeps_the_most_frequent_answer_over_a_near_tie():
     assert keep_index(["a", "b", "c"], [0.2, 0.5, 0.4], min_reward_gain=0.1) == 1
     assert keep_index(["", "", "b", "c"], [inf, inf, 0.5, 0.55], min_reward_gain=0.1) == 3
     assert keep_index(["", ""], [inf, inf], min_reward_gain=0.1) is None
+    # A NaN reward (an overflowed reward model) is never kept, with or without G; all NaN keeps nothing.
+    nan = float("nan")
+    assert keep_index(["a", "b", "c"], [nan, 0.5, 0.2]) == 1
+    assert keep_index(["a", "a", "a", "b"], [nan, nan, nan, 0.3], min_reward_gain=0.1) == 3
+    assert keep_index(["a", "b"], [nan, nan]) is None
 
 
 def test_min_reward_gain_in_a_run_keeps_most_frequent_answers_and_counts_them(tmp_path, chat_model, reward_models):
