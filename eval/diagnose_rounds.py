@@ -23,14 +23,23 @@ from align.world.diagnostics import gold_by_kind, round_diagnostics
 from align.world.evaluation import evaluate_policy
 
 
+def in_run(run_dir: Path, recorded: str) -> Path:
+    """A checkpoint path of the manifest, which records it as the run was started (relative to that folder,
+    e.g. `runs/demo/round-5/ppo/final`), found inside `run_dir` wherever this is run from."""
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path
+    rounds = [i for i, part in enumerate(path.parts) if part.startswith("round-")]
+    return run_dir.joinpath(*path.parts[rounds[0] :]) if rounds else path
+
+
 def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
     """The policy and reward models of round `n` of a run (round 0: the SFT model and the base RMs)."""
     stages = json.loads((run_dir / "manifest.json").read_text())["rounds"][str(n)]
-    if n == 0:
-        return {"policy": Path(stages["sft"]["final"]),
-                **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
-    policy = next(stages[stage]["final"] for stage in ("ppo", "dpo", "rejection_sampling") if stage in stages)
-    return {"policy": Path(policy), **{t: Path(stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}
+    policy = stages["sft"]["final"] if n == 0 else next(stages[stage]["final"] for stage in ("ppo", "dpo",
+                                                        "rejection_sampling") if stage in stages)  # fmt: skip
+    return {"policy": in_run(run_dir, policy),
+            **{t: in_run(run_dir, stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

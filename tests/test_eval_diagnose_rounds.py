@@ -1,0 +1,25 @@
+"""eval/diagnose_rounds.py: a run's checkpoints found from its manifest wherever the script is run from."""
+
+import json
+import runpy
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_manifest_paths_are_found_inside_the_run_folder_from_any_directory(tmp_path, monkeypatch):
+    module = runpy.run_path(str(ROOT / "eval" / "diagnose_rounds.py"))
+    run = tmp_path / "elsewhere" / "demo"
+    stages = {"sft": "runs/demo/round-0/sft/final", "ppo": "runs/demo/round-3/ppo/final",
+              "reward_model_helpfulness": "runs/demo/round-3/reward_model_helpfulness/final",
+              "reward_model_safety": "runs/demo/round-3/reward_model_safety/final"}  # fmt: skip
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"rounds": {"3": {k: {"final": v} for k, v in stages.items()}}}))
+    monkeypatch.chdir(tmp_path)  # not the folder the run was started from: runs/demo/... does not exist here
+    checkpoints = module["round_checkpoints"](run, 3)
+    assert checkpoints == {"policy": run / "round-3" / "ppo" / "final",
+                           "helpfulness": run / "round-3" / "reward_model_helpfulness" / "final",
+                           "safety": run / "round-3" / "reward_model_safety" / "final"}  # fmt: skip
+    # From the folder the run was started in, the recorded paths are used as they are.
+    (tmp_path / "runs" / "demo" / "round-3" / "ppo" / "final").mkdir(parents=True)
+    assert module["in_run"](run, stages["ppo"]) == Path(stages["ppo"])
