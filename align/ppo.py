@@ -2,13 +2,15 @@
 
 One iteration (`PPOTrainer.step`), for a batch of prompts split over the processes:
 
-1. rollout: the policy samples a response per prompt (`align.generation.sample_tokens`, KV cache on); tokens
-   after the first `</s>` are padding; the sampling policy's log-probs are read from generate's logits, and
-   pi_0's log-probs and the values come from one no-grad forward of the reference and of the value model;
+1. rollout: the policy samples a response per row (`align.generation.sample_tokens`, KV cache on; with
+   `samples_per_prompt` k, k rows share a prompt); tokens after the first `</s>` are padding; the sampling
+   policy's log-probs are read from generate's logits, and pi_0's log-probs and the values come from one no-grad
+   forward of the reference and of the value model;
 2. scoring: the reward sources score the decoded answers, each reward model with its own tokenizer
    (`align.reward_sources`); the sequence reward is whiten(logit(R_c)) under the Llama 2 gate (the default
    spec; the weighted sum or minimum of the sources otherwise), whitened over the whole batch, gathered across
-   processes;
+   processes (with `reward_baseline: prompt`, less the mean reward of the same prompt's `samples_per_prompt`
+   answers first: the baseline of RLOO and GRPO);
 3. per-token rewards: -kl_coef * (log pi_theta - log pi_0) on every response token, plus the sequence reward
    on the last one (Ziegler et al. 2019; Llama 2 §3.2.3);
 4. advantages by GAE (gamma, lambda) on the value model's per-token values;
@@ -143,9 +145,22 @@ class PPOConfig:
     world_prompts: int = field(default=512, metadata={"help": "train prompts drawn from the world"})
     world_prompt_seed: int = field(default=0, metadata={"help": "which world prompts (e.g. the round number)"})
     num_iterations: int = field(default=200, metadata={"help": "PPO iterations (the paper: 200-400)"})
-    batch_size: int = field(default=512, metadata={"help": "prompts per iteration, over all processes"})
+    batch_size: int = field(
+        default=512, metadata={"help": "answers per iteration (prompts x samples_per_prompt), over all processes"}
+    )
     mini_batch_size: int = field(default=64, metadata={"help": "rollouts per gradient step, over all processes"})
     ppo_epochs: int = field(default=1, metadata={"help": "passes over each batch (one step per mini-batch each)"})
+    samples_per_prompt: int = field(
+        default=1,
+        metadata={"help": "answers sampled for each prompt of an iteration (batch_size counts answers, so an "
+                          "iteration has batch_size / samples_per_prompt prompts)"},
+    )  # fmt: skip
+    reward_baseline: str = field(
+        default="batch",
+        metadata={"help": "batch: the sequence reward is whitened over the batch (the paper's); prompt: each "
+                          "answer's reward minus the mean of its prompt's answers, then scaled by the batch's std "
+                          "(needs samples_per_prompt > 1)"},
+    )  # fmt: skip
     lr: float = field(default=1e-6, metadata={"help": "constant learning rate"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
@@ -248,6 +263,14 @@ class PPOConfig:
             if spec.weight(self.guard_judge):
                 raise ValueError(f"guard_judge: {self.guard_judge!r} is optimised (weight "
                                  f"{spec.weight(self.guard_judge)}); a held-out judge has weight 0")  # fmt: skip
+        if self.reward_baseline not in ("batch", "prompt"):
+            raise ValueError(f"reward_baseline: expected 'batch' or 'prompt', got {self.reward_baseline!r}")
+        if self.samples_per_prompt < 1 or self.batch_size % self.samples_per_prompt:
+            raise ValueError(f"samples_per_prompt: expected a divisor of batch_size {self.batch_size}, got "
+                             f"{self.samples_per_prompt}")  # fmt: skip
+        if self.reward_baseline == "prompt" and self.samples_per_prompt < 2:
+            raise ValueError("reward_baseline: 'prompt' compares each answer with the other answers to its prompt; "
+                             "it needs samples_per_prompt >= 2")  # fmt: skip
         if self.batch_size % self.mini_batch_size:
             raise ValueError(
                 f"mini_batch_size: {self.mini_batch_size} does not divide batch_size {self.batch_size}; "
@@ -650,15 +673,31 @@ class PPOTrainer:
     # -- one iteration ---------------------------------------------------------------------------------------
 
     def batch_prompts(self, iteration: int) -> list[dict[str, Any]]:
-        """This process's share of the prompts of `iteration`; each pass over the prompts is a seeded shuffle."""
-        size, count = self.config.batch_size, len(self.prompts)
+        """This process's share of the prompts of `iteration`; each pass over the prompts is a seeded shuffle.
+        With `samples_per_prompt` k, batch positions k*g ... k*g + k - 1 hold the same prompt (group g)."""
+        k = self.config.samples_per_prompt
+        size, count = self.config.batch_size // k, len(self.prompts)
         chosen = []
         for position in range(iteration * size, (iteration + 1) * size):
             epoch, index = divmod(position, count)
             order = list(range(count))
             random.Random(f"{self.config.seed}-{epoch}").shuffle(order)
             chosen.append(order[index])
-        return [self.prompts[chosen[position]] for position in self.local_positions()]
+        return [self.prompts[chosen[position // k]] for position in self.local_positions()]
+
+    def sequence_rewards(self, reward: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the reward PPO optimises, from every process's: whitened over the batch, or, with
+        `reward_baseline: prompt`, minus the mean reward of the same prompt's answers, scaled by the batch's std
+        (the baseline of RLOO and GRPO: only how an answer compares with its prompt's other answers counts, not how
+        hard the prompt is)."""
+        processes, rank, local = self.accelerator.num_processes, self.accelerator.process_index, len(reward)
+        gathered = self.accelerator.gather(reward).cpu()  # process 0's rows, then process 1's, ...
+        if self.config.reward_baseline == "prompt":
+            positions = torch.cat([torch.arange(r, self.config.batch_size, processes) for r in range(processes)])
+            groups = positions // self.config.samples_per_prompt
+            means = torch.zeros(int(groups.max()) + 1).index_add_(0, groups, gathered.float())
+            gathered = gathered - (means / self.config.samples_per_prompt)[groups]
+        return whiten(gathered)[rank * local : (rank + 1) * local].to(reward.device)
 
     def local_positions(self) -> range:
         """The positions in the batch of this process's rows: rank, rank + P, rank + 2P, ..."""
@@ -739,10 +778,8 @@ class PPOTrainer:
         scores = self.reward.scores(messages, answers)  # each source with its own tokenizer and template
         is_safety = torch.tensor([bool(r.get("is_safety", False)) for r in records])
         reward = self.reward.reward(scores, is_safety)  # R_c under the Llama 2 gate
-        # Whitening is over the whole batch (every process's rows, in process order), so rewards share one scale.
-        gathered = self.accelerator.gather(self.reward.optimised(reward).to(logprobs.device)).cpu()
-        rank, local = self.accelerator.process_index, len(records)
-        sequence_reward = whiten(gathered)[rank * local : (rank + 1) * local].to(logprobs.device)
+        # Whitening is over the whole batch (every process's rows), so rewards share one scale.
+        sequence_reward = self.sequence_rewards(self.reward.optimised(reward).to(logprobs.device))
         timings["time/scoring"] = time.perf_counter() - started
 
         kl = (logprobs - ref_logprobs) * mask

@@ -172,6 +172,46 @@ def test_kl_is_zero_when_the_policy_is_the_reference(tmp_path, tokenizer):
     assert stats["objective/non_score_reward"] == pytest.approx(0.0, abs=1e-5)
 
 
+class OneOfTwoProcesses:
+    """The accelerator of process `rank` of two, whose gather returns `whole_batch`'s rows in process order."""
+
+    num_processes = 2
+
+    def __init__(self, rank: int, whole_batch: torch.Tensor) -> None:
+        self.process_index, self.whole_batch = rank, whole_batch
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.whole_batch[0::2], self.whole_batch[1::2]])
+
+
+def test_a_prompt_baseline_compares_each_answer_with_its_prompts_other_answers(tmp_path, tokenizer):
+    """samples_per_prompt 4: each prompt of an iteration fills 4 consecutive batch positions, and every prompt is
+    used once per pass; reward_baseline prompt subtracts the mean reward of each prompt's answers before the
+    batch's scale, so a prompt whose answers all score alike gets 0 whatever its level. On two processes (rows
+    interleaved) each process gets its rows of the same prompts and rewards."""
+    config = ppo_config(tmp_path, batch_size=8, mini_batch_size=4, samples_per_prompt=4, reward_baseline="prompt")
+    trainer = PPOTrainer(config, *trainer_models(tokenizer), tokenizer, PROMPTS)
+    records = trainer.batch_prompts(0)
+    assert [r["id"] for r in records] == [records[0]["id"]] * 4 + [records[4]["id"]] * 4
+    assert records[0]["id"] != records[4]["id"]
+    one_pass = [r["id"] for iteration in range(4) for r in trainer.batch_prompts(iteration)[::4]]
+    assert sorted(one_pass) == sorted(p["id"] for p in PROMPTS)
+
+    reward = torch.tensor([5.0, 5.0, 5.0, 5.0, 0.0, 1.0, 2.0, 3.0])
+    centered = torch.tensor([0.0, 0.0, 0.0, 0.0, -1.5, -0.5, 0.5, 1.5])
+    expected = centered / centered.pow(2).mean().sqrt()
+    torch.testing.assert_close(trainer.sequence_rewards(reward), expected, atol=1e-5, rtol=1e-5)
+    batch_baseline = PPOTrainer(
+        dataclasses.replace(config, reward_baseline="batch"), *trainer_models(tokenizer), tokenizer, PROMPTS
+    )
+    assert batch_baseline.sequence_rewards(reward)[0] > 0.9  # the easy prompt's answers would all be pushed up
+
+    for rank in (0, 1):
+        trainer.accelerator = OneOfTwoProcesses(rank, reward)
+        assert trainer.batch_prompts(0) == records[rank::2]
+        torch.testing.assert_close(trainer.sequence_rewards(reward[rank::2]), expected[rank::2], atol=1e-5, rtol=1e-5)
+
+
 def test_one_update_step_matches_a_reference_computation(tmp_path, tokenizer):
     """On a fixed batch, the losses of the single mini-batch step equal the clipped objective and value loss
     computed by hand from the same model's outputs, and the weights move by exactly that loss's AdamW step."""
@@ -406,6 +446,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer, shar
 def test_bad_configs_give_clear_errors(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="mini_batch_size: 48 does not divide batch_size 512"):
         PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", mini_batch_size=48)
+    with pytest.raises(ValueError, match="samples_per_prompt: expected a divisor of batch_size 512, got 3"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", samples_per_prompt=3)
+    with pytest.raises(ValueError, match="reward_baseline: 'prompt' .* needs samples_per_prompt >= 2"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", reward_baseline="prompt")
+    with pytest.raises(ValueError, match="reward_baseline: expected 'batch' or 'prompt', got 'group'"):
+        PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", reward_baseline="group")
     with pytest.raises(ValueError, match="safety_rm: required"):
         PPOConfig(policy="p", helpfulness_rm="h")
     with pytest.raises(ValueError, match="value_model: not used with shared_value_head"):
