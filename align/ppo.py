@@ -693,10 +693,11 @@ class PPOTrainer:
         processes, rank, local = self.accelerator.num_processes, self.accelerator.process_index, len(reward)
         gathered = self.accelerator.gather(reward).cpu()  # process 0's rows, then process 1's, ...
         if self.config.reward_baseline == "prompt":
-            positions = torch.cat([torch.arange(r, self.config.batch_size, processes) for r in range(processes)])
-            groups = positions // self.config.samples_per_prompt
-            means = torch.zeros(int(groups.max()) + 1).index_add_(0, groups, gathered.float())
-            gathered = gathered - (means / self.config.samples_per_prompt)[groups]
+            k, batch = self.config.samples_per_prompt, self.config.batch_size
+            # The batch position of each gathered row (process r holds positions r, r + P, ...), and its prompt.
+            groups = torch.cat([torch.arange(r, batch, processes) for r in range(processes)]) // k
+            sums = torch.zeros(batch // k).index_add_(0, groups, gathered.float())
+            gathered = gathered - (sums / k)[groups]
         return whiten(gathered)[rank * local : (rank + 1) * local].to(reward.device)
 
     def local_positions(self) -> range:
