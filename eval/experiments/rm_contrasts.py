@@ -25,6 +25,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from align.checkpoint import require_reward_model_dir
+from align.config import exit_with_error
+from align.data import load_tokenizer
+from align.modeling.loading import load_sequence_classifier
+from align.rewards import score
 from align.world import World
 from align.world.gold import gold_helpfulness
 from align.world.tasks import WorldPrompt
@@ -68,14 +73,9 @@ def contrast_accuracy(
     return {name: {"accuracy": sum(v) / len(v), "pairs": len(v)} for name, v in sorted(wins.items())}
 
 
-def reward_model_scorer(model_dir: str) -> Scorer:
+def reward_model_scorer(model_dir: Path) -> Scorer:
     """The helpfulness reward model in `model_dir` as a scorer (its raw score)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from align.data import load_tokenizer
-    from align.rewards import score
-
-    model, tokenizer = AutoModelForSequenceClassification.from_pretrained(model_dir), load_tokenizer(model_dir)
+    model, tokenizer = load_sequence_classifier(model_dir, num_labels=None).eval(), load_tokenizer(model_dir)
     return lambda prompts, answers: score(model, tokenizer, [p.messages for p in prompts], list(answers)).raw.tolist()
 
 
@@ -89,15 +89,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--world_seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    try:
+        directories = [require_reward_model_dir(model) for model in args.models]
+    except (FileNotFoundError, ValueError) as error:
+        exit_with_error(str(error), "rm_contrasts")
     world = World(seed=args.world_seed)
     pairs = contrast_pairs(world, world.prompts(args.prompts, "test", seed=args.prompt_seed))
-    results = {model: contrast_accuracy(reward_model_scorer(model), pairs) for model in args.models}
-    names = list(next(iter(results.values())))
-    width = max(len(name) for name in names) + 2
-    print("reward model".ljust(40) + "".join(name.rjust(width) for name in names))
-    print("pairs".ljust(40) + "".join(str(results[args.models[0]][name]["pairs"]).rjust(width) for name in names))
+    results = {str(model): contrast_accuracy(reward_model_scorer(model), pairs) for model in directories}
+    first = next(iter(results.values()))
+    width = max(len(name) for name in first) + 2
+    print("reward model".ljust(40) + "".join(name.rjust(width) for name in first))
+    print("pairs".ljust(40) + "".join(str(row["pairs"]).rjust(width) for row in first.values()))
     for model, rows in results.items():
-        print(model[-40:].ljust(40) + "".join(f"{rows[name]['accuracy']:.3f}".rjust(width) for name in names))
+        print(model[-40:].ljust(40) + "".join(f"{rows[name]['accuracy']:.3f}".rjust(width) for name in first))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results
