@@ -2,9 +2,10 @@
 
 - `save_pretrained_atomic(model, tokenizer, path)` writes into a temporary sibling folder and renames it into
   place, so `path` is either the old complete checkpoint or the new complete one, never half of each.
-- transformers' Trainer writes `checkpoint-N/` file by file and `trainer_state.json` last;
-  `last_complete_checkpoint(dir)` returns the newest one that has it, so a run killed while saving resumes
-  from the previous complete checkpoint instead of failing on the partial one.
+- transformers' Trainer writes `checkpoint-N/` file by file and `trainer_state.json` last (in place, not
+  atomically); `last_complete_checkpoint(dir)` returns the newest one whose `trainer_state.json` is whole JSON,
+  so a run killed while saving (even while writing that file) resumes from the previous complete checkpoint
+  instead of failing on the partial one.
 - `mark_done` / `is_done`: a stage's completion marker (a small JSON file written atomically).
 
 A run owns its folder (`prepare_run`): the main process holds `<output_dir>/.align.lock` (host, pid, start) for
@@ -131,17 +132,26 @@ def save_pretrained_atomic(model: Any, tokenizer: Any, path: str | os.PathLike) 
     return write_directory_atomic(write, path)
 
 
+def is_complete_checkpoint(checkpoint: Path) -> bool:
+    """Whether a `checkpoint-N` folder was completely written: its `trainer_state.json`, written last, is there
+    and is whole JSON. Trainer writes that file in place, so a kill in the middle of it leaves an empty or cut
+    file that must not count (resuming from it fails on the JSON)."""
+    try:
+        return isinstance(json.loads((checkpoint / TRAINER_STATE).read_bytes()), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The newest `checkpoint-N` folder of a Trainer run that was completely written, or None."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    complete = [
-        (int(match.group(1)), child)
-        for child in output_dir.iterdir()
-        if (match := _CHECKPOINT.match(child.name)) and (child / TRAINER_STATE).is_file()
-    ]
-    return max(complete)[1] if complete else None
+    steps = sorted(
+        ((int(match.group(1)), child) for child in output_dir.iterdir() if (match := _CHECKPOINT.match(child.name))),
+        reverse=True,
+    )
+    return next((child for _, child in steps if is_complete_checkpoint(child)), None)
 
 
 # Settings a resumed run may change: how long it runs, how it reports, where it exports and how its models are
@@ -439,12 +449,12 @@ def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
         for child in output_dir.iterdir()
         if (match := _CHECKPOINT.match(child.name)) and child.is_dir()
     )
-    complete = [path for _, path in checkpoints if (path / TRAINER_STATE).is_file()]
+    complete = [path for _, path in checkpoints if is_complete_checkpoint(path)]
     if not complete:
         return
     newest = int(complete[-1].name.split("-")[1])
     doomed = complete[: -max(keep or 0, 1)] if keep else []
-    doomed += [path for step, path in checkpoints if step < newest and not (path / TRAINER_STATE).is_file()]
+    doomed += [path for step, path in checkpoints if step < newest and path not in complete]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
 

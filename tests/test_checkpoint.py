@@ -15,6 +15,7 @@ from align.checkpoint import (
     LOCK_FILE,
     RunFolderError,
     acquire_run_lock,
+    last_complete_checkpoint,
     release_run_lock,
     rotate_checkpoints,
 )
@@ -169,6 +170,37 @@ def test_rotation_goes_by_step_number_and_keeps_the_newest_complete_checkpoint(t
     os.utime(tmp_path / "checkpoint-80", (1, 1))  # oldest by modification time, newest but one by step
     rotate_checkpoints(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-100", "checkpoint-80"]
+
+
+def test_a_checkpoint_killed_while_writing_its_trainer_state_is_not_resumed_from(tmp_path):
+    """Trainer writes `trainer_state.json` last and in place: a kill in the middle of it leaves the file empty or
+    cut. Such a checkpoint is incomplete (CI, 2026-12-05: the resumed run failed on "Expecting value: line 1
+    column 1"): the run resumes from the one before, and rotation clears it once a newer one is complete."""
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 10:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+    state = out / "checkpoint-8" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])  # cut in the middle of the write
+    assert last_complete_checkpoint(out).name == "checkpoint-4"
+    state.write_text("")  # or before anything was written
+    assert last_complete_checkpoint(out).name == "checkpoint-4"
+    pretrain(tiny_pretrain(out))
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["resume_points"] == [4] and done["steps"] == 12
+    assert json.loads(state.read_text())["global_step"] == 8  # written again, whole
+
+    for step, text in ((20, "{}"), (40, ""), (60, '{"global_st'), (80, "{}")):
+        (tmp_path / "rotated" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "rotated" / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
+    rotate_checkpoints(tmp_path / "rotated", keep=2)
+    assert sorted(p.name for p in (tmp_path / "rotated").iterdir()) == ["checkpoint-20", "checkpoint-80"]
 
 
 def test_a_killed_runs_staging_folders_are_removed_and_the_records_are_honest(tmp_path):
