@@ -93,18 +93,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         directories = [require_reward_model_dir(model) for model in args.models]
     except (FileNotFoundError, ValueError) as error:
         exit_with_error(str(error), "rm_contrasts")
-    world = World(seed=args.world_seed)
-    pairs = contrast_pairs(world, world.prompts(args.prompts, "test", seed=args.prompt_seed))
+    pairs = held_out_pairs(args.world_seed, args.prompts, args.prompt_seed)
     results = {str(model): contrast_accuracy(reward_model_scorer(model), pairs) for model in directories}
-    first = next(iter(results.values()))
-    width = max(len(name) for name in first) + 2
-    print("reward model".ljust(40) + "".join(name.rjust(width) for name in first))
-    print("pairs".ljust(40) + "".join(str(row["pairs"]).rjust(width) for row in first.values()))
-    for model, rows in results.items():
-        print(model[-40:].ljust(40) + "".join(f"{rows[name]['accuracy']:.3f}".rjust(width) for name in first))
+    print_contrast_table(results, "reward model")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results
+
+
+def held_out_pairs(world_seed: int, prompts: int, prompt_seed: int) -> list[tuple[str, WorldPrompt, str, str]]:
+    """The contrasts of `prompts` held-out test prompts of the world (draw `prompt_seed`)."""
+    world = World(seed=world_seed)
+    return contrast_pairs(world, world.prompts(prompts, "test", seed=prompt_seed))
+
+
+def print_contrast_table(results: dict[str, dict[str, dict[str, float]]], judged: str) -> None:
+    """One row per judge (the end of its path), one column per contrast, the pair counts first."""
+    first = next(iter(results.values()))
+    width = max(len(name) for name in first) + 2
+    print(judged.ljust(40) + "".join(name.rjust(width) for name in first))
+    print("pairs".ljust(40) + "".join(str(row["pairs"]).rjust(width) for row in first.values()))
+    for model, rows in results.items():
+        print(model[-40:].ljust(40) + "".join(f"{rows[name]['accuracy']:.3f}".rjust(width) for name in first))
 
 
 if __name__ == "__main__":
