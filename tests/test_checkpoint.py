@@ -34,6 +34,18 @@ def tiny_pretrain(output_dir: Path, **overrides) -> PretrainConfig:
     return PretrainConfig(**{**values, **overrides})
 
 
+def interrupted_at(step: int):
+    """A Trainer callback that stops the run as Ctrl-C would, at the end of `step`."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt
+
+    return Interrupt()
+
+
 def test_a_second_run_on_a_folder_in_use_stops_at_once_and_a_stale_lock_is_taken_over(tmp_path, caplog):
     """Another live process holds the folder: a second run stops within seconds with one line naming it. A lock
     whose process is gone is taken over with a log line."""
@@ -93,17 +105,10 @@ def test_a_finished_run_is_not_trained_again_and_extend_continues_it(tmp_path, c
 
 
 def test_resume_false_moves_the_old_run_aside_so_a_killed_restart_cannot_pick_it_up(tmp_path):
-    from transformers import TrainerCallback
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 6:
-                raise KeyboardInterrupt
-
     out = tmp_path / "run"
     pretrain(tiny_pretrain(out))  # the old run: finished, checkpoints 4, 8, 12 (2 kept)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_pretrain(out, resume=False, lr=1e-3), callbacks=[KillAt()])
+        pretrain(tiny_pretrain(out, resume=False, lr=1e-3), callbacks=[interrupted_at(6)])
     aside = [p for p in out.iterdir() if p.name.startswith(".previous-")]
     assert len(aside) == 1 and (aside[0] / "final").is_dir() and (aside[0] / "checkpoint-12").is_dir()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # the fresh run's own
@@ -118,16 +123,9 @@ def test_resume_false_moves_the_old_run_aside_so_a_killed_restart_cannot_pick_it
 def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once_when_started_again(tmp_path, capsys):
     """Killed at step 3 (the first checkpoint is at 4): the next start is from scratch and its metrics.jsonl has
     steps 1..12 once, not the killed attempt's 1..3 before them; a resumed run says where it resumes from."""
-    from transformers import TrainerCallback
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                raise KeyboardInterrupt
-
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+        pretrain(tiny_pretrain(out), callbacks=[interrupted_at(3)])
     assert not list(out.glob("checkpoint-*"))
     pretrain(tiny_pretrain(out))
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 13))
@@ -176,16 +174,9 @@ def test_a_checkpoint_killed_while_writing_its_trainer_state_is_not_resumed_from
     """Trainer writes `trainer_state.json` last and in place: a kill in the middle of it leaves the file empty or
     cut. Such a checkpoint is incomplete (CI, 2026-12-05: the resumed run failed on "Expecting value: line 1
     column 1"): the run resumes from the one before, and rotation clears it once a newer one is complete."""
-    from transformers import TrainerCallback
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 10:
-                raise KeyboardInterrupt
-
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+        pretrain(tiny_pretrain(out), callbacks=[interrupted_at(10)])
     state = out / "checkpoint-8" / "trainer_state.json"
     state.write_text(state.read_text()[:40])  # cut in the middle of the write
     assert last_complete_checkpoint(out).name == "checkpoint-4"
@@ -206,17 +197,10 @@ def test_a_checkpoint_killed_while_writing_its_trainer_state_is_not_resumed_from
 def test_a_killed_runs_staging_folders_are_removed_and_the_records_are_honest(tmp_path):
     """A resumed run: no stray `.checkpoint-N.tmp-*` folders, `metrics.jsonl` with each step once and the resume
     point, `DONE.json`'s loss over the whole run (as the uninterrupted run's)."""
-    from transformers import TrainerCallback
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 10:
-                raise KeyboardInterrupt
-
     straight = json.loads((Path(pretrain(tiny_pretrain(tmp_path / "straight"))).parent / "DONE.json").read_text())
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_pretrain(out), callbacks=[KillAt()])
+        pretrain(tiny_pretrain(out), callbacks=[interrupted_at(10)])
     (out / ".checkpoint-12.tmp-abc").mkdir()  # what a save killed mid-way leaves
     (out / ".final.old-123").mkdir()
     pretrain(tiny_pretrain(out))

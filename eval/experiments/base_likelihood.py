@@ -94,34 +94,15 @@ def likelihood_judge(path: str) -> Any:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """`python eval/experiments/base_likelihood.py DIR...`: rm_contrasts.py's table with causal LMs as the judges,
     each answer scored by its mean log-probability under the model."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from rm_contrasts import contrast_accuracy, held_out_pairs, print_contrast_table  # this script's folder
+    from rm_contrasts import judge_contrasts  # this script's folder
 
     from align.checkpoint import require_model_dir
-    from align.config import exit_with_error
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="causal LM directories (a pretrained base, an SFT model, a policy)")
-    parser.add_argument(
-        "--prompts", type=int, default=1500, help="held-out test prompts drawn (helpfulness ones used)"
-    )
-    parser.add_argument("--prompt_seed", type=int, default=1, help="draw of the held-out prompts (0: the rounds')")
-    parser.add_argument("--world_seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        directories = [require_model_dir(model, "model") for model in args.models]
-    except (FileNotFoundError, ValueError) as error:
-        exit_with_error(str(error), "base_likelihood")
-    pairs = held_out_pairs(args.world_seed, args.prompts, args.prompt_seed)
-    results = {str(directory): contrast_accuracy(likelihood_judge(str(directory)), pairs) for directory in directories}
-    print_contrast_table(results, "model (mean log-likelihood)")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    return results
+    return judge_contrasts(
+        argv, __doc__, "causal LM directories (a pretrained base, an SFT model, a policy)",
+        lambda path: require_model_dir(path, "model"), lambda path: likelihood_judge(str(path)),
+        "model (mean log-likelihood)", "base_likelihood",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -80,8 +80,25 @@ def reward_model_scorer(model_dir: Path) -> Scorer:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="helpfulness reward model directories")
+    return judge_contrasts(
+        argv, __doc__, "helpfulness reward model directories", require_reward_model_dir, reward_model_scorer,
+        "reward model", "rm_contrasts",
+    )  # fmt: skip
+
+
+def judge_contrasts(
+    argv: list[str] | None,
+    description: str | None,
+    models_help: str,
+    check_dir: Callable[[str], Path],
+    make_scorer: Callable[[Path], Scorer],
+    judged: str,
+    prog: str,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """A command that judges the held-out contrasts with each model directory given (`check_dir` refuses a wrong
+    one: one line, exit 2, before any work), prints the table and optionally writes it as JSON."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help=models_help)
     parser.add_argument(
         "--prompts", type=int, default=1500, help="held-out test prompts drawn (helpfulness ones used)"
     )
@@ -90,12 +107,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
-        directories = [require_reward_model_dir(model) for model in args.models]
+        directories = [check_dir(model) for model in args.models]
     except (FileNotFoundError, ValueError) as error:
-        exit_with_error(str(error), "rm_contrasts")
+        exit_with_error(str(error), prog)
     pairs = held_out_pairs(args.world_seed, args.prompts, args.prompt_seed)
-    results = {str(model): contrast_accuracy(reward_model_scorer(model), pairs) for model in directories}
-    print_contrast_table(results, "reward model")
+    results = {str(model): contrast_accuracy(make_scorer(model), pairs) for model in directories}
+    print_contrast_table(results, judged)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results
