@@ -30,7 +30,9 @@ import torch
 
 from align.data import load_tokenizer
 from align.generation import chat_prompt_texts
+from align.logprobs import token_logprobs_and_entropy
 from align.modeling.loading import load_causal_lm
+from align.ppo import final_hidden_states
 
 _LOADED: dict[str, tuple[Any, Any]] = {}
 
@@ -60,12 +62,12 @@ def answer_logprobs(
         for row, (prompt, answer) in enumerate(rows):  # right padding: positions are those of one sequence alone
             ids[row, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
             mask[row, : len(prompt) + len(answer)] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1).cpu()
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        with torch.no_grad():  # the LM head a chunk of positions at a time (align.logprobs): no [rows, T, vocab]
+            hidden = final_hidden_states(model, ids, mask)
+            logprobs, _ = token_logprobs_and_entropy(model, hidden[:, :-1], ids[:, 1:])  # position t: token t + 1
         for row, (prompt, answer) in enumerate(rows):
-            predicting = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1)  # the answer's tokens
-            means.append(logprobs[row, predicting, torch.tensor(answer)].mean().item())
+            means.append(logprobs[row, len(prompt) - 1 : len(prompt) + len(answer) - 1].mean().item())
     return means
 
 
