@@ -28,6 +28,7 @@ from pathlib import Path
 from align.checkpoint import require_reward_model_dir
 from align.config import exit_with_error
 from align.data import load_tokenizer
+from align.io import atomic_write_text
 from align.modeling.loading import load_sequence_classifier
 from align.rewards import score
 from align.world import World
@@ -114,7 +115,7 @@ def judge_contrasts(
     results = {str(model): contrast_accuracy(make_scorer(model), pairs) for model in directories}
     print_contrast_table(results, judged)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.json, json.dumps(results, indent=1))
     return results
 
 
