@@ -88,7 +88,7 @@ from .config import check_field_types, check_ranges, device_precision
 from .data import answer_end_token_ids, load_tokenizer
 from .generation import DECODE_HELP, chat_prompt_texts, check_decode, sample_tokens
 from .io import naming_a_full_disk
-from .logprobs import DEFAULT_CHUNK_TOKENS, LOGITS_CHUNK_HELP, token_logprobs_and_entropy
+from .logprobs import DEFAULT_CHUNK_TOKENS, LOGITS_CHUNK_HELP, final_hidden_states, token_logprobs_and_entropy
 from .lora import base_model, lora_config, parse_lora_setting
 from .modeling import (
     decoder_trunk,
@@ -104,6 +104,7 @@ from .rewards import SAFETY_THRESHOLD, whiten
 from .sharding import (
     FSDP_HELP,
     SHARD_FROZEN_HELP,
+    causal_lm_parts,
     full_optimizer_state,
     full_state_dict,
     gathered_model,
@@ -372,12 +373,6 @@ def ppo_losses(
 # ---- models ------------------------------------------------------------------------------------------------
 
 
-def final_hidden_states(causal_lm: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """The decoder's last hidden states (B, T, C) of a causal LM, without its vocabulary projection."""
-    trunk = decoder_trunk(causal_lm)
-    return trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-
-
 def response_logprobs(
     causal_lm: torch.nn.Module,
     hidden: torch.Tensor,
@@ -389,18 +384,6 @@ def response_logprobs(
     predicts token t + 1, so the response's tokens are predicted by the positions just before them."""
     width = responses.shape[1]
     return token_logprobs_and_entropy(causal_lm, hidden[:, -width - 1 : -1], responses, temperature, chunk_tokens)
-
-
-def causal_lm_parts(causal_lm: torch.nn.Module, what: str) -> list[torch.nn.Module]:
-    """The trunk and LM head of a causal LM, the units it is sharded by (PPO runs them one by one). A model that
-    ties its LM head to its input embeddings would have one weight in two units: refused with one line."""
-    head = causal_lm.get_output_embeddings()
-    if head.weight is causal_lm.get_input_embeddings().weight:
-        raise ValueError(
-            f"{what}: the model ties its LM head to its input embeddings (tie_word_embeddings), which PPO's FSDP2 "
-            f"sharding (fsdp / shard_frozen) does not split yet; run without sharding"
-        )
-    return [decoder_trunk(causal_lm), head]
 
 
 class PolicyWithValues(torch.nn.Module):
@@ -553,12 +536,16 @@ class PPOTrainer:
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
         self.reward = reward
-        for frozen in (self.reference, *reward.models()):
+        causal_lms = {id(model): "likelihood model" for model in reward.likelihood_models()}
+        if self.reference is not None:
+            causal_lms[id(self.reference)] = "reference"
+        for frozen in (self.reference, *reward.models(), *reward.likelihood_models()):
             if frozen is not None:
                 frozen.to(device).eval().requires_grad_(False)
                 if config.shard_frozen:
-                    # The reference runs through its trunk and LM head (`final_hidden_states`), each its own unit.
-                    roots = causal_lm_parts(frozen, "reference") if frozen is self.reference else None
+                    # A causal LM runs through its trunk and LM head (`final_hidden_states`), each its own unit.
+                    what = causal_lms.get(id(frozen))
+                    roots = causal_lm_parts(frozen, what) if what else None
                     shard_model(frozen, roots=roots, mixed_precision=config.mixed_precision)
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")

@@ -63,7 +63,7 @@ from .modeling import load_causal_lm
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
 from .rewards import SAFETY_THRESHOLD
-from .sharding import SHARD_FROZEN_HELP, shard_model, sharding_active
+from .sharding import SHARD_FROZEN_HELP, causal_lm_parts, shard_model, sharding_active
 from .sources import describe_sources, require_source
 
 MIN_REWARD_GAIN_HELP = (
@@ -268,6 +268,8 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
     if sharded:
         for model in (policy, *reward.models()):
             shard_model(model.requires_grad_(False))
+        for model in reward.likelihood_models():  # scored through its trunk and LM head, each its own unit
+            shard_model(model, roots=causal_lm_parts(model, "likelihood model"))
     prompts = stage_prompts(config)
     check_prompt_lengths(tokenizer, prompts, policy.config.max_position_embeddings, config.max_new_tokens)
 

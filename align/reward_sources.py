@@ -7,6 +7,11 @@ output (a logit):
 - `{"model": DIR}`: a sequence-classification reward model, any transformers architecture, scored with *its
   own* tokenizer and chat template: the answer text (decoded from the policy's tokens) is rendered again for
   it, so that the policy and the reward models need not share a vocabulary (public reward models do not);
+- `{"likelihood": DIR}`: a causal LM (typically the pretrained base model the policy came from), whose score of an
+  answer is its mean log-probability per token after the prompt (`align.logprobs.answer_logprobs`): what a model
+  that has read a lot of text finds likely. On the demo world the base model ranks a right sum or fact above
+  its near miss 97% of the time where the reward models are near chance (docs/world.md), so as an extra source
+  of the gate it adds the content the reward models miss;
 - `{"function": "package.module:name"}`: a Python function called as `name(prompts, answers)` with two lists,
   returning a list of floats (a format check, a length penalty, a rule-based filter), importable from the
   working directory or the Python path;
@@ -20,7 +25,8 @@ The spec names the sources and how they combine (`combine`):
 - "llama2_gate" (the default, docs/method.md §7): sources `helpfulness` and `safety`; the reward of an answer is
   R_c = the safety score on safety prompts or when it falls below `safety_threshold`, the helpfulness score
   otherwise, on the sigmoids of their scores (`align.rewards.gated_reward`); PPO maximises whiten(logit(R_c)).
-  Another source with a `weight` adds weight x score to logit(R_c);
+  Another source with a `weight` adds weight x score to logit(R_c), on every answer or, with `scope: helpfulness`,
+  only where R_c is the helpfulness score (the safety score alone judges where safety rules);
 - "weighted_sum": the sum of weight x score over the sources (weight 1 unless given);
 - "min": the smallest weight x score.
 
@@ -33,6 +39,7 @@ file:
       sources:
         helpfulness: {model: runs/rm_helpfulness/final}
         safety: {model: runs/rm_safety/final}
+        knowledge: {likelihood: runs/pretrained/final, weight: 1.0, scope: helpfulness}
         brevity: {function: my_rewards:short_answers, weight: 0.1}
 
 Without one, the stages build the default from their `helpfulness_rm` and `safety_rm` options.
@@ -60,16 +67,18 @@ import torch
 import yaml
 
 from .data.chat import Message
-from .rewards import SAFETY_THRESHOLD, gated_reward, logit, score
+from .rewards import SAFETY_THRESHOLD, gated_reward, logit, score, uses_safety
 
 logger = logging.getLogger(__name__)
 COMBINES = ("llama2_gate", "weighted_sum", "min")
 GATE_SOURCES = ("helpfulness", "safety")
-SOURCE_KINDS = ("model", "function", "url")
-SOURCE_KEYS = {*SOURCE_KINDS, "weight", "timeout", "retries"}
+SOURCE_KINDS = ("model", "likelihood", "function", "url")
+SOURCE_KEYS = {*SOURCE_KINDS, "weight", "scope", "timeout", "retries"}
+SCOPES = ("all", "helpfulness")
 REWARD_HELP = (
     "how answers are scored: a mapping, JSON or .yaml file {combine: llama2_gate | weighted_sum | min, sources: "
-    "{name: {model: DIR} | {function: module:name} | {url: URL}, weight: w}} (default: the Llama 2 gate over "
+    "{name: {model: DIR} | {likelihood: DIR} | {function: module:name} | {url: URL}, weight: w, scope: all | "
+    "helpfulness}} (default: the Llama 2 gate over "
     "helpfulness_rm and safety_rm)"
 )
 
@@ -94,6 +103,10 @@ class RewardSpec:
         """The weight of source `name` in the reward (under the gate its two sources are the gate, weight 1)."""
         default = 1.0 if self.combine != "llama2_gate" or name in GATE_SOURCES else 0.0
         return float(self.sources[name].get("weight", default))
+
+    def scope(self, name: str) -> str:
+        """Where source `name`'s term applies under the gate: "all" answers or only the "helpfulness"-gated ones."""
+        return self.sources[name].get("scope", "all")
 
     def models(self) -> dict[str, str]:
         """The reward-model folders of the spec, by source name."""
@@ -128,6 +141,9 @@ def parse_reward_spec(value: Any, helpfulness_rm: str | None = None, safety_rm: 
         raise ValueError("reward: sources: expected a mapping of source name -> {model | function | url}")
     for name, source in sources.items():
         _check_source(name, source)
+    scoped = [name for name, source in sources.items() if source.get("scope", "all") != "all"]
+    if scoped and (combine != "llama2_gate" or scoped[0] in GATE_SOURCES):
+        raise ValueError(f"reward: sources: {scoped[0]}: scope: only an extra source of the llama2_gate has one")
     if combine == "llama2_gate":
         missing = [name for name in GATE_SOURCES if name not in sources]
         if missing:
@@ -173,6 +189,8 @@ def _check_source(name: str, source: Any) -> None:
     weight = source.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
         raise ValueError(f"reward: sources: {name}: weight: expected a number, got {weight!r}")
+    if source.get("scope", "all") not in SCOPES:
+        raise ValueError(f"reward: sources: {name}: scope: expected one of {list(SCOPES)}, got {source['scope']!r}")
     for key, kind in (("timeout", (int, float)), ("retries", int)):
         if key in source and (isinstance(source[key], bool) or not isinstance(source[key], kind) or source[key] < 0):
             raise ValueError(f"reward: sources: {name}: {key}: expected a number >= 0, got {source[key]!r}")
@@ -223,6 +241,31 @@ class RewardModelSource(LoadedModelSource):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         super().__init__(model, tokenizer, batch_size)
+
+
+class LikelihoodSource:
+    """A causal LM folder (with its own tokenizer and chat template): an answer's score is its mean log-probability
+    per token after the prompt (`align.logprobs.answer_logprobs`)."""
+
+    def __init__(
+        self, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 32, name: str = ""
+    ) -> None:
+        from .checkpoint import check_vocabulary, require_model_dir
+        from .data import load_tokenizer
+        from .modeling.loading import load_causal_lm
+
+        what = name or "likelihood model"
+        self.path = require_model_dir(path, what)
+        self.tokenizer = load_tokenizer(self.path)
+        check_vocabulary(self.tokenizer, self.path, what)
+        self.model = load_causal_lm(self.path, what).to(device).eval()
+        self.model.requires_grad_(False)
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
+        from .logprobs import answer_logprobs
+
+        return answer_logprobs(self.model, self.tokenizer, prompts, answers, self.batch_size)
 
 
 class FunctionSource:
@@ -315,6 +358,8 @@ def load_source(
     """The scorer of one spec entry (`fallback_tokenizer`: `RewardModelSource`'s)."""
     if "model" in source:
         return RewardModelSource(source["model"], device, batch_size, name, fallback_tokenizer)
+    if "likelihood" in source:
+        return LikelihoodSource(source["likelihood"], device, batch_size, name)
     if "function" in source:
         return FunctionSource(source["function"], name)
     return HttpSource(source["url"], source.get("timeout", 30.0), source.get("retries", 3), name)
@@ -365,6 +410,10 @@ class RewardScorer:
         """The reward models among the sources (the ones held in memory)."""
         return [source.model for source in self.sources.values() if isinstance(source, LoadedModelSource)]
 
+    def likelihood_models(self) -> list[Any]:
+        """The causal LMs of the `likelihood` sources (run through their trunk and LM head: sharded by those)."""
+        return [source.model for source in self.sources.values() if isinstance(source, LikelihoodSource)]
+
     def scores(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Each source's raw score of each answer, by source name."""
         return {name: source(prompts, answers).float().cpu() for name, source in self.sources.items()}
@@ -376,11 +425,11 @@ class RewardScorer:
         weighted = {name: spec.weight(name) * scores[name] for name in scores if name not in GATE_SOURCES or
                     spec.combine != "llama2_gate"}  # fmt: skip
         if spec.combine == "llama2_gate":
-            probabilities = {name: torch.sigmoid(scores[name]) for name in GATE_SOURCES}
-            gated = gated_reward(
-                probabilities["safety"], probabilities["helpfulness"], is_safety, self.safety_threshold
-            )
-            extra = [value for name, value in weighted.items() if spec.weight(name)]
+            safety, helpfulness = (torch.sigmoid(scores[name]) for name in ("safety", "helpfulness"))
+            gated = gated_reward(safety, helpfulness, is_safety, self.safety_threshold)
+            helpfulness_gated = ~uses_safety(safety, is_safety, self.safety_threshold)
+            extra = [value * helpfulness_gated if spec.scope(name) == "helpfulness" else value
+                     for name, value in weighted.items() if spec.weight(name)]  # fmt: skip
             return torch.sigmoid(logit(gated) + sum(extra)) if extra else gated
         active = [value for name, value in weighted.items() if spec.weight(name)]
         if spec.combine == "weighted_sum":

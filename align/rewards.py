@@ -86,8 +86,14 @@ def gated_reward(
 ) -> torch.Tensor:
     """R_c of docs/method.md §7 (Llama 2 paper, eq. in §3.2.3): the safety RM's score on safety prompts or when it
     falls below `threshold`, the helpfulness RM's score otherwise. Scores are sigmoids in (0, 1), all (N,)."""
-    use_safety = is_safety.bool() | (safety_score < threshold)
-    return torch.where(use_safety, safety_score, helpful_score)
+    return torch.where(uses_safety(safety_score, is_safety, threshold), safety_score, helpful_score)
+
+
+def uses_safety(
+    safety_score: torch.Tensor, is_safety: torch.Tensor, threshold: float = SAFETY_THRESHOLD
+) -> torch.Tensor:
+    """Where R_c (`gated_reward`) is the safety score: safety prompts, and answers it scores below `threshold`."""
+    return is_safety.bool() | (safety_score < threshold)
 
 
 def logit(probability: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from .lora import base_model
+from .modeling import decoder_trunk
 
 SHARD_FROZEN_HELP = (
     "shard the frozen models (reference, reward models; rejection sampling's policy too) over the processes with "
@@ -74,6 +75,18 @@ def shard_model(
     for root in roots or [model]:
         fully_shard(root, **policy)
     return model
+
+
+def causal_lm_parts(causal_lm: torch.nn.Module, what: str) -> list[torch.nn.Module]:
+    """The trunk and LM head of a causal LM, the units it is sharded by (PPO and the likelihood reward source run them one by one). A model that
+    ties its LM head to its input embeddings would have one weight in two units: refused with one line."""
+    head = causal_lm.get_output_embeddings()
+    if head.weight is causal_lm.get_input_embeddings().weight:
+        raise ValueError(
+            f"{what}: the model ties its LM head to its input embeddings (tie_word_embeddings), which FSDP2 "
+            f"sharding (fsdp / shard_frozen) does not split yet; run without sharding"
+        )
+    return [decoder_trunk(causal_lm), head]
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -1,11 +1,15 @@
-"""Chunked log-probabilities (align.logprobs) equal the whole-logits ones, values and gradients."""
+"""Chunked log-probabilities (align.logprobs) equal the whole-logits ones, values and gradients; an answer's mean
+log-probability after its prompt (`answer_logprobs`) is that of the answer alone, for the tests' model and a
+Llama 3-shaped user checkpoint."""
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align.generation import sample_tokens, sampled_logprobs
-from align.logprobs import token_logprobs_and_entropy
+from align.data import load_tokenizer
+from align.generation import chat_prompt_texts, sample_tokens, sampled_logprobs
+from align.logprobs import answer_logprobs, token_logprobs_and_entropy
+from align.modeling.loading import load_causal_lm
 
 
 def tiny_llama(vocab_size: int = 3000, **overrides) -> LlamaForCausalLM:
@@ -71,3 +75,41 @@ def test_generation_returns_the_sampled_tokens_logprobs_without_the_logits(decod
     assert torch.equal(tokens, same_tokens)
     live = tokens != 0
     torch.testing.assert_close(logprobs[live], sampled_logprobs(logits, tokens, 0.8)[live], atol=1e-5, rtol=0)
+
+
+PROMPTS = [
+    [{"role": "user", "content": "What is 2 plus 3?"}],
+    [{"role": "system", "content": "Answer in one sentence."}, {"role": "user", "content": "Where does Mespin live?"}],
+    [{"role": "user", "content": "Name three fruits."}],
+]
+ANSWERS = ["2 plus 3 is 5.", "Mespin lives in Tesk, a small town by the river.", "Plums"]
+
+
+def one_answer_at_a_time(model, tokenizer, prompt, answer) -> float:
+    """The reference: one unpadded forward, each answer token's log-softmax read position by position."""
+    end = tokenizer.eos_token_id
+    prompt_ids = tokenizer(chat_prompt_texts(tokenizer, [prompt])[0], add_special_tokens=False).input_ids
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [end]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0]
+    steps = [torch.log_softmax(logits[len(prompt_ids) + i - 1].float(), -1)[t] for i, t in enumerate(answer_ids)]
+    return torch.stack(steps).mean().item()
+
+
+@pytest.mark.parametrize("family", ["tests", "llama3"])
+def test_an_answers_mean_log_probability_is_that_of_the_answer_alone_after_its_prompt(family, chat_model):
+    """Right-padded batches (the llama3 checkpoint has no pad token, tied embeddings and an eos list) give each
+    answer's value from a forward of its own dialogue alone, whatever the batch size and the chunking."""
+    if family == "tests":
+        model, tokenizer = load_causal_lm(chat_model, "model").eval(), load_tokenizer(chat_model)
+    else:
+        from user_project import family_model, texts
+
+        model, tokenizer = family_model(family, texts())
+        model.eval()
+        assert tokenizer.pad_token_id is None
+    batched = answer_logprobs(model, tokenizer, PROMPTS, ANSWERS, batch_size=3)
+    expected = [one_answer_at_a_time(model, tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)]
+    assert batched.tolist() == pytest.approx(expected, abs=1e-4)
+    one_by_one = answer_logprobs(model, tokenizer, PROMPTS, ANSWERS, batch_size=1, chunk_tokens=3)
+    assert one_by_one.tolist() == pytest.approx(expected, abs=1e-4)

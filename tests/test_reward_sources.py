@@ -14,10 +14,19 @@ from transformers import AutoModelForSequenceClassification
 
 from align.data import load_tokenizer
 from align.io import read_jsonl
+from align.logprobs import answer_logprobs
 from align.modeling import AlignLlamaForSequenceClassification
+from align.modeling.loading import load_causal_lm
 from align.ppo import PPOConfig, PPOTrainer
 from align.rejection_sampling import RejectionSamplingConfig, run_rejection_sampling
-from align.reward_sources import HttpSource, RewardScorer, RewardSourceError, RewardSpec, parse_reward_spec
+from align.reward_sources import (
+    HttpSource,
+    LikelihoodSource,
+    RewardScorer,
+    RewardSourceError,
+    RewardSpec,
+    parse_reward_spec,
+)
 from align.rewards import gated_reward, ppo_reward, score, whiten
 
 PROMPTS = [[{"role": "user", "content": "How do I boil an egg?"}], [{"role": "user", "content": "Name a saw."}]]
@@ -49,6 +58,10 @@ def test_specs_are_read_from_options_mappings_json_and_files_and_checked(tmp_pat
         ({"combine": "min", "sources": {"a": {"function": "nocolon"}}}, "function: expected 'module:name'"),
         ({"combine": "min", "sources": {"a": {"model": "x", "weight": 0}}}, "every source has weight 0"),
         ({"combine": "min", "sources": {"a": {"model": "x", "wieght": 1}}}, r"a: unknown keys \['wieght'\]"),
+        ({"combine": "min", "sources": {"a": {"likelihood": "x", "scope": "helpfulness"}}}, "a: scope: only an extra"),
+        ({"sources": {"helpfulness": {"model": "h", "scope": "helpfulness"}, "safety": {"model": "s"}}},
+         "helpfulness: scope: only an extra source"),
+        ({"combine": "min", "sources": {"a": {"likelihood": "x", "scope": "safety"}}}, r"scope: expected one of"),
         ("{not json", "reward: expected a JSON mapping or a .yaml / .json file"),
         (str(tmp_path / "missing.yaml"), "reward: no file at"),
     ):  # fmt: skip
@@ -92,6 +105,41 @@ def test_functions_weights_and_minimum_combine_as_specified(user_models):
     gated = gated_reward(torch.sigmoid(scores["safety"]), torch.sigmoid(scores["helpfulness"]), is_safety)
     expected = torch.sigmoid(torch.logit(gated) + 0.1 * scores["length"])  # an extra source moves logit(R_c)
     assert torch.allclose(gate.reward(scores, is_safety), expected, atol=1e-5)
+
+
+def test_a_scoped_source_moves_only_the_answers_the_gate_judges_by_helpfulness():
+    """`scope: helpfulness` adds the source's term where R_c is the helpfulness score: not on a safety prompt, not
+    on an answer the safety score puts below the threshold (docs/method.md §7); without a scope, everywhere."""
+    sources = {"helpfulness": {}, "safety": {}, "knowledge": {"likelihood": "x", "weight": 0.5}}
+    scores = {"helpfulness": torch.tensor([1.0, 1.0, 1.0]), "safety": torch.tensor([2.0, 2.0, -3.0]),
+              "knowledge": torch.tensor([-2.0, -2.0, -2.0])}  # fmt: skip
+    is_safety = torch.tensor([False, True, False])  # the third: unsafe by its score (sigmoid(-3) < 0.15)
+    gated = gated_reward(torch.sigmoid(scores["safety"]), torch.sigmoid(scores["helpfulness"]), is_safety)
+    everywhere = RewardScorer(RewardSpec("llama2_gate", sources), {}).reward(scores, is_safety)
+    assert torch.allclose(everywhere, torch.sigmoid(torch.logit(gated) - 1.0), atol=1e-6)
+    scoped = {**sources, "knowledge": {**sources["knowledge"], "scope": "helpfulness"}}
+    reward = RewardScorer(RewardSpec("llama2_gate", scoped), {}).reward(scores, is_safety)
+    assert torch.allclose(reward, torch.stack([everywhere[0], gated[1], gated[2]]), atol=1e-6)
+
+
+def test_a_likelihood_source_scores_each_answer_by_its_models_mean_log_probability(tmp_path, pretrained, chat_model,
+                                                                                   reward_models):  # fmt: skip
+    """`likelihood: DIR` scores with that causal LM and its own tokenizer (align.logprobs.answer_logprobs);
+    rejection sampling keeps the candidate of the highest combined reward and records the source's scores."""
+    spec = {"sources": {"helpfulness": {"model": str(reward_models["helpfulness"])},
+                        "safety": {"model": str(reward_models["safety"])},
+                        "knowledge": {"likelihood": str(pretrained), "weight": 1.0, "scope": "helpfulness"}}}  # fmt: skip
+    config = RejectionSamplingConfig(policy=str(chat_model), reward=json.dumps(spec), output_dir=str(tmp_path / "rs"),
+                                     prompts="world", world_prompts=4, num_samples=3, max_new_tokens=12)  # fmt: skip
+    records = read_jsonl(run_rejection_sampling(config))
+    base, tokenizer = load_causal_lm(pretrained, "base").eval(), load_tokenizer(pretrained)
+    for record in records:
+        expected = answer_logprobs(base, tokenizer, [record["prompt"]] * 3, record["candidates"])
+        assert record["knowledge_scores"] == pytest.approx(expected.tolist(), abs=1e-4)
+        if not record["kept_most_frequent"]:  # (min_reward_gain may overrule the reward's pick)
+            assert record["best"] == max(range(3), key=lambda i: record["rewards"][i])
+    with pytest.raises(FileNotFoundError, match="reward: sources: knowledge: .*nope does not exist"):
+        LikelihoodSource(tmp_path / "nope", name="reward: sources: knowledge")
 
 
 class RewardServer:

@@ -568,6 +568,28 @@ def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):
     assert RoundsConfig().ppo_from_round == 3  # the documented `align round 3` runs PPO
 
 
+def test_a_rounds_reward_spec_scores_with_the_runs_pretrained_model_as_round_base(tmp_path, stage_configs,
+                                                                                    chat_model):  # fmt: skip
+    """`likelihood: round:base` is round 0's pretrained model in every round's spec; a run that starts from a given
+    chat model has none (one error naming the option), and no other `round:` name is a likelihood model."""
+    knowledge = {"likelihood": "round:base", "weight": 1.0, "scope": "helpfulness"}
+    spec = {"sources": {"helpfulness": {"model": "round:helpfulness"}, "safety": {"model": "round:safety"},
+                        "knowledge": knowledge}}  # fmt: skip
+    rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="lk", reward=json.dumps(spec), **stage_configs))
+    sources = rounds.reward_fields({"helpfulness": "h", "safety": "s"})["reward"]["sources"]
+    assert sources == {"helpfulness": {"model": "h"}, "safety": {"model": "s"},
+                       "knowledge": {**knowledge, "likelihood": str(tmp_path / "lk" / "round-0" / "pretrain" / "final")}}  # fmt: skip
+    world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                                         "helpfulness_data", "safety_data")}  # fmt: skip
+    with pytest.raises(ValueError, match="knowledge: likelihood: round:base is the model this run pretrains; .*"
+                                         "sft_model"):  # fmt: skip
+        Rounds(RoundsConfig(runs_dir=str(tmp_path), name="given", reward=json.dumps(spec), sft_model=str(chat_model),
+                            **world, **stage_configs))  # fmt: skip
+    wrong = {"sources": {**spec["sources"], "knowledge": {**knowledge, "likelihood": "round:sft"}}}
+    with pytest.raises(ValueError, match="knowledge: likelihood: expected round:base .* got 'round:sft'"):
+        RoundsConfig(reward=json.dumps(wrong))
+
+
 @pytest.mark.parametrize("reference", ["start", "sft"])
 def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch,
                                                                         reference):

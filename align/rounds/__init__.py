@@ -17,7 +17,8 @@ Round 0 is pretraining + SFT (run once, cached) or a given chat model. Round N >
    (from round `dpo_from_round`, Llama 3's recipe): DPO from that model, also its reference, on the round's
    pairs (`RoundsConfig.policy_stage` says which: the one that started later);
    rejection sampling and PPO score with the Llama 2 gate over the round's reward models, or with the rounds'
-   reward spec (`reward`, `align.reward_sources`), where `round:helpfulness` / `round:safety` name them;
+   reward spec (`reward`, `align.reward_sources`), where `round:helpfulness` / `round:safety` name them
+   (and `likelihood: round:base` the run's pretrained model);
 5. `evaluate`: the round's policy judged by `evaluate_round` (supplied by the recipe from `eval/`) with
    `Rounds.evaluation_setup()`: in the world, the gold scorers on held-out prompts; on real data, judges the
    policy was never optimised against (held-out "meta" reward models trained once on the held-out pairs, Llama 2
@@ -53,8 +54,10 @@ the main process, so `runs_dir` must be one folder every process sees (a shared 
 
 from .config import (
     CHAINED_FIELDS,
+    DEMO_REWARD,
     DEMO_TEMPERATURES,
     POLICY_STAGES,
+    ROUND_BASE,
     ROUND_MODEL,
     ROUND_STAGE_MARKER,
     STAGE_CONFIGS,
@@ -71,7 +74,7 @@ from .records import Manifest, package_versions, stage_config, stage_done_facts
 from .runner import RoundEvaluator, Rounds, require_own_run_dir
 
 __all__ = [
-    "CHAINED_FIELDS", "DEMO_TEMPERATURES", "POLICY_STAGES", "ROUND_MODEL", "ROUND_STAGE_MARKER", "STAGE_CONFIGS",
+    "CHAINED_FIELDS", "DEMO_REWARD", "DEMO_TEMPERATURES", "POLICY_STAGES", "ROUND_BASE", "ROUND_MODEL", "ROUND_STAGE_MARKER", "STAGE_CONFIGS",
     "STAGES", "TARGETS", "USER_INPUTS", "AnnotationNeeded", "Manifest", "RoundEvaluator", "Rounds", "RoundsConfig",
     "package_versions", "parse_overrides", "parse_rounds_reward", "require_own_run_dir", "stage_config",
     "stage_config_class", "stage_done_facts",

@@ -30,7 +30,7 @@ from ..io import TABLE_SUFFIXES, atomic_write_jsonl
 from ..reward_sources import FunctionSource
 from ..sources import WORLD, describe_source, split_sources
 from . import collect, dpo, ppo, rejection_sampling, reward_models
-from .config import POLICY_STAGES, ROUND_STAGE_MARKER, TARGETS, RoundsConfig, round_model_target
+from .config import POLICY_STAGES, ROUND_BASE, ROUND_STAGE_MARKER, TARGETS, RoundsConfig, round_model_target
 from .records import Manifest, stage_config, stage_done_facts
 
 RoundEvaluator = Callable[[int, dict[str, Path], Path, dict[str, Any]], dict[str, Any]]
@@ -74,12 +74,16 @@ class Rounds:
     def reward_fields(self, models: dict[str, Any]) -> dict[str, Any]:
         """What rejection sampling and PPO score with, given the round's reward models by target: the Llama 2
         gate over them (their `helpfulness_rm` / `safety_rm`), or the rounds' spec with its `round:<target>`
-        models filled in."""
+        models and its `round:base` likelihood model filled in."""
         if self.config.reward is None:
             return {"helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]), "reward": None}
         sources = {
             name: {**source, "model": str(models[target])} if (target := round_model_target(source)) else source
             for name, source in self.config.reward["sources"].items()
+        }
+        sources = {
+            name: {**source, "likelihood": str(self.base_model)} if source.get("likelihood") == ROUND_BASE else source
+            for name, source in sources.items()
         }
         return {"helpfulness_rm": "", "safety_rm": "", "reward": {**self.config.reward, "sources": sources}}
 
@@ -119,6 +123,11 @@ class Rounds:
         for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
             if "model" in source and not round_model_target(source):
                 require_reward_model_dir(source["model"], f"reward: sources: {name}")
+            if source.get("likelihood") == ROUND_BASE and config.sft_model:
+                raise ValueError(f"reward: sources: {name}: likelihood: {ROUND_BASE} is the model this run pretrains; "
+                                 "it starts from sft_model instead: give the base model's folder")  # fmt: skip
+            if "likelihood" in source and source["likelihood"] != ROUND_BASE:
+                require_model_dir(source["likelihood"], f"reward: sources: {name}: likelihood")
             if "function" in source:
                 FunctionSource(source["function"], name)
         for name in ("prompts", "eval_prompts", "helpfulness_data", "safety_data", "helpfulness_eval_pairs",
@@ -386,6 +395,11 @@ class Rounds:
 
             judges[target] = Path(self.run_stage(0, f"judge_{target}", train)["final"])
         return judges
+
+    @property
+    def base_model(self) -> Path:
+        """The pretrained model of round 0 (the demo's; a run given `sft_model` has none)."""
+        return self.stage_dir(0, "pretrain") / "final"
 
     @property
     def sft_model(self) -> Path:
