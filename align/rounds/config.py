@@ -42,20 +42,6 @@ USER_INPUTS = (
 # improving"), so later rounds sample closer to the policy's mode.
 DEMO_TEMPERATURES = "1.0,0.7"
 
-# The demo's reward: the Llama 2 gate over the round's reward models, plus the pretrained base model's mean
-# log-likelihood of the answer wherever the gate judges by helpfulness. The reward models rank a right sum or fact
-# against its near miss at about chance while the base model ranks them 97% right; with its likelihood in the
-# reward every round of five rose on 1,410 held-out prompts (docs/world.md, "Why the rounds stop improving").
-# On your data the default stays the Llama 2 gate alone: give `--reward` with your base model to add it.
-DEMO_REWARD = {
-    "combine": "llama2_gate",
-    "sources": {
-        "helpfulness": {"model": "round:helpfulness"},
-        "safety": {"model": "round:safety"},
-        "knowledge": {"likelihood": "round:base", "weight": 1.0, "scope": "helpfulness"},
-    },
-}
-
 # `--<stage>.<field>` overrides: the stage's config class, by the prefix the command line uses.
 STAGE_CONFIGS = {
     "pretrain": ("align.pretrain", "PretrainConfig"),
@@ -76,8 +62,7 @@ ROUNDS_REWARD_HELP = (
     "how rejection sampling and PPO score answers in every round: a reward spec (a mapping, JSON or .yaml file, "
     "as `align ppo` takes) whose sources may be `{model: round:helpfulness}` / `{model: round:safety}`, the "
     "round's own reward models, and `{likelihood: round:base}`, the run's pretrained model, besides functions, "
-    "servers and fixed models (default: the Llama 2 gate over the round's two reward models; in the demo, plus "
-    "the pretrained model's likelihood on the answers it judges by helpfulness: docs/reward-spec.md)"
+    "servers and fixed models (default: the Llama 2 gate over the round's two reward models)"
 )
 # Fields the rounds set on every stage they chain; an override of one is refused.
 CHAINED_FIELDS = {
@@ -351,8 +336,6 @@ class RoundsConfig:
         ):
             raise ValueError("--rejection_sampling.temperature: give it or rejection_sampling_temperatures, not both")
         self.reward = parse_rounds_reward(self.reward)
-        if self.reward is None and not self.on_user_data:
-            self.reward = parse_rounds_reward(DEMO_REWARD)
         if parse_annotator(self.annotator)[0] != HUMAN and (not self.on_user_data or self.helpfulness_pairs):
             # Only a comparison batch is annotated; files or the world's annotator would leave the option unused.
             raise ValueError(
