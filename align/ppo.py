@@ -536,16 +536,14 @@ class PPOTrainer:
         device = self.accelerator.device
         self.reference = reference.to(device).eval() if reference is not None else None
         self.reward = reward
-        causal_lms = {id(model): "likelihood model" for model in reward.likelihood_models()}
-        if self.reference is not None:
-            causal_lms[id(self.reference)] = "reference"
-        for frozen in (self.reference, *reward.models(), *reward.likelihood_models()):
+        # (model, its name when it is a causal LM: run through its trunk and LM head, each its own FSDP unit)
+        frozen_models = [(self.reference, "reference"), *((m, None) for m in reward.models()),
+                         *((m, "likelihood model") for m in reward.likelihood_models())]  # fmt: skip
+        for frozen, causal_lm_name in frozen_models:
             if frozen is not None:
                 frozen.to(device).eval().requires_grad_(False)
                 if config.shard_frozen:
-                    # A causal LM runs through its trunk and LM head (`final_hidden_states`), each its own unit.
-                    what = causal_lms.get(id(frozen))
-                    roots = causal_lm_parts(frozen, what) if what else None
+                    roots = causal_lm_parts(frozen, causal_lm_name) if causal_lm_name else None
                     shard_model(frozen, roots=roots, mixed_precision=config.mixed_precision)
         if (value_model is None) != config.shared_value_head:
             raise ValueError("value_model: give one, or None with shared_value_head (a head on the policy's trunk)")

@@ -78,8 +78,9 @@ def shard_model(
 
 
 def causal_lm_parts(causal_lm: torch.nn.Module, what: str) -> list[torch.nn.Module]:
-    """The trunk and LM head of a causal LM, the units it is sharded by (PPO and the likelihood reward source run them one by one). A model that
-    ties its LM head to its input embeddings would have one weight in two units: refused with one line."""
+    """The trunk and LM head of a causal LM, the units it is sharded by (PPO and the likelihood reward source run
+    them one by one). A model that ties its LM head to its input embeddings would have one weight in two units:
+    refused with one line."""
     head = causal_lm.get_output_embeddings()
     if head.weight is causal_lm.get_input_embeddings().weight:
         raise ValueError(

@@ -77,14 +77,14 @@ class Rounds:
         models and its `round:base` likelihood model filled in."""
         if self.config.reward is None:
             return {"helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]), "reward": None}
-        sources = {
-            name: {**source, "model": str(models[target])} if (target := round_model_target(source)) else source
-            for name, source in self.config.reward["sources"].items()
-        }
-        sources = {
-            name: {**source, "likelihood": str(self.base_model)} if source.get("likelihood") == ROUND_BASE else source
-            for name, source in sources.items()
-        }
+        def filled(source: dict[str, Any]) -> dict[str, Any]:
+            if target := round_model_target(source):
+                return {**source, "model": str(models[target])}
+            if source.get("likelihood") == ROUND_BASE:
+                return {**source, "likelihood": str(self.base_model)}
+            return source
+
+        sources = {name: filled(source) for name, source in self.config.reward["sources"].items()}
         return {"helpfulness_rm": "", "safety_rm": "", "reward": {**self.config.reward, "sources": sources}}
 
     def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
