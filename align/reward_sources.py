@@ -11,7 +11,11 @@ output (a logit):
   answer is its mean log-probability per token after the prompt (`align.logprobs.answer_logprobs`): what a model
   that has read a lot of text finds likely. On the demo world the base model ranks a right sum or fact above
   its near miss 97% of the time where the reward models are near chance (docs/world.md), so as an extra source
-  of the gate it adds the content the reward models miss;
+  of the gate it adds the content the reward models miss. With `relative_to: TEXT` (e.g. the policy's refusal)
+  the score is the answer's mean log-probability minus that text's after the same prompt: 0 for that text
+  whatever the prompt. Without it the term is a mean log-probability, -1 to -4 where the base model knows the
+  answers little: added to logit(R_c) it squeezes every reward towards 0, where best-of-K's min_reward_gain
+  finds the best answer no better than the most frequent one, often a refusal (docs/reward-spec.md);
 - `{"function": "package.module:name"}`: a Python function called as `name(prompts, answers)` with two lists,
   returning a list of floats (a format check, a length penalty, a rule-based filter), importable from the
   working directory or the Python path;
@@ -73,13 +77,12 @@ logger = logging.getLogger(__name__)
 COMBINES = ("llama2_gate", "weighted_sum", "min")
 GATE_SOURCES = ("helpfulness", "safety")
 SOURCE_KINDS = ("model", "likelihood", "function", "url")
-SOURCE_KEYS = {*SOURCE_KINDS, "weight", "scope", "timeout", "retries"}
+SOURCE_KEYS = {*SOURCE_KINDS, "weight", "scope", "relative_to", "timeout", "retries"}
 SCOPES = ("all", "helpfulness")
 REWARD_HELP = (
     "how answers are scored: a mapping, JSON or .yaml file {combine: llama2_gate | weighted_sum | min, sources: "
-    "{name: {model: DIR} | {likelihood: DIR} | {function: module:name} | {url: URL}, weight: w, scope: all | "
-    "helpfulness}} (default: the Llama 2 gate over "
-    "helpfulness_rm and safety_rm)"
+    "{name: {model: DIR} | {likelihood: DIR, relative_to: TEXT} | {function: module:name} | {url: URL}, weight: w, "
+    "scope: all | helpfulness}} (default: the Llama 2 gate over helpfulness_rm and safety_rm)"
 )
 
 
@@ -191,6 +194,12 @@ def _check_source(name: str, source: Any) -> None:
         raise ValueError(f"reward: sources: {name}: weight: expected a number, got {weight!r}")
     if source.get("scope", "all") not in SCOPES:
         raise ValueError(f"reward: sources: {name}: scope: expected one of {list(SCOPES)}, got {source['scope']!r}")
+    if "relative_to" in source and ("likelihood" not in source or not isinstance(source["relative_to"], str)
+                                    or not source["relative_to"].strip()):  # fmt: skip
+        raise ValueError(
+            f"reward: sources: {name}: relative_to: expected an answer's text, on a likelihood source, "
+            f"got {source['relative_to']!r:.60}"
+        )
     for key, kind in (("timeout", (int, float)), ("retries", int)):
         if key in source and (isinstance(source[key], bool) or not isinstance(source[key], kind) or source[key] < 0):
             raise ValueError(f"reward: sources: {name}: {key}: expected a number >= 0, got {source[key]!r}")
@@ -245,10 +254,16 @@ class RewardModelSource(LoadedModelSource):
 
 class LikelihoodSource:
     """A causal LM folder (with its own tokenizer and chat template): an answer's score is its mean log-probability
-    per token after the prompt (`align.logprobs.answer_logprobs`)."""
+    per token after the prompt (`align.logprobs.answer_logprobs`), minus that of `relative_to` (an answer's text,
+    e.g. a refusal) after the same prompt when given."""
 
     def __init__(
-        self, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 32, name: str = ""
+        self,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+        name: str = "",
+        relative_to: str | None = None,
     ) -> None:
         from .checkpoint import check_vocabulary, require_model_dir
         from .data import load_tokenizer
@@ -260,12 +275,22 @@ class LikelihoodSource:
         check_vocabulary(self.tokenizer, self.path, what)
         self.model = load_causal_lm(self.path, what).to(device).eval()
         self.model.requires_grad_(False)
-        self.batch_size = batch_size
+        self.batch_size, self.relative_to = batch_size, relative_to
 
     def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
         from .logprobs import answer_logprobs
 
-        return answer_logprobs(self.model, self.tokenizer, prompts, answers, self.batch_size)
+        scores = answer_logprobs(self.model, self.tokenizer, prompts, answers, self.batch_size)
+        if self.relative_to is None:
+            return scores
+        # One reference score per distinct prompt: best-of-K scores K answers to each prompt.
+        keys = [json.dumps(list(prompt), sort_keys=True) for prompt in prompts]
+        distinct = dict(zip(keys, prompts))
+        reference = answer_logprobs(
+            self.model, self.tokenizer, list(distinct.values()), [self.relative_to] * len(distinct), self.batch_size
+        )
+        by_key = dict(zip(distinct, reference.tolist()))
+        return scores - torch.tensor([by_key[key] for key in keys], dtype=scores.dtype)
 
 
 class FunctionSource:
@@ -359,7 +384,7 @@ def load_source(
     if "model" in source:
         return RewardModelSource(source["model"], device, batch_size, name, fallback_tokenizer)
     if "likelihood" in source:
-        return LikelihoodSource(source["likelihood"], device, batch_size, name)
+        return LikelihoodSource(source["likelihood"], device, batch_size, name, source.get("relative_to"))
     if "function" in source:
         return FunctionSource(source["function"], name)
     return HttpSource(source["url"], source.get("timeout", 30.0), source.get("retries", 3), name)

@@ -62,6 +62,8 @@ def test_specs_are_read_from_options_mappings_json_and_files_and_checked(tmp_pat
         ({"sources": {"helpfulness": {"model": "h", "scope": "helpfulness"}, "safety": {"model": "s"}}},
          "helpfulness: scope: only an extra source"),
         ({"combine": "min", "sources": {"a": {"likelihood": "x", "scope": "safety"}}}, r"scope: expected one of"),
+        ({"combine": "min", "sources": {"a": {"model": "x", "relative_to": "No."}}}, "a: relative_to: expected an"),
+        ({"combine": "min", "sources": {"a": {"likelihood": "x", "relative_to": " "}}}, "a: relative_to: expected an"),
         ("{not json", "reward: expected a JSON mapping or a .yaml / .json file"),
         (str(tmp_path / "missing.yaml"), "reward: no file at"),
     ):  # fmt: skip
@@ -140,6 +142,21 @@ def test_a_likelihood_source_scores_each_answer_by_its_models_mean_log_probabili
             assert record["best"] == max(range(3), key=lambda i: record["rewards"][i])
     with pytest.raises(FileNotFoundError, match="reward: sources: knowledge: .*nope does not exist"):
         LikelihoodSource(tmp_path / "nope", name="reward: sources: knowledge")
+
+
+def test_a_likelihood_source_relative_to_a_refusal_scores_it_zero_on_every_prompt(pretrained):
+    """`relative_to: TEXT` subtracts that text's mean log-probability after the same prompt, computed once per
+    distinct prompt: the text itself scores 0 wherever it is, every other answer its difference from it."""
+    refusal = "I can't help with that."
+    prompts = [[{"role": "user", "content": "What is 2 plus 3?"}], [{"role": "user", "content": "Name two fruits."}]]
+    rows = [prompts[0], prompts[1], prompts[0], prompts[1]]
+    answers = ["2 plus 3 is 5.", refusal, refusal, "Apples and pears."]
+    plain = LikelihoodSource(pretrained)(rows, answers)
+    relative = LikelihoodSource(pretrained, relative_to=refusal)(rows, answers)
+    assert relative[1].item() == relative[2].item() == pytest.approx(0.0, abs=1e-5)
+    assert relative[0].item() == pytest.approx((plain[0] - plain[2]).item(), abs=1e-5)
+    assert relative[3].item() == pytest.approx((plain[3] - plain[1]).item(), abs=1e-5)
+    assert plain[1].item() != pytest.approx(plain[2].item(), abs=1e-3)  # the refusal's own score depends on the prompt
 
 
 class RewardServer:
