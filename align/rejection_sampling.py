@@ -20,7 +20,8 @@ tenth session). A clear preference (a refusal against an answer, a broken format
 Distributed with accelerate: process r takes every n-th prompt and appends each result, as soon as it has it,
 to `shards/shard-r.jsonl` (one flushed line per prompt). A restarted run reads every shard, skips the prompts
 already done (a line cut short by a kill is ignored), and the main process merges the shards into
-`kept.jsonl` (written atomically) in prompt order; a prompt whose K answers are all empty keeps nothing.
+`kept.jsonl` (written atomically) in prompt order; a prompt whose K answers are all empty keeps nothing. The
+records are standard JSON: a score that is not a finite number (an overflowed reward model) is null.
 Fine-tuning on the kept answers is the SFT stage's job; the recipe and the round orchestrator chain the two
 (a stage never imports another).
 
@@ -215,8 +216,8 @@ def best_of_k(
             {
                 **record,
                 "candidates": candidates,
-                "rewards": rewards[rows].tolist(),
-                **{f"{name}_scores": value[rows].tolist() for name, value in logged.items()},
+                "rewards": json_numbers(rewards[rows].tolist()),
+                **{f"{name}_scores": json_numbers(value[rows].tolist()) for name, value in logged.items()},
                 "best": best,
                 "kept_most_frequent": best != by_reward,  # min_reward_gain overruled the reward models' pick
                 **(
@@ -227,6 +228,12 @@ def best_of_k(
             }
         )
     return results
+
+
+def json_numbers(values: list[float]) -> list[float | None]:
+    """`values` with every NaN or infinity as None (null): standard JSON, which jq, JavaScript and datasets read
+    (Python's json writes them as NaN / -Infinity, which they refuse). Only an overflowed reward model gives one."""
+    return [value if math.isfinite(value) else None for value in values]
 
 
 def keep_index(candidates: list[str], rewards: list[float], min_reward_gain: float = 0.0) -> int | None:
@@ -295,7 +302,7 @@ def run_rejection_sampling(config: RejectionSamplingConfig) -> Path:
             results = best_of_k(policy, tokenizer, reward, work[start : start + wave], config, sharded)
             # Repeats (past the end of `mine`) only ran the same forwards as the busiest process.
             for result in results[: max(0, len(mine) - start)]:
-                shard.write(json.dumps(result) + "\n")
+                shard.write(json.dumps(result, allow_nan=False) + "\n")
             shard.flush()
             os.fsync(shard.fileno())
             progress.update(min(wave, max(0, len(mine) - start)))
@@ -331,8 +338,10 @@ def most_prompts_on_a_process(count: int, device: torch.device | str = "cpu") ->
 def best_of_k_curve(records: list[dict[str, Any]], values: str = "rewards") -> dict[str, list[float]]:
     """Mean over prompts of the max and of the median of the first k samples' `values`, for k = 1..K.
 
-    Samples are i.i.d., so the first k are a fair draw of k (the paper's Figure 7: max vs median reward).
+    Samples are i.i.d., so the first k are a fair draw of k (the paper's Figure 7: max vs median reward). A
+    prompt with a score that is not a number (null: an overflowed reward model) is left out.
     """
+    records = scored(records, values)
     largest = min(len(r[values]) for r in records)
     curve = {"k": list(range(1, largest + 1)), "max": [], "median": []}
     for k in curve["k"]:
@@ -347,9 +356,15 @@ def picked_curve(records: list[dict[str, Any]], values: str, by: str = "rewards"
     With `values` a gold score attached to each candidate, this is the true quality of what best-of-k keeps:
     it rises with k only while the reward models rank the policy's samples the way the gold scorer does.
     """
+    records = scored(scored(records, values), by)
     largest = min(len(r[by]) for r in records)
     picked = []
     for k in range(1, largest + 1):
         best = [max(range(k), key=lambda i: r[by][i]) for r in records]
         picked.append(statistics.fmean(r[values][i] for r, i in zip(records, best)))
     return picked
+
+
+def scored(records: list[dict[str, Any]], values: str) -> list[dict[str, Any]]:
+    """The records whose `values` are all numbers (json_numbers writes a NaN or infinite score as null)."""
+    return [r for r in records if all(value is not None for value in r[values])]

@@ -14,6 +14,7 @@ from align.rejection_sampling import (
     keep_index,
     run_rejection_sampling,
 )
+from align.reward_sources import RewardScorer
 from conftest import launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,29 @@ def test_a_killed_run_resumes_without_redoing_finished_prompts(last_line, tmp_pa
     assert sum(r.get("marker", False) for r in resumed) == 3
     assert [r["messages"] for r in resumed] == [r["messages"] for r in finished]  # same seeds, same answers
     assert json.loads((tmp_path / "rs" / "DONE.json").read_text())["resumed"] == 3
+
+
+def test_a_reward_that_is_not_a_number_is_written_as_null_and_never_kept(tmp_path, chat_model, reward_models,
+                                                                          monkeypatch):  # fmt: skip
+    """An overflowed reward model's NaN: kept.jsonl stays standard JSON (null, not NaN), the answer is not kept,
+    and the best-of-k curve leaves that prompt out."""
+    reward = RewardScorer.reward
+
+    def first_answer_overflows(self, scores, is_safety):
+        rewards = reward(self, scores, is_safety)
+        rewards[0] = float("nan")
+        return rewards
+
+    monkeypatch.setattr(RewardScorer, "reward", first_answer_overflows)
+    kept = run_rejection_sampling(rs_config(tmp_path, chat_model, reward_models, world_prompts=2))
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in kept.jsonl")
+
+    records = [json.loads(line, parse_constant=refuse) for line in kept.read_text().splitlines()]
+    overflowed = [r for r in records if None in r["rewards"]]
+    assert len(overflowed) == 1 and overflowed[0]["rewards"][0] is None and overflowed[0]["best"] != 0
+    assert best_of_k_curve(records) == best_of_k_curve([r for r in records if r is not overflowed[0]])
 
 
 def test_best_of_k_curve_is_max_and_median_of_the_first_k():
