@@ -194,11 +194,11 @@ def _check_source(name: str, source: Any) -> None:
         raise ValueError(f"reward: sources: {name}: weight: expected a number, got {weight!r}")
     if source.get("scope", "all") not in SCOPES:
         raise ValueError(f"reward: sources: {name}: scope: expected one of {list(SCOPES)}, got {source['scope']!r}")
-    if "relative_to" in source and ("likelihood" not in source or not isinstance(source["relative_to"], str)
-                                    or not source["relative_to"].strip()):  # fmt: skip
+    if "relative_to" in source and "likelihood" not in source:
+        raise ValueError(f"reward: sources: {name}: relative_to: only a likelihood source has one")
+    if "relative_to" in source and (not isinstance(source["relative_to"], str) or not source["relative_to"].strip()):
         raise ValueError(
-            f"reward: sources: {name}: relative_to: expected an answer's text, on a likelihood source, "
-            f"got {source['relative_to']!r:.60}"
+            f"reward: sources: {name}: relative_to: expected an answer's text, got {source['relative_to']!r:.60}"
         )
     for key, kind in (("timeout", (int, float)), ("retries", int)):
         if key in source and (isinstance(source[key], bool) or not isinstance(source[key], kind) or source[key] < 0):
@@ -279,12 +279,17 @@ class LikelihoodSource:
 
     def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
         from .logprobs import answer_logprobs
+        from .sharding import sharding_active
 
         scores = answer_logprobs(self.model, self.tokenizer, prompts, answers, self.batch_size)
         if self.relative_to is None:
             return scores
-        # One reference score per distinct prompt: best-of-K scores K answers to each prompt.
+        # One reference score per distinct prompt (best-of-K scores K answers to each), except over several
+        # processes: a sharded model runs a collective per forward, so each process must run as many as the
+        # others, i.e. one per answer, whatever its prompts.
         keys = [json.dumps(list(prompt), sort_keys=True) for prompt in prompts]
+        if sharding_active():
+            keys = [f"{i}:{key}" for i, key in enumerate(keys)]
         distinct = dict(zip(keys, prompts))
         reference = answer_logprobs(
             self.model, self.tokenizer, list(distinct.values()), [self.relative_to] * len(distinct), self.batch_size

@@ -62,7 +62,7 @@ def test_specs_are_read_from_options_mappings_json_and_files_and_checked(tmp_pat
         ({"sources": {"helpfulness": {"model": "h", "scope": "helpfulness"}, "safety": {"model": "s"}}},
          "helpfulness: scope: only an extra source"),
         ({"combine": "min", "sources": {"a": {"likelihood": "x", "scope": "safety"}}}, r"scope: expected one of"),
-        ({"combine": "min", "sources": {"a": {"model": "x", "relative_to": "No."}}}, "a: relative_to: expected an"),
+        ({"combine": "min", "sources": {"a": {"model": "x", "relative_to": "No."}}}, "a: relative_to: only a likel"),
         ({"combine": "min", "sources": {"a": {"likelihood": "x", "relative_to": " "}}}, "a: relative_to: expected an"),
         ("{not json", "reward: expected a JSON mapping or a .yaml / .json file"),
         (str(tmp_path / "missing.yaml"), "reward: no file at"),
