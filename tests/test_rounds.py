@@ -590,6 +590,31 @@ def test_a_rounds_reward_spec_scores_with_the_runs_pretrained_model_as_round_bas
         RoundsConfig(reward=json.dumps(wrong))
 
 
+def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal_and_your_data_with_the_gate(
+    tmp_path, stage_configs, chat_model
+):
+    """The demo's default reward (align.rounds.DEMO_REWARD): the gate over the round's reward models plus the
+    pretrained model's likelihood relative to the world's refusal, on helpfulness-judged answers; a run on your
+    model or data keeps the Llama 2 gate alone (your base model is not known), and a spec given wins."""
+    from align.world.tasks import REFUSAL
+
+    demo = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="demo", **stage_configs))
+    fields = demo.reward_fields({"helpfulness": "h", "safety": "s"})
+    knowledge = fields["reward"]["sources"]["knowledge"]
+    assert knowledge == {"likelihood": str(tmp_path / "demo" / "round-0" / "pretrain" / "final"),
+                         "relative_to": REFUSAL, "weight": 1.0, "scope": "helpfulness"}  # fmt: skip
+    assert fields["reward"]["combine"] == "llama2_gate"
+    world = {name: "world" for name in ("prompts", "eval_prompts", "helpfulness_eval_pairs", "safety_eval_pairs",
+                                         "helpfulness_data", "safety_data")}  # fmt: skip
+    yours = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="yours", sft_model=str(chat_model), **world,
+                                **stage_configs))  # fmt: skip
+    assert yours.reward_fields({"helpfulness": "h", "safety": "s"}) == {
+        "helpfulness_rm": "h", "safety_rm": "s", "reward": None}
+    gate = {"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"},
+                                                  "safety": {"model": "round:safety"}}}  # fmt: skip
+    assert RoundsConfig(reward=json.dumps(gate)).reward == gate
+
+
 @pytest.mark.parametrize("reference", ["start", "sft"])
 def test_dpo_reference_names_the_round_start_or_round_zeros_chat_model(tmp_path, stage_configs, monkeypatch,
                                                                         reference):
