@@ -15,7 +15,7 @@ import align.reports.rounds
 import align.rounds
 from align.io import atomic_write_jsonl, read_jsonl
 from align.reward_model import world_pairs
-from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig, rejection_sampling
+from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig, ppo, rejection_sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = vars(align.reports.rounds)
@@ -613,6 +613,9 @@ def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal
     gate = {"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"},
                                                   "safety": {"model": "round:safety"}}}  # fmt: skip
     assert RoundsConfig(reward=json.dumps(gate)).reward == gate
+    # The reward is recorded with the stages that score with it: a rerun with another says so.
+    assert rejection_sampling.round_options(demo)["reward"] == demo.config.reward
+    assert ppo.round_options(demo)["reward"] == demo.config.reward
 
 
 @pytest.mark.parametrize("reference", ["start", "sft"])

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from .runner import Rounds
 
 
+def round_options(rounds: Rounds) -> dict[str, Any]:
+    """The rounds options a round's rejection sampling depends on besides its config (recorded with it; a rerun
+    says when they changed): the reward it scores with (the demo's default changed on 2026-12-05)."""
+    return {"reward": rounds.config.reward}
+
+
 def temperature(rounds: Rounds, n: int) -> dict[str, float]:
     """Round `n`'s sampling temperature from `rejection_sampling_temperatures` (the last repeats), as a
     field of the stage's config; empty when the YAML's (or an override's) applies."""

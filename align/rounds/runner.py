@@ -425,7 +425,8 @@ class Rounds:
         start = policy
         if self.config.rejection_sampling:
             sampled = self.run_stage(
-                n, "rejection_sampling", lambda folder: rejection_sampling.run(self, n, policy, models, folder)
+                n, "rejection_sampling", lambda folder: rejection_sampling.run(self, n, policy, models, folder),
+                rejection_sampling.round_options(self),
             )
             start = Path(sampled["final"])
         new_policy = start
