@@ -28,10 +28,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch_two_processes(script: str, *args: str):
+def launch_two_processes(script: str, *args: str, timeout: float | None = None):
     """Run a recipe as 2 processes on the CPU (gloo). accelerate's `--cpu --num_processes 2` starts only one
     process (its simple launcher needs an mpirun hostfile for more), so use the torchrun launcher; the stages
-    select the CPU themselves when there is no GPU."""
+    select the CPU themselves when there is no GPU. `timeout` (seconds) turns a hang (processes a collective
+    apart) into a failure."""
     import subprocess
     import sys
 
@@ -53,7 +54,8 @@ def launch_two_processes(script: str, *args: str):
         script,
         *args,
     ]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          timeout=timeout)  # fmt: skip
 
 
 def one_and_two_process_losses(recipe: str, args: list[str], out) -> tuple[dict, dict]:

@@ -57,6 +57,41 @@ def test_kept_answers_do_not_depend_on_the_number_of_processes_nor_on_sharding(t
     assert curve["max"] == sorted(curve["max"])  # the best of more samples is never worse
 
 
+def test_a_likelihood_relative_to_a_refusal_scores_the_same_on_one_process_and_sharded_over_two(
+    tmp_path, chat_model, reward_models
+):
+    """`relative_to` runs one reference forward per distinct prompt on one process but one per answer when the
+    models are sharded: each forward is then a collective, and here process 0's two prompts are one text while
+    process 1's are two (per distinct prompt, 1 forward against 2: a hang). No hang, and every candidate's
+    likelihood score is the one-process one."""
+    texts = ["What is 2 plus 3?", "What is 4 plus 1?", "What is 2 plus 3?", "Where does Virdur live?"]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t, "is_safety": False}) + "\n"
+                               for i, t in enumerate(texts)))  # fmt: skip
+    spec = {"combine": "llama2_gate", "sources": {
+        "helpfulness": {"model": str(reward_models["helpfulness"])}, "safety": {"model": str(reward_models["safety"])},
+        "knowledge": {"likelihood": str(chat_model), "relative_to": "I can't help with that.", "weight": 1.0,
+                      "scope": "helpfulness"},
+    }}  # fmt: skip
+    single = run_rejection_sampling(rs_config(tmp_path / "one", chat_model, reward_models, prompts=str(prompts),
+                                              helpfulness_rm="", safety_rm="", reward=spec,
+                                              score_batch_size=1))  # fmt: skip
+    done = launch_two_processes(
+        "recipes/rejection_sampling.py", "--policy", str(chat_model), "--reward", json.dumps(spec),
+        "--prompts", str(prompts), "--num_samples", "4", "--max_new_tokens", "24", "--score_batch_size", "1",
+        "--finetune", "false", "--shard_frozen", "true", "--output_dir", str(tmp_path / "sharded" / "rs"),
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = {r["id"]: r for r in read_jsonl(single)}
+    two = {r["id"]: r for r in read_jsonl(tmp_path / "sharded" / "rs" / "kept.jsonl")}
+    assert sorted(one) == sorted(two) == ["p0", "p1", "p2", "p3"]
+    for key, record in one.items():
+        assert record["candidates"] == two[key]["candidates"]
+        assert record["knowledge_scores"] == pytest.approx(two[key]["knowledge_scores"], abs=1e-4)
+        assert any(score != 0 for score in record["knowledge_scores"])  # scored, not left at a default
+
+
 @pytest.mark.parametrize("last_line", ["cut short", "whole but without its newline"])
 def test_a_killed_run_resumes_without_redoing_finished_prompts(last_line, tmp_path, chat_model, reward_models):
     """A kill after three prompts; the fourth line was being written: cut short, or complete JSON whose newline
