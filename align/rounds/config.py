@@ -18,7 +18,6 @@ from ..config import check_field_types, coerce_field_value
 from ..data.preferences import FORMATS
 from ..reward_sources import parse_reward_spec
 from ..sources import WORLD, describe_sources
-from ..world.tasks import REFUSAL
 
 # A round's stage is done when this marker exists; the stage's own run (e.g. its DONE.json) may finish earlier,
 # as rejection sampling does before its fine-tune.
@@ -50,12 +49,15 @@ DEMO_TEMPERATURES = "1.0,0.7"
 # and does not squeeze every reward towards one value (which kept refusals in world 1: log KK, LL). Five rounds
 # with it rose on paired held-out prompts every round (docs/world.md, "Why the rounds stop improving"; log NN).
 # On your data the default stays the Llama 2 gate alone: `--reward` adds your base model's likelihood.
+# The refusal is the world's (align.world.tasks.REFUSAL, equal by a test), written out because a run on your data
+# never imports the world.
+DEMO_REFUSAL = "I can't help with that."
 DEMO_REWARD = {
     "combine": "llama2_gate",
     "sources": {
         "helpfulness": {"model": "round:helpfulness"},
         "safety": {"model": "round:safety"},
-        "knowledge": {"likelihood": "round:base", "relative_to": REFUSAL, "weight": 1.0, "scope": "helpfulness"},
+        "knowledge": {"likelihood": "round:base", "relative_to": DEMO_REFUSAL, "weight": 1.0, "scope": "helpfulness"},
     },
 }
 
