@@ -208,10 +208,8 @@ def best_of_k(
     for i, record in enumerate(records):
         rows = slice(i * k, (i + 1) * k)
         candidates = answers[rows]
-        # An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on.
-        eligible = rewards[rows].masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))
-        by_reward = keep_index(candidates, eligible.tolist())
-        best = keep_index(candidates, eligible.tolist(), config.min_reward_gain)
+        by_reward = keep_candidate(candidates, rewards[rows])
+        best = keep_candidate(candidates, rewards[rows], config.min_reward_gain)
         results.append(
             {
                 **record,
@@ -234,6 +232,13 @@ def json_numbers(values: list[float]) -> list[float | None]:
     """`values` with every NaN or infinity as None (null): standard JSON, which jq, JavaScript and datasets read
     (Python's json writes them as NaN / -Infinity, which they refuse). Only an overflowed reward model gives one."""
     return [value if math.isfinite(value) else None for value in values]
+
+
+def keep_candidate(candidates: list[str], rewards: torch.Tensor, min_reward_gain: float = 0.0) -> int | None:
+    """Which of one prompt's candidates the stage keeps, given their rewards: `keep_index` over the non-empty
+    ones. An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on."""
+    eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))
+    return keep_index(candidates, eligible.tolist(), min_reward_gain)
 
 
 def keep_index(candidates: list[str], rewards: list[float], min_reward_gain: float = 0.0) -> int | None:

@@ -5,7 +5,8 @@
 
 For each round: the round's policy (or `--policy`) with the round's reward models; round 0 is the SFT model
 with the base reward models. Prints one table (oracle best-of-K, one sample, the reward models' pick, the
-share captured, on-policy RM accuracy, greedy gold by kind) and writes it as JSON with `--json`.
+share captured, in a round with rejection sampling the gold of what it keeps under its recorded reward and
+min_reward_gain, on-policy RM accuracy, greedy gold by kind) and writes it as JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from align.checkpoint import require_model_dir
 from align.config import exit_with_error
 from align.data import load_tokenizer
 from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from align.reward_sources import RewardScorer, parse_reward_spec
 from align.world import World
 from align.world.diagnostics import gold_by_kind, round_diagnostics
 from align.world.evaluation import evaluate_policy
@@ -40,6 +42,24 @@ def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
                                                         "rejection_sampling") if stage in stages)  # fmt: skip
     return {"policy": in_run(run_dir, policy),
             **{t: in_run(run_dir, stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
+
+
+def rejection_sampling_choice(run_dir: Path, n: int) -> dict:
+    """Round `n`'s rejection sampling as it ran (its recorded reward and min_reward_gain, checkpoints found in
+    `run_dir`), as `round_diagnostics`' `reward` and `min_reward_gain`; {} for a round without one."""
+    stage = json.loads((run_dir / "manifest.json").read_text())["rounds"][str(n)].get("rejection_sampling")
+    if stage is None:
+        return {}
+    config = stage["config"]
+    found = {key: str(in_run(run_dir, config[key])) if config.get(key) else None for key in ("helpfulness_rm",
+                                                                                            "safety_rm")}  # fmt: skip
+    reward = config.get("reward")
+    if reward:
+        sources = {name: {key: str(in_run(run_dir, value)) if key in ("model", "likelihood") else value
+                          for key, value in source.items()} for name, source in reward["sources"].items()}  # fmt: skip
+        reward = {**reward, "sources": sources}
+    spec = parse_reward_spec(reward, found["helpfulness_rm"], found["safety_rm"])
+    return {"reward": RewardScorer.load(spec), "min_reward_gain": config.get("min_reward_gain", 0.0)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
         row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
                                      load_tokenizer(checkpoints["helpfulness"]), prompts,
-                                     num_samples=args.k, temperature=args.temperature, seed=n))  # fmt: skip
+                                     num_samples=args.k, temperature=args.temperature, seed=n,
+                                     **rejection_sampling_choice(args.run_dir, n)))  # fmt: skip
         table[n] = row
         print(f"round {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
     if args.json:

@@ -23,3 +23,28 @@ def test_manifest_paths_are_found_inside_the_run_folder_from_any_directory(tmp_p
     # From the folder the run was started in, the recorded paths are used as they are.
     (tmp_path / "runs" / "demo" / "round-3" / "ppo" / "final").mkdir(parents=True)
     assert module["in_run"](run, stages["ppo"]) == Path(stages["ppo"])
+
+
+def test_what_rejection_sampling_kept_is_judged_by_its_recorded_reward_found_inside_the_run(tmp_path, monkeypatch):
+    module = runpy.run_path(str(ROOT / "eval" / "diagnose_rounds.py"))
+    choice = module["rejection_sampling_choice"]
+    monkeypatch.setitem(choice.__globals__, "RewardScorer", type("Loaded", (), {"load": staticmethod(lambda s: s)}))
+    run = tmp_path / "elsewhere" / "demo"
+    reward = {"combine": "llama2_gate", "sources": {
+        "helpfulness": {"model": "runs/demo/round-3/reward_model_helpfulness/final"},
+        "safety": {"model": "runs/demo/round-3/reward_model_safety/final"},
+        "knowledge": {"likelihood": "runs/demo/round-0/pretrain/final", "relative_to": "No.", "weight": 1.0,
+                      "scope": "helpfulness"}}}  # fmt: skip
+    config = {"helpfulness_rm": "", "safety_rm": "", "reward": reward, "min_reward_gain": 0.1}
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"rounds": {"3": {"rejection_sampling": {"config": config}},
+                                                              "0": {"sft": {"final": "x"}}}}))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    chosen = choice(run, 3)
+    assert chosen["min_reward_gain"] == 0.1
+    spec = chosen["reward"]
+    assert spec.combine == "llama2_gate" and spec.scope("knowledge") == "helpfulness"
+    assert spec.sources["knowledge"]["likelihood"] == str(run / "round-0" / "pretrain" / "final")
+    assert spec.sources["helpfulness"]["model"] == str(run / "round-3" / "reward_model_helpfulness" / "final")
+    assert spec.sources["knowledge"]["relative_to"] == "No."
+    assert choice(run, 0) == {}  # round 0 has no rejection sampling

@@ -550,6 +550,8 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     assert round_two["false_refusal_rate"] < sft_metrics["false_refusal_rate"], (sft_metrics, round_two)
     # The base reward models given: the SFT model's diagnostics with them, as round 0 of the report.
     assert "ceiling/rm_best_of_2" in sft_metrics
+    # ... and what the round's rejection sampling keeps (its reward and min_reward_gain), in every row.
+    assert "ceiling/kept_best_of_2" in sft_metrics and "ceiling/kept_best_of_2" in round_two
     report = REPORT["write_report"](run).read_text()
     assert "| 0 (SFT) |" in report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
 

@@ -79,5 +79,48 @@ def test_round_diagnostics_orders_oracle_sample_and_pick_on_a_trained_policy(cha
     again = round_diagnostics(policy, tokenizer, helpful, safety, load_tokenizer(reward_models["helpfulness"]),
                               prompts, num_samples=4, max_new_tokens=16, seed=1)  # fmt: skip
     assert all(again[k] == v or (math.isnan(v) and math.isnan(again[k])) for k, v in result.items())
+    assert "ceiling/kept_best_of_4" not in result  # no reward of the round given: the reward models' pick only
     with pytest.raises(ValueError, match="num_samples"):
         round_diagnostics(policy, tokenizer, helpful, safety, tokenizer, prompts, num_samples=1)
+
+
+def test_what_rejection_sampling_keeps_is_judged_by_the_rounds_whole_reward(monkeypatch):
+    """Given the round's reward and min_reward_gain, `kept_best_of_K` is the gold of the answer rejection
+    sampling keeps (`keep_candidate`): by a reward that is the gold itself, the oracle's; with a gain no answer
+    reaches, the most frequent answer's; an empty answer never."""
+    import torch
+
+    import align.world.diagnostics as diagnostics
+    from align.reward_sources import RewardScorer, RewardSpec
+    from align.rewards import Scores
+
+    world = World(seed=0)
+    prompts = [p for p in world.prompts(40, "test") if not p.is_safety][:3]
+    good, refusal, wrong = ([world.respond(p, quality) for p in prompts] for quality in ("good", "refusal", "wrong"))
+    samples = [[refusal[0], good[0], refusal[0], wrong[0]],  # the refusal twice: the most frequent
+               [wrong[1], wrong[1], good[1], ""],
+               ["", good[2], wrong[2], refusal[2]]]  # fmt: skip
+    monkeypatch.setattr(diagnostics, "sample_answers", lambda *args, **kwargs: samples)
+    monkeypatch.setattr(diagnostics, "score", lambda model, tokenizer, messages, answers: Scores(
+        torch.zeros(len(answers)), torch.full((len(answers),), 0.5)))  # fmt: skip
+    by_question = {p.messages[-1]["content"]: p for p in prompts}
+
+    def gold(messages, answers):  # a reward source: each answer's gold helpfulness; an empty one's the highest
+        return torch.tensor([gold_helpfulness(by_question[m[-1]["content"]], a) if a else 2.0
+                             for m, a in zip(messages, answers)])  # fmt: skip
+
+    def kept(min_reward_gain: float) -> dict[str, float]:
+        reward = RewardScorer(RewardSpec("weighted_sum", {"gold": {"function": "tests:gold"}}), {"gold": gold})
+        return round_diagnostics(None, None, None, None, None, prompts, num_samples=4, reward=reward,
+                                 min_reward_gain=min_reward_gain)  # fmt: skip
+
+    golds = [[gold_helpfulness(p, a) for a in answers] for p, answers in zip(prompts, samples)]
+    by_gold = kept(0.0)
+    assert by_gold["ceiling/kept_best_of_4"] == pytest.approx(sum(max(g) for g in golds) / 3)
+    assert by_gold["ceiling/kept_best_of_4"] == pytest.approx(by_gold["ceiling/oracle_best_of_4"])
+    assert by_gold["ceiling/kept_captured"] == pytest.approx(1.0)
+    # A gain of 5 is beyond any: prompt 1 keeps its refusal (twice), prompt 2 its wrong answer (twice), prompt 3
+    # the best of its three non-empty answers (once each: the best-rewarded of them).
+    expected = (golds[0][0] + golds[1][0] + max(golds[2][1:])) / 3
+    assert kept(5.0)["ceiling/kept_best_of_4"] == pytest.approx(expected)
+    assert "ceiling/kept_best_of_4" not in round_diagnostics(None, None, None, None, None, prompts, num_samples=4)

@@ -41,6 +41,7 @@ from ..data import load_tokenizer  # noqa: E402
 from ..generation import chat_prompt_texts, complete, longest_first  # noqa: E402
 from ..io import atomic_write_bytes, atomic_write_jsonl, atomic_write_text, read_json_object, read_jsonl  # noqa: E402
 from ..modeling import load_causal_lm, load_sequence_classifier  # noqa: E402
+from ..reward_sources import RewardScorer, parse_reward_spec  # noqa: E402
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score  # noqa: E402
 from .reward_model import BUCKETS, evaluate_reward_model  # noqa: E402
 from .statistics import elo_with_intervals, win_rate_with_interval  # noqa: E402
@@ -195,9 +196,16 @@ def world_diagnostics(
     model = load_causal_lm(checkpoints[policy], policy).to(DEVICE).eval()
     helpful, safety = (load_sequence_classifier(checkpoints[rm_prefix + t], f"{t} reward model", num_labels=None).to(DEVICE)
                        for t in ("helpfulness", "safety"))  # fmt: skip
-    diagnostics = round_diagnostics(model, tokenizer, helpful, safety, load_tokenizer(checkpoints[rm_prefix +
-                                    "helpfulness"]), world_prompts, num_samples=setup["diagnostic_samples"],
-                                    seed=seed)  # fmt: skip
+    rm_tokenizer = load_tokenizer(checkpoints[rm_prefix + "helpfulness"])
+    selection = {}
+    if (rejection_sampling := setup.get("rejection_sampling")) is not None:
+        # the round's reward over these reward models, as its rejection sampling scores (module docstring)
+        fields = rejection_sampling["reward_fields"]({t: checkpoints[rm_prefix + t] for t in ("helpfulness", "safety")})
+        spec = parse_reward_spec(fields["reward"], fields["helpfulness_rm"], fields["safety_rm"])
+        selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer),
+                     "min_reward_gain": rejection_sampling["min_reward_gain"]}  # fmt: skip
+    diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,
+                                    num_samples=setup["diagnostic_samples"], seed=seed, **selection)  # fmt: skip
     return {**gold_by_kind(world_prompts, greedy), **diagnostics}
 
 
@@ -412,6 +420,8 @@ DIAGNOSTIC_COLUMNS = (
     ("ceiling/one_sample", "one sample"),
     ("ceiling/rm_best_of_{k}", "RMs' best-of-{k}"),
     ("ceiling/captured", "captured"),
+    ("ceiling/kept_best_of_{k}", "kept by rejection sampling"),
+    ("ceiling/kept_captured", "captured by it"),
     ("on_policy_helpfulness_rm/accuracy", "helpfulness RM acc, own pairs"),
     ("on_policy_helpfulness_rm/gold_pair_accuracy", "helpfulness RM acc, all pairs by gold"),
     ("on_policy_helpfulness_rm/gold_pairs", "pairs by gold"),
@@ -424,9 +434,11 @@ DIAGNOSTIC_COLUMNS = (
 
 DIAGNOSTICS_INTRO = (
     "Each round's policy sampled {k} answers (T = 1) per held-out helpfulness prompt: gold of the gold-best "
-    "(oracle), mean gold of one sample, gold of the reward models' pick (their best-rewarded answer; rejection "
-    "sampling with min_reward_gain may keep another), and the share of the oracle's gain over one sample that "
-    "their pick captures. The reward models' accuracy on pairs of the "
+    "(oracle), mean gold of one sample, gold of the reward models' pick (their best-rewarded answer under the "
+    "Llama 2 gate) and the share of the oracle's gain over one sample that their pick captures; then the gold "
+    "of the answer the round's rejection sampling would keep (its whole reward, e.g. a likelihood term besides "
+    "the reward models, and its min_reward_gain) and the share it captures. The reward models' accuracy on "
+    "pairs of the "
     "policy's own samples (labelled by the world's annotator); the helpfulness model's accuracy on every pair "
     "of the {k} answers to a prompt whose gold differs by 0.1 or more, ordered by gold (many more pairs, no "
     "annotator noise), and on those of two answers neither of which refuses (content, form and rules only); "

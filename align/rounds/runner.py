@@ -441,9 +441,11 @@ class Rounds:
         if n == 1 and self.config.reward_model_init == "previous":
             checkpoints.update({f"base_{t}": self.base_reward_models[t] for t in TARGETS})
         if self.evaluate_round is not None:
-            self.run_stage(
-                n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, self.evaluation_setup())
-            )
+            setup = self.evaluation_setup()
+            if self.config.rejection_sampling:  # the diagnostics judge what it keeps (align.world.diagnostics)
+                kept_by = {"reward_fields": self.reward_fields, "min_reward_gain": sampled["config"]["min_reward_gain"]}
+                setup = {**setup, "rejection_sampling": kept_by}
+            self.run_stage(n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, setup))
         return new_policy
 
     def collected(self, n: int, target: str, first: int = 1) -> list[str]:

@@ -7,7 +7,10 @@ held-out prompt from the round's policy and measures:
   one sample (best-of-1) and the gold of the answer the round's reward models pick (the best by the gated
   reward of docs/method.md §7: what rejection sampling keeps with `min_reward_gain` 0); `captured` is the
   share of the ceiling's gain over one sample that the reward models' pick gets ((picked - sample) /
-  (oracle - sample));
+  (oracle - sample)); given the round's reward (`reward`: its spec's every source, e.g. the demo's likelihood
+  term) and rejection sampling's `min_reward_gain`, also the gold of the answer rejection sampling would keep
+  (`kept_best_of_K`, `kept_captured`): what the round actually fine-tunes on, where the reward models' pick is
+  what they alone would choose;
 - the reward models' accuracy *on the latest policy's pairs*: the first two samples of each prompt labelled
   by the world's annotator (helpfulness prompts for the helpfulness model, safety prompts for the safety
   model), by preference strength, as the held-out accuracy is reported. These pairs are what the next round's
@@ -33,6 +36,8 @@ from typing import Any
 
 import torch
 
+from ..rejection_sampling import keep_candidate
+from ..reward_sources import RewardScorer
 from ..rewards import SAFETY_THRESHOLD, gated_reward, score
 from .annotator import FLIP_PROBABILITY, annotate
 from .collection import sample_answers
@@ -127,8 +132,11 @@ def round_diagnostics(
     max_new_tokens: int = 32,
     batch_size: int = 64,
     seed: int = 0,
+    reward: RewardScorer | None = None,
+    min_reward_gain: float = 0.0,
 ) -> dict[str, float]:
-    """The module docstring's measures for one policy and its round's reward models (flat metric names)."""
+    """The module docstring's measures for one policy and its round's reward models (flat metric names);
+    `reward` and `min_reward_gain`: the round's rejection sampling, for the gold of what it keeps."""
     if num_samples < 2:
         raise ValueError(f"num_samples: at least 2 (pairs come from two samples), got {num_samples}")
     k = num_samples
@@ -141,8 +149,10 @@ def round_diagnostics(
     helpful = helpfulness_scores.sigmoid
     is_safety = torch.tensor([p.is_safety for p in prompts for _ in range(k)])
     rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
+    if reward is not None:
+        round_rewards = reward.reward(reward.scores(messages, answers), is_safety).view(len(prompts), k)
 
-    oracle, sample, picked = [], [], []
+    oracle, sample, picked, kept = [], [], [], []
     helpful_answers, helpful_golds, helpful_raw = [], [], []
     for i, prompt in enumerate(prompts):
         if prompt.is_safety:
@@ -155,6 +165,8 @@ def round_diagnostics(
         oracle.append(max(gold))
         sample.append(_mean(gold))
         picked.append(gold[int(rewards[i].argmax())])
+        if reward is not None and (index := keep_candidate(candidates, round_rewards[i], min_reward_gain)) is not None:
+            kept.append(gold[index])
     result = {
         f"ceiling/oracle_best_of_{k}": _mean(oracle),
         "ceiling/one_sample": _mean(sample),
@@ -163,6 +175,10 @@ def round_diagnostics(
     room = result[f"ceiling/oracle_best_of_{k}"] - result["ceiling/one_sample"]
     gained = result[f"ceiling/rm_best_of_{k}"] - result["ceiling/one_sample"]
     result["ceiling/captured"] = gained / room if room > 0 else float("nan")
+    if kept:
+        result[f"ceiling/kept_best_of_{k}"] = _mean(kept)
+        gained = result[f"ceiling/kept_best_of_{k}"] - result["ceiling/one_sample"]
+        result["ceiling/kept_captured"] = gained / room if room > 0 else float("nan")
     result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_raw, "on_policy_helpfulness_rm"))
 
     rng = random.Random(f"diagnostics-{seed}")
