@@ -615,9 +615,23 @@ def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal
     gate = {"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"},
                                                   "safety": {"model": "round:safety"}}}  # fmt: skip
     assert RoundsConfig(reward=json.dumps(gate)).reward == gate
+    # The demo's PPO: the same term on every answer, the safety-gated ones too (align.rounds.DEMO_PPO_REWARD).
+    ppo_fields = demo.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo")
+    assert ppo_fields["reward"]["sources"]["knowledge"] == {**knowledge, "scope": "all"}
+    assert ppo_fields["reward"]["sources"]["helpfulness"] == fields["reward"]["sources"]["helpfulness"] == {"model": "h"}
+    assert yours.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo")["reward"] is None
+    # A reward given is PPO's too, unless ppo_reward is given as well.
+    given = RoundsConfig(reward=json.dumps(gate))
+    assert given.reward_of("ppo") == given.reward_of("rejection_sampling") == gate
+    both = RoundsConfig(reward=json.dumps(gate), ppo_reward=json.dumps({**gate, "combine": "min"}))
+    assert both.reward_of("ppo")["combine"] == "min" and both.reward_of("rejection_sampling") == gate
+    with pytest.raises(ValueError, match="^ppo_reward: combine: expected one of"):
+        RoundsConfig(ppo_reward=json.dumps({**gate, "combine": "max"}))
+    with pytest.raises(ValueError, match="^ppo_reward: sources: h: model: expected round:helpfulness"):
+        RoundsConfig(ppo_reward=json.dumps({"combine": "min", "sources": {"h": {"model": "round:judge"}}}))
     # The reward is recorded with the stages that score with it: a rerun with another says so.
     assert rejection_sampling.round_options(demo)["reward"] == demo.config.reward
-    assert ppo.round_options(demo)["reward"] == demo.config.reward
+    assert ppo.round_options(demo)["reward"] == demo.config.ppo_reward != demo.config.reward
 
 
 @pytest.mark.parametrize("reference", ["start", "sft"])

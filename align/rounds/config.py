@@ -60,6 +60,16 @@ DEMO_REWARD = {
         "knowledge": {"likelihood": "round:base", "relative_to": DEMO_REFUSAL, "weight": 1.0, "scope": "helpfulness"},
     },
 }
+# The demo's PPO maximises the same reward with the term on every answer (`scope: all`), the safety-gated ones
+# too: PPO climbs the reward for 20 iterations and found answers to harmful prompts that the 10M safety reward
+# model misjudges (round 3 violated on 3% of the safety prompts, with two sampling seeds); an answer the base
+# model finds less likely than the refusal after the same prompt now loses reward there, and the refusal still
+# scores 0 (log QQ, RR). Rejection sampling keeps the term off the safety-gated answers: there it would keep the
+# refusal of borderline questions (false refusals 0.12 in round 3 with `scope: all`, log RR).
+DEMO_PPO_REWARD = {
+    **DEMO_REWARD,
+    "sources": {**DEMO_REWARD["sources"], "knowledge": {**DEMO_REWARD["sources"]["knowledge"], "scope": "all"}},
+}
 
 # `--<stage>.<field>` overrides: the stage's config class, by the prefix the command line uses.
 STAGE_CONFIGS = {
@@ -84,6 +94,10 @@ ROUNDS_REWARD_HELP = (
     "servers and fixed models, and a likelihood `relative_to` a text (default: the Llama 2 gate over the "
     "round's two reward models; in the demo, plus the pretrained model's likelihood relative to the world's "
     "refusal on the answers the gate judges by helpfulness: docs/reward-spec.md)"
+)
+ROUNDS_PPO_REWARD_HELP = (
+    "how PPO scores answers, when not as `reward` (the same kind of spec; default: `reward`'s; in the demo, its "
+    "likelihood term on every answer, the safety-gated ones too: docs/stages/rounds.md)"
 )
 # Fields the rounds set on every stage they chain; an override of one is refused.
 CHAINED_FIELDS = {
@@ -278,6 +292,7 @@ class RoundsConfig:
                                         "helpfulness_format / safety_format)"}
     )  # fmt: skip
     reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_REWARD_HELP})
+    ppo_reward: dict | str | None = field(default=None, metadata={"help": ROUNDS_PPO_REWARD_HELP})
     annotator: str = field(
         default="human",
         metadata={"help": "who labels a round's comparison batch on real data: human (align annotate, or any "
@@ -357,8 +372,10 @@ class RoundsConfig:
         ):
             raise ValueError("--rejection_sampling.temperature: give it or rejection_sampling_temperatures, not both")
         self.reward = parse_rounds_reward(self.reward)
+        self.ppo_reward = parse_rounds_reward(self.ppo_reward, "ppo_reward")
         if self.reward is None and not self.on_user_data:
             self.reward = parse_rounds_reward(DEMO_REWARD)
+            self.ppo_reward = self.ppo_reward or parse_rounds_reward(DEMO_PPO_REWARD, "ppo_reward")
         if parse_annotator(self.annotator)[0] != HUMAN and (not self.on_user_data or self.helpfulness_pairs):
             # Only a comparison batch is annotated; files or the world's annotator would leave the option unused.
             raise ValueError(
@@ -386,6 +403,11 @@ class RoundsConfig:
         starts = {stage: getattr(self, f"{stage}_from_round") for stage in POLICY_STAGES}
         started = [(start, stage) for stage, start in starts.items() if 0 < start <= n]
         return max(started)[1] if started else None
+
+    def reward_of(self, stage: str) -> dict[str, Any] | None:
+        """The reward spec `stage` (rejection_sampling or ppo) scores with: `ppo_reward` for PPO when set, else
+        `reward` (None: the Llama 2 gate over the round's reward models)."""
+        return self.ppo_reward if stage == "ppo" and self.ppo_reward is not None else self.reward
 
     @property
     def run_dir(self) -> Path:
@@ -484,18 +506,23 @@ def round_model_target(source: dict[str, Any]) -> str | None:
     return model[len(ROUND_MODEL) :] if model.startswith(ROUND_MODEL) else None
 
 
-def parse_rounds_reward(value: Any) -> dict[str, Any] | None:
-    """The rounds' reward spec as a mapping (a file or JSON read once, so the manifest records what was used),
-    or None for the default; ValueError naming a bad spec or a `round:` model that is not a target."""
+def parse_rounds_reward(value: Any, option: str = "reward") -> dict[str, Any] | None:
+    """The rounds' reward spec (`option`: reward or ppo_reward) as a mapping (a file or JSON read once, so the
+    manifest records what was used), or None for the default; ValueError naming the option and a bad spec or a
+    `round:` model that is not a target."""
     if value in (None, "", {}):
         return None
-    spec = parse_reward_spec(value)
+    try:
+        spec = parse_reward_spec(value)
+    except ValueError as error:  # its messages name the option `reward`
+        raise ValueError(option + str(error).removeprefix("reward")) from None
     for name, source in spec.sources.items():
         if round_model_target(source) not in (None, *TARGETS):
-            raise ValueError(f"reward: sources: {name}: model: expected {' or '.join(ROUND_MODEL + t for t in TARGETS)}"
-                             f" (the round's reward model) or a folder, got {source['model']!r}")  # fmt: skip
+            raise ValueError(f"{option}: sources: {name}: model: expected "
+                             f"{' or '.join(ROUND_MODEL + t for t in TARGETS)} (the round's reward model) or a "
+                             f"folder, got {source['model']!r}")  # fmt: skip
         likelihood = source.get("likelihood", "")
         if likelihood.startswith(ROUND_MODEL) and likelihood != ROUND_BASE:
-            raise ValueError(f"reward: sources: {name}: likelihood: expected {ROUND_BASE} (the run's pretrained model) "
-                             f"or a folder, got {likelihood!r}")  # fmt: skip
+            raise ValueError(f"{option}: sources: {name}: likelihood: expected {ROUND_BASE} (the run's pretrained "
+                             f"model) or a folder, got {likelihood!r}")  # fmt: skip
     return {"combine": spec.combine, "sources": spec.sources}

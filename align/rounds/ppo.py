@@ -20,7 +20,7 @@ PPO_PROMPT_SEED_BASE = 100
 def round_options(rounds: Rounds) -> dict[str, Any]:
     """The rounds options a round's PPO depends on (recorded with it; a rerun says when they changed)."""
     config = rounds.config
-    return {"ppo_config": config.ppo_config, "--ppo.*": config.overrides.get("ppo", {}), "reward": config.reward}
+    return {"ppo_config": config.ppo_config, "--ppo.*": config.overrides.get("ppo", {}), "reward": config.reward_of("ppo")}
 
 
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         rounds.config.ppo_config,
         policy=str(policy),
         reference=str(policy),
-        **rounds.reward_fields(models),
+        **rounds.reward_fields(models, "ppo"),
         output_dir=str(folder),
         world_seed=rounds.config.world_seed,
         world_prompt_seed=PPO_PROMPT_SEED_BASE + n,

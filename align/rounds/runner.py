@@ -71,11 +71,12 @@ class Rounds:
     def stage_dir(self, round_number: int, stage: str) -> Path:
         return self.run_dir / f"round-{round_number}" / stage
 
-    def reward_fields(self, models: dict[str, Any]) -> dict[str, Any]:
-        """What rejection sampling and PPO score with, given the round's reward models by target: the Llama 2
-        gate over them (their `helpfulness_rm` / `safety_rm`), or the rounds' spec with its `round:<target>`
-        models and its `round:base` likelihood model filled in."""
-        if self.config.reward is None:
+    def reward_fields(self, models: dict[str, Any], stage: str = "rejection_sampling") -> dict[str, Any]:
+        """What rejection sampling (or with `stage` "ppo", PPO) scores with, given the round's reward models by
+        target: the Llama 2 gate over them (their `helpfulness_rm` / `safety_rm`), or the rounds' spec (PPO's:
+        `ppo_reward` when given) with its `round:<target>` models and its `round:base` likelihood model filled in."""
+        spec = self.config.reward_of(stage)
+        if spec is None:
             return {"helpfulness_rm": str(models["helpfulness"]), "safety_rm": str(models["safety"]), "reward": None}
         def filled(source: dict[str, Any]) -> dict[str, Any]:
             if target := round_model_target(source):
@@ -84,8 +85,8 @@ class Rounds:
                 return {**source, "likelihood": str(self.base_model)}
             return source
 
-        sources = {name: filled(source) for name, source in self.config.reward["sources"].items()}
-        return {"helpfulness_rm": "", "safety_rm": "", "reward": {**self.config.reward, "sources": sources}}
+        sources = {name: filled(source) for name, source in spec["sources"].items()}
+        return {"helpfulness_rm": "", "safety_rm": "", "reward": {**spec, "sources": sources}}
 
     def settings(self, stage: str, config_class: type, yaml_path: str, **chained: Any) -> Any:
         """The config of one stage: its YAML, the `--<stage>.<field>` overrides, what the rounds chain; a value
@@ -108,7 +109,8 @@ class Rounds:
         from ..reward_model import RewardModelConfig
 
         config = self.config
-        chained = dict(policy="-", output_dir="-", **self.reward_fields({target: "-" for target in TARGETS}))
+        placeholders = {target: "-" for target in TARGETS}
+        chained = dict(policy="-", output_dir="-", **self.reward_fields(placeholders))
         if not getattr(config, "from_hub", None):  # a pulled model arrives later
             if config.sft_model:
                 require_model_dir(config.sft_model, "sft_model")
@@ -120,16 +122,17 @@ class Rounds:
         kind, judges = parse_annotator(config.annotator)
         for target, path in (judges or {}).items():
             (require_model_dir if kind == "judge" else require_reward_model_dir)(path, f"annotator ({target})")
-        for name, source in (config.reward or {}).get("sources", {}).items():  # servers are asked when scoring
-            if "model" in source and not round_model_target(source):
-                require_reward_model_dir(source["model"], f"reward: sources: {name}")
-            if source.get("likelihood") == ROUND_BASE and config.sft_model:
-                raise ValueError(f"reward: sources: {name}: likelihood: {ROUND_BASE} is the model this run pretrains; "
-                                 "it starts from sft_model instead: give the base model's folder")  # fmt: skip
-            if "likelihood" in source and source["likelihood"] != ROUND_BASE:
-                require_model_dir(source["likelihood"], f"reward: sources: {name}: likelihood")
-            if "function" in source:
-                FunctionSource(source["function"], name)
+        for option in ("reward", "ppo_reward"):
+            for name, source in (getattr(config, option) or {}).get("sources", {}).items():  # servers: when scoring
+                if "model" in source and not round_model_target(source):
+                    require_reward_model_dir(source["model"], f"{option}: sources: {name}")
+                if source.get("likelihood") == ROUND_BASE and config.sft_model:
+                    raise ValueError(f"{option}: sources: {name}: likelihood: {ROUND_BASE} is the model this run "
+                                     "pretrains; it starts from sft_model instead: give the base model's folder")  # fmt: skip
+                if "likelihood" in source and source["likelihood"] != ROUND_BASE:
+                    require_model_dir(source["likelihood"], f"{option}: sources: {name}: likelihood")
+                if "function" in source:
+                    FunctionSource(source["function"], name)
         for name in ("prompts", "eval_prompts", "helpfulness_data", "safety_data", "helpfulness_eval_pairs",
                      "safety_eval_pairs"):  # fmt: skip
             for source in split_sources(getattr(config, name)):
@@ -158,7 +161,8 @@ class Rounds:
             if load_yaml_config(path, config_class).get("reward") is not None:
                 raise ValueError(f"{path}: reward: the rounds' reward spec is theirs (--reward), with the round's "
                                  "reward models as round:helpfulness / round:safety")  # fmt: skip
-            self.settings(stage, config_class, path, **chained, **prompts)  # also PPO before its first round
+            fields = chained if stage == "rejection_sampling" else {**chained, **self.reward_fields(placeholders, stage)}
+            self.settings(stage, config_class, path, **fields, **prompts)  # also PPO before its first round
         self.settings("dpo", DPOConfig, config.dpo_config, model="-", output_dir="-", dataset="-")
 
     def check_data_files(self) -> None:
