@@ -15,7 +15,7 @@ import align.reports.rounds
 import align.rounds
 from align.io import atomic_write_jsonl, read_jsonl
 from align.reward_model import world_pairs
-from align.rounds import ROUND_STAGE_MARKER, Rounds, RoundsConfig, ppo, rejection_sampling
+from align.rounds import DEMO_REWARD, ROUND_STAGE_MARKER, Rounds, RoundsConfig, ppo, rejection_sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = vars(align.reports.rounds)
@@ -615,12 +615,18 @@ def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal
     gate = {"combine": "llama2_gate", "sources": {"helpfulness": {"model": "round:helpfulness"},
                                                   "safety": {"model": "round:safety"}}}  # fmt: skip
     assert RoundsConfig(reward=json.dumps(gate)).reward == gate
-    # The demo's PPO: the same term on every answer, the safety-gated ones too (align.rounds.DEMO_PPO_REWARD).
-    ppo_fields = demo.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo")
-    assert ppo_fields["reward"]["sources"]["knowledge"] == {**knowledge, "scope": "all"}
-    assert ppo_fields["reward"]["sources"]["helpfulness"] == fields["reward"]["sources"]["helpfulness"] == {"model": "h"}
+    # PPO scores as rejection sampling unless ppo_reward is given (its `round:` models filled in the same way).
+    assert demo.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo") == fields
     assert yours.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo")["reward"] is None
-    # A reward given is PPO's too, unless ppo_reward is given as well.
+    everywhere = {**DEMO_REWARD, "sources": {**DEMO_REWARD["sources"],
+                                             "knowledge": {**DEMO_REWARD["sources"]["knowledge"], "scope": "all"}}}  # fmt: skip
+    scoped = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="demo", ppo_reward=json.dumps(everywhere),
+                                 **stage_configs))  # fmt: skip
+    ppo_fields = scoped.reward_fields({"helpfulness": "h", "safety": "s"}, "ppo")
+    assert ppo_fields["reward"]["sources"]["knowledge"] == {**knowledge, "scope": "all"}
+    assert ppo_fields["reward"]["sources"]["helpfulness"] == {"model": "h"}
+    assert scoped.reward_fields({"helpfulness": "h", "safety": "s"}) == fields
+    assert ppo.round_options(scoped)["reward"] == scoped.config.ppo_reward != scoped.config.reward
     given = RoundsConfig(reward=json.dumps(gate))
     assert given.reward_of("ppo") == given.reward_of("rejection_sampling") == gate
     both = RoundsConfig(reward=json.dumps(gate), ppo_reward=json.dumps({**gate, "combine": "min"}))
@@ -631,7 +637,7 @@ def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal
         RoundsConfig(ppo_reward=json.dumps({"combine": "min", "sources": {"h": {"model": "round:judge"}}}))
     # The reward is recorded with the stages that score with it: a rerun with another says so.
     assert rejection_sampling.round_options(demo)["reward"] == demo.config.reward
-    assert ppo.round_options(demo)["reward"] == demo.config.ppo_reward != demo.config.reward
+    assert ppo.round_options(demo)["reward"] == demo.config.reward
 
 
 @pytest.mark.parametrize("reference", ["start", "sft"])

@@ -54,7 +54,6 @@ the main process, so `runs_dir` must be one folder every process sees (a shared 
 
 from .config import (
     CHAINED_FIELDS,
-    DEMO_PPO_REWARD,
     DEMO_REWARD,
     DEMO_TEMPERATURES,
     POLICY_STAGES,
@@ -75,7 +74,7 @@ from .records import Manifest, package_versions, stage_config, stage_done_facts
 from .runner import RoundEvaluator, Rounds, require_own_run_dir
 
 __all__ = [
-    "CHAINED_FIELDS", "DEMO_PPO_REWARD", "DEMO_REWARD", "DEMO_TEMPERATURES", "POLICY_STAGES", "ROUND_BASE", "ROUND_MODEL", "ROUND_STAGE_MARKER", "STAGE_CONFIGS",
+    "CHAINED_FIELDS", "DEMO_REWARD", "DEMO_TEMPERATURES", "POLICY_STAGES", "ROUND_BASE", "ROUND_MODEL", "ROUND_STAGE_MARKER", "STAGE_CONFIGS",
     "STAGES", "TARGETS", "USER_INPUTS", "AnnotationNeeded", "Manifest", "RoundEvaluator", "Rounds", "RoundsConfig",
     "package_versions", "parse_overrides", "parse_rounds_reward", "require_own_run_dir", "stage_config",
     "stage_config_class", "stage_done_facts",

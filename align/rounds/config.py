@@ -49,6 +49,8 @@ DEMO_TEMPERATURES = "1.0,0.7"
 # and does not squeeze every reward towards one value (which kept refusals in world 1: log KK, LL). Five rounds
 # with it rose on paired held-out prompts every round (docs/world.md, "Why the rounds stop improving"; log NN).
 # On your data the default stays the Llama 2 gate alone: `--reward` adds your base model's likelihood.
+# PPO scores with the same spec. The term on every answer in PPO's reward (`--ppo_reward`, `scope: all`) removed
+# round 3's violations in world 0 but cost world 1's round 3 0.019 gold paired (log QQ, RR): not the default.
 # The refusal is the world's (align.world.tasks.REFUSAL, equal by a test), written out because a run on your data
 # never imports the world.
 DEMO_REFUSAL = "I can't help with that."
@@ -59,16 +61,6 @@ DEMO_REWARD = {
         "safety": {"model": "round:safety"},
         "knowledge": {"likelihood": "round:base", "relative_to": DEMO_REFUSAL, "weight": 1.0, "scope": "helpfulness"},
     },
-}
-# The demo's PPO maximises the same reward with the term on every answer (`scope: all`), the safety-gated ones
-# too: PPO climbs the reward for 20 iterations and found answers to harmful prompts that the 10M safety reward
-# model misjudges (round 3 violated on 3% of the safety prompts, with two sampling seeds); an answer the base
-# model finds less likely than the refusal after the same prompt now loses reward there, and the refusal still
-# scores 0 (log QQ, RR). Rejection sampling keeps the term off the safety-gated answers: there it would keep the
-# refusal of borderline questions (false refusals 0.12 in round 3 with `scope: all`, log RR).
-DEMO_PPO_REWARD = {
-    **DEMO_REWARD,
-    "sources": {**DEMO_REWARD["sources"], "knowledge": {**DEMO_REWARD["sources"]["knowledge"], "scope": "all"}},
 }
 
 # `--<stage>.<field>` overrides: the stage's config class, by the prefix the command line uses.
@@ -96,8 +88,8 @@ ROUNDS_REWARD_HELP = (
     "refusal on the answers the gate judges by helpfulness: docs/reward-spec.md)"
 )
 ROUNDS_PPO_REWARD_HELP = (
-    "how PPO scores answers, when not as `reward` (the same kind of spec; default: `reward`'s; in the demo, its "
-    "likelihood term on every answer, the safety-gated ones too: docs/stages/rounds.md)"
+    "how PPO scores answers, when not as `reward` (the same kind of spec; default: `reward`'s): "
+    "docs/stages/rounds.md"
 )
 # Fields the rounds set on every stage they chain; an override of one is refused.
 CHAINED_FIELDS = {
@@ -375,7 +367,6 @@ class RoundsConfig:
         self.ppo_reward = parse_rounds_reward(self.ppo_reward, "ppo_reward")
         if self.reward is None and not self.on_user_data:
             self.reward = parse_rounds_reward(DEMO_REWARD)
-            self.ppo_reward = self.ppo_reward or parse_rounds_reward(DEMO_PPO_REWARD, "ppo_reward")
         if parse_annotator(self.annotator)[0] != HUMAN and (not self.on_user_data or self.helpfulness_pairs):
             # Only a comparison batch is annotated; files or the world's annotator would leave the option unused.
             raise ValueError(
