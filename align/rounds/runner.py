@@ -110,7 +110,6 @@ class Rounds:
 
         config = self.config
         placeholders = {target: "-" for target in TARGETS}
-        chained = dict(policy="-", output_dir="-", **self.reward_fields(placeholders))
         if not getattr(config, "from_hub", None):  # a pulled model arrives later
             if config.sft_model:
                 require_model_dir(config.sft_model, "sft_model")
@@ -161,8 +160,8 @@ class Rounds:
             if load_yaml_config(path, config_class).get("reward") is not None:
                 raise ValueError(f"{path}: reward: the rounds' reward spec is theirs (--reward), with the round's "
                                  "reward models as round:helpfulness / round:safety")  # fmt: skip
-            fields = chained if stage == "rejection_sampling" else {**chained, **self.reward_fields(placeholders, stage)}
-            self.settings(stage, config_class, path, **fields, **prompts)  # also PPO before its first round
+            self.settings(stage, config_class, path, policy="-", output_dir="-", **self.reward_fields(placeholders, stage),
+                          **prompts)  # also PPO before its first round  # fmt: skip
         self.settings("dpo", DPOConfig, config.dpo_config, model="-", output_dir="-", dataset="-")
 
     def check_data_files(self) -> None:
