@@ -173,12 +173,14 @@ def round_diagnostics(
         f"ceiling/rm_best_of_{k}": _mean(picked),
     }
     room = result[f"ceiling/oracle_best_of_{k}"] - result["ceiling/one_sample"]
-    gained = result[f"ceiling/rm_best_of_{k}"] - result["ceiling/one_sample"]
-    result["ceiling/captured"] = gained / room if room > 0 else float("nan")
+
+    def captured(pick: float) -> float:  # the share of the ceiling's gain over one sample that a pick gets
+        return (pick - result["ceiling/one_sample"]) / room if room > 0 else float("nan")
+
+    result["ceiling/captured"] = captured(result[f"ceiling/rm_best_of_{k}"])
     if kept:
         result[f"ceiling/kept_best_of_{k}"] = _mean(kept)
-        gained = result[f"ceiling/kept_best_of_{k}"] - result["ceiling/one_sample"]
-        result["ceiling/kept_captured"] = gained / room if room > 0 else float("nan")
+        result["ceiling/kept_captured"] = captured(result[f"ceiling/kept_best_of_{k}"])
     result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_raw, "on_policy_helpfulness_rm"))
 
     rng = random.Random(f"diagnostics-{seed}")
