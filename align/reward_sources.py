@@ -46,7 +46,9 @@ file:
         knowledge: {likelihood: runs/pretrained/final, weight: 1.0, scope: helpfulness}
         brevity: {function: my_rewards:short_answers, weight: 0.1}
 
-Without one, the stages build the default from their `helpfulness_rm` and `safety_rm` options.
+Without one, the stages build the default from their `helpfulness_rm` and `safety_rm` options. In code:
+`RewardScorer.load(parse_reward_spec(spec, helpfulness_rm, safety_rm))`, then `.scores(prompts, answers)` and
+`.reward(scores, is_safety)`; `loaded={folder: (model, tokenizer)}` scores with reward models already in memory.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,13 +414,19 @@ class RewardScorer:
         batch_size: int = 32,
         safety_threshold: float = SAFETY_THRESHOLD,
         fallback_tokenizer: Any = None,
+        loaded: Mapping[str | Path, tuple[Any, Any]] | None = None,
     ) -> RewardScorer:
         """Load every source of `spec` (reward models onto `device`; `fallback_tokenizer` for a reward model
-        folder saved without its tokenizer)."""
-        sources = {
-            name: load_source(spec.where(name), source, device, batch_size, fallback_tokenizer)
-            for name, source in spec.sources.items()
-        }
+        folder saved without its tokenizer). `loaded`: reward models the caller already holds, as (model,
+        tokenizer) by their folder; a `model` source naming one of those folders scores with it instead of
+        loading it again."""
+        held = {Path(folder).resolve(): pair for folder, pair in (loaded or {}).items()}
+        sources = {}
+        for name, source in spec.sources.items():
+            if "model" in source and (pair := held.get(Path(source["model"]).resolve())) is not None:
+                sources[name] = LoadedModelSource(*pair, batch_size)
+            else:
+                sources[name] = load_source(spec.where(name), source, device, batch_size, fallback_tokenizer)
         return cls(spec, sources, safety_threshold)
 
     @classmethod

@@ -44,9 +44,10 @@ def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
             **{t: in_run(run_dir, stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
 
 
-def rejection_sampling_choice(run_dir: Path, n: int) -> dict:
+def rejection_sampling_choice(run_dir: Path, n: int, loaded: dict | None = None) -> dict:
     """Round `n`'s rejection sampling as it ran (its recorded reward and min_reward_gain, checkpoints found in
-    `run_dir`), as `round_diagnostics`' `reward` and `min_reward_gain`; {} for a round without one."""
+    `run_dir`), as `round_diagnostics`' `reward` and `min_reward_gain`; {} for a round without one. `loaded`:
+    reward models already in memory, (model, tokenizer) by folder, used instead of loading them again."""
     stage = json.loads((run_dir / "manifest.json").read_text())["rounds"][str(n)].get("rejection_sampling")
     if stage is None:
         return {}
@@ -59,7 +60,7 @@ def rejection_sampling_choice(run_dir: Path, n: int) -> dict:
                           for key, value in source.items()} for name, source in reward["sources"].items()}  # fmt: skip
         reward = {**reward, "sources": sources}
     spec = parse_reward_spec(reward, found["helpfulness_rm"], found["safety_rm"])
-    return {"reward": RewardScorer.load(spec), "min_reward_gain": config.get("min_reward_gain", 0.0)}
+    return {"reward": RewardScorer.load(spec, loaded=loaded), "min_reward_gain": config.get("min_reward_gain", 0.0)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,12 +86,13 @@ def main(argv: list[str] | None = None) -> dict:
         policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).eval()
         rms = {t: AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]).eval()
                for t in ("helpfulness", "safety")}  # fmt: skip
+        loaded = {checkpoints[t]: (rms[t], load_tokenizer(checkpoints[t])) for t in rms}
         metrics, answers = evaluate_policy(policy, tokenizer, prompts)
         row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
         row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
                                      load_tokenizer(checkpoints["helpfulness"]), prompts,
                                      num_samples=args.k, temperature=args.temperature, seed=n,
-                                     **rejection_sampling_choice(args.run_dir, n)))  # fmt: skip
+                                     **rejection_sampling_choice(args.run_dir, n, loaded)))  # fmt: skip
         table[n] = row
         print(f"round {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
     if args.json:

@@ -28,7 +28,9 @@ def test_manifest_paths_are_found_inside_the_run_folder_from_any_directory(tmp_p
 def test_what_rejection_sampling_kept_is_judged_by_its_recorded_reward_found_inside_the_run(tmp_path, monkeypatch):
     module = runpy.run_path(str(ROOT / "eval" / "diagnose_rounds.py"))
     choice = module["rejection_sampling_choice"]
-    monkeypatch.setitem(choice.__globals__, "RewardScorer", type("Loaded", (), {"load": staticmethod(lambda s: s)}))
+    held = {}  # the reward models the script already holds, passed on to the scorer
+    loader = staticmethod(lambda spec, loaded=None: (spec, loaded))
+    monkeypatch.setitem(choice.__globals__, "RewardScorer", type("Loaded", (), {"load": loader}))
     run = tmp_path / "elsewhere" / "demo"
     reward = {"combine": "llama2_gate", "sources": {
         "helpfulness": {"model": "runs/demo/round-3/reward_model_helpfulness/final"},
@@ -40,9 +42,10 @@ def test_what_rejection_sampling_kept_is_judged_by_its_recorded_reward_found_ins
     (run / "manifest.json").write_text(json.dumps({"rounds": {"3": {"rejection_sampling": {"config": config}},
                                                               "0": {"sft": {"final": "x"}}}}))  # fmt: skip
     monkeypatch.chdir(tmp_path)
-    chosen = choice(run, 3)
+    chosen = choice(run, 3, held)
     assert chosen["min_reward_gain"] == 0.1
-    spec = chosen["reward"]
+    spec, loaded = chosen["reward"]
+    assert loaded is held
     assert spec.combine == "llama2_gate" and spec.scope("knowledge") == "helpfulness"
     assert spec.sources["knowledge"]["likelihood"] == str(run / "round-0" / "pretrain" / "final")
     assert spec.sources["helpfulness"]["model"] == str(run / "round-3" / "reward_model_helpfulness" / "final")

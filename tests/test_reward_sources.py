@@ -4,9 +4,11 @@ combine, and the default spec reproducing the Llama 2 gate exactly."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +88,24 @@ def test_reward_models_score_with_their_own_tokenizer(user_models, tokenizer):
         direct = score(AutoModelForSequenceClassification.from_pretrained(models[name]), own, PROMPTS, ANSWERS).raw
         assert torch.equal(scores[name], direct), name
 
+
+
+def test_a_reward_model_already_in_memory_is_used_not_loaded_again(user_models, tokenizer):
+    """`loaded` (folder -> model, tokenizer): a `model` source naming that folder (by any spelling of its
+    path) scores with the model given; the other folder is loaded as before; the scores are the same."""
+    from align.reward_sources import LoadedModelSource, RewardModelSource
+
+    _, models = user_models
+    spec = parse_reward_spec(None, models["helpfulness"], models["safety"])
+    held = AutoModelForSequenceClassification.from_pretrained(models["helpfulness"])
+    own = load_tokenizer(models["helpfulness"])
+    relative = Path(os.path.relpath(models["helpfulness"]))
+    scorer = RewardScorer.load(spec, fallback_tokenizer=tokenizer, loaded={relative: (held, own)})
+    assert type(scorer.sources["helpfulness"]) is LoadedModelSource and scorer.sources["helpfulness"].model is held
+    assert isinstance(scorer.sources["safety"], RewardModelSource)
+    fresh = RewardScorer.load(spec, fallback_tokenizer=tokenizer).scores(PROMPTS, ANSWERS)
+    shared = scorer.scores(PROMPTS, ANSWERS)
+    assert all(torch.equal(shared[name], fresh[name]) for name in ("helpfulness", "safety"))
 
 def test_functions_weights_and_minimum_combine_as_specified(user_models):
     _, models = user_models

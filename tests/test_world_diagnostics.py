@@ -124,3 +124,40 @@ def test_what_rejection_sampling_keeps_is_judged_by_the_rounds_whole_reward(monk
     expected = (golds[0][0] + golds[1][0] + max(golds[2][1:])) / 3
     assert kept(5.0)["ceiling/kept_best_of_4"] == pytest.approx(expected)
     assert "ceiling/kept_best_of_4" not in round_diagnostics(None, None, None, None, None, prompts, num_samples=4)
+
+
+def test_the_rounds_reward_over_the_same_reward_models_scores_each_answer_once(chat_model, reward_models):
+    """With the round's reward built over the reward models already in memory (`loaded`), each sampled answer
+    goes through each reward model once (not once for the RMs' pick and again for the reward), and every
+    number equals the diagnostics with the reward loaded on its own."""
+    from align.reward_sources import LoadedModelSource, RewardScorer, parse_reward_spec
+
+    prompts = World(seed=0).prompts(12, "test")
+    tokenizer = load_tokenizer(chat_model)
+    policy = AlignLlamaForCausalLM.from_pretrained(chat_model).eval()
+    rms = {t: AlignLlamaForSequenceClassification.from_pretrained(reward_models[t]).eval() for t in reward_models}
+    rm_tokenizer = load_tokenizer(reward_models["helpfulness"])
+    spec = parse_reward_spec(None, str(reward_models["helpfulness"]), str(reward_models["safety"]))
+    shared = RewardScorer.load(spec, loaded={reward_models[t]: (rms[t], load_tokenizer(reward_models[t]))
+                                             for t in rms})  # fmt: skip
+    assert all(type(shared.sources[t]) is LoadedModelSource and shared.sources[t].model is rms[t] for t in rms)
+    rows = {t: 0 for t in rms}
+
+    def counter(target):
+        def count(module, args, kwargs, output):
+            rows[target] += kwargs["input_ids"].shape[0]
+
+        return count
+
+    hooks = [rms[t].register_forward_hook(counter(t), with_kwargs=True) for t in rms]
+    result = round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"], rm_tokenizer, prompts,
+                               num_samples=4, max_new_tokens=16, seed=1, reward=shared, min_reward_gain=0.1)  # fmt: skip
+    for hook in hooks:
+        hook.remove()
+    for target in rms:  # the 12 x 4 answers once, then the annotated on-policy pairs (chosen and rejected)
+        assert rows[target] == 12 * 4 + 2 * int(result.get(f"on_policy_{target}_rm/pairs", 0)), target
+    alone = round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"], rm_tokenizer, prompts,
+                              num_samples=4, max_new_tokens=16, seed=1, reward=RewardScorer.load(spec),
+                              min_reward_gain=0.1)  # fmt: skip
+    assert result.keys() == alone.keys() and "ceiling/kept_best_of_4" in result
+    assert all(result[k] == pytest.approx(v, nan_ok=True) for k, v in alone.items())

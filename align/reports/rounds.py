@@ -194,15 +194,19 @@ def world_diagnostics(
     world_prompts = [WorldPrompt.from_record(record) for record in prompts]
     tokenizer = load_tokenizer(checkpoints[policy])
     model = load_causal_lm(checkpoints[policy], policy).to(DEVICE).eval()
-    helpful, safety = (load_sequence_classifier(checkpoints[rm_prefix + t], f"{t} reward model", num_labels=None).to(DEVICE)
+    folders = {t: checkpoints[rm_prefix + t] for t in ("helpfulness", "safety")}
+    helpful, safety = (load_sequence_classifier(folders[t], f"{t} reward model", num_labels=None).to(DEVICE)
                        for t in ("helpfulness", "safety"))  # fmt: skip
-    rm_tokenizer = load_tokenizer(checkpoints[rm_prefix + "helpfulness"])
+    rm_tokenizer = load_tokenizer(folders["helpfulness"])
     selection = {}
     if (rejection_sampling := setup.get("rejection_sampling")) is not None:
-        # the round's reward over these reward models, as its rejection sampling scores (module docstring)
-        fields = rejection_sampling["reward_fields"]({t: checkpoints[rm_prefix + t] for t in ("helpfulness", "safety")})
+        # the round's reward over these reward models, as its rejection sampling scores (module docstring); the
+        # two already in memory score for it too (once)
+        fields = rejection_sampling["reward_fields"](folders)
         spec = parse_reward_spec(fields["reward"], fields["helpfulness_rm"], fields["safety_rm"])
-        selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer),
+        loaded = {folders[t]: (model, load_tokenizer(folders[t])) for t, model in (("helpfulness", helpful),
+                                                                                   ("safety", safety))}  # fmt: skip
+        selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer, loaded=loaded),
                      "min_reward_gain": rejection_sampling["min_reward_gain"]}  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,
                                     num_samples=setup["diagnostic_samples"], seed=seed, **selection)  # fmt: skip

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 
 from ..rejection_sampling import keep_candidate
-from ..reward_sources import RewardScorer
-from ..rewards import SAFETY_THRESHOLD, gated_reward, score
+from ..reward_sources import LoadedModelSource, RewardScorer
+from ..rewards import SAFETY_THRESHOLD, Scores, gated_reward, score
 from .annotator import FLIP_PROBABILITY, annotate
 from .collection import sample_answers
 from .gold import gold_helpfulness, is_refusal
@@ -136,7 +136,9 @@ def round_diagnostics(
     min_reward_gain: float = 0.0,
 ) -> dict[str, float]:
     """The module docstring's measures for one policy and its round's reward models (flat metric names);
-    `reward` and `min_reward_gain`: the round's rejection sampling, for the gold of what it keeps."""
+    `reward` and `min_reward_gain`: the round's rejection sampling, for the gold of what it keeps (where its
+    sources are `helpfulness_rm` and `safety_rm` themselves, as `RewardScorer.load(..., loaded=...)` makes
+    them, their scores are computed once for both)."""
     if num_samples < 2:
         raise ValueError(f"num_samples: at least 2 (pairs come from two samples), got {num_samples}")
     k = num_samples
@@ -144,13 +146,21 @@ def round_diagnostics(
                              batch_size=batch_size, seed=seed)  # fmt: skip
     answers = [answer for per_prompt in samples for answer in per_prompt]
     messages = [p.messages for p in prompts for _ in range(k)]
-    safety = score(safety_rm, rm_tokenizer, messages, answers).sigmoid
-    helpfulness_scores = score(helpfulness_rm, rm_tokenizer, messages, answers)
-    helpful = helpfulness_scores.sigmoid
     is_safety = torch.tensor([p.is_safety for p in prompts for _ in range(k)])
-    rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
+    source_scores = reward.scores(messages, answers) if reward is not None else {}
     if reward is not None:
-        round_rewards = reward.reward(reward.scores(messages, answers), is_safety).view(len(prompts), k)
+        round_rewards = reward.reward(source_scores, is_safety).view(len(prompts), k)
+
+    def rm_scores(name: str, model: Any) -> Scores:  # the round's reward's own score when it is this model's
+        source = reward.sources.get(name) if reward is not None else None
+        if isinstance(source, LoadedModelSource) and source.model is model:
+            return Scores(source_scores[name], source_scores[name].sigmoid())
+        return score(model, rm_tokenizer, messages, answers)
+
+    safety = rm_scores("safety", safety_rm).sigmoid
+    helpfulness_scores = rm_scores("helpfulness", helpfulness_rm)
+    helpful = helpfulness_scores.sigmoid
+    rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
 
     oracle, sample, picked, kept = [], [], [], []
     helpful_answers, helpful_golds, helpful_raw = [], [], []
