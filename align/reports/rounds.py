@@ -204,8 +204,8 @@ def world_diagnostics(
         # two already in memory score for it too (once)
         fields = rejection_sampling["reward_fields"](folders)
         spec = parse_reward_spec(fields["reward"], fields["helpfulness_rm"], fields["safety_rm"])
-        loaded = {folders[t]: (model, load_tokenizer(folders[t])) for t, model in (("helpfulness", helpful),
-                                                                                   ("safety", safety))}  # fmt: skip
+        loaded = {folders[t]: (rm, load_tokenizer(folders[t])) for t, rm in (("helpfulness", helpful),
+                                                                             ("safety", safety))}  # fmt: skip
         selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer, loaded=loaded),
                      "min_reward_gain": rejection_sampling["min_reward_gain"]}  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,
