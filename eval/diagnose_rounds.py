@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
         policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).eval()
         rms = {t: AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]).eval()
                for t in ("helpfulness", "safety")}  # fmt: skip
-        loaded = {checkpoints[t]: (rms[t], load_tokenizer(checkpoints[t])) for t in rms}
+        rm_tokenizers = {t: load_tokenizer(checkpoints[t]) for t in rms}
+        loaded = {checkpoints[t]: (rms[t], rm_tokenizers[t]) for t in rms}
         metrics, answers = evaluate_policy(policy, tokenizer, prompts)
         row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
         row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
-                                     load_tokenizer(checkpoints["helpfulness"]), prompts,
+                                     rm_tokenizers["helpfulness"], prompts,
                                      num_samples=args.k, temperature=args.temperature, seed=n,
                                      **rejection_sampling_choice(args.run_dir, n, loaded)))  # fmt: skip
         table[n] = row

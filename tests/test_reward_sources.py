@@ -89,7 +89,6 @@ def test_reward_models_score_with_their_own_tokenizer(user_models, tokenizer):
         assert torch.equal(scores[name], direct), name
 
 
-
 def test_a_reward_model_already_in_memory_is_used_not_loaded_again(user_models, tokenizer):
     """`loaded` (folder -> model, tokenizer): a `model` source naming that folder (by any spelling of its
     path) scores with the model given; the other folder is loaded as before; the scores are the same."""
@@ -106,6 +105,7 @@ def test_a_reward_model_already_in_memory_is_used_not_loaded_again(user_models, 
     fresh = RewardScorer.load(spec, fallback_tokenizer=tokenizer).scores(PROMPTS, ANSWERS)
     shared = scorer.scores(PROMPTS, ANSWERS)
     assert all(torch.equal(shared[name], fresh[name]) for name in ("helpfulness", "safety"))
+
 
 def test_functions_weights_and_minimum_combine_as_specified(user_models):
     _, models = user_models

@@ -197,15 +197,15 @@ def world_diagnostics(
     folders = {t: checkpoints[rm_prefix + t] for t in ("helpfulness", "safety")}
     helpful, safety = (load_sequence_classifier(folders[t], f"{t} reward model", num_labels=None).to(DEVICE)
                        for t in ("helpfulness", "safety"))  # fmt: skip
-    rm_tokenizer = load_tokenizer(folders["helpfulness"])
+    rm_tokenizers = {t: load_tokenizer(folders[t]) for t in ("helpfulness", "safety")}
+    rm_tokenizer = rm_tokenizers["helpfulness"]
     selection = {}
     if (rejection_sampling := setup.get("rejection_sampling")) is not None:
         # the round's reward over these reward models, as its rejection sampling scores (module docstring); the
         # two already in memory score for it too (once)
         fields = rejection_sampling["reward_fields"](folders)
         spec = parse_reward_spec(fields["reward"], fields["helpfulness_rm"], fields["safety_rm"])
-        loaded = {folders[t]: (rm, load_tokenizer(folders[t])) for t, rm in (("helpfulness", helpful),
-                                                                             ("safety", safety))}  # fmt: skip
+        loaded = {folders[t]: (rm, rm_tokenizers[t]) for t, rm in (("helpfulness", helpful), ("safety", safety))}
         selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer, loaded=loaded),
                      "min_reward_gain": rejection_sampling["min_reward_gain"]}  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,

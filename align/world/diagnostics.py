@@ -147,8 +147,9 @@ def round_diagnostics(
     answers = [answer for per_prompt in samples for answer in per_prompt]
     messages = [p.messages for p in prompts for _ in range(k)]
     is_safety = torch.tensor([p.is_safety for p in prompts for _ in range(k)])
-    source_scores = reward.scores(messages, answers) if reward is not None else {}
+    source_scores = {}
     if reward is not None:
+        source_scores = reward.scores(messages, answers)
         round_rewards = reward.reward(source_scores, is_safety).view(len(prompts), k)
 
     def rm_scores(name: str, model: Any) -> Scores:  # the round's reward's own score when it is this model's
