@@ -281,16 +281,16 @@ class LikelihoodSource:
 
     def __call__(self, prompts: Sequence[Sequence[Message]], answers: Sequence[str]) -> torch.Tensor:
         from .logprobs import answer_logprobs
-        from .sharding import sharding_active
+        from .sharding import is_sharded
 
         scores = answer_logprobs(self.model, self.tokenizer, prompts, answers, self.batch_size)
         if self.relative_to is None:
             return scores
-        # One reference score per distinct prompt (best-of-K scores K answers to each), except over several
-        # processes: a sharded model runs a collective per forward, so each process must run as many as the
-        # others, i.e. one per answer, whatever its prompts.
+        # One reference score per distinct prompt (best-of-K scores K answers to each), except for a sharded
+        # model: it runs a collective per forward, so each process must run as many as the others, i.e. one per
+        # answer, whatever its prompts. A model placed whole on every process keeps one per prompt.
         keys = [json.dumps(list(prompt), sort_keys=True) for prompt in prompts]
-        if sharding_active():
+        if is_sharded(self.model):
             keys = [f"{i}:{key}" for i, key in enumerate(keys)]
         distinct = dict(zip(keys, prompts))
         reference = answer_logprobs(

@@ -179,6 +179,32 @@ def test_a_likelihood_source_relative_to_a_refusal_scores_it_zero_on_every_promp
     assert plain[1].item() != pytest.approx(plain[2].item(), abs=1e-3)  # the refusal's own score depends on the prompt
 
 
+@pytest.mark.parametrize("sharded, references", [(False, 2), (True, 4)])
+def test_a_likelihood_source_scores_the_reference_once_per_prompt_unless_its_model_is_sharded(
+    pretrained, monkeypatch, sharded, references
+):
+    """Over several processes a model placed whole on each still scores `relative_to` once per distinct prompt;
+    only a sharded one (a collective per forward) scores it once per answer, the same count on every process."""
+    import align.logprobs
+    import align.sharding
+
+    refusal = "I can't help with that."
+    prompts = [[{"role": "user", "content": "What is 2 plus 3?"}], [{"role": "user", "content": "Name two fruits."}]]
+    source = LikelihoodSource(pretrained, relative_to=refusal)
+    scored, answer_logprobs = [], align.logprobs.answer_logprobs
+
+    def counting(model, tokenizer, rows, answers, batch_size):
+        scored.append(list(answers))
+        return answer_logprobs(model, tokenizer, rows, answers, batch_size)
+
+    monkeypatch.setattr(align.logprobs, "answer_logprobs", counting)
+    monkeypatch.setattr(align.sharding, "sharding_active", lambda: True)  # as under torchrun
+    monkeypatch.setattr(align.sharding, "is_sharded", lambda model: sharded)
+    relative = source([prompts[0], prompts[1], prompts[0], prompts[1]], ["5.", "Apples.", "Five.", "Pears."])
+    assert scored[1] == [refusal] * references
+    assert relative.shape == (4,)
+
+
 class RewardServer:
     """A reward server on the loopback interface scoring answers by length; it can stall once (longer than the
     client's timeout) and be stopped and started again on the same port."""
