@@ -198,7 +198,9 @@ def test_a_likelihood_source_scores_the_reference_once_per_prompt_unless_its_mod
         return answer_logprobs(model, tokenizer, rows, answers, batch_size)
 
     monkeypatch.setattr(align.logprobs, "answer_logprobs", counting)
-    monkeypatch.setattr(align.sharding, "sharding_active", lambda: True)  # as under torchrun
+    # Several processes, as under torchrun: deciding by the process count again (the old rule) would score
+    # the reference once per answer in the unsharded case too, and fail it.
+    monkeypatch.setattr(align.sharding, "sharding_active", lambda: True)
     monkeypatch.setattr(align.sharding, "is_sharded", lambda model: sharded)
     relative = source([prompts[0], prompts[1], prompts[0], prompts[1]], ["5.", "Apples.", "Five.", "Pears."])
     assert scored[1] == [refusal] * references
