@@ -63,13 +63,18 @@ from .io import atomic_write_jsonl
 from .modeling import load_causal_lm
 from .prompts import PROMPTS_HELP, check_prompt_lengths, stage_prompts
 from .reward_sources import REWARD_HELP, RewardScorer, parse_reward_spec
-from .rewards import SAFETY_THRESHOLD
+from .rewards import SAFETY_THRESHOLD, logit
 from .sharding import SHARD_FROZEN_HELP, causal_lm_parts, shard_model, sharding_active
 from .sources import describe_sources, require_source
 
 MIN_REWARD_GAIN_HELP = (
     "keep the policy's most frequent answer among the K unless the best-rewarded one beats its reward by more than "
-    "this (reward units; 0: always the best-rewarded, the paper's best-of-K)"
+    "this (on min_reward_gain_scale; 0: always the best-rewarded, the paper's best-of-K)"
+)
+GAIN_SCALES = ("reward", "logit")
+MIN_REWARD_GAIN_SCALE_HELP = (
+    "what min_reward_gain is measured on: 'reward' (the reward itself; under the gate R_c, a probability) or 'logit' "
+    "(logit(R_c), what PPO maximises: the same gain counts alike at any reward level; the gate only)"
 )
 
 
@@ -93,6 +98,7 @@ class RejectionSamplingConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer in tokens"})
     min_reward_gain: float = field(default=0.0, metadata={"help": MIN_REWARD_GAIN_HELP})
+    min_reward_gain_scale: str = field(default="reward", metadata={"help": MIN_REWARD_GAIN_SCALE_HELP})
     safety_threshold: float = field(default=SAFETY_THRESHOLD, metadata={"help": "gate of docs/method.md §7"})
     score_batch_size: int = field(default=32, metadata={"help": "answers per reward-model forward pass"})
     generation_batch_size: int = field(
@@ -112,7 +118,13 @@ class RejectionSamplingConfig:
         check_field_types(self)
         if not self.policy:
             raise ValueError("policy: required, a checkpoint directory")
-        parse_reward_spec(self.reward, self.helpfulness_rm, self.safety_rm)
+        spec = parse_reward_spec(self.reward, self.helpfulness_rm, self.safety_rm)
+        if self.min_reward_gain_scale not in GAIN_SCALES:
+            raise ValueError(f"min_reward_gain_scale: expected one of {', '.join(GAIN_SCALES)}, "
+                             f"got {self.min_reward_gain_scale!r}")  # fmt: skip
+        if self.min_reward_gain_scale == "logit" and spec.combine != "llama2_gate":
+            raise ValueError(f"min_reward_gain_scale: 'logit' reads the gate's reward, a probability; the reward "
+                             f"combines by {spec.combine}, whose reward has no logit: use 'reward'")  # fmt: skip
         require_source(self.prompts, "prompts", "a JSONL file of {id, prompt, is_safety} prompts")
         check_ranges(
             self,
@@ -209,7 +221,7 @@ def best_of_k(
         rows = slice(i * k, (i + 1) * k)
         candidates = answers[rows]
         by_reward = keep_candidate(candidates, rewards[rows])
-        best = keep_candidate(candidates, rewards[rows], config.min_reward_gain)
+        best = keep_candidate(candidates, rewards[rows], config.min_reward_gain, config.min_reward_gain_scale)
         results.append(
             {
                 **record,
@@ -234,9 +246,16 @@ def json_numbers(values: list[float]) -> list[float | None]:
     return [value if math.isfinite(value) else None for value in values]
 
 
-def keep_candidate(candidates: list[str], rewards: torch.Tensor, min_reward_gain: float = 0.0) -> int | None:
+def keep_candidate(
+    candidates: list[str], rewards: torch.Tensor, min_reward_gain: float = 0.0, gain_scale: str = "reward"
+) -> int | None:
     """Which of one prompt's candidates the stage keeps, given their rewards: `keep_index` over the non-empty
-    ones. An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on."""
+    ones, on the rewards themselves or (`gain_scale` "logit") on logit(reward), where `min_reward_gain` asks the
+    same of a pick at any reward level (a gain of 0.1 in probability is 0.4 logits at R_c 0.5 and out of reach
+    from 0.9 up).
+    An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on."""
+    if gain_scale == "logit":
+        rewards = logit(rewards)
     eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))
     return keep_index(candidates, eligible.tolist(), min_reward_gain)
 

@@ -60,7 +60,8 @@ def rejection_sampling_choice(run_dir: Path, n: int, loaded: dict | None = None)
                           for key, value in source.items()} for name, source in reward["sources"].items()}  # fmt: skip
         reward = {**reward, "sources": sources}
     spec = parse_reward_spec(reward, found["helpfulness_rm"], found["safety_rm"])
-    return {"reward": RewardScorer.load(spec, loaded=loaded), "min_reward_gain": config.get("min_reward_gain", 0.0)}
+    return {"reward": RewardScorer.load(spec, loaded=loaded), "min_reward_gain": config.get("min_reward_gain", 0.0),
+            "min_reward_gain_scale": config.get("min_reward_gain_scale", "reward")}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,12 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from align.io import read_jsonl
 from align.rejection_sampling import (
     RejectionSamplingConfig,
     best_of_k_curve,
     finetune_settings,
+    keep_candidate,
     keep_index,
     run_rejection_sampling,
 )
@@ -169,6 +171,32 @@ def test_min_reward_gain_keeps_the_most_frequent_answer_over_a_near_tie():
     assert keep_index(["a", "b", "c"], [nan, 0.5, 0.2]) == 1
     assert keep_index(["a", "a", "a", "b"], [nan, nan, nan, 0.3], min_reward_gain=0.1) == 3
     assert keep_index(["a", "b"], [nan, nan]) is None
+
+
+def test_a_gain_on_the_logit_scale_lets_a_clearly_better_answer_replace_a_frequent_one_at_any_reward_level():
+    # The demo's round-3 case: the gate with the base model's likelihood rates the right difference 0.981 and the
+    # policy's frequent wrong one 0.917. In probability the gap (0.064) is under a gain of 0.1, which no pick
+    # above 0.9 can clear; in logits it is 1.55, as clear as a pick of 0.5 over 0.15.
+    right, wrong = "8 minus 2 is 6.", "8 minus 2 is 0."
+    candidates = [wrong, wrong, wrong, right]
+    rewards = torch.tensor([0.917, 0.917, 0.917, 0.981])
+    assert keep_candidate(candidates, rewards, 0.1) == 0  # the most frequent: the wrong difference
+    assert keep_candidate(candidates, rewards, 0.75, "logit") == 3
+    assert keep_candidate(candidates, rewards, 2.0, "logit") == 0  # a gain the pick does not clear
+    # The same gain of 0.75 logits asks more of a pick at the middle of the scale than 0.1 in probability.
+    assert keep_candidate(["a", "a", "b"], torch.tensor([0.5, 0.5, 0.65]), 0.1) == 2
+    assert keep_candidate(["a", "a", "b"], torch.tensor([0.5, 0.5, 0.65]), 0.75, "logit") == 0
+    # Empty answers are never kept; rewards of exactly 0 or 1 (clamped) do not make infinities win or tie.
+    assert keep_candidate(["", "a", "a", "b"], torch.tensor([1.0, 0.2, 0.2, 1.0]), 0.75, "logit") == 3
+
+
+def test_min_reward_gain_scale_is_checked(tmp_path, chat_model, reward_models):
+    with pytest.raises(ValueError, match="min_reward_gain_scale: expected one of reward, logit, got 'logits'"):
+        rs_config(tmp_path, chat_model, reward_models, min_reward_gain_scale="logits")
+    summed = {"combine": "weighted_sum", "sources": {"helpfulness": {"model": str(reward_models["helpfulness"])}}}
+    with pytest.raises(ValueError, match="min_reward_gain_scale: 'logit' reads the gate's reward.*weighted_sum"):
+        rs_config(tmp_path, chat_model, reward_models, reward=summed, helpfulness_rm="", safety_rm="",
+                  min_reward_gain_scale="logit")  # fmt: skip
 
 
 def test_min_reward_gain_in_a_run_keeps_most_frequent_answers_and_counts_them(tmp_path, chat_model, reward_models):

@@ -134,9 +134,10 @@ def round_diagnostics(
     seed: int = 0,
     reward: RewardScorer | None = None,
     min_reward_gain: float = 0.0,
+    min_reward_gain_scale: str = "reward",
 ) -> dict[str, float]:
     """The module docstring's measures for one policy and its round's reward models (flat metric names);
-    `reward` and `min_reward_gain`: the round's rejection sampling, for the gold of what it keeps (where its
+    `reward`, `min_reward_gain` and its scale: the round's rejection sampling, for the gold of what it keeps (where its
     sources are `helpfulness_rm` and `safety_rm` themselves, as `RewardScorer.load(..., loaded=...)` makes
     them, their scores are computed once for both)."""
     if num_samples < 2:
@@ -176,8 +177,10 @@ def round_diagnostics(
         oracle.append(max(gold))
         sample.append(_mean(gold))
         picked.append(gold[int(rewards[i].argmax())])
-        if reward is not None and (index := keep_candidate(candidates, round_rewards[i], min_reward_gain)) is not None:
-            kept.append(gold[index])
+        if reward is not None:
+            index = keep_candidate(candidates, round_rewards[i], min_reward_gain, min_reward_gain_scale)
+            if index is not None:
+                kept.append(gold[index])
     result = {
         f"ceiling/oracle_best_of_{k}": _mean(oracle),
         "ceiling/one_sample": _mean(sample),
