@@ -175,11 +175,11 @@ def test_min_reward_gain_keeps_the_most_frequent_answer_over_a_near_tie():
 
 def test_a_gain_on_the_logit_scale_lets_a_clearly_better_answer_replace_a_frequent_one_at_any_reward_level():
     # The demo's round-3 case: the gate with the base model's likelihood rates the right difference 0.981 and the
-    # policy's frequent wrong one 0.917. In probability the gap (0.064) is under a gain of 0.1, which no pick
-    # above 0.9 can clear; in logits it is 1.55, as clear as a pick of 0.5 over 0.15.
+    # policy's frequent wrong one 0.915. In probability the gap (0.066) is under a gain of 0.1, which no pick
+    # above 0.9 can clear; in logits it is 1.6, as clear as a pick of 0.5 over 0.15.
     right, wrong = "8 minus 2 is 6.", "8 minus 2 is 0."
     candidates = [wrong, wrong, wrong, right]
-    rewards = torch.tensor([0.917, 0.917, 0.917, 0.981])
+    rewards = torch.tensor([0.915, 0.915, 0.915, 0.981])
     assert keep_candidate(candidates, rewards, 0.1) == 0  # the most frequent: the wrong difference
     assert keep_candidate(candidates, rewards, 0.75, "logit") == 3
     assert keep_candidate(candidates, rewards, 2.0, "logit") == 0  # a gain the pick does not clear
