@@ -252,8 +252,7 @@ def keep_candidate(
     """Which of one prompt's candidates the stage keeps, given their rewards: `keep_index` over the non-empty
     ones, on the rewards themselves or (`gain_scale` "logit") on logit(reward), where `min_reward_gain` asks the
     same of a pick at any reward level (a gain of 0.1 in probability is 0.4 logits at R_c 0.5 and out of reach
-    from 0.9 up).
-    An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on."""
+    from 0.9 up). An empty answer is never kept, whatever its score: it cannot be a demonstration to fine-tune on."""
     if gain_scale == "logit":
         rewards = logit(rewards)
     eligible = rewards.masked_fill(torch.tensor([not a.strip() for a in candidates]), float("-inf"))

@@ -446,9 +446,9 @@ class Rounds:
         if self.evaluate_round is not None:
             setup = self.evaluation_setup()
             if self.config.rejection_sampling:  # the diagnostics judge what it keeps (align.world.diagnostics)
-                kept_by = {"reward_fields": self.reward_fields,
-                           **{key: sampled["config"].get(key, default) for key, default in
-                              (("min_reward_gain", 0.0), ("min_reward_gain_scale", "reward"))}}  # fmt: skip
+                recorded = sampled["config"]  # a stage recorded before min_reward_gain_scale existed used "reward"
+                kept_by = {"reward_fields": self.reward_fields, "min_reward_gain": recorded["min_reward_gain"],
+                           "min_reward_gain_scale": recorded.get("min_reward_gain_scale", "reward")}  # fmt: skip
                 setup = {**setup, "rejection_sampling": kept_by}
             self.run_stage(n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, setup))
         return new_policy
