@@ -208,7 +208,7 @@ def world_diagnostics(
         loaded = {folders[t]: (rm, rm_tokenizers[t]) for t, rm in (("helpfulness", helpful), ("safety", safety))}
         selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer, loaded=loaded),
                      "min_reward_gain": rejection_sampling["min_reward_gain"],
-                     "min_reward_gain_scale": rejection_sampling.get("min_reward_gain_scale", "reward")}  # fmt: skip
+                     "min_reward_gain_scale": rejection_sampling["min_reward_gain_scale"]}  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,
                                     num_samples=setup["diagnostic_samples"], seed=seed, **selection)  # fmt: skip
     return {**gold_by_kind(world_prompts, greedy), **diagnostics}
