@@ -6,19 +6,22 @@
 For each round: the round's policy (or `--policy`) with the round's reward models; round 0 is the SFT model
 with the base reward models. Prints one table (oracle best-of-K, one sample, the reward models' pick, the
 share captured, in a round with rejection sampling the gold of what it keeps under its recorded reward and
-min_reward_gain, on-policy RM accuracy, greedy gold by kind) and writes it as JSON with `--json`.
+min_reward_gain, on-policy RM accuracy, the earlier rounds' helpfulness reward models on the same pairs, greedy
+gold by kind) and writes it as JSON with `--json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 from align.checkpoint import require_model_dir
 from align.config import exit_with_error
 from align.data import load_tokenizer
-from align.modeling import AlignLlamaForCausalLM, AlignLlamaForSequenceClassification
+from align.modeling import AlignLlamaForCausalLM
+from align.reports.rounds import load_reward_model
 from align.reward_sources import RewardScorer, parse_reward_spec
 from align.world import World
 from align.world.diagnostics import gold_by_kind, round_diagnostics
@@ -85,16 +88,19 @@ def main(argv: list[str] | None = None) -> dict:
             exit_with_error(f"round {n}: {error}", "diagnose_rounds")
         tokenizer = load_tokenizer(policy_dir)
         policy = AlignLlamaForCausalLM.from_pretrained(policy_dir).eval()
-        rms = {t: AlignLlamaForSequenceClassification.from_pretrained(checkpoints[t]).eval()
-               for t in ("helpfulness", "safety")}  # fmt: skip
-        rm_tokenizers = {t: load_tokenizer(checkpoints[t]) for t in rms}
-        loaded = {checkpoints[t]: (rms[t], rm_tokenizers[t]) for t in rms}
+        loaded = {checkpoints[t]: load_reward_model(checkpoints[t], f"round {n} {t} reward model")
+                  for t in ("helpfulness", "safety")}  # fmt: skip
+        rms = {t: loaded[checkpoints[t]][0] for t in ("helpfulness", "safety")}
+        rm_tokenizers = {t: loaded[checkpoints[t]][1] for t in ("helpfulness", "safety")}
         metrics, answers = evaluate_policy(policy, tokenizer, prompts)
         row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
+        earlier = {r: partial(load_reward_model, round_checkpoints(args.run_dir, r)["helpfulness"], f"round {r}")
+                   for r in range(n)}  # fmt: skip
         row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
                                      rm_tokenizers["helpfulness"], prompts,
                                      num_samples=args.k, temperature=args.temperature, seed=n,
-                                     **rejection_sampling_choice(args.run_dir, n, loaded)))  # fmt: skip
+                                     **rejection_sampling_choice(args.run_dir, n, loaded),
+                                     earlier_helpfulness_rms=earlier))  # fmt: skip
         table[n] = row
         print(f"round {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
     if args.json:

@@ -107,3 +107,26 @@ def test_a_damaged_manifest_or_metrics_file_is_one_line_naming_it(tmp_path, caps
         error = capsys.readouterr().err.strip().splitlines()
         assert exit.value.code == 2 and len(error) == 1 and str(run_dir / name) in error[0], error
         assert not (run_dir / "report.md").exists()
+
+
+def test_the_earlier_reward_models_on_the_latest_pairs_are_a_table_of_their_own(tmp_path):
+    """The latest round that judged the earlier rounds' helpfulness reward models on its pairs gives a table,
+    one row per round's model (its own last), in report.md and report.html; a run without them has none."""
+    run = write_run(tmp_path / "run")
+    for n in (1, 2):
+        path = run / f"round-{n}" / "evaluate" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics.update({"ceiling/oracle_best_of_8": 0.8, "ceiling/one_sample": 0.5,
+                        "on_policy_helpfulness_rm/gold_pair_accuracy": 0.5 + 0.1 * n,
+                        "on_policy_helpfulness_rm/gold_pairs": 100.0 * n})  # fmt: skip
+        metrics.update({f"helpfulness_rm_of_round_{r}/gold_pair_accuracy": 0.4 + 0.1 * r for r in range(n)})
+        metrics.update({f"helpfulness_rm_of_round_{r}/gold_pairs": 100.0 * n for r in range(n)})
+        path.write_text(json.dumps(metrics))
+    report = write_report(run).read_text()
+    table = report.split("### The rounds' helpfulness reward models on round 2's pairs")[1].split("## Columns")[0]
+    assert "| 0 | 0.400 | 200 |\n| 1 | 0.500 | 200 |\n| 2 | 0.700 | 200 |" in table
+    html = (run / "report.html").read_text()
+    assert "<h3>The rounds&#x27; helpfulness reward models on round 2&#x27;s pairs</h3>" in html
+    assert html.split('id="earlier-reward-models"')[1].split("</table>")[0].count("<tr>") == 4  # header, 3 models
+    plain = write_report(write_run(tmp_path / "plain")).read_text()
+    assert "reward models on round" not in plain

@@ -100,6 +100,8 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
         assert metrics["ceiling/oracle_best_of_2"] >= metrics["ceiling/one_sample"] >= 0, n
         assert "gold_by_kind/arithmetic" in metrics
         assert metrics["on_policy_helpfulness_rm/gold_pairs"] >= metrics["on_policy_helpfulness_rm/gold_answer_pairs"]
+    # reward_model_init sft: no round-0 model of its own, so round 2 judges round 1's model on its pairs, not a base
+    assert "helpfulness_rm_of_round_1/gold_pairs" in metrics and "helpfulness_rm_of_round_0/gold_pairs" not in metrics
     assert 0 <= metrics["rejection_sampled/gold_helpfulness"] <= 1 and 0 <= metrics["win_rate_vs_rejection_sampled"] <= 1
     sft = json.loads((run / "round-0" / "sft_metrics.json").read_text())  # the SFT model judged once, in round 1
     assert "ceiling/rm_best_of_2" not in sft  # reward_model_init sft: round 0 has no reward models of its own
@@ -552,8 +554,14 @@ def test_two_rounds_raise_gold_on_a_small_world(tmp_path, pretrained, reward_mod
     assert "ceiling/rm_best_of_2" in sft_metrics
     # ... and what the round's rejection sampling keeps (its reward and min_reward_gain), in every row.
     assert "ceiling/kept_best_of_2" in sft_metrics and "ceiling/kept_best_of_2" in round_two
+    # ... and round 2's pairs judged by the earlier rounds' helpfulness reward models too (base = round 0's).
+    for r in (0, 1):
+        assert round_two[f"helpfulness_rm_of_round_{r}/gold_pairs"] == round_two["on_policy_helpfulness_rm/gold_pairs"]
     report = REPORT["write_report"](run).read_text()
-    assert "| 0 (SFT) |" in report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
+    why = report.split("## Why the rounds improve or stop")[1].split("## Columns")[0]
+    assert "| 0 (SFT) |" in why
+    earlier = why.split("reward models on round 2's pairs")[1].splitlines()
+    assert [line.split(" | ")[0] for line in earlier if line.startswith("| ") and line[2].isdigit()] == ["| 0", "| 1", "| 2"]
 
 
 def test_rejection_sampling_temperature_per_round(tmp_path, stage_configs):

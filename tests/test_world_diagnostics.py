@@ -126,6 +126,79 @@ def test_what_rejection_sampling_keeps_is_judged_by_the_rounds_whole_reward(monk
     assert "ceiling/kept_best_of_4" not in round_diagnostics(None, None, None, None, None, prompts, num_samples=4)
 
 
+def test_the_rounds_reward_is_judged_on_the_gold_ordered_pairs_apart_from_the_reward_model(monkeypatch):
+    """`on_policy_round_reward/*` ranks the same gold-ordered pairs as the helpfulness model's accuracy, by the
+    round's whole reward: a reward that is the gold orders every pair right, its negation none, whatever the
+    reward model scores (here a constant, whose ties count wrong); no reward given, no such numbers."""
+    import torch
+
+    import align.world.diagnostics as diagnostics
+    from align.reward_sources import RewardScorer, RewardSpec
+    from align.rewards import Scores
+
+    world = World(seed=0)
+    prompts = [p for p in world.prompts(40, "test") if not p.is_safety][:2]
+    samples = [[world.respond(p, quality) for quality in ("good", "wrong", "refusal", "good")] for p in prompts]
+    monkeypatch.setattr(diagnostics, "sample_answers", lambda *args, **kwargs: samples)
+    monkeypatch.setattr(diagnostics, "score", lambda model, tokenizer, messages, answers: Scores(
+        torch.zeros(len(answers)), torch.full((len(answers),), 0.5)))  # fmt: skip
+    by_question = {p.messages[-1]["content"]: p for p in prompts}
+
+    def diagnose(sign: float) -> dict[str, float]:
+        def gold(messages, answers):
+            return sign * torch.tensor([gold_helpfulness(by_question[m[-1]["content"]], a)
+                                        for m, a in zip(messages, answers)])  # fmt: skip
+
+        reward = RewardScorer(RewardSpec("weighted_sum", {"gold": {"function": "tests:gold"}}), {"gold": gold})
+        return round_diagnostics(None, None, None, None, None, prompts, num_samples=4, reward=reward)
+
+    right, reversed_ = diagnose(1.0), diagnose(-1.0)
+    pairs = right["on_policy_helpfulness_rm/gold_pairs"]
+    assert pairs >= 4 and right["on_policy_round_reward/gold_pairs"] == pairs  # good > wrong > refusal, twice
+    assert right["on_policy_round_reward/gold_pair_accuracy"] == 1.0
+    assert right["on_policy_round_reward/gold_answer_pair_accuracy"] == 1.0
+    assert reversed_["on_policy_round_reward/gold_pair_accuracy"] == 0.0
+    assert right["on_policy_helpfulness_rm/gold_pair_accuracy"] == 0.0  # the constant reward model: all ties
+    no_reward = round_diagnostics(None, None, None, None, None, prompts, num_samples=4)
+    assert not any(key.startswith("on_policy_round_reward/") for key in no_reward)
+
+
+def test_earlier_reward_models_are_judged_on_the_same_pairs(monkeypatch):
+    """`earlier_helpfulness_rms` (round -> loader): each model ranks this round's gold-ordered pairs, one
+    `helpfulness_rm_of_round_<r>/*` per round: one that scores by gold gets them all, one that scores against gold
+    none, and the round's own model keeps its own number."""
+    import torch
+
+    import align.world.diagnostics as diagnostics
+    from align.rewards import Scores
+
+    world = World(seed=0)
+    prompts = [p for p in world.prompts(40, "test") if not p.is_safety][:2]
+    samples = [[world.respond(p, quality) for quality in ("good", "wrong", "refusal", "near")] for p in prompts]
+    monkeypatch.setattr(diagnostics, "sample_answers", lambda *args, **kwargs: samples)
+    monkeypatch.setattr(diagnostics, "score", lambda model, tokenizer, messages, answers: Scores(
+        model(messages, answers), model(messages, answers).sigmoid()))  # fmt: skip
+    by_question = {p.messages[-1]["content"]: p for p in prompts}
+
+    def by_gold(sign: float):
+        return lambda messages, answers: sign * torch.tensor(
+            [gold_helpfulness(by_question[m[-1]["content"]], a) for m, a in zip(messages, answers)])
+
+    loads = []
+    def loader(sign: float):
+        return lambda: loads.append(sign) or (by_gold(sign), None)
+
+    result = round_diagnostics(None, None, by_gold(1.0), by_gold(1.0), None, prompts, num_samples=4,
+                               earlier_helpfulness_rms={2: loader(-1.0), 0: loader(1.0)})  # fmt: skip
+    pairs = result["on_policy_helpfulness_rm/gold_pairs"]
+    assert pairs >= 4 and loads == [1.0, -1.0]  # loaded once each, in round order
+    assert result["helpfulness_rm_of_round_0/gold_pairs"] == result["helpfulness_rm_of_round_2/gold_pairs"] == pairs
+    assert result["helpfulness_rm_of_round_0/gold_pair_accuracy"] == 1.0
+    assert result["helpfulness_rm_of_round_2/gold_pair_accuracy"] == 0.0
+    assert result["on_policy_helpfulness_rm/gold_pair_accuracy"] == 1.0
+    assert not any(key.startswith("helpfulness_rm_of_round_1/") for key in result)
+
+
 def test_the_rounds_reward_over_the_same_reward_models_scores_each_answer_once(chat_model, reward_models):
     """With the round's reward built over the reward models already in memory (`loaded`), each sampled answer
     goes through each reward model once (not once for the RMs' pick and again for the reward), and every

@@ -103,7 +103,7 @@ def round_section(run: RunSummary, number: int) -> str:
 
 def diagnostics_html(run: RunSummary) -> str:
     """The "why the rounds improve or stop" table (world runs that measured it), as in report.md."""
-    from .rounds import DIAGNOSTICS_INTRO, diagnostics_columns, metric_text
+    from .rounds import DIAGNOSTICS_INTRO, EARLIER_RMS_INTRO, diagnostics_columns, earlier_reward_models, metric_text
 
     if (table := diagnostics_columns(run)) is None:
         return ""
@@ -112,8 +112,18 @@ def diagnostics_html(run: RunSummary) -> str:
     body = "".join(f"<tr><td>{escape(round_label(row['round']))}</td>"
                    + "".join(number_cell(metric_text(key, row.get(key))) for key, _ in columns) + "</tr>"
                    for row in rows)  # fmt: skip
-    return (f'<h2 id="why">Why the rounds improve or stop</h2><p>{escape(DIAGNOSTICS_INTRO.format(k=k))}</p>'
+    page = (f'<h2 id="why">Why the rounds improve or stop</h2><p>{escape(DIAGNOSTICS_INTRO.format(k=k))}</p>'
             f'<table id="diagnostics"><tr><th>round</th>{headers}</tr>{body}</table>')  # fmt: skip
+    if (earlier := earlier_reward_models(run)) is not None:
+        latest, models = earlier
+        cells = "".join(f"<tr><td>{r}</td>{number_cell(f'{accuracy:.3f}')}{number_cell(f'{pairs:.0f}')}</tr>"
+                        for r, accuracy, pairs in models)  # fmt: skip
+        title = f"The rounds' helpfulness reward models on round {latest}'s pairs"
+        page += (f"<h3>{escape(title)}</h3>"
+                 f"<p>{escape(EARLIER_RMS_INTRO.format(k=k, latest=latest))}</p><table id=\"earlier-reward-models\">"
+                 f"<tr><th>reward model of round</th><th>accuracy, all pairs by gold</th><th>pairs</th></tr>{cells}"
+                 "</table>")  # fmt: skip
+    return page
 
 
 def write_html(run: RunSummary, figures: dict[str, bytes], path: Path) -> Path:

@@ -26,6 +26,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,23 +196,29 @@ def world_diagnostics(
     tokenizer = load_tokenizer(checkpoints[policy])
     model = load_causal_lm(checkpoints[policy], policy).to(DEVICE).eval()
     folders = {t: checkpoints[rm_prefix + t] for t in ("helpfulness", "safety")}
-    helpful, safety = (load_sequence_classifier(folders[t], f"{t} reward model", num_labels=None).to(DEVICE)
-                       for t in ("helpfulness", "safety"))  # fmt: skip
-    rm_tokenizers = {t: load_tokenizer(folders[t]) for t in ("helpfulness", "safety")}
-    rm_tokenizer = rm_tokenizers["helpfulness"]
+    reward_models = {t: load_reward_model(folders[t], f"{t} reward model") for t in ("helpfulness", "safety")}
+    (helpful, rm_tokenizer), (safety, _) = reward_models["helpfulness"], reward_models["safety"]
     selection = {}
     if (rejection_sampling := setup.get("rejection_sampling")) is not None:
         # the round's reward over these reward models, as its rejection sampling scores (module docstring); the
         # two already in memory score for it too (once)
         fields = rejection_sampling["reward_fields"](folders)
         spec = parse_reward_spec(fields["reward"], fields["helpfulness_rm"], fields["safety_rm"])
-        loaded = {folders[t]: (rm, rm_tokenizers[t]) for t, rm in (("helpfulness", helpful), ("safety", safety))}
+        loaded = {folders[t]: reward_models[t] for t in reward_models}
         selection = {"reward": RewardScorer.load(spec, DEVICE, fallback_tokenizer=rm_tokenizer, loaded=loaded),
                      "min_reward_gain": rejection_sampling["min_reward_gain"],
                      "min_reward_gain_scale": rejection_sampling["min_reward_gain_scale"]}  # fmt: skip
+    earlier = {round_number: partial(load_reward_model, folder, f"round {round_number} helpfulness reward model")
+               for round_number, folder in setup.get("earlier_helpfulness_rms", {}).items()}  # fmt: skip
     diagnostics = round_diagnostics(model, tokenizer, helpful, safety, rm_tokenizer, world_prompts,
-                                    num_samples=setup["diagnostic_samples"], seed=seed, **selection)  # fmt: skip
+                                    num_samples=setup["diagnostic_samples"], seed=seed, **selection,
+                                    earlier_helpfulness_rms=earlier)  # fmt: skip
     return {**gold_by_kind(world_prompts, greedy), **diagnostics}
+
+
+def load_reward_model(folder: Path, name: str) -> tuple[Any, Any]:
+    """A reward model on the evaluation's device and its tokenizer."""
+    return load_sequence_classifier(folder, name, num_labels=None).to(DEVICE).eval(), load_tokenizer(folder)
 
 
 def evaluate_round(n: int, checkpoints: dict[str, Path], folder: Path, setup: dict[str, Any]) -> dict[str, Any]:
@@ -431,6 +438,8 @@ DIAGNOSTIC_COLUMNS = (
     ("on_policy_helpfulness_rm/gold_pair_accuracy", "helpfulness RM acc, all pairs by gold"),
     ("on_policy_helpfulness_rm/gold_pairs", "pairs by gold"),
     ("on_policy_helpfulness_rm/gold_answer_pair_accuracy", "same, answers only"),
+    ("on_policy_round_reward/gold_pair_accuracy", "round's reward acc, all pairs by gold"),
+    ("on_policy_round_reward/gold_answer_pair_accuracy", "round's reward acc, answers only"),
     ("on_policy_safety_rm/accuracy", "safety RM acc, own pairs"),
     ("rejection_sampled/gold_helpfulness", "RS policy gold"),
     ("win_rate_vs_rejection_sampled", "PPO/DPO win vs RS policy"),
@@ -447,6 +456,8 @@ DIAGNOSTICS_INTRO = (
     "policy's own samples (labelled by the world's annotator); the helpfulness model's accuracy on every pair "
     "of the {k} answers to a prompt whose gold differs by 0.1 or more, ordered by gold (many more pairs, no "
     "annotator noise), and on those of two answers neither of which refuses (content, form and rules only); "
+    "the same two for the round's whole reward (what rejection sampling and PPO optimise: the reward models "
+    "under the gate plus any other source of its spec, such as the demo's likelihood term); "
     "and greedy gold by kind of prompt."
 )
 
@@ -464,6 +475,31 @@ def diagnostics_columns(run: RunSummary) -> tuple[int, list[tuple[str, str]], li
     return k, columns + [(f"gold_by_kind/{kind}", f"greedy gold: {kind}") for kind in kinds], rows
 
 
+EARLIER_RMS_INTRO = (
+    "Each round's helpfulness reward model judged on one set of pairs: every two of the {k} samples of round "
+    "{latest}'s policy to a held-out helpfulness prompt whose gold differs by 0.1 or more, ordered by gold (the "
+    "table above's \"all pairs by gold\" of round {latest}). Whether the reward models grow more accurate as "
+    "each round adds data (the paper's Fig. 6), which the table above, each round on its own policy's pairs, "
+    "cannot tell from those pairs growing harder as the policy improves."
+)
+
+
+def earlier_reward_models(run: RunSummary) -> tuple[int, list[tuple[int, float, float]]] | None:
+    """The latest round that judged the earlier rounds' helpfulness reward models on its policy's pairs, and
+    (round of the reward model, accuracy, pairs) for each of them and its own; None when no round did."""
+    rows = [row for row in run.rows if any(key.startswith("helpfulness_rm_of_round_") for key in row)]
+    if not rows:
+        return None
+    row = rows[-1]
+    earlier = sorted(int(key.split("/")[0].rsplit("_", 1)[1]) for key in row
+                     if key.startswith("helpfulness_rm_of_round_") and key.endswith("/gold_pair_accuracy"))  # fmt: skip
+    models = [(r, row[f"helpfulness_rm_of_round_{r}/gold_pair_accuracy"], row[f"helpfulness_rm_of_round_{r}/gold_pairs"])
+              for r in earlier]  # fmt: skip
+    models.append((row["round"], row["on_policy_helpfulness_rm/gold_pair_accuracy"],
+                   row["on_policy_helpfulness_rm/gold_pairs"]))  # fmt: skip
+    return row["round"], models
+
+
 def diagnostics_table(run: RunSummary) -> list[str]:
     """report.md's "why the rounds improve or stop", for rounds that measured it."""
     if (table := diagnostics_columns(run)) is None:
@@ -474,7 +510,15 @@ def diagnostics_table(run: RunSummary) -> list[str]:
     for row in rows:
         label = "0 (SFT)" if row["round"] == 0 else str(row["round"])
         lines.append(f"| {label} | " + " | ".join(metric_text(key, row.get(key)) for key, _ in columns) + " |")
-    return [*lines, ""]
+    lines.append("")
+    if (earlier := earlier_reward_models(run)) is not None:
+        latest, models = earlier
+        lines += [f"### The rounds' helpfulness reward models on round {latest}'s pairs", "",
+                  EARLIER_RMS_INTRO.format(k=k, latest=latest), "",
+                  "| reward model of round | accuracy, all pairs by gold | pairs |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {r} | {accuracy:.3f} | {pairs:.0f} |" for r, accuracy, pairs in models]
+        lines.append("")
+    return lines
 
 
 def report_figures(run: RunSummary) -> dict[str, bytes]:

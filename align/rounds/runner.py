@@ -265,8 +265,11 @@ class Rounds:
         self.policy = self.round_zero()
         if any(s != WORLD for t in TARGETS for s in split_sources(getattr(self.config, f"{t}_data"))):
             self.run_stage(0, "base_pairs", self.normalize_base_pairs)
+        # Each round's helpfulness reward model by round, for the diagnostics' "earlier models on the latest pairs".
+        self.helpfulness_rms: dict[int, Path] = {}
         if self.config.reward_model_init == "previous":
             self.base_reward_models = {target: self.base_reward_model(target) for target in TARGETS}
+            self.helpfulness_rms[0] = self.base_reward_models["helpfulness"]
         self.judges = self.judge_models()
         for round_number in range(1, self.config.round + 1):
             self.policy = self.run_round(round_number, self.policy)
@@ -424,6 +427,8 @@ class Rounds:
             stage = f"reward_model_{target}"
             trained = self.run_stage(n, stage, lambda folder, t=target: reward_models.run(self, n, t, folder))
             models[target] = Path(trained["final"])
+        earlier_helpfulness_rms = dict(self.helpfulness_rms)
+        self.helpfulness_rms[n] = models["helpfulness"]
         checkpoints = {"previous_policy": policy, "sft": self.sft_model, **models}
         start = policy
         if self.config.rejection_sampling:
@@ -450,6 +455,7 @@ class Rounds:
                 kept_by = {"reward_fields": self.reward_fields, "min_reward_gain": recorded["min_reward_gain"],
                            "min_reward_gain_scale": recorded.get("min_reward_gain_scale", "reward")}  # fmt: skip
                 setup = {**setup, "rejection_sampling": kept_by}
+            setup = {**setup, "earlier_helpfulness_rms": earlier_helpfulness_rms}
             self.run_stage(n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, setup))
         return new_policy
 

@@ -18,7 +18,12 @@ held-out prompt from the round's policy and measures:
 - the helpfulness reward model's accuracy on *every* pair of the K answers to a helpfulness prompt whose gold
   differs by at least `GOLD_PAIR_GAP`, ordered by gold (no annotator noise): the same question on ~10x the pairs
   of the annotated two-sample ones, so a change of a few points between rounds is measurable; and on the pairs
-  of two answers (neither a refusal), which only content, form and rules tell apart;
+  of two answers (neither a refusal), which only content, form and rules tell apart; given the round's
+  `reward`, the same for that reward (`on_policy_round_reward/*`): what rejection sampling and PPO optimise,
+  which differs from the helpfulness model where the spec adds sources (the demo's likelihood term);
+- given the earlier rounds' helpfulness reward models, each one's accuracy on the same gold-ordered pairs: on
+  one fixed set of the latest policy's pairs, whether the reward models grow more accurate with each round's
+  data (the paper's Fig. 6), which the per-round numbers above cannot tell from the pairs growing harder;
 - greedy gold helpfulness by kind of prompt (arithmetic, fact, list, format, system, borderline), so a change
   in the headline number can be traced to the tasks that moved.
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -135,11 +140,14 @@ def round_diagnostics(
     reward: RewardScorer | None = None,
     min_reward_gain: float = 0.0,
     min_reward_gain_scale: str = "reward",
+    earlier_helpfulness_rms: Mapping[int, Callable[[], tuple[Any, Any]]] | None = None,
 ) -> dict[str, float]:
     """The module docstring's measures for one policy and its round's reward models (flat metric names);
     `reward`, `min_reward_gain` and its scale: the round's rejection sampling, for the gold of what it keeps (where its
     sources are `helpfulness_rm` and `safety_rm` themselves, as `RewardScorer.load(..., loaded=...)` makes
-    them, their scores are computed once for both)."""
+    them, their scores are computed once for both); `earlier_helpfulness_rms`: round -> a loader of that round's
+    helpfulness reward model and tokenizer, each judged on the same gold-ordered pairs
+    (`helpfulness_rm_of_round_<r>/*`; loaded one at a time)."""
     if num_samples < 2:
         raise ValueError(f"num_samples: at least 2 (pairs come from two samples), got {num_samples}")
     k = num_samples
@@ -165,7 +173,7 @@ def round_diagnostics(
     rewards = gated_reward(safety, helpful, is_safety, SAFETY_THRESHOLD).view(len(prompts), k)
 
     oracle, sample, picked, kept = [], [], [], []
-    helpful_answers, helpful_golds, helpful_raw = [], [], []
+    helpful_answers, helpful_golds, helpful_raw, helpful_round_rewards = [], [], [], []
     for i, prompt in enumerate(prompts):
         if prompt.is_safety:
             continue
@@ -178,6 +186,7 @@ def round_diagnostics(
         sample.append(_mean(gold))
         picked.append(gold[int(rewards[i].argmax())])
         if reward is not None:
+            helpful_round_rewards.append(round_rewards[i].tolist())
             index = keep_candidate(candidates, round_rewards[i], min_reward_gain, min_reward_gain_scale)
             if index is not None:
                 kept.append(gold[index])
@@ -196,6 +205,18 @@ def round_diagnostics(
         result[f"ceiling/kept_best_of_{k}"] = _mean(kept)
         result["ceiling/kept_captured"] = captured(result[f"ceiling/kept_best_of_{k}"])
     result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_raw, "on_policy_helpfulness_rm"))
+    if reward is not None:  # the same pairs ranked by what rejection sampling and PPO optimise
+        result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_round_rewards, "on_policy_round_reward"))
+    helpful_prompts = [p for p in prompts if not p.is_safety]
+    for round_number, load in sorted((earlier_helpfulness_rms or {}).items()):
+        # The paper's Fig. 6 asks whether more data makes a better reward model; the pairs above grow harder as
+        # the policy improves, so the earlier rounds' models are judged on this round's pairs too.
+        model, model_tokenizer = load()
+        raw = score(model, model_tokenizer, [p.messages for p in helpful_prompts for _ in range(k)],
+                    [answer for per_prompt in helpful_answers for answer in per_prompt]).raw.view(-1, k)  # fmt: skip
+        result.update(gold_pair_accuracy(helpful_answers, helpful_golds, raw.tolist(),
+                                         f"helpfulness_rm_of_round_{round_number}"))  # fmt: skip
+        del model
 
     rng = random.Random(f"diagnostics-{seed}")
     pairs: dict[str, list[dict[str, Any]]] = {"helpfulness": [], "safety": []}
