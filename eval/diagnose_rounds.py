@@ -47,6 +47,14 @@ def round_checkpoints(run_dir: Path, n: int) -> dict[str, Path]:
             **{t: in_run(run_dir, stages[f"reward_model_{t}"]["final"]) for t in ("helpfulness", "safety")}}  # fmt: skip
 
 
+def earlier_helpfulness_rms(run_dir: Path, n: int) -> dict[int, Path]:
+    """The helpfulness reward models of rounds 0..n-1 that the run has (a run whose rounds start their reward
+    models from the SFT model has none of its own in round 0)."""
+    stages = json.loads((run_dir / "manifest.json").read_text())["rounds"]
+    return {r: in_run(run_dir, stages[str(r)]["reward_model_helpfulness"]["final"]) for r in range(n)
+            if "reward_model_helpfulness" in stages.get(str(r), {})}  # fmt: skip
+
+
 def rejection_sampling_choice(run_dir: Path, n: int, loaded: dict | None = None) -> dict:
     """Round `n`'s rejection sampling as it ran (its recorded reward and min_reward_gain, checkpoints found in
     `run_dir`), as `round_diagnostics`' `reward` and `min_reward_gain`; {} for a round without one. `loaded`:
@@ -94,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         rm_tokenizers = {t: loaded[checkpoints[t]][1] for t in ("helpfulness", "safety")}
         metrics, answers = evaluate_policy(policy, tokenizer, prompts)
         row = {"policy": str(policy_dir), **metrics, **gold_by_kind(prompts, answers)}
-        earlier = {r: partial(load_reward_model, round_checkpoints(args.run_dir, r)["helpfulness"], f"round {r}")
-                   for r in range(n)}  # fmt: skip
+        earlier = {r: partial(load_reward_model, folder, f"round {r} helpfulness reward model")
+                   for r, folder in earlier_helpfulness_rms(args.run_dir, n).items()}  # fmt: skip
         row.update(round_diagnostics(policy, tokenizer, rms["helpfulness"], rms["safety"],
                                      rm_tokenizers["helpfulness"], prompts,
                                      num_samples=args.k, temperature=args.temperature, seed=n,

@@ -51,3 +51,18 @@ def test_what_rejection_sampling_kept_is_judged_by_its_recorded_reward_found_ins
     assert spec.sources["helpfulness"]["model"] == str(run / "round-3" / "reward_model_helpfulness" / "final")
     assert spec.sources["knowledge"]["relative_to"] == "No."
     assert choice(run, 0) == {}  # round 0 has no rejection sampling
+
+
+def test_the_earlier_helpfulness_reward_models_are_those_the_run_has(tmp_path, monkeypatch):
+    """Rounds 0..n-1's helpfulness reward models, found inside the run; a round 0 without one (reward models
+    started from the SFT model each round) is left out rather than failing the diagnosis."""
+    module = runpy.run_path(str(ROOT / "eval" / "diagnose_rounds.py"))
+    run = tmp_path / "demo"
+    run.mkdir()
+    rounds = {"0": {"sft": {"final": "runs/demo/round-0/sft/final"}},
+              **{str(n): {"reward_model_helpfulness": {"final": f"runs/demo/round-{n}/reward_model_helpfulness/final"}}
+                 for n in (1, 2, 3)}}  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps({"rounds": rounds}))
+    monkeypatch.chdir(tmp_path)
+    found = module["earlier_helpfulness_rms"](run, 3)
+    assert found == {n: run / f"round-{n}" / "reward_model_helpfulness" / "final" for n in (1, 2)}
