@@ -184,9 +184,14 @@ def test_earlier_reward_models_are_judged_on_the_same_pairs(monkeypatch):
         return lambda messages, answers: sign * torch.tensor(
             [gold_helpfulness(by_question[m[-1]["content"]], a) for m, a in zip(messages, answers)])
 
-    loads = []
+    loads = []  # the signs of the models loaded, in order
+
     def loader(sign: float):
-        return lambda: loads.append(sign) or (by_gold(sign), None)
+        def load():
+            loads.append(sign)
+            return by_gold(sign), None
+
+        return load
 
     result = round_diagnostics(None, None, by_gold(1.0), by_gold(1.0), None, prompts, num_samples=4,
                                earlier_helpfulness_rms={2: loader(-1.0), 0: loader(1.0)})  # fmt: skip
