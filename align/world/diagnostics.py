@@ -207,13 +207,13 @@ def round_diagnostics(
     result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_raw, "on_policy_helpfulness_rm"))
     if reward is not None:  # the same pairs ranked by what rejection sampling and PPO optimise
         result.update(gold_pair_accuracy(helpful_answers, helpful_golds, helpful_round_rewards, "on_policy_round_reward"))
-    helpful_prompts = [p for p in prompts if not p.is_safety]
+    # The paper's Fig. 6 asks whether more data makes a better reward model; the pairs above grow harder as the
+    # policy improves, so the earlier rounds' models are judged on this round's pairs too.
+    helpful_messages = [p.messages for p in prompts if not p.is_safety for _ in range(k)]
+    helpful_flat = [answer for per_prompt in helpful_answers for answer in per_prompt]
     for round_number, load in sorted((earlier_helpfulness_rms or {}).items()):
-        # The paper's Fig. 6 asks whether more data makes a better reward model; the pairs above grow harder as
-        # the policy improves, so the earlier rounds' models are judged on this round's pairs too.
         model, model_tokenizer = load()
-        raw = score(model, model_tokenizer, [p.messages for p in helpful_prompts for _ in range(k)],
-                    [answer for per_prompt in helpful_answers for answer in per_prompt]).raw.view(-1, k)  # fmt: skip
+        raw = score(model, model_tokenizer, helpful_messages, helpful_flat).raw.view(-1, k)
         result.update(gold_pair_accuracy(helpful_answers, helpful_golds, raw.tolist(),
                                          f"helpfulness_rm_of_round_{round_number}"))  # fmt: skip
         del model
