@@ -83,6 +83,12 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
     # The per-round temperatures: round 1 at the first, round 2 (and later) at the last.
     assert [manifest["rounds"][n]["rejection_sampling"]["config"]["temperature"] for n in "12"] == [1.0, 0.7]
+    # Every stage made from a YAML file records its settings, so that a rerun can say when they changed.
+    assert manifest["rounds"]["0"]["sft"]["options"]["settings"]["world_dialogues"] == 120
+    assert manifest["rounds"]["0"]["pretrain"]["options"]["settings"]["max_steps"] == 40
+    for stage in ("reward_model_helpfulness", "rejection_sampling", "ppo"):
+        assert manifest["rounds"]["2"][stage]["options"]["settings"], stage
+    assert manifest["rounds"]["2"]["rejection_sampling"]["options"]["settings"]["num_samples"] == 4
     assert "torch" in manifest["versions"]
     assert manifest["data_sources"] == {"all": ["world(seed=0)"]}  # the demo: no data options, the world's
     sft_done = json.loads((run / "round-0" / "sft" / "DONE.json").read_text())
@@ -718,3 +724,35 @@ def test_a_finished_stage_is_kept_and_a_rerun_says_which_of_its_options_changed(
     # An option added since the stage was made (its marker does not name it) is not a change the rerun made.
     rounds.run_stage(1, "collect", work, {"collect_samples": 2, "collect_temperature": 1.0, "collect_greedy": False})
     assert len(made) == 1 and "note:" not in capsys.readouterr().out
+
+
+def test_a_rerun_names_the_settings_of_an_edited_yaml_file_or_override(tmp_path, stage_configs, capsys):
+    """A stage's YAML file edited after the stage was made (a new default after an upgrade, or the user's own
+    edit) is named key by key by the rerun, which keeps the stage; an override given on the rerun likewise."""
+    from align.sft import SFTConfig
+
+    made = []
+
+    def work(folder):
+        made.append(folder)
+        return {}
+
+    def rerun(**overrides):
+        rounds = Rounds(RoundsConfig(runs_dir=str(tmp_path), name="edited", overrides=overrides or None, **stage_configs))
+        return rounds.run_stage(0, "sft", work, rounds.settings_option("sft", SFTConfig, stage_configs["sft_config"]))
+
+    rerun()
+    rerun()
+    assert len(made) == 1 and "note:" not in capsys.readouterr().out
+    sft_yaml = Path(stage_configs["sft_config"])
+    settings = yaml.safe_load(sft_yaml.read_text())
+    del settings["logging_steps"]
+    sft_yaml.write_text(yaml.safe_dump({**settings, "num_train_epochs": 2}))
+    facts = rerun()
+    assert len(made) == 1 and facts["options"]["settings"]["num_train_epochs"] == 1
+    assert "[round 0] sft: note: kept as it was made, with settings.logging_steps 10 (now unset), " \
+        "settings.num_train_epochs 1.0 (now 2.0); to make it with the new options, run under another --name" \
+        in capsys.readouterr().out  # fmt: skip
+    sft_yaml.write_text(yaml.safe_dump({**settings, "logging_steps": 10}))
+    rerun(sft={"lr": 1e-4})
+    assert "with settings.lr 0.003 (now 0.0001);" in capsys.readouterr().out and len(made) == 1

@@ -24,12 +24,13 @@ def pairs(rounds: Rounds, n: int) -> list[str]:
 
 def round_options(rounds: Rounds) -> dict[str, Any]:
     """The rounds options a round's DPO depends on (recorded with it; a rerun says when they changed)."""
+    from ..dpo import DPOConfig
+
     config = rounds.config
     return {
-        "dpo_config": config.dpo_config,
         "dpo_pairs": config.dpo_pairs,
         "dpo_reference": config.dpo_reference,
-        "--dpo.*": config.overrides.get("dpo", {}),
+        **rounds.settings_option("dpo", DPOConfig, config.dpo_config),
     }
 
 

@@ -19,8 +19,10 @@ PPO_PROMPT_SEED_BASE = 100
 
 def round_options(rounds: Rounds) -> dict[str, Any]:
     """The rounds options a round's PPO depends on (recorded with it; a rerun says when they changed)."""
+    from ..ppo import PPOConfig
+
     config = rounds.config
-    return {"ppo_config": config.ppo_config, "--ppo.*": config.overrides.get("ppo", {}), "reward": config.reward_of("ppo")}
+    return {"reward": config.reward_of("ppo"), **rounds.settings_option("ppo", PPOConfig, config.ppo_config)}
 
 
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:

@@ -43,10 +43,39 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def stage_settings(config_class: type, yaml_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a stage takes from the user: its YAML file's values, then the command line's `--<stage>.<field>`
+    overrides (recorded with the finished stage, so that a rerun can say which of them changed)."""
+    return {**load_yaml_config(yaml_path, config_class), **(overrides or {})}
+
+
 def stage_config(config_class: type, yaml_path: str, overrides: dict[str, Any] | None = None, **chained: Any) -> Any:
     """A stage's config: its YAML file, the command line's overrides, then the fields the rounds chain."""
-    values = load_yaml_config(yaml_path, config_class)
-    return config_class(**{**values, **(overrides or {}), **chained})
+    return config_class(**{**stage_settings(config_class, yaml_path, overrides), **chained})
+
+
+UNSET = object()  # a settings key one side of a comparison lacks
+
+
+def changed_options(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """"name recorded (now new)" for each option a finished stage was made with that the rerun gives otherwise; a
+    mapping (a stage's `settings`) by its keys: "settings.lr 1e-05 (now 3e-05)", "unset" for a key one side lacks.
+    An option the record does not name (added to align since the stage was made) says nothing of a change."""
+    changed = []
+    for name, value in now.items():
+        if name not in recorded or recorded[name] == value:
+            continue
+        if isinstance(value, dict) and isinstance(recorded[name], dict):
+            before = recorded[name]
+            changed += [f"{name}.{key} {_shown(before, key)} (now {_shown(value, key)})"
+                        for key in sorted({*before, *value}, key=str) if before.get(key, UNSET) != value.get(key, UNSET)]  # fmt: skip
+        else:
+            changed.append(f"{name} {recorded[name]!r} (now {value!r})")
+    return changed
+
+
+def _shown(values: dict[str, Any], key: str) -> str:
+    return repr(values[key]) if key in values else "unset"
 
 
 def stage_done_facts(folder: Path) -> dict[str, Any]:

@@ -17,9 +17,13 @@ if TYPE_CHECKING:
 
 
 def round_options(rounds: Rounds) -> dict[str, Any]:
-    """The rounds options a round's rejection sampling depends on besides its config (recorded with it; a rerun
-    says when they changed): the reward it scores with (the demo's default changed on 2026-12-05)."""
-    return {"reward": rounds.config.reward}
+    """The options a round's rejection sampling depends on (recorded with it; a rerun says when they changed):
+    the reward it scores with (the demo's default changed on 2026-12-05) and its YAML file's settings."""
+    from ..rejection_sampling import RejectionSamplingConfig
+
+    config = rounds.config
+    return {"reward": config.reward,
+            **rounds.settings_option("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config)}  # fmt: skip
 
 
 def temperature(rounds: Rounds, n: int) -> dict[str, float]:

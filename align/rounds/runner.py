@@ -31,7 +31,7 @@ from ..reward_sources import FunctionSource
 from ..sources import WORLD, describe_source, split_sources
 from . import collect, dpo, ppo, rejection_sampling, reward_models
 from .config import POLICY_STAGES, ROUND_BASE, ROUND_STAGE_MARKER, TARGETS, RoundsConfig, round_model_target
-from .records import Manifest, stage_config, stage_done_facts
+from .records import Manifest, changed_options, stage_config, stage_done_facts, stage_settings
 
 RoundEvaluator = Callable[[int, dict[str, Path], Path, dict[str, Any]], dict[str, Any]]
 # What follows rejection sampling in a round, by `RoundsConfig.policy_stage`: each module's `run`.
@@ -99,6 +99,11 @@ class Rounds:
         except ValueError as error:
             given = yaml_path + "".join(f" --{stage}.{key}" for key in overrides or {})
             raise ValueError(f"{stage} settings ({given}): {error}") from None
+
+    def settings_option(self, stage: str, config_class: type, yaml_path: str) -> dict[str, Any]:
+        """`{"settings": ...}`: the values a stage takes from its YAML file and `--<stage>.*` overrides, as one of
+        the options run_stage records (an edited YAML file is then a change a rerun names, not a silent one)."""
+        return {"settings": stage_settings(config_class, yaml_path, self.config.overrides.get(stage))}
 
     def check_stage_configs(self) -> None:
         """Build every stage config the run will use, with placeholder checkpoints, so a bad YAML key, override
@@ -203,10 +208,11 @@ class Rounds:
     ) -> dict[str, Any]:
         """Run `work(stage_dir)` on every process unless the stage is marked done; the main process marks it done
         with the facts its `work` returned and records it in the manifest. Returns the stage's recorded facts.
-        `options`, the rounds options the stage's work depends on, are recorded with its facts; a finished stage
-        recorded with other values is still kept (never redone behind the user's back), with a line that says
-        which options it did not follow."""
+        `options`, the rounds options the stage's work depends on (and its `settings`, what its YAML file and
+        overrides give), are recorded with its facts; a finished stage recorded with other values is still kept
+        (never redone behind the user's back), with a line that says which options it did not follow."""
         folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
+        options = json.loads(json.dumps(options)) if options else None  # as the marker will hold them (lists, not tuples)
         marker = folder / ROUND_STAGE_MARKER
         done = is_done(folder, ROUND_STAGE_MARKER)
         # Every process looks before any can go on: the main process may finish a stage whose work is its own
@@ -218,10 +224,7 @@ class Rounds:
             if main:
                 print(f"[round {round_number}] {stage}: done in an earlier run, skipped ({folder})", flush=True)
                 # A marker older than `options`, or than one of them (an option added since), says nothing of it.
-                before = facts.get("options", options) or {}
-                changed = [
-                    f"{k} {before[k]!r} (now {v!r})" for k, v in (options or {}).items() if k in before and before[k] != v
-                ]
+                changed = changed_options(facts.get("options", options) or {}, options or {})
                 if changed:
                     print(f"[round {round_number}] {stage}: note: kept as it was made, with {', '.join(changed)}; "
                           f"to make it with the new options, run under another --name", flush=True)  # fmt: skip
@@ -289,13 +292,13 @@ class Rounds:
                                                 output_dir=str(folder), dataset=WORLD, world_seed=world_seed))),
             "world_seed": world_seed,
             "config": self.config.pretrain_config, **stage_done_facts(folder),
-        })  # fmt: skip
+        }, self.settings_option("pretrain", PretrainConfig, self.config.pretrain_config))  # fmt: skip
         chat = self.run_stage(0, "sft", lambda folder: {
             "final": str(sft(self.settings("sft", SFTConfig, self.config.sft_config, model=pretrained["final"],
                                            output_dir=str(folder), dataset=WORLD, world_seed=world_seed))),
             "world_seed": world_seed,
             "config": self.config.sft_config, "parent": pretrained["final"], **stage_done_facts(folder),
-        })  # fmt: skip
+        }, self.settings_option("sft", SFTConfig, self.config.sft_config))  # fmt: skip
         return Path(chat["final"])
 
     def require_world(self, stage: str) -> None:
@@ -353,7 +356,8 @@ class Rounds:
             return {"final": str(train_reward_model(config)), "config": recorded_config(config),
                     "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
-        return Path(self.run_stage(0, f"reward_model_{target}", train)["final"])
+        settings = self.settings_option(f"{target}_rm", RewardModelConfig, getattr(self.config, f"{target}_rm_config"))
+        return Path(self.run_stage(0, f"reward_model_{target}", train, settings)["final"])
 
     def reward_model_data(self, n: int, target: str) -> dict[str, Any]:
         """The data fields of a reward-model stage in round `n` (0: the base RMs): the base pairs (round 0, or
@@ -388,9 +392,11 @@ class Rounds:
                 judges[target] = self.given(0, f"judge_{target}", given, f"judge_{target}_rm")
                 continue
 
-            def train(folder: Path, target: str = target) -> dict[str, Any]:
+            yaml_path = self.config.judge_config or getattr(self.config, f"{target}_rm_config")
+
+            def train(folder: Path, yaml_path: str = yaml_path, target: str = target) -> dict[str, Any]:
                 config = self.settings(
-                    "judge", RewardModelConfig, self.config.judge_config or getattr(self.config, f"{target}_rm_config"),
+                    "judge", RewardModelConfig, yaml_path,
                     model=str(self.sft_model), target=target, output_dir=str(folder),
                     helpfulness_data=self.config.helpfulness_eval_pairs, safety_data=self.config.safety_eval_pairs,
                     data_format=self.config.eval_format, helpfulness_format=None, safety_format=None,
@@ -399,7 +405,8 @@ class Rounds:
                 return {"final": str(train_reward_model(config)), "config": recorded_config(config),
                         "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
-            judges[target] = Path(self.run_stage(0, f"judge_{target}", train)["final"])
+            settings = self.settings_option("judge", RewardModelConfig, yaml_path)
+            judges[target] = Path(self.run_stage(0, f"judge_{target}", train, settings)["final"])
         return judges
 
     @property
@@ -425,7 +432,8 @@ class Rounds:
         models = {}
         for target in TARGETS:
             stage = f"reward_model_{target}"
-            trained = self.run_stage(n, stage, lambda folder, t=target: reward_models.run(self, n, t, folder))
+            trained = self.run_stage(n, stage, lambda folder, t=target: reward_models.run(self, n, t, folder),
+                                     reward_models.round_options(self, target))  # fmt: skip
             models[target] = Path(trained["final"])
         earlier_helpfulness_rms = dict(self.helpfulness_rms)
         self.helpfulness_rms[n] = models["helpfulness"]
