@@ -64,7 +64,8 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     round's reward models retrained from the chat model."""
     config = RoundsConfig(round=2, name="demo", runs_dir=str(tmp_path / "runs"), ppo_from_round=2,
                           pairs_per_round=60, reward_model_init="sft", world_eval_prompts=20, diagnostic_samples=2,
-                          rejection_sampling_temperatures="1.0,0.7", **stage_configs)  # fmt: skip
+                          rejection_sampling_temperatures="1.0,0.7", rejection_sampling_restart_round=2,
+                          **stage_configs)  # fmt: skip
     manifest = Rounds(config, evaluate_round=evaluate).run()
     run = tmp_path / "runs" / "demo"
     for stage in ("pretrain", "sft"):
@@ -80,6 +81,11 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert "round-1/collect/helpfulness.jsonl" in rm_config["helpfulness_data"]
     assert "round-2/collect/helpfulness.jsonl" in rm_config["helpfulness_data"]
     assert manifest["rounds"]["2"]["rejection_sampling"]["pooled"][0].endswith("round-1/rejection_sampling/kept.jsonl")
+    # From rejection_sampling_restart_round (2) the fine-tune starts from round 0's chat model, not the sampler.
+    round_2 = manifest["rounds"]["2"]["rejection_sampling"]
+    assert round_2["parent"] == str(run / "round-0" / "sft" / "final")
+    assert round_2["sampled_by"] == str(run / "round-1" / "rejection_sampling" / "sft" / "final")
+    assert json.loads((run / "round-2/rejection_sampling/sft/run_config.json").read_text())["model"] == round_2["parent"]
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
     # The per-round temperatures: round 1 at the first, round 2 (and later) at the last.
     assert [manifest["rounds"][n]["rejection_sampling"]["config"]["temperature"] for n in "12"] == [1.0, 0.7]
@@ -416,6 +422,7 @@ def test_bad_round_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
         (["--rejection_sampling_temperatures", "1.0,0"], "rejection_sampling_temperatures: expected positive"),
         (["--rejection_sampling_temperatures", "1.0", "--rejection_sampling.temperature", "0.7"], "not both"),
         (["--rejection_sampling_pool", "some"], "rejection_sampling_pool: expected 'all' or 'latest'"),
+        (["--rejection_sampling_restart_round", "-1"], "rejection_sampling_restart_round: a round number, or 0"),
         (["--diagnostic_samples", "1"], "diagnostic_samples: 0 \\(off\\) or at least 2"),
         (["--collect_samples", "1"], "collect_samples: at least 2 answers per prompt"),
         (["--collect_samples", "4"], "collect_samples: 4 answers per prompt are ranked by the world's annotator"),

@@ -163,6 +163,12 @@ class RoundsConfig:
                           "round's and every earlier round's, docs/method.md §6) or 'latest' (this round's only; "
                           "the policy it starts from already learnt the earlier ones)"},
     )  # fmt: skip
+    rejection_sampling_restart_round: int = field(
+        default=0,
+        metadata={"help": "first round whose rejection-sampling fine-tune starts again from round 0's chat model, "
+                          "on the pooled kept answers, instead of continuing the policy that sampled them; 0: "
+                          "never (each round continues the last)"},
+    )  # fmt: skip
     rejection_sampling_temperatures: str | None = field(
         default=None,
         metadata={"help": "rejection sampling's temperature per round, comma-separated ('1.0,0.7': round 1 at 1.0, "
@@ -302,7 +308,7 @@ class RoundsConfig:
         check_field_types(self)
         if self.round < 1:
             raise ValueError(f"round: must be at least 1, got {self.round}")
-        for name in ("ppo_from_round", "dpo_from_round"):
+        for name in ("ppo_from_round", "dpo_from_round", "rejection_sampling_restart_round"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: a round number, or 0 for never; got {getattr(self, name)}")
         if self.ppo_from_round and self.ppo_from_round == self.dpo_from_round:

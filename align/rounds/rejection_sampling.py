@@ -22,7 +22,7 @@ def round_options(rounds: Rounds) -> dict[str, Any]:
     from ..rejection_sampling import RejectionSamplingConfig
 
     config = rounds.config
-    return {"reward": config.reward,
+    return {"reward": config.reward, "rejection_sampling_restart_round": config.rejection_sampling_restart_round,
             **rounds.settings_option("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config)}  # fmt: skip
 
 
@@ -59,8 +59,12 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
     kept = run_rejection_sampling(config)
     earlier = range(1, n) if rounds.config.rejection_sampling_pool == "all" else ()
     pool = [str(rounds.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in earlier]
+    restart = rounds.config.rejection_sampling_restart_round
+    # A restart learns the pooled answers afresh from the chat model: the policy that sampled them carries every
+    # earlier round's fine-tune, and continuing it drifts (eval/experiments/rounds_compound.md, LLL).
+    start = rounds.sft_model if restart and n >= restart else policy
     finetune = SFTConfig(
-        model=str(policy),
+        model=str(start),
         output_dir=str(folder / "sft"),
         dataset=",".join([str(kept), *pool]),
         **finetune_settings(config, rounds.processes.num_processes),
@@ -71,7 +75,8 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
         "final": str(final),
         "kept": str(kept),
         "pooled": pool,
-        "parent": str(policy),
+        "parent": str(start),
+        "sampled_by": str(policy),
         "mean_best_reward": done.get("mean_best_reward"),
         "config": recorded_config(config),
         **stage_done_facts(folder),
