@@ -212,7 +212,7 @@ class Rounds:
         overrides give), are recorded with its facts; a finished stage recorded with other values is still kept
         (never redone behind the user's back), with a line that says which options it did not follow."""
         folder, main = self.stage_dir(round_number, stage), self.processes.is_main_process
-        options = json.loads(json.dumps(options)) if options else None  # as the marker will hold them (lists, not tuples)
+        options = json.loads(json.dumps(options, default=str)) if options else None  # as the marker holds them
         marker = folder / ROUND_STAGE_MARKER
         done = is_done(folder, ROUND_STAGE_MARKER)
         # Every process looks before any can go on: the main process may finish a stage whose work is its own
