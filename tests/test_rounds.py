@@ -86,6 +86,8 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     assert round_2["parent"] == str(run / "round-0" / "sft" / "final")
     assert round_2["sampled_by"] == str(run / "round-1" / "rejection_sampling" / "sft" / "final")
     assert json.loads((run / "round-2/rejection_sampling/sft/run_config.json").read_text())["model"] == round_2["parent"]
+    assert [manifest["rounds"][n]["rejection_sampling"]["options"]["restarts_from_chat_model"] for n in "12"] == [
+        False, True]  # fmt: skip
     assert manifest["rounds"]["2"]["ppo"]["parent"].endswith("round-2/rejection_sampling/sft/final")
     # The per-round temperatures: round 1 at the first, round 2 (and later) at the last.
     assert [manifest["rounds"][n]["rejection_sampling"]["config"]["temperature"] for n in "12"] == [1.0, 0.7]
@@ -657,7 +659,7 @@ def test_the_demo_scores_with_the_base_models_likelihood_relative_to_the_refusal
     with pytest.raises(ValueError, match="^ppo_reward: sources: h: model: expected round:helpfulness"):
         RoundsConfig(ppo_reward=json.dumps({"combine": "min", "sources": {"h": {"model": "round:judge"}}}))
     # The reward is recorded with the stages that score with it: a rerun with another says so.
-    assert rejection_sampling.round_options(demo)["reward"] == demo.config.reward
+    assert rejection_sampling.round_options(demo, 1)["reward"] == demo.config.reward
     assert ppo.round_options(demo)["reward"] == demo.config.reward
 
 

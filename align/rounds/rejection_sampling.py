@@ -16,13 +16,21 @@ if TYPE_CHECKING:
     from .runner import Rounds
 
 
-def round_options(rounds: Rounds) -> dict[str, Any]:
-    """The options a round's rejection sampling depends on (recorded with it; a rerun says when they changed):
-    the reward it scores with (the demo's default changed on 2026-12-05) and its YAML file's settings."""
+def restarts(rounds: Rounds, n: int) -> bool:
+    """Whether round `n`'s fine-tune starts again from round 0's chat model (`rejection_sampling_restart_round`)."""
+    restart = rounds.config.rejection_sampling_restart_round
+    return bool(restart) and n >= restart
+
+
+def round_options(rounds: Rounds, n: int) -> dict[str, Any]:
+    """The options round `n`'s rejection sampling depends on (recorded with it; a rerun says when they changed):
+    the reward it scores with (the demo's default changed on 2026-12-05), whether its fine-tune restarts from the
+    chat model (not the restart round itself: moving it past this round changes nothing here) and its YAML file's
+    settings."""
     from ..rejection_sampling import RejectionSamplingConfig
 
     config = rounds.config
-    return {"reward": config.reward, "rejection_sampling_restart_round": config.rejection_sampling_restart_round,
+    return {"reward": config.reward, "restarts_from_chat_model": restarts(rounds, n),
             **rounds.settings_option("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config)}  # fmt: skip
 
 
@@ -59,10 +67,9 @@ def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: P
     kept = run_rejection_sampling(config)
     earlier = range(1, n) if rounds.config.rejection_sampling_pool == "all" else ()
     pool = [str(rounds.stage_dir(r, "rejection_sampling") / "kept.jsonl") for r in earlier]
-    restart = rounds.config.rejection_sampling_restart_round
     # A restart learns the pooled answers afresh from the chat model: the policy that sampled them carries every
     # earlier round's fine-tune, and continuing it drifts (eval/experiments/rounds_compound.md, LLL).
-    start = rounds.sft_model if restart and n >= restart else policy
+    start = rounds.sft_model if restarts(rounds, n) else policy
     finetune = SFTConfig(
         model=str(start),
         output_dir=str(folder / "sft"),

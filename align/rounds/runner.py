@@ -442,7 +442,7 @@ class Rounds:
         if self.config.rejection_sampling:
             sampled = self.run_stage(
                 n, "rejection_sampling", lambda folder: rejection_sampling.run(self, n, policy, models, folder),
-                rejection_sampling.round_options(self),
+                rejection_sampling.round_options(self, n),
             )
             start = Path(sampled["final"])
         new_policy = start
