@@ -97,6 +97,9 @@ def test_two_rounds_write_markers_manifest_report_and_gold_metrics(tmp_path, sta
     for stage in ("reward_model_helpfulness", "rejection_sampling", "ppo"):
         assert manifest["rounds"]["2"][stage]["options"]["settings"], stage
     assert manifest["rounds"]["2"]["rejection_sampling"]["options"]["settings"]["num_samples"] == 4
+    # ... and every stage that derives its seed from the run's records the run seed (a rerun with --seed says so).
+    for stage in ("collect", "reward_model_helpfulness", "reward_model_safety", "rejection_sampling", "ppo"):
+        assert manifest["rounds"]["2"][stage]["options"]["seed"] == config.seed, stage
     assert "torch" in manifest["versions"]
     assert manifest["data_sources"] == {"all": ["world(seed=0)"]}  # the demo: no data options, the world's
     sft_done = json.loads((run / "round-0" / "sft" / "DONE.json").read_text())
@@ -733,6 +736,11 @@ def test_a_finished_stage_is_kept_and_a_rerun_says_which_of_its_options_changed(
     # An option added since the stage was made (its marker does not name it) is not a change the rerun made.
     rounds.run_stage(1, "collect", work, {"collect_samples": 2, "collect_temperature": 1.0, "collect_greedy": False})
     assert len(made) == 1 and "note:" not in capsys.readouterr().out
+    # The run seed, from which every round's stages derive theirs, is one of the options a stage records.
+    seeded = {n: Rounds(RoundsConfig(runs_dir=str(tmp_path), name="seeded", seed=n, **stage_configs)) for n in (0, 1)}
+    for n in (0, 1):
+        seeded[n].run_stage(1, "ppo", work, ppo.round_options(seeded[n]))
+    assert len(made) == 2 and "[round 1] ppo: note: kept as it was made, with seed 0 (now 1);" in capsys.readouterr().out
 
 
 def test_a_rerun_names_the_settings_of_an_edited_yaml_file_or_override(tmp_path, stage_configs, capsys):

@@ -99,9 +99,10 @@ def round_options(rounds: Rounds) -> dict[str, Any]:
     if config.pair_source == "comparison batch":
         return {"pairs_per_round": config.pairs_per_round, "annotator": config.annotator,
                 "annotation_temperatures": config.annotation_temperatures,
-                "annotation_max_new_tokens": config.annotation_max_new_tokens}  # fmt: skip
+                "annotation_max_new_tokens": config.annotation_max_new_tokens, "seed": config.seed}  # fmt: skip
     return {"pairs_per_round": config.pairs_per_round, "collect_samples": config.collect_samples,
-            "collect_temperature": config.collect_temperature, "collect_greedy": config.collect_greedy}  # fmt: skip
+            "collect_temperature": config.collect_temperature, "collect_greedy": config.collect_greedy,
+            "seed": config.seed}  # fmt: skip
 
 
 def run(rounds: Rounds, n: int, policy: Path, folder: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def round_options(rounds: Rounds) -> dict[str, Any]:
     return {
         "dpo_pairs": config.dpo_pairs,
         "dpo_reference": config.dpo_reference,
+        "seed": config.seed,
         **rounds.settings_option("dpo", DPOConfig, config.dpo_config),
     }
 

@@ -22,7 +22,8 @@ def round_options(rounds: Rounds) -> dict[str, Any]:
     from ..ppo import PPOConfig
 
     config = rounds.config
-    return {"reward": config.reward_of("ppo"), **rounds.settings_option("ppo", PPOConfig, config.ppo_config)}
+    return {"reward": config.reward_of("ppo"), "seed": config.seed,
+            **rounds.settings_option("ppo", PPOConfig, config.ppo_config)}
 
 
 def run(rounds: Rounds, n: int, policy: Path, models: dict[str, Path], folder: Path) -> dict[str, Any]:

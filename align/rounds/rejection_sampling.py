@@ -25,12 +25,12 @@ def restarts(rounds: Rounds, n: int) -> bool:
 def round_options(rounds: Rounds, n: int) -> dict[str, Any]:
     """The options round `n`'s rejection sampling depends on (recorded with it; a rerun says when they changed):
     the reward it scores with (the demo's default changed on 2026-12-05), whether its fine-tune restarts from the
-    chat model (not the restart round itself: moving it past this round changes nothing here) and its YAML file's
-    settings."""
+    chat model (not the restart round itself: moving it past this round changes nothing here), the run seed its
+    own derives from and its YAML file's settings."""
     from ..rejection_sampling import RejectionSamplingConfig
 
     config = rounds.config
-    return {"reward": config.reward, "restarts_from_chat_model": restarts(rounds, n),
+    return {"reward": config.reward, "restarts_from_chat_model": restarts(rounds, n), "seed": config.seed,
             **rounds.settings_option("rejection_sampling", RejectionSamplingConfig, config.rejection_sampling_config)}  # fmt: skip
 
 

@@ -23,11 +23,12 @@ def settings_source(rounds: Rounds, target: str) -> tuple[str, str]:
 
 
 def round_options(rounds: Rounds, target: str) -> dict[str, Any]:
-    """What a round's `target` reward model takes from its YAML file and overrides (a rerun says when it changed)."""
+    """What a round's `target` reward model takes from its YAML file and overrides, and the run seed its own
+    derives from (a rerun says when they changed)."""
     from ..reward_model import RewardModelConfig
 
     stage, yaml_path = settings_source(rounds, target)
-    return rounds.settings_option(stage, RewardModelConfig, yaml_path)
+    return {"seed": rounds.config.seed, **rounds.settings_option(stage, RewardModelConfig, yaml_path)}
 
 
 def run(rounds: Rounds, n: int, target: str, folder: Path) -> dict[str, Any]:

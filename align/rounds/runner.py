@@ -405,8 +405,8 @@ class Rounds:
                 return {"final": str(train_reward_model(config)), "config": recorded_config(config),
                         "parent": str(self.sft_model), **stage_done_facts(folder)}  # fmt: skip
 
-            settings = self.settings_option("judge", RewardModelConfig, yaml_path)
-            judges[target] = Path(self.run_stage(0, f"judge_{target}", train, settings)["final"])
+            options = {"seed": self.config.seed, **self.settings_option("judge", RewardModelConfig, yaml_path)}
+            judges[target] = Path(self.run_stage(0, f"judge_{target}", train, options)["final"])
         return judges
 
     @property
