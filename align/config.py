@@ -355,11 +355,41 @@ ONE_LINE_ERRORS = (FileNotFoundError, ValueError, DiskFullError, RewardSourceErr
 
 
 def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
-    """Print one error line (no traceback) and exit with status 2."""
+    """Print one error line (no traceback) and exit with status 2.
+
+    Under a launch of several processes every process finds the same mistake in the same input; the line is
+    printed by the first of them to reach here, so that the user reads it once, not once per process."""
     release_run_locks()  # and remove an output folder this run created but never used
-    prog = prog or Path(sys.argv[0]).name
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    line = f"{prog or Path(sys.argv[0]).name}: error: {message}"
+    if first_process_to_say(line):
+        print(line, file=sys.stderr)
     raise SystemExit(2)
+
+
+def first_process_to_say(line: str) -> bool:
+    """Whether this process is the first of its launch to print `line` (always true for a single process).
+
+    The processes of a torchrun / `accelerate launch --multi_gpu` launch share a key-value store that the launcher
+    itself hosts (TORCHELASTIC_USE_AGENT_STORE), which outlives any of them: each process adds 1 to a key made of
+    the line, and only the one that reads 1 prints. A process whose line differs (a file missing on one node
+    only) has a key of its own and prints it. Under any other launcher, or if the store cannot be reached
+    within a few seconds, every process prints: a line said twice is better than one never said."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not several or os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+        return True
+    try:
+        import datetime
+        import hashlib
+
+        import torch.distributed as dist
+
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=datetime.timedelta(seconds=5))  # fmt: skip
+        launch = f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        key = f"align/said/{launch}/{hashlib.sha256(line.encode()).hexdigest()}"
+        return store.add(key, 1) == 1
+    except Exception:  # noqa: BLE001  (no store, no port: say it rather than risk saying nothing)
+        return True
 
 
 def end_processes() -> None:

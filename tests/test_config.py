@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from align.config import ConfigError, build_config, load_yaml_config, use_every_core_of_a_lone_cpu_process
+from align.config import (
+    ConfigError,
+    build_config,
+    first_process_to_say,
+    load_yaml_config,
+    use_every_core_of_a_lone_cpu_process,
+)
 from align.pretrain import PretrainConfig
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,3 +235,32 @@ def test_every_field_is_converted_to_its_type_or_refused_by_name():
     config = PPOConfig(policy="p", helpfulness_rm="h", safety_rm="s", prompts="world", kl_coef="0.05", batch_size=8.0,
                        mini_batch_size=4)  # fmt: skip
     assert config.kl_coef == 0.05 and isinstance(config.batch_size, int)
+
+
+def test_several_processes_print_a_mistake_once_and_different_mistakes_each(monkeypatch):
+    """The processes of a torchrun launch meet in the store their launcher hosts (played here by a store this
+    test hosts): the first to report a line prints it, the others stay quiet unless their line is another."""
+    import torch.distributed as dist
+
+
+    port = free_port()
+    launcher_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # noqa: F841
+    assert first_process_to_say("sft.py: error: a") is True  # one process: always
+    for name, value in {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                        "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "t"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert [first_process_to_say(line) for line in ("x: error: a", "x: error: a", "x: error: b")] == [True, False, True]
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another launch")
+    assert first_process_to_say("x: error: a") is True
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # a launcher without a store of its own
+    assert first_process_to_say("x: error: a") is True
+
+
+def test_a_mistake_is_one_line_with_status_2_under_a_launch_of_two_processes():
+
+    command = [sys.executable, "-m", "align.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               "recipes/sft.py", "--config", "world_small", "--learning_rate", "1e-4"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == ["sft.py: error: unknown option --learning_rate (did you mean '--lr'?)"]

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        print(f"align: error: unknown command {name!r}{hint}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
-        raise SystemExit(2)
+        from align.config import exit_with_error  # not at the top: `align --help` stays quick
+
+        exit_with_error(f"unknown command {name!r}{hint}; expected one of {', '.join(COMMANDS)}", prog="align")
     module = importlib.import_module(COMMANDS[name][0])
     module.main(rest, prog=f"align {name}")
 
