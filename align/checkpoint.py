@@ -169,7 +169,8 @@ RESUME_HELP = (
 EXTEND_HELP = "continue a finished run from its last checkpoint (e.g. with more steps)"
 _HELD_LOCKS: dict[Path, Path] = {}  # output folder -> its lock file, held by this process
 _TAKEN_FOLDERS: list[Path] = []  # output folders this process ran in, in order (for the Ctrl-C message)
-_CREATED_FOLDERS: set[Path] = set()  # output folders this process created (removed again if left empty)
+# output folder -> the folders this process created for it, the deepest first (removed again if left empty)
+_CREATED_FOLDERS: dict[Path, list[Path]] = {}
 
 
 def _process_alive(pid: int) -> bool:
@@ -189,8 +190,8 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
         raise RunFolderError(f"output_dir {output_dir}: is a file, expected a folder")
     if output_dir not in _HELD_LOCKS:
         require_own_output_dir(output_dir)
-    if not output_dir.exists():
-        _CREATED_FOLDERS.add(output_dir)
+    if not output_dir.exists():  # with the parents it makes for it (`--output_dir runs/sft` with no runs/ yet)
+        _CREATED_FOLDERS[output_dir] = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a read-only disk, no permission, a file where a parent folder should be
@@ -239,8 +240,9 @@ def acquire_run_lock(output_dir: str | os.PathLike) -> None:
 
 
 def release_run_lock(output_dir: str | os.PathLike) -> None:
-    """Give up `output_dir` if this process holds it; a folder it created and left empty (a run stopped by bad
-    input before any work) is removed, so that nothing is left behind."""
+    """Give up `output_dir` if this process holds it; the folders it created for it (the output folder and any
+    parent made for it) are removed while empty (a run stopped by bad input before any work), so that nothing is
+    left behind."""
     output_dir = Path(output_dir)
     lock = _HELD_LOCKS.pop(output_dir, None)
     if lock is not None:
@@ -249,12 +251,11 @@ def release_run_lock(output_dir: str | os.PathLike) -> None:
                 lock.unlink()
         except (OSError, ValueError):
             pass
-    if output_dir in _CREATED_FOLDERS:
-        _CREATED_FOLDERS.discard(output_dir)
+    for folder in _CREATED_FOLDERS.pop(output_dir, []):
         try:
-            output_dir.rmdir()  # only when empty
+            folder.rmdir()  # only when empty
         except OSError:
-            pass
+            break
 
 
 def releases_its_folder_on_error(stage: Callable[..., Any]) -> Callable[..., Any]:

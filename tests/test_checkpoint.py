@@ -321,6 +321,18 @@ def test_a_failed_stage_call_gives_up_its_folder_at_once(tmp_path):
     release_run_lock(tmp_path / "run")
 
 
+def test_the_parent_folders_a_run_made_go_too_and_a_folder_that_was_there_stays(tmp_path):
+    """`--output_dir runs/sft` with no runs/ yet, stopped by bad input: neither is left behind; a parent that was
+    there before (or that holds something by then) stays."""
+    acquire_run_lock(tmp_path / "runs" / "mine" / "sft")
+    release_run_lock(tmp_path / "runs" / "mine" / "sft")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "runs" / "pretrain").mkdir(parents=True)
+    acquire_run_lock(tmp_path / "runs" / "mine" / "sft")
+    release_run_lock(tmp_path / "runs" / "mine" / "sft")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["pretrain"]
+
+
 def test_export_never_removes_a_folder_it_did_not_write_nor_writes_onto_its_input(tmp_path, chat_model, capsys):
     """`align export` into a folder holding the user's files, or onto the checkpoint it exports, is one line and
     exit 2 with nothing changed; into a new folder and again into that (its own earlier output) it works."""
