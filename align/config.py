@@ -359,7 +359,7 @@ def exit_with_error(message: str, prog: str | None = None) -> NoReturn:
 
     Under a launch of several processes every process finds the same mistake in the same input; the line is
     printed by the first of them to reach here, so that the user reads it once, not once per process."""
-    release_run_locks()  # and remove an output folder this run created but never used
+    release_run_locks()  # and remove the folders this run created for an output folder it never used
     line = f"{prog or Path(sys.argv[0]).name}: error: {message}"
     if first_process_to_say(line):
         print(line, file=sys.stderr)

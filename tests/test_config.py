@@ -242,7 +242,6 @@ def test_several_processes_print_a_mistake_once_and_different_mistakes_each(monk
     test hosts): the first to report a line prints it, the others stay quiet unless their line is another."""
     import torch.distributed as dist
 
-
     port = free_port()
     launcher_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # noqa: F841
     assert first_process_to_say("sft.py: error: a") is True  # one process: always
@@ -257,7 +256,6 @@ def test_several_processes_print_a_mistake_once_and_different_mistakes_each(monk
 
 
 def test_a_mistake_is_one_line_with_status_2_under_a_launch_of_two_processes():
-
     command = [sys.executable, "-m", "align.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                "recipes/sft.py", "--config", "world_small", "--learning_rate", "1e-4"]  # fmt: skip
