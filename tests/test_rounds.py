@@ -773,3 +773,12 @@ def test_a_rerun_names_the_settings_of_an_edited_yaml_file_or_override(tmp_path,
     sft_yaml.write_text(yaml.safe_dump({**settings, "logging_steps": 10}))
     rerun(sft={"lr": 1e-4})
     assert "with settings.lr 0.003 (now 0.0001);" in capsys.readouterr().out and len(made) == 1
+    # A stage made before stages recorded their settings cannot name a change: the rerun says it is not checked.
+    marker = tmp_path / "edited" / "round-0" / "sft" / ROUND_STAGE_MARKER
+    facts = json.loads(marker.read_text())
+    del facts["options"]
+    marker.write_text(json.dumps(facts))
+    rerun()
+    assert "[round 0] sft: note: kept as it was made; it predates align's record of a stage's YAML settings, so " \
+        "an edit of its YAML file or a new default since is not seen;" in capsys.readouterr().out  # fmt: skip
+    assert len(made) == 1

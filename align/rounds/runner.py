@@ -228,6 +228,12 @@ class Rounds:
                 if changed:
                     print(f"[round {round_number}] {stage}: note: kept as it was made, with {', '.join(changed)}; "
                           f"to make it with the new options, run under another --name", flush=True)  # fmt: skip
+                if "settings" in (options or {}) and "settings" not in (facts.get("options") or {}):
+                    # Made by an align from before stages recorded their YAML settings: an edit of the YAML file
+                    # or a new default since cannot be named, so say that it is not checked rather than nothing.
+                    print(f"[round {round_number}] {stage}: note: kept as it was made; it predates align's record of "
+                          f"a stage's YAML settings, so an edit of its YAML file or a new default since is not seen; "
+                          f"to make it with the current settings, run under another --name", flush=True)  # fmt: skip
             return facts
         if main:
             print(f"[round {round_number}] {stage} ...", flush=True)
