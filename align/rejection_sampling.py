@@ -259,6 +259,13 @@ def keep_candidate(
     return keep_index(candidates, eligible.tolist(), min_reward_gain)
 
 
+def recorded_keep_rule(recorded: dict[str, Any]) -> dict[str, Any]:
+    """`min_reward_gain` and `min_reward_gain_scale` of a finished stage's recorded config (this config's defaults
+    for a stage recorded before either existed), as `keep_candidate` and the world's diagnostics take them."""
+    fields = RejectionSamplingConfig.__dataclass_fields__
+    return {name: recorded.get(name, fields[name].default) for name in ("min_reward_gain", "min_reward_gain_scale")}
+
+
 def keep_index(candidates: list[str], rewards: list[float], min_reward_gain: float = 0.0) -> int | None:
     """Which of one prompt's candidates best-of-K keeps (None when every reward is -inf, i.e. every answer is
     empty, or NaN): the best-rewarded, unless `min_reward_gain` > 0 and it beats the most frequent answer (by

@@ -21,6 +21,7 @@ from align.checkpoint import require_model_dir
 from align.config import exit_with_error
 from align.data import load_tokenizer
 from align.modeling import AlignLlamaForCausalLM
+from align.rejection_sampling import recorded_keep_rule
 from align.reports.rounds import load_reward_model
 from align.reward_sources import RewardScorer, parse_reward_spec
 from align.world import World
@@ -71,8 +72,7 @@ def rejection_sampling_choice(run_dir: Path, n: int, loaded: dict | None = None)
                           for key, value in source.items()} for name, source in reward["sources"].items()}  # fmt: skip
         reward = {**reward, "sources": sources}
     spec = parse_reward_spec(reward, found["helpfulness_rm"], found["safety_rm"])
-    return {"reward": RewardScorer.load(spec, loaded=loaded), "min_reward_gain": config.get("min_reward_gain", 0.0),
-            "min_reward_gain_scale": config.get("min_reward_gain_scale", "reward")}
+    return {"reward": RewardScorer.load(spec, loaded=loaded), **recorded_keep_rule(config)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -43,7 +43,7 @@ def test_what_rejection_sampling_kept_is_judged_by_its_recorded_reward_found_ins
                                                               "0": {"sft": {"final": "x"}}}}))  # fmt: skip
     monkeypatch.chdir(tmp_path)
     chosen = choice(run, 3, held)
-    assert chosen["min_reward_gain"] == 0.1
+    assert chosen["min_reward_gain"] == 0.1 and chosen["min_reward_gain_scale"] == "reward"  # recorded before it
     spec, loaded = chosen["reward"]
     assert loaded is held
     assert spec.combine == "llama2_gate" and spec.scope("knowledge") == "helpfulness"

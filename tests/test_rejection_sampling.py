@@ -14,6 +14,7 @@ from align.rejection_sampling import (
     finetune_settings,
     keep_candidate,
     keep_index,
+    recorded_keep_rule,
     run_rejection_sampling,
 )
 from align.reward_sources import RewardScorer
@@ -188,6 +189,15 @@ def test_a_gain_on_the_logit_scale_lets_a_clearly_better_answer_replace_a_freque
     assert keep_candidate(["a", "a", "b"], torch.tensor([0.5, 0.5, 0.65]), 0.75, "logit") == 0
     # Empty answers are never kept; rewards of exactly 0 or 1 (clamped) do not make infinities win or tie.
     assert keep_candidate(["", "a", "a", "b"], torch.tensor([1.0, 0.2, 0.2, 1.0]), 0.75, "logit") == 3
+
+
+def test_a_recorded_stage_gives_its_keep_rule_and_an_older_record_the_defaults():
+    # What the diagnostics judge a round's kept answers by: the rule the stage ran with, as its record says.
+    assert recorded_keep_rule({"min_reward_gain": 0.75, "min_reward_gain_scale": "logit", "num_samples": 8}) == {
+        "min_reward_gain": 0.75, "min_reward_gain_scale": "logit"}  # fmt: skip
+    # A stage recorded before the scale existed measured its gain on the reward itself; before the gain, none.
+    assert recorded_keep_rule({"min_reward_gain": 0.1}) == {"min_reward_gain": 0.1, "min_reward_gain_scale": "reward"}
+    assert recorded_keep_rule({}) == {"min_reward_gain": 0.0, "min_reward_gain_scale": "reward"}
 
 
 def test_min_reward_gain_scale_is_checked(tmp_path, chat_model, reward_models):

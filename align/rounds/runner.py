@@ -465,9 +465,9 @@ class Rounds:
         if self.evaluate_round is not None:
             setup = self.evaluation_setup()
             if self.config.rejection_sampling:  # the diagnostics judge what it keeps (align.world.diagnostics)
-                recorded = sampled["config"]  # a stage recorded before min_reward_gain_scale existed used "reward"
-                kept_by = {"reward_fields": self.reward_fields, "min_reward_gain": recorded["min_reward_gain"],
-                           "min_reward_gain_scale": recorded.get("min_reward_gain_scale", "reward")}  # fmt: skip
+                from ..rejection_sampling import recorded_keep_rule
+
+                kept_by = {"reward_fields": self.reward_fields, **recorded_keep_rule(sampled["config"])}
                 setup = {**setup, "rejection_sampling": kept_by}
             setup = {**setup, "earlier_helpfulness_rms": earlier_helpfulness_rms}
             self.run_stage(n, "evaluate", lambda folder: self.evaluate_round(n, checkpoints, folder, setup))
